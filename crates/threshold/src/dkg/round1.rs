@@ -1,0 +1,337 @@
+//! DKG round 1: deal a polynomial, commit to it, prove knowledge of its constant term, and
+//! encrypt each sub-share to its recipient.
+
+use super::{Parameters, copy_identity, round2};
+use crate::dleq::{DleqProof, Statement};
+use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
+use crate::error::{Error, Result};
+use crate::feldman;
+use crate::keys::{Element, IdentitySecret, NodeId};
+use crate::schnorr;
+use crate::transcript::Transcript;
+use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+use curve25519_dalek::{RistrettoPoint, Scalar};
+use hkdf::Hkdf;
+use rand_core::CryptoRng;
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// A sub-share `f_j(i)` encrypted from dealer `j` to recipient `i`: 32 bytes and a GCM tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncryptedShare {
+    ciphertext: [u8; 32],
+    tag: [u8; 16],
+}
+
+/// What a dealer signs: everything in its round 1 package but the signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Body {
+    dealer: NodeId,
+    commitments: Vec<Element>,
+    proof_of_knowledge: schnorr::Proof,
+    ephemeral: Element,
+    shares: BTreeMap<NodeId, EncryptedShare>,
+}
+
+impl Body {
+    fn write(&self, w: &mut Writer) {
+        w.node(self.dealer);
+        w.u16(self.commitments.len() as u16);
+        for c in &self.commitments {
+            c.write(w);
+        }
+        self.proof_of_knowledge.write(w);
+        self.ephemeral.write(w);
+        w.u16(self.shares.len() as u16);
+        for (id, s) in &self.shares {
+            w.node(*id);
+            w.fixed(&s.ciphertext);
+            w.fixed(&s.tag);
+        }
+    }
+
+    fn signature_context(&self, params: &Parameters) -> Transcript {
+        let mut w = Writer(Vec::new());
+        self.write(&mut w);
+        let mut t = params.transcript(b"hyok/v1/dkg/round1-signature");
+        t.append(b"package", &w.0);
+        t
+    }
+}
+
+/// Round 1's broadcast message from one dealer, signed with the dealer's identity key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    body: Body,
+    signature: schnorr::Proof,
+}
+
+impl Package {
+    /// The dealer that sent it.
+    pub fn dealer(&self) -> NodeId {
+        self.body.dealer
+    }
+
+    pub(crate) fn ephemeral(&self) -> &Element {
+        &self.body.ephemeral
+    }
+
+    pub(crate) fn group_commitment(&self) -> RistrettoPoint {
+        self.body.commitments[0].point
+    }
+
+    pub(crate) fn commitment_points(&self) -> Vec<RistrettoPoint> {
+        self.body.commitments.iter().map(|c| c.point).collect()
+    }
+
+    /// Checks everything about the package that anyone can check: its signature (failure aborts
+    /// the run), its shape, and — as a `bool`, since failure disqualifies rather than aborts —
+    /// the dealer's proof of knowledge.
+    pub(crate) fn check(&self, params: &Parameters) -> Result<bool> {
+        let body = &self.body;
+        let identity = params.identity(body.dealer)?;
+        if !self.signature.vartime_verify(&identity.0, &body.signature_context(params)) {
+            return Err(Error::InvalidSignature { node: body.dealer });
+        }
+        let shape_ok = body.commitments.len() == usize::from(params.threshold)
+            && body.shares.keys().copied().eq(params.nodes().filter(|n| *n != body.dealer));
+        if !shape_ok {
+            return Ok(false);
+        }
+        Ok(body.proof_of_knowledge.vartime_verify(&body.commitments[0], &pok_context(params, body.dealer)))
+    }
+
+    /// Decrypts the sub-share for `recipient` given the ECDH value `id_i·E_j`; `None` if the
+    /// ciphertext does not open.
+    pub(crate) fn open_share(
+        &self,
+        params: &Parameters,
+        recipient: NodeId,
+        dh: &RistrettoPoint,
+    ) -> Option<Zeroizing<Scalar>> {
+        let body = &self.body;
+        let encrypted = body.shares.get(&recipient)?;
+        let cipher = share_cipher(params, body.dealer, recipient, &body.ephemeral, &body.commitments, dh);
+        let mut buffer = Zeroizing::new(encrypted.ciphertext);
+        cipher
+            .decrypt_inout_detached(&[0u8; 12].into(), &[], buffer.as_mut_slice().into(), &encrypted.tag.into())
+            .ok()?;
+        Option::from(Scalar::from_canonical_bytes(*buffer)).map(Zeroizing::new)
+    }
+}
+
+impl Wire for Package {
+    const NAME: &'static str = "DKG round 1 package";
+    const TAG: u8 = 0x50;
+    fn encode_body(&self, w: &mut Writer) {
+        self.body.write(w);
+        self.signature.write(w);
+    }
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
+        let dealer = r.node()?;
+        let n = r.count(MAX_NODES)?;
+        let commitments = (0..n).map(|_| Element::read(r)).collect::<Result<Vec<_>>>()?;
+        let proof_of_knowledge = schnorr::Proof::read(r)?;
+        let ephemeral = Element::read(r)?;
+        let m = r.count(MAX_NODES)?;
+        let mut shares = BTreeMap::new();
+        for _ in 0..m {
+            let id = r.node()?;
+            let share = EncryptedShare { ciphertext: r.array()?, tag: r.array()? };
+            if shares.insert(id, share).is_some() {
+                return Err(Error::DuplicateNode { node: id });
+            }
+        }
+        let signature = schnorr::Proof::read(r)?;
+        Ok(Package { body: Body { dealer, commitments, proof_of_knowledge, ephemeral, shares }, signature })
+    }
+}
+
+fn pok_context(params: &Parameters, dealer: NodeId) -> Transcript {
+    let mut t = params.transcript(b"hyok/v1/dkg/proof-of-knowledge");
+    t.append_u64(b"dealer", u64::from(dealer.get()));
+    t
+}
+
+/// `AES-256-GCM` under `HKDF(dh, info = H(run, j, i, E_j, C_j))`; each key encrypts one sub-share.
+fn share_cipher(
+    params: &Parameters,
+    dealer: NodeId,
+    recipient: NodeId,
+    ephemeral: &Element,
+    commitments: &[Element],
+    dh: &RistrettoPoint,
+) -> Aes256Gcm {
+    let mut t = params.transcript(b"hyok/v1/dkg/share-encryption");
+    t.append_u64(b"dealer", u64::from(dealer.get()));
+    t.append_u64(b"recipient", u64::from(recipient.get()));
+    t.append_point(b"ephemeral", &ephemeral.compressed);
+    for c in commitments {
+        t.append_point(b"commitment", &c.compressed);
+    }
+    let info = t.digest();
+    let ikm = Zeroizing::new(dh.compress().to_bytes());
+    let mut key = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's limit: expand cannot fail.
+    let _ = Hkdf::<Sha256>::new(Some(b"hyok/v1/dkg"), ikm.as_ref()).expand(&info, key.as_mut());
+    Aes256Gcm::new(&(*key).into())
+}
+
+/// The complaint context: a DLEQ proof that `dh = id_i·E_j` for the accuser's identity.
+pub(crate) fn complaint_context(params: &Parameters, accuser: NodeId, accused: NodeId) -> Transcript {
+    let mut t = params.transcript(b"hyok/v1/dkg/complaint");
+    t.append_u64(b"accuser", u64::from(accuser.get()));
+    t.append_u64(b"accused", u64::from(accused.get()));
+    t
+}
+
+pub(crate) fn prove_dh<R: CryptoRng + ?Sized>(
+    params: &Parameters,
+    identity: &IdentitySecret,
+    me: NodeId,
+    accused: &Package,
+    rng: &mut R,
+) -> (Element, DleqProof) {
+    let my_key = identity.public_key();
+    let dh = Element::new(accused.ephemeral().point * identity.scalar());
+    let statement = Statement { x: &my_key.0, h: accused.ephemeral(), y: &dh };
+    let proof = DleqProof::prove(identity.scalar(), statement, &complaint_context(params, me, accused.dealer()), rng);
+    (dh, proof)
+}
+
+/// What a dealer keeps between round 1 and round 2: its identity, and its own sub-share.
+pub struct SecretPackage {
+    pub(super) me: NodeId,
+    pub(super) identity: IdentitySecret,
+    pub(super) params: Parameters,
+    pub(super) own_share: Zeroizing<Scalar>,
+    pub(super) own_package: Package,
+    #[cfg(feature = "dangerous-testing")]
+    sub_shares: Vec<(NodeId, Zeroizing<Scalar>)>,
+}
+
+impl fmt::Debug for SecretPackage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("round1::SecretPackage").field("me", &self.me).finish_non_exhaustive()
+    }
+}
+
+/// Round 1 for node `me`: deal, commit, prove, encrypt, sign.
+pub fn part1<R: CryptoRng + ?Sized>(
+    me: NodeId,
+    identity: &IdentitySecret,
+    params: Parameters,
+    rng: &mut R,
+) -> Result<(SecretPackage, Package)> {
+    if params.identity(me)? != &identity.public_key() {
+        return Err(Error::InvalidParameters("identity secret does not match this node's registered key"));
+    }
+    let ids: Vec<NodeId> = params.nodes().collect();
+    let secret = Zeroizing::new(Scalar::random(rng));
+    let (sub_shares, commitments) = feldman::split(&secret, params.threshold, &ids, rng)?;
+    let commitments: Vec<Element> = commitments.into_iter().map(Element::new).collect();
+    let proof_of_knowledge = schnorr::Proof::prove(&secret, &commitments[0], &pok_context(&params, me), rng);
+
+    let e = Zeroizing::new(Scalar::random(rng));
+    let ephemeral = Element::new(RistrettoPoint::mul_base(&e));
+    let mut shares = BTreeMap::new();
+    let mut own_share = Zeroizing::new(Scalar::ZERO);
+    for (id, value) in &sub_shares {
+        if *id == me {
+            *own_share = **value;
+            continue;
+        }
+        let dh = params.identity(*id)?.0.point * *e;
+        let cipher = share_cipher(&params, me, *id, &ephemeral, &commitments, &dh);
+        let mut buffer = value.to_bytes();
+        let tag = cipher
+            .encrypt_inout_detached(&[0u8; 12].into(), &[], buffer.as_mut_slice().into())
+            .map_err(|_| Error::InvalidParameters("sub-share encryption failed"))?;
+        shares.insert(*id, EncryptedShare { ciphertext: buffer, tag: tag.into() });
+    }
+    let body = Body { dealer: me, commitments, proof_of_knowledge, ephemeral, shares };
+    let signature =
+        schnorr::Proof::prove(identity.scalar(), &identity.public_key().0, &body.signature_context(&params), rng);
+    let package = Package { body, signature };
+
+    let secret_package = SecretPackage {
+        me,
+        identity: copy_identity(identity),
+        params,
+        own_share,
+        own_package: package.clone(),
+        #[cfg(feature = "dangerous-testing")]
+        sub_shares,
+    };
+    Ok((secret_package, package))
+}
+
+impl SecretPackage {
+    /// Every sub-share this dealer dealt, in the clear. Only for tests that check that no
+    /// relayed message contains one.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_sub_shares(&self) -> Vec<(NodeId, Scalar)> {
+        self.sub_shares.iter().map(|(id, s)| (*id, **s)).collect()
+    }
+
+    /// Round 2 for this node: check every other dealer's package, decrypt and Feldman-check the
+    /// sub-share dealt to this node, and complain about every one that fails.
+    ///
+    /// `packages` must hold one package from every other participant (this node's own may be
+    /// included). A package with a bad signature aborts with [`Error::InvalidSignature`].
+    pub fn receive<R: CryptoRng + ?Sized>(
+        self,
+        packages: &[Package],
+        rng: &mut R,
+    ) -> Result<(round2::SecretPackage, round2::Package)> {
+        let mut all = BTreeMap::new();
+        for p in packages {
+            self.params.identity(p.dealer())?;
+            if p.dealer() == self.me {
+                if *p != self.own_package {
+                    return Err(Error::InvalidSignature { node: self.me });
+                }
+                continue;
+            }
+            if all.insert(p.dealer(), p.clone()).is_some() {
+                return Err(Error::DuplicateNode { node: p.dealer() });
+            }
+        }
+        for node in self.params.nodes() {
+            if node != self.me && !all.contains_key(&node) {
+                return Err(Error::MissingMessage { node });
+            }
+        }
+        all.insert(self.me, self.own_package.clone());
+
+        let mut received = BTreeMap::new();
+        let mut complaints = Vec::new();
+        let mut bad_proofs = Vec::new();
+        for (dealer, package) in &all {
+            if !package.check(&self.params)? {
+                bad_proofs.push(*dealer);
+                continue;
+            }
+            if *dealer == self.me {
+                received.insert(self.me, Zeroizing::new(*self.own_share));
+                continue;
+            }
+            let dh = package.ephemeral().point * self.identity.scalar();
+            let share = package
+                .open_share(&self.params, self.me, &dh)
+                .filter(|s| feldman::verify(&package.commitment_points(), self.me, s));
+            match share {
+                Some(s) => {
+                    received.insert(*dealer, s);
+                }
+                None => {
+                    let (dh, proof) = prove_dh(&self.params, &self.identity, self.me, package, rng);
+                    complaints.push(round2::Complaint { accused: *dealer, dh, proof });
+                }
+            }
+        }
+        round2::SecretPackage::new(self, all, received, bad_proofs, complaints, rng)
+    }
+}

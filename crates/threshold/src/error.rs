@@ -1,0 +1,103 @@
+//! The one error type of this crate.
+
+use crate::keys::NodeId;
+
+/// Everything that can go wrong in threshold operations.
+///
+/// Variants that blame a party carry its [`NodeId`], so that a coordinator can name the culprit
+/// in its logs and metrics. No variant ever carries secret material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Threshold or participant set is unusable (e.g. `t = 0`, `t > n`, a duplicate id).
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(&'static str),
+    /// A node id of zero, or one outside the key's participant set.
+    #[error("unknown node {node}")]
+    UnknownNode {
+        /// The node id that is not part of the key.
+        node: u16,
+    },
+    /// The same node answered twice in one set of partials.
+    #[error("node {node} appears more than once")]
+    DuplicateNode {
+        /// The repeated node.
+        node: NodeId,
+    },
+    /// Fewer than `t` usable partials.
+    #[error("not enough valid partials: need {needed}, have {got}")]
+    NotEnoughPartials {
+        /// The threshold `t`.
+        needed: usize,
+        /// How many usable partials there were.
+        got: usize,
+    },
+    /// A node's partial result failed its DLEQ proof.
+    #[error("partial from node {node} failed verification")]
+    InvalidProof {
+        /// The node whose partial is wrong.
+        node: NodeId,
+    },
+    /// Partials were all well-formed but still did not open the ciphertext; the listed nodes
+    /// sent partials that failed their proofs (empty when every proof checked out, i.e. the
+    /// ciphertext itself is wrong).
+    #[error("decryption failed")]
+    DecryptionFailed {
+        /// Nodes whose partials failed verification.
+        culprits: Vec<NodeId>,
+    },
+    /// A wrapped key whose proof of knowledge does not verify: the node refuses to act on it.
+    #[error("wrapped key proof is invalid")]
+    InvalidWrapProof,
+    /// Bytes that do not decode: wrong length, non-canonical point or scalar, trailing data.
+    #[error("malformed {what}")]
+    Malformed {
+        /// Which object failed to decode.
+        what: &'static str,
+    },
+    /// A known object with a wire-format version this build does not speak.
+    #[error("unsupported {what} format version {version}")]
+    UnsupportedVersion {
+        /// Which object.
+        what: &'static str,
+        /// The version byte that was found.
+        version: u8,
+    },
+    /// A DKG message whose signature does not verify under the sender's identity key: either
+    /// the sender or the relay tampered with it. The run must be aborted.
+    #[error("DKG message claiming to be from node {node} has an invalid signature")]
+    InvalidSignature {
+        /// The node the message claims to come from.
+        node: NodeId,
+    },
+    /// A DKG message missing from a round, or one from a node that is not a participant.
+    #[error("DKG round is missing the message of node {node}")]
+    MissingMessage {
+        /// The node whose message is missing.
+        node: NodeId,
+    },
+    /// A node saw different round 1 packages than this node did: a dealer or the relay showed
+    /// different nodes different messages. The run must be aborted.
+    #[error("DKG node {node} saw different round 1 messages")]
+    InconsistentView {
+        /// The node whose view differs.
+        node: NodeId,
+    },
+    /// The DKG ended with fewer than `t` qualified dealers.
+    #[error("DKG failed: only {qualified} qualified dealers, need {needed}; disqualified: {disqualified:?}")]
+    NotEnoughQualifiedDealers {
+        /// How many dealers qualified.
+        qualified: usize,
+        /// The threshold.
+        needed: usize,
+        /// The dealers that were disqualified.
+        disqualified: Vec<NodeId>,
+    },
+    /// A public key package whose verification keys do not lie on one polynomial of degree
+    /// `t − 1` through the group key.
+    #[error("inconsistent public key package")]
+    InconsistentPackage,
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = core::result::Result<T, E>;

@@ -1,0 +1,319 @@
+//! Key material by role: secret shares, public verification keys, group keys, node identities.
+
+use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
+use crate::error::{Error, Result};
+use crate::lagrange;
+use curve25519_dalek::{RistrettoPoint, Scalar, ristretto::CompressedRistretto};
+use rand_core::CryptoRng;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroU16;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// A node's identifier: its Shamir evaluation point `x_i = i`, never zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(NonZeroU16);
+
+impl NodeId {
+    /// `id` as a node id; zero is refused (it is where the secret lives).
+    pub fn new(id: u16) -> Result<Self> {
+        NonZeroU16::new(id).map(NodeId).ok_or(Error::UnknownNode { node: id })
+    }
+    /// The numeric id.
+    pub fn get(self) -> u16 {
+        self.0.get()
+    }
+    /// The evaluation point `x_i` as a scalar.
+    pub(crate) fn scalar(self) -> Scalar {
+        Scalar::from(u64::from(self.get()))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
+impl TryFrom<u16> for NodeId {
+    type Error = Error;
+    fn try_from(id: u16) -> Result<Self> {
+        NodeId::new(id)
+    }
+}
+
+/// A public group element together with its canonical encoding (kept so that hashing it into
+/// transcripts costs no compression).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Element {
+    pub(crate) point: RistrettoPoint,
+    pub(crate) compressed: CompressedRistretto,
+}
+
+impl Element {
+    pub(crate) fn new(point: RistrettoPoint) -> Self {
+        Element { point, compressed: point.compress() }
+    }
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
+        let (point, compressed) = r.point()?;
+        Ok(Element { point, compressed })
+    }
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.point(&self.compressed);
+    }
+}
+
+impl fmt::Debug for Element {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in &self.compressed.as_bytes()[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…")
+    }
+}
+
+/// A node's secret Shamir share `k_i = f(i)` of a root key.
+///
+/// Zeroized on drop, not `Clone`, and its `Debug` prints `<redacted>`.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct KeyShare {
+    #[zeroize(skip)]
+    node: NodeId,
+    secret: Scalar,
+    #[zeroize(skip)]
+    verification_key: VerificationKey,
+}
+
+impl KeyShare {
+    pub(crate) fn new(node: NodeId, secret: Scalar) -> Self {
+        let verification_key = VerificationKey(Element::new(RistrettoPoint::mul_base(&secret)));
+        KeyShare { node, secret, verification_key }
+    }
+    /// The node this share belongs to.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+    pub(crate) fn secret(&self) -> &Scalar {
+        &self.secret
+    }
+    /// `K_i = k_i·G`.
+    pub fn verification_key(&self) -> VerificationKey {
+        self.verification_key
+    }
+    /// The share's encoding, for sealing at rest: `version || tag || u16be(node) || k_i`.
+    /// The buffer is zeroized when dropped.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer(Vec::with_capacity(36));
+        w.u8(crate::encoding::WIRE_VERSION);
+        w.u8(Self::TAG);
+        w.node(self.node);
+        w.scalar(&self.secret);
+        Zeroizing::new(w.0)
+    }
+    /// Decodes [`KeyShare::to_secret_bytes`]; rejects a non-canonical scalar.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_bytes(bytes)
+    }
+    /// The raw secret scalar. Only for tests that must compare against a dealt key.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_secret(&self) -> Scalar {
+        self.secret
+    }
+}
+
+impl Wire for KeyShare {
+    const NAME: &'static str = "key share";
+    const TAG: u8 = 0x01;
+    fn encode_body(&self, w: &mut Writer) {
+        w.node(self.node);
+        w.scalar(&self.secret);
+    }
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(KeyShare::new(r.node()?, r.scalar()?))
+    }
+}
+
+impl fmt::Debug for KeyShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyShare").field("node", &self.node).field("secret", &"<redacted>").finish()
+    }
+}
+
+/// A node's public verification key `K_i = k_i·G`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerificationKey(pub(crate) Element);
+
+impl VerificationKey {
+    /// The 32-byte compressed encoding.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.compressed.as_bytes()
+    }
+}
+
+/// The group public key `K = k·G` of a root key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupPublicKey(pub(crate) Element);
+
+impl GroupPublicKey {
+    /// The 32-byte compressed encoding.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.compressed.as_bytes()
+    }
+    /// Decodes a 32-byte compressed point, rejecting non-canonical encodings.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let bad = Error::Malformed { what: "group public key" };
+        let c = CompressedRistretto::from_slice(bytes).map_err(|_| bad.clone())?;
+        let point = c.decompress().ok_or(bad)?;
+        Ok(GroupPublicKey(Element { point, compressed: c }))
+    }
+}
+
+/// Everything public about one root key: threshold `t`, every node's verification key `K_i`,
+/// and the group key `K`. Verified on construction: all `K_i` lie on one polynomial of degree
+/// `t − 1` whose value at 0 is `K`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKeyPackage {
+    threshold: u16,
+    verification_keys: BTreeMap<NodeId, VerificationKey>,
+    group_key: GroupPublicKey,
+}
+
+impl PublicKeyPackage {
+    /// Builds and checks a package.
+    ///
+    /// Consistency: with `S` the first `t` nodes, for every other node `j`,
+    /// `K_j = Σ_{i∈S} λ_i(x_j)·K_i`, and `K = Σ_{i∈S} λ_i(0)·K_i`.
+    pub fn new(
+        threshold: u16,
+        verification_keys: BTreeMap<NodeId, VerificationKey>,
+        group_key: GroupPublicKey,
+    ) -> Result<Self> {
+        let n = verification_keys.len();
+        if threshold == 0 || usize::from(threshold) > n || n > MAX_NODES {
+            return Err(Error::InvalidParameters("threshold must satisfy 1 ≤ t ≤ n"));
+        }
+        let base: Vec<(NodeId, RistrettoPoint)> =
+            verification_keys.iter().take(usize::from(threshold)).map(|(id, vk)| (*id, vk.0.point)).collect();
+        let ids: Vec<NodeId> = base.iter().map(|(id, _)| *id).collect();
+        let points: Vec<RistrettoPoint> = base.iter().map(|(_, p)| *p).collect();
+        let at = |x: Scalar| -> Result<RistrettoPoint> {
+            Ok(lagrange::vartime_combine(&lagrange::coefficients_at(&ids, x)?, &points))
+        };
+        if at(Scalar::ZERO)? != group_key.0.point {
+            return Err(Error::InconsistentPackage);
+        }
+        for (id, vk) in verification_keys.iter().skip(usize::from(threshold)) {
+            if at(id.scalar())? != vk.0.point {
+                return Err(Error::InconsistentPackage);
+            }
+        }
+        Ok(PublicKeyPackage { threshold, verification_keys, group_key })
+    }
+    /// The threshold `t`.
+    pub fn threshold(&self) -> u16 {
+        self.threshold
+    }
+    /// The group key `K`.
+    pub fn group_key(&self) -> &GroupPublicKey {
+        &self.group_key
+    }
+    /// Every node's `K_i`.
+    pub fn verification_keys(&self) -> &BTreeMap<NodeId, VerificationKey> {
+        &self.verification_keys
+    }
+    /// The node ids of the key, ascending.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.verification_keys.keys().copied()
+    }
+    pub(crate) fn verification_key(&self, node: NodeId) -> Result<&VerificationKey> {
+        self.verification_keys.get(&node).ok_or(Error::UnknownNode { node: node.get() })
+    }
+}
+
+impl Wire for PublicKeyPackage {
+    const NAME: &'static str = "public key package";
+    const TAG: u8 = 0x02;
+    fn encode_body(&self, w: &mut Writer) {
+        w.u16(self.threshold);
+        w.u16(self.verification_keys.len() as u16);
+        for (id, vk) in &self.verification_keys {
+            w.node(*id);
+            vk.0.write(w);
+        }
+        self.group_key.0.write(w);
+    }
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
+        let threshold = r.u16()?;
+        let n = r.count(MAX_NODES)?;
+        let mut vks = BTreeMap::new();
+        for _ in 0..n {
+            let id = r.node()?;
+            if vks.insert(id, VerificationKey(Element::read(r)?)).is_some() {
+                return Err(Error::DuplicateNode { node: id });
+            }
+        }
+        let group_key = GroupPublicKey(Element::read(r)?);
+        PublicKeyPackage::new(threshold, vks, group_key)
+    }
+}
+
+/// A node's long-term identity secret: signs its DKG messages and decrypts the sub-shares
+/// other nodes deal to it. Zeroized on drop; `Debug` prints `<redacted>`.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct IdentitySecret(Scalar);
+
+impl IdentitySecret {
+    /// A fresh identity.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        IdentitySecret(Scalar::random(rng))
+    }
+    /// The public half.
+    pub fn public_key(&self) -> IdentityPublicKey {
+        IdentityPublicKey(Element::new(RistrettoPoint::mul_base(&self.0)))
+    }
+    pub(crate) fn scalar(&self) -> &Scalar {
+        &self.0
+    }
+    pub(crate) fn from_scalar_unchecked(s: Scalar) -> Self {
+        IdentitySecret(s)
+    }
+    /// 32 secret bytes, for sealing at rest; zeroized on drop.
+    pub fn to_secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+    /// Decodes [`IdentitySecret::to_secret_bytes`]; rejects a non-canonical or zero scalar.
+    pub fn from_secret_bytes(bytes: [u8; 32]) -> Result<Self> {
+        let s: Option<Scalar> = Scalar::from_canonical_bytes(bytes).into();
+        match s {
+            Some(s) if s != Scalar::ZERO => Ok(IdentitySecret(s)),
+            _ => Err(Error::Malformed { what: "identity secret" }),
+        }
+    }
+}
+
+impl fmt::Debug for IdentitySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentitySecret(<redacted>)")
+    }
+}
+
+/// A node's public identity key `ID_i = id_i·G`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentityPublicKey(pub(crate) Element);
+
+impl IdentityPublicKey {
+    /// The 32-byte compressed encoding.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.compressed.as_bytes()
+    }
+    /// Decodes 32 bytes, rejecting non-canonical encodings and the identity element.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+        let bad = Error::Malformed { what: "identity public key" };
+        let c = CompressedRistretto::from_slice(bytes).map_err(|_| bad.clone())?;
+        let point = c.decompress().ok_or(bad.clone())?;
+        if point == RistrettoPoint::default() {
+            return Err(bad);
+        }
+        Ok(IdentityPublicKey(Element { point, compressed: c }))
+    }
+}

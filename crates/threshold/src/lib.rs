@@ -1,0 +1,45 @@
+//! Threshold cryptography for hyok, on Ristretto255. Pure math: no I/O, no clocks, no global
+//! RNG — randomness comes in as `&mut impl CryptoRng`, and callers move the bytes.
+//!
+//! A root key `k` exists only as Shamir shares `k_i = f(i)`; every operation is combined *in the
+//! exponent* from `t` partial results `Y_i = k_i·H`, so no code here rebuilds `k`.
+//!
+//! # Layout
+//! - [`keys`]: types by role — [`NodeId`], [`KeyShare`] (secret), [`VerificationKey`] (`K_i`),
+//!   [`GroupPublicKey`] (`K`), [`PublicKeyPackage`], and node identity keys.
+//! - [`dkg`]: distributed key generation, a per-node state machine (`part1` → `round1` →
+//!   `round2` → [`dkg::Output`]).
+//! - [`dprf`]: the distributed PRF `k·H(x)`: node [`dprf::evaluate`], coordinator
+//!   [`dprf::combine`] / [`dprf::combine_unchecked`], batch verification.
+//! - [`aead`]: AES-256-GCM keyed by the DPRF; detached (XKS) and [`aead::Blob`] (gRPC) forms.
+//! - [`kem`]: threshold ElGamal envelope wrapping, offline [`kem::wrap`] and threshold unwrap.
+//! - [`partial`]: [`PartialEvaluation`] and the two combine strategies.
+//! - [`encoding`]: the versioned wire format ([`Wire`]).
+//! - internal: `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
+//!   `lagrange` (interpolation in the exponent), `feldman` (vsss-rs glue), `transcript`.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod aead;
+#[cfg(feature = "dangerous-testing")]
+pub mod dealer;
+pub mod dkg;
+mod dleq;
+pub mod dprf;
+pub mod encoding;
+mod error;
+mod feldman;
+pub mod kem;
+pub mod keys;
+mod lagrange;
+pub mod partial;
+mod schnorr;
+mod transcript;
+
+pub use dleq::DleqProof;
+pub use encoding::Wire;
+pub use error::{Error, Result};
+pub use keys::{
+    GroupPublicKey, IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage, VerificationKey,
+};
+pub use partial::{Opened, PartialEvaluation};

@@ -1,0 +1,194 @@
+//! A node's partial result `Y_i = k_i·H` with its DLEQ proof, and the coordinator's two ways of
+//! combining partials in the exponent: verify-then-combine, and combine-first.
+//!
+//! `H` is the DPRF point `H(x)` (hashed by the node itself) or the KEM's ephemeral `R` (whose
+//! proof of knowledge the node checked). The proof's context names the operation, so a DPRF
+//! partial never verifies as a KEM partial or vice versa.
+
+use crate::dleq::{self, DleqProof, Statement};
+use crate::encoding::{Reader, Wire, Writer};
+use crate::error::{Error, Result};
+use crate::keys::{Element, KeyShare, NodeId, PublicKeyPackage};
+use crate::lagrange;
+use crate::transcript::Transcript;
+use curve25519_dalek::RistrettoPoint;
+use rand_core::CryptoRng;
+
+/// A node's partial result with its proof: `{ node, value: Y_i = k_i·H, proof }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartialEvaluation {
+    node: NodeId,
+    value: Element,
+    proof: DleqProof,
+}
+
+/// A combined result together with the nodes whose partials failed verification on the way.
+#[derive(Debug)]
+pub struct Opened<T> {
+    /// The result.
+    pub value: T,
+    /// Nodes whose partials failed their proofs and were skipped (log and count them).
+    pub culprits: Vec<NodeId>,
+}
+
+impl PartialEvaluation {
+    /// The node that produced this partial.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// `Y_i = k_i·H` with a proof that `log_G K_i = log_H Y_i`.
+    pub(crate) fn compute<R: CryptoRng + ?Sized>(
+        share: &KeyShare,
+        h: &Element,
+        context: &Transcript,
+        rng: &mut R,
+    ) -> Self {
+        let value = Element::new(h.point * share.secret());
+        let vk = share.verification_key();
+        let statement = Statement { x: &vk.0, h, y: &value };
+        let proof = DleqProof::prove(share.secret(), statement, context, rng);
+        PartialEvaluation { node: share.node(), value, proof }
+    }
+
+    pub(crate) fn vartime_verify(&self, package: &PublicKeyPackage, h: &Element, context: &Transcript) -> Result<()> {
+        let vk = package.verification_key(self.node)?;
+        let statement = Statement { x: &vk.0, h, y: &self.value };
+        if self.proof.vartime_verify(statement, context) {
+            Ok(())
+        } else {
+            Err(Error::InvalidProof { node: self.node })
+        }
+    }
+
+    /// Replaces the value, keeping node and proof: a tampered partial, for tests.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_with_value_of(&self, other: &PartialEvaluation) -> Self {
+        PartialEvaluation { value: other.value, ..self.clone() }
+    }
+
+    /// Replaces the proof, keeping node and value: a tampered partial, for tests.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_with_proof_of(&self, other: &PartialEvaluation) -> Self {
+        PartialEvaluation { proof: other.proof, ..self.clone() }
+    }
+
+    /// Claims to be from another node: a tampered partial, for tests.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_with_node(&self, node: NodeId) -> Self {
+        PartialEvaluation { node, ..self.clone() }
+    }
+}
+
+impl Wire for PartialEvaluation {
+    const NAME: &'static str = "partial evaluation";
+    const TAG: u8 = 0x10;
+    fn encode_body(&self, w: &mut Writer) {
+        w.node(self.node);
+        self.value.write(w);
+        self.proof.write(w);
+    }
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(PartialEvaluation { node: r.node()?, value: Element::read(r)?, proof: DleqProof::read(r)? })
+    }
+}
+
+/// Every partial must come from a node of the key, at most once.
+fn check_membership(package: &PublicKeyPackage, partials: &[PartialEvaluation]) -> Result<()> {
+    for (k, p) in partials.iter().enumerate() {
+        package.verification_key(p.node)?;
+        if partials[..k].iter().any(|q| q.node == p.node) {
+            return Err(Error::DuplicateNode { node: p.node });
+        }
+    }
+    Ok(())
+}
+
+/// `Y = Σ_{i∈S} λ_i · Y_i` over the first `t` partials, without checking any proof.
+pub(crate) fn combine_unchecked(package: &PublicKeyPackage, partials: &[&PartialEvaluation]) -> Result<RistrettoPoint> {
+    let t = usize::from(package.threshold());
+    if partials.len() < t {
+        return Err(Error::NotEnoughPartials { needed: t, got: partials.len() });
+    }
+    let chosen: Vec<(NodeId, RistrettoPoint)> = partials[..t].iter().map(|p| (p.node, p.value.point)).collect();
+    lagrange::vartime_interpolate_at_zero(&chosen)
+}
+
+/// Nodes whose partials fail verification: one batch check first, and one by one only if the
+/// batch fails.
+pub(crate) fn vartime_find_invalid<R: CryptoRng + ?Sized>(
+    package: &PublicKeyPackage,
+    h: &Element,
+    context_for: impl Fn(NodeId) -> Transcript,
+    partials: &[PartialEvaluation],
+    rng: &mut R,
+) -> Result<Vec<NodeId>> {
+    check_membership(package, partials)?;
+    let mut items = Vec::with_capacity(partials.len());
+    for p in partials {
+        let vk = package.verification_key(p.node)?;
+        items.push((Statement { x: &vk.0, h, y: &p.value }, &p.proof, context_for(p.node)));
+    }
+    if dleq::vartime_verify_batch(h, &items, rng) {
+        return Ok(Vec::new());
+    }
+    Ok(items
+        .iter()
+        .zip(partials)
+        .filter(|((statement, proof, context), _)| !proof.vartime_verify(*statement, context))
+        .map(|(_, p)| p.node)
+        .collect())
+}
+
+/// Verify-then-combine (for operations with no result check, such as encryption): batch-verify
+/// every partial, drop the invalid ones, combine the first `t` valid ones.
+pub(crate) fn combine_verified<R: CryptoRng + ?Sized>(
+    package: &PublicKeyPackage,
+    h: &Element,
+    context_for: impl Fn(NodeId) -> Transcript,
+    partials: &[PartialEvaluation],
+    rng: &mut R,
+) -> Result<Opened<RistrettoPoint>> {
+    let culprits = vartime_find_invalid(package, h, context_for, partials, rng)?;
+    let valid: Vec<&PartialEvaluation> = partials.iter().filter(|p| !culprits.contains(&p.node)).collect();
+    let value = combine_unchecked(package, &valid)?;
+    Ok(Opened { value, culprits })
+}
+
+/// Combine-first (for operations whose result can be checked, such as AEAD decryption):
+/// combine the first `t` partials and try `open`; only if that fails, verify proofs one by one,
+/// drop the culprits and try once more with `t` valid partials.
+pub(crate) fn open_combine_first<T>(
+    package: &PublicKeyPackage,
+    h: &Element,
+    context_for: impl Fn(NodeId) -> Transcript,
+    partials: &[PartialEvaluation],
+    mut open: impl FnMut(&RistrettoPoint) -> Option<T>,
+) -> Result<Opened<T>> {
+    check_membership(package, partials)?;
+    let all: Vec<&PartialEvaluation> = partials.iter().collect();
+    let first = combine_unchecked(package, &all)?;
+    if let Some(value) = open(&first) {
+        return Ok(Opened { value, culprits: Vec::new() });
+    }
+    let mut culprits = Vec::new();
+    let mut valid = Vec::with_capacity(partials.len());
+    for p in partials {
+        match p.vartime_verify(package, h, &context_for(p.node)) {
+            Ok(()) => valid.push(p),
+            Err(_) => culprits.push(p.node),
+        }
+    }
+    let t = usize::from(package.threshold());
+    let first_t_were_valid = culprits.iter().all(|c| !partials[..t].iter().any(|p| p.node == *c));
+    if first_t_were_valid {
+        // The partials were right: the ciphertext (or its tag, AAD, seed…) is not.
+        return Err(Error::DecryptionFailed { culprits });
+    }
+    let retry =
+        combine_unchecked(package, &valid).map_err(|_| Error::DecryptionFailed { culprits: culprits.clone() })?;
+    match open(&retry) {
+        Some(value) => Ok(Opened { value, culprits }),
+        None => Err(Error::DecryptionFailed { culprits }),
+    }
+}

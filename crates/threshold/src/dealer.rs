@@ -26,3 +26,13 @@ pub fn dangerous_deal<R: CryptoRng + ?Sized>(
 pub fn dangerous_evaluate_directly(secret: &Scalar, input: &crate::dprf::DprfInput) -> RistrettoPoint {
     input.hash_to_point() * secret
 }
+
+/// The point inside a combined DPRF output, to compare against [`dangerous_evaluate_directly`].
+pub fn dangerous_output_point(output: &crate::dprf::DprfOutput) -> RistrettoPoint {
+    output.0
+}
+
+/// The point `Y_i` inside a partial.
+pub fn dangerous_partial_point(partial: &crate::PartialEvaluation) -> RistrettoPoint {
+    partial.value_point()
+}

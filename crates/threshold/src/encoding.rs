@@ -35,18 +35,29 @@ pub trait Wire: Sized {
 
     /// Decodes `version || tag || body`, rejecting any other version, tag or trailing bytes.
     fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader { buf: bytes, what: Self::NAME };
-        let version = r.u8()?;
-        if version != WIRE_VERSION {
-            return Err(Error::UnsupportedVersion { what: Self::NAME, version });
-        }
-        if r.u8()? != Self::TAG {
-            return Err(r.malformed());
-        }
-        let value = Self::decode_body(&mut r)?;
-        r.finish()?;
-        Ok(value)
+        decode(bytes, Self::NAME, Self::TAG, Self::decode_body)
     }
+}
+
+/// Decodes `version || tag || body` with `body`, rejecting any other version, tag or trailing
+/// bytes.
+pub(crate) fn decode<T>(
+    bytes: &[u8],
+    what: &'static str,
+    tag: u8,
+    body: impl FnOnce(&mut Reader<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut r = Reader { buf: bytes, what };
+    let version = r.u8()?;
+    if version != WIRE_VERSION {
+        return Err(Error::UnsupportedVersion { what, version });
+    }
+    if r.u8()? != tag {
+        return Err(r.malformed());
+    }
+    let value = body(&mut r)?;
+    r.finish()?;
+    Ok(value)
 }
 
 /// Appends fields to a buffer.

@@ -112,7 +112,7 @@ impl KeyShare {
     }
     /// Decodes [`KeyShare::to_secret_bytes`]; rejects a non-canonical scalar.
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
-        Self::from_bytes(bytes)
+        crate::encoding::decode(bytes, "key share", Self::TAG, |r| Ok(KeyShare::new(r.node()?, r.scalar()?)))
     }
     /// The raw secret scalar. Only for tests that must compare against a dealt key.
     #[cfg(feature = "dangerous-testing")]
@@ -121,16 +121,10 @@ impl KeyShare {
     }
 }
 
-impl Wire for KeyShare {
-    const NAME: &'static str = "key share";
+impl KeyShare {
+    /// The type tag of a share's encoding. A share deliberately does not implement [`Wire`]:
+    /// its only encoding is the zeroizing [`KeyShare::to_secret_bytes`].
     const TAG: u8 = 0x01;
-    fn encode_body(&self, w: &mut Writer) {
-        w.node(self.node);
-        w.scalar(&self.secret);
-    }
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(KeyShare::new(r.node()?, r.scalar()?))
-    }
 }
 
 impl fmt::Debug for KeyShare {

@@ -37,6 +37,11 @@ impl PartialEvaluation {
         self.node
     }
 
+    #[cfg(feature = "dangerous-testing")]
+    pub(crate) fn value_point(&self) -> RistrettoPoint {
+        self.value.point
+    }
+
     /// `Y_i = k_i·H` with a proof that `log_G K_i = log_H Y_i`.
     pub(crate) fn compute<R: CryptoRng + ?Sized>(
         share: &KeyShare,

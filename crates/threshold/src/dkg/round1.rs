@@ -225,6 +225,43 @@ pub fn part1<R: CryptoRng + ?Sized>(
     params: Parameters,
     rng: &mut R,
 ) -> Result<(SecretPackage, Package)> {
+    deal(me, identity, params, None, rng)
+}
+
+/// Ways a cheating dealer can misbehave, for tests that prove the DKG catches them.
+#[cfg(feature = "dangerous-testing")]
+#[derive(Clone, Copy, Debug)]
+pub enum DangerousFault {
+    /// Deal `f(i) + 1` to node `i` (correctly encrypted and signed, but off the polynomial).
+    CorruptShareFor(NodeId),
+    /// Send a proof of knowledge for the wrong constant term.
+    BadProofOfKnowledge,
+}
+
+/// Round 1 for a dealer that cheats in the given way (and signs its cheating properly).
+#[cfg(feature = "dangerous-testing")]
+pub fn dangerous_part1_with_fault<R: CryptoRng + ?Sized>(
+    me: NodeId,
+    identity: &IdentitySecret,
+    params: Parameters,
+    fault: DangerousFault,
+    rng: &mut R,
+) -> Result<(SecretPackage, Package)> {
+    deal(me, identity, params, Some(fault), rng)
+}
+
+#[cfg(not(feature = "dangerous-testing"))]
+type Fault = ();
+#[cfg(feature = "dangerous-testing")]
+type Fault = DangerousFault;
+
+fn deal<R: CryptoRng + ?Sized>(
+    me: NodeId,
+    identity: &IdentitySecret,
+    params: Parameters,
+    fault: Option<Fault>,
+    rng: &mut R,
+) -> Result<(SecretPackage, Package)> {
     if params.identity(me)? != &identity.public_key() {
         return Err(Error::InvalidParameters("identity secret does not match this node's registered key"));
     }
@@ -232,7 +269,15 @@ pub fn part1<R: CryptoRng + ?Sized>(
     let secret = Zeroizing::new(Scalar::random(rng));
     let (sub_shares, commitments) = feldman::split(&secret, params.threshold, &ids, rng)?;
     let commitments: Vec<Element> = commitments.into_iter().map(Element::new).collect();
-    let proof_of_knowledge = schnorr::Proof::prove(&secret, &commitments[0], &pok_context(&params, me), rng);
+    #[allow(unused_mut)]
+    let mut proof_of_knowledge = schnorr::Proof::prove(&secret, &commitments[0], &pok_context(&params, me), rng);
+    #[cfg(feature = "dangerous-testing")]
+    if let Some(DangerousFault::BadProofOfKnowledge) = fault {
+        let other = Scalar::random(rng);
+        proof_of_knowledge = schnorr::Proof::prove(&other, &commitments[0], &pok_context(&params, me), rng);
+    }
+    #[cfg(not(feature = "dangerous-testing"))]
+    let _ = fault;
 
     let e = Zeroizing::new(Scalar::random(rng));
     let ephemeral = Element::new(RistrettoPoint::mul_base(&e));
@@ -245,6 +290,14 @@ pub fn part1<R: CryptoRng + ?Sized>(
         }
         let dh = params.identity(*id)?.0.point * *e;
         let cipher = share_cipher(&params, me, *id, &ephemeral, &commitments, &dh);
+        #[allow(unused_mut)]
+        let mut value = Zeroizing::new(**value);
+        #[cfg(feature = "dangerous-testing")]
+        if let Some(DangerousFault::CorruptShareFor(victim)) = fault {
+            if victim == *id {
+                *value += Scalar::ONE;
+            }
+        }
         let mut buffer = value.to_bytes();
         let tag = cipher
             .encrypt_inout_detached(&[0u8; 12].into(), &[], buffer.as_mut_slice().into())

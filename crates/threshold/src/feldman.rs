@@ -13,6 +13,9 @@ use zeroize::Zeroizing;
 type ScalarShare = DefaultShare<IdentifierPrimeField<Scalar>, IdentifierPrimeField<Scalar>>;
 type Verifier = ValueGroup<RistrettoPoint>;
 
+/// Sub-shares by recipient, and the Feldman commitments `C_0 … C_{t−1}`.
+pub(crate) type Dealing = (Vec<(NodeId, Zeroizing<Scalar>)>, Vec<RistrettoPoint>);
+
 /// Shares `f(i)` for every id in `ids`, and the commitments `C_k = a_k·G` for `k = 0..t`, of a
 /// random polynomial `f` of degree `t − 1` with `f(0) = secret`.
 pub(crate) fn split<R: CryptoRng + ?Sized>(
@@ -20,7 +23,7 @@ pub(crate) fn split<R: CryptoRng + ?Sized>(
     threshold: u16,
     ids: &[NodeId],
     rng: &mut R,
-) -> Result<(Vec<(NodeId, Zeroizing<Scalar>)>, Vec<RistrettoPoint>)> {
+) -> Result<Dealing> {
     let t = usize::from(threshold);
     if t == 0 || t > ids.len() {
         return Err(Error::InvalidParameters("threshold must satisfy 1 ≤ t ≤ n"));

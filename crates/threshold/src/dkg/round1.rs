@@ -293,10 +293,10 @@ fn deal<R: CryptoRng + ?Sized>(
         #[allow(unused_mut)]
         let mut value = Zeroizing::new(**value);
         #[cfg(feature = "dangerous-testing")]
-        if let Some(DangerousFault::CorruptShareFor(victim)) = fault {
-            if victim == *id {
-                *value += Scalar::ONE;
-            }
+        if let Some(DangerousFault::CorruptShareFor(victim)) = fault
+            && victim == *id
+        {
+            *value += Scalar::ONE;
         }
         let mut buffer = value.to_bytes();
         let tag = cipher

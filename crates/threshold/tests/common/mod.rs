@@ -64,6 +64,9 @@ pub struct RelayLog {
     pub messages: Vec<Vec<u8>>,
 }
 
+/// Each node's outcome, and every sub-share dealt (recipient, value), for leak checks.
+pub type DkgRun = (BTreeMap<NodeId, hyok_threshold::Result<dkg::Output>>, Vec<(NodeId, Scalar)>);
+
 /// Runs the DKG with every message passing through its byte encoding (as the relay would
 /// carry it). `dealers` may replace a node's round 1 with a faulty one.
 pub fn run_dkg(
@@ -76,7 +79,7 @@ pub fn run_dkg(
         &mut ChaCha20Rng,
     ) -> Option<(round1::SecretPackage, round1::Package)>,
     log: &mut RelayLog,
-) -> (BTreeMap<NodeId, hyok_threshold::Result<dkg::Output>>, Vec<(NodeId, Scalar)>) {
+) -> DkgRun {
     let mut states1 = BTreeMap::new();
     let mut packages1 = Vec::new();
     let mut dealt = Vec::new();

@@ -1,0 +1,64 @@
+//! Criterion benchmarks of the hot paths: a node's partial evaluation with its proof, proof
+//! verification (one, and a batch of t), and the coordinator's combine, for t = 3, 5, 11.
+//!
+//! `cargo bench -p hyok-threshold`
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use curve25519_dalek::Scalar;
+use hyok_threshold::dealer::dangerous_deal;
+use hyok_threshold::dprf::{self, DprfInput};
+use hyok_threshold::{NodeId, PartialEvaluation, aead, kem};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use std::hint::black_box;
+
+fn benches(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let input = DprfInput::random("bench-key", 1, &mut rng).unwrap();
+
+    let ids: Vec<NodeId> = (1..=5).map(|i| NodeId::new(i).unwrap()).collect();
+    let (shares, package) = dangerous_deal(&Scalar::random(&mut rng), 3, &ids, &mut rng).unwrap();
+    c.bench_function("hash_to_point", |b| b.iter(|| black_box(&input).hash_to_point()));
+    c.bench_function("partial_evaluation_with_proof", |b| {
+        b.iter(|| dprf::evaluate(&shares[0], black_box(&input), &mut rng))
+    });
+    let one = dprf::evaluate(&shares[0], &input, &mut rng);
+    c.bench_function("verify_one_proof", |b| {
+        b.iter(|| dprf::vartime_verify(&package, &input, black_box(&one)).unwrap())
+    });
+
+    let mut group = c.benchmark_group("by_threshold");
+    for t in [3u16, 5, 11] {
+        let ids: Vec<NodeId> = (1..=t).map(|i| NodeId::new(i).unwrap()).collect();
+        let (shares, package) = dangerous_deal(&Scalar::random(&mut rng), t, &ids, &mut rng).unwrap();
+        let partials: Vec<PartialEvaluation> = shares.iter().map(|s| dprf::evaluate(s, &input, &mut rng)).collect();
+        group.bench_with_input(BenchmarkId::new("verify_batch", t), &partials, |b, p| {
+            b.iter(|| assert!(dprf::vartime_find_invalid(&package, &input, p, &mut rng).unwrap().is_empty()))
+        });
+        group.bench_with_input(BenchmarkId::new("verify_each", t), &partials, |b, p| {
+            b.iter(|| p.iter().for_each(|p| dprf::vartime_verify(&package, &input, p).unwrap()))
+        });
+        group.bench_with_input(BenchmarkId::new("combine", t), &partials, |b, p| {
+            b.iter(|| dprf::combine_unchecked(&package, black_box(p)).unwrap())
+        });
+        let sealed = aead::encrypt(&package, &input, &partials, b"", &[7u8; 32], &mut rng).unwrap().value;
+        group.bench_with_input(BenchmarkId::new("decrypt_combine_first_32B", t), &partials, |b, p| {
+            b.iter(|| aead::decrypt(&package, &input, p, b"", &sealed.ciphertext, &sealed.tag).unwrap())
+        });
+        group.bench_with_input(BenchmarkId::new("encrypt_verify_then_combine_32B", t), &partials, |b, p| {
+            b.iter(|| aead::encrypt(&package, &input, p, b"", &[7u8; 32], &mut rng).unwrap())
+        });
+    }
+    group.finish();
+
+    let wrapped = kem::wrap(package.group_key(), &[1u8; 32], b"label", &mut rng).unwrap();
+    c.bench_function("kem_wrap", |b| {
+        b.iter(|| kem::wrap(package.group_key(), &[1u8; 32], b"label", &mut rng).unwrap())
+    });
+    c.bench_function("kem_partial_unwrap", |b| {
+        b.iter(|| kem::partial_unwrap(&shares[0], package.group_key(), &wrapped, b"label", &mut rng).unwrap())
+    });
+}
+
+criterion_group!(threshold, benches);
+criterion_main!(threshold);

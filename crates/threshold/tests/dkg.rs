@@ -124,6 +124,39 @@ fn the_complaint_itself_names_the_accused() {
 }
 
 #[test]
+fn a_false_complaint_disqualifies_the_accuser_not_the_accused() {
+    let mut r = rng(11);
+    let cluster = Cluster::new(2, 4, b"session-false-complaint", &mut r);
+    let liar = node(1);
+    let slandered = node(3);
+    let mut states = Vec::new();
+    let mut packages1 = Vec::new();
+    for (id, identity) in &cluster.identities {
+        let (s, p) = dkg::part1(*id, identity, cluster.params.clone(), &mut r).unwrap();
+        states.push(s);
+        packages1.push(p);
+    }
+    let mut states2 = Vec::new();
+    let mut packages2 = Vec::new();
+    for s in states {
+        let (s, p) = if packages2.is_empty() {
+            s.dangerous_receive_with_false_complaint(&packages1, slandered, &mut r).unwrap()
+        } else {
+            s.receive(&packages1, &mut r).unwrap()
+        };
+        states2.push(s);
+        packages2.push(p);
+    }
+    assert_eq!(packages2[0].sender(), liar);
+    assert_eq!(packages2[0].complaints().len(), 1);
+    let outputs: Vec<dkg::Output> = states2.into_iter().map(|s| s.finish(&packages2).unwrap()).collect();
+    for o in &outputs {
+        assert_eq!(o.disqualified, vec![liar]);
+        assert_eq!(o.package, outputs[0].package);
+    }
+}
+
+#[test]
 fn a_dealer_whose_proof_of_knowledge_fails_is_excluded() {
     let mut r = rng(3);
     let cluster = Cluster::new(2, 4, b"session-bad-pok", &mut r);

@@ -339,6 +339,27 @@ impl SecretPackage {
         packages: &[Package],
         rng: &mut R,
     ) -> Result<(round2::SecretPackage, round2::Package)> {
+        self.receive_inner(packages, None, rng)
+    }
+
+    /// Round 2 for a node that also files a false complaint against `accused` (whose sub-share
+    /// was fine), for tests that prove the liar is the one disqualified.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_receive_with_false_complaint<R: CryptoRng + ?Sized>(
+        self,
+        packages: &[Package],
+        accused: NodeId,
+        rng: &mut R,
+    ) -> Result<(round2::SecretPackage, round2::Package)> {
+        self.receive_inner(packages, Some(accused), rng)
+    }
+
+    fn receive_inner<R: CryptoRng + ?Sized>(
+        self,
+        packages: &[Package],
+        false_accusation: Option<NodeId>,
+        rng: &mut R,
+    ) -> Result<(round2::SecretPackage, round2::Package)> {
         let mut all = BTreeMap::new();
         for p in packages {
             self.params.identity(p.dealer())?;
@@ -384,6 +405,10 @@ impl SecretPackage {
                     complaints.push(round2::Complaint { accused: *dealer, dh, proof });
                 }
             }
+        }
+        if let Some(accused) = false_accusation.and_then(|id| all.get(&id)) {
+            let (dh, proof) = prove_dh(&self.params, &self.identity, self.me, accused, rng);
+            complaints.push(round2::Complaint { accused: accused.dealer(), dh, proof });
         }
         round2::SecretPackage::new(self, all, received, bad_proofs, complaints, rng)
     }

@@ -199,6 +199,22 @@ mod tests {
     }
 
     #[test]
+    fn servers_read_roles_from_these_certificates() {
+        use hyok_client::tls::has_role;
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        pki.init(&[1, 2], &[]).unwrap();
+        let cert = |role| der(&pki.identity(role).cert);
+        assert!(has_role(&cert(Role::Node(1)), Role::Node(1)));
+        assert!(!has_role(&cert(Role::Node(1)), Role::Node(2)));
+        assert!(!has_role(&cert(Role::Node(1)), Role::Coordinator));
+        assert!(has_role(&cert(Role::Coordinator), Role::Coordinator));
+        assert!(!has_role(&cert(Role::Frontend), Role::Admin));
+        assert!(has_role(&cert(Role::Admin), Role::Admin));
+        assert!(!has_role(&CertificateDer::from(vec![0u8; 10]), Role::Admin));
+    }
+
+    #[test]
     fn keys_are_private_and_nothing_is_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());

@@ -1,0 +1,156 @@
+//! The hash-chained audit log: every partial operation and admin change, in order.
+//!
+//! Entry `n` is stored under `u64be(n)` (from 1) as `encoding ‖ hash`, where
+//!
+//! ```text
+//! encoding = u64be(seq) ‖ u64be(time_ms) ‖ str(key_id) ‖ u32be(version) ‖ str(operation)
+//!          ‖ str(request_id) ‖ str(caller) ‖ prev_hash[32]        (str = u32be(len) ‖ bytes)
+//! hash     = SHA-256(encoding)
+//! ```
+//!
+//! and `prev_hash` is the previous entry's hash (32 zero bytes for entry 1). Changing, removing
+//! or reordering any entry breaks the chain at that entry, which [`verify`] reports.
+
+use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
+
+/// What happened (the store assigns sequence number and hashes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// Unix milliseconds (the caller reads the clock).
+    pub time_ms: u64,
+    /// The key concerned (empty for node-wide events).
+    pub key_id: String,
+    /// The key version (0 when not applicable).
+    pub version: u32,
+    /// E.g. `evaluate:encrypt`, `unwrap`, `dkg:commit`, `disable`.
+    pub operation: String,
+    /// The caller's request id.
+    pub request_id: String,
+    /// Who asked (role and certificate name).
+    pub caller: String,
+}
+
+/// A stored entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// 1, 2, 3, …
+    pub seq: u64,
+    /// The event.
+    pub event: AuditEvent,
+    /// The previous entry's hash.
+    pub prev_hash: [u8; 32],
+    /// SHA-256 of this entry's encoding.
+    pub hash: [u8; 32],
+}
+
+/// Where and why the chain is broken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at entry {seq}: {reason}")]
+pub struct AuditBreak {
+    /// The first entry that does not verify.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+const MAX_FIELD: usize = 1024;
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+pub(crate) fn encode(seq: u64, event: &AuditEvent, prev_hash: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + event.key_id.len() + event.request_id.len() + event.caller.len());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&event.time_ms.to_be_bytes());
+    put_str(&mut out, &event.key_id);
+    out.extend_from_slice(&event.version.to_be_bytes());
+    put_str(&mut out, &event.operation);
+    put_str(&mut out, &event.request_id);
+    put_str(&mut out, &event.caller);
+    out.extend_from_slice(prev_hash);
+    out
+}
+
+pub(crate) fn hash(encoding: &[u8]) -> [u8; 32] {
+    Sha256::digest(encoding).into()
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        (self.0.len() >= n).then(|| {
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            a
+        })
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<String> {
+        let len = self.u32()? as usize;
+        if len > MAX_FIELD {
+            return None;
+        }
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+/// Decodes a stored `encoding ‖ hash` value.
+pub(crate) fn decode(value: &[u8]) -> Result<AuditEntry> {
+    let corrupt = || Error::Corrupt("audit entry".into());
+    let mut c = Cursor(value);
+    let seq = c.u64().ok_or_else(corrupt)?;
+    let time_ms = c.u64().ok_or_else(corrupt)?;
+    let key_id = c.str().ok_or_else(corrupt)?;
+    let version = c.u32().ok_or_else(corrupt)?;
+    let operation = c.str().ok_or_else(corrupt)?;
+    let request_id = c.str().ok_or_else(corrupt)?;
+    let caller = c.str().ok_or_else(corrupt)?;
+    let prev_hash: [u8; 32] = c.take(32).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
+    let hash: [u8; 32] = c.take(32).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
+    if !c.0.is_empty() {
+        return Err(corrupt());
+    }
+    let event = AuditEvent { time_ms, key_id, version, operation, request_id, caller };
+    Ok(AuditEntry { seq, event, prev_hash, hash })
+}
+
+/// Walks `(stored key, stored value)` pairs in order and reports the first break, or the
+/// number of entries checked.
+pub(crate) fn verify(entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<Result<u64, AuditBreak>> {
+    let mut expected_seq = 1u64;
+    let mut prev = [0u8; 32];
+    for item in entries {
+        let (key, value) = item?;
+        let broken = |reason| Ok(Err(AuditBreak { seq: expected_seq, reason }));
+        let Ok(stored_seq) = <[u8; 8]>::try_from(key.as_slice()).map(u64::from_be_bytes) else {
+            return broken("malformed key");
+        };
+        if stored_seq != expected_seq {
+            return broken("entry missing");
+        }
+        let Ok(entry) = decode(&value) else {
+            return broken("entry does not decode");
+        };
+        if entry.seq != expected_seq {
+            return broken("sequence number altered");
+        }
+        if entry.prev_hash != prev {
+            return broken("previous-hash link broken");
+        }
+        if hash(&encode(entry.seq, &entry.event, &entry.prev_hash)) != entry.hash {
+            return broken("entry altered (hash mismatch)");
+        }
+        prev = entry.hash;
+        expected_seq += 1;
+    }
+    Ok(Ok(expected_seq - 1))
+}

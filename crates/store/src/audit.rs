@@ -9,9 +9,14 @@
 //! ```
 //!
 //! and `prev_hash` is the previous entry's hash (32 zero bytes for entry 1). Changing, removing
-//! or reordering any entry breaks the chain at that entry, which [`verify`] reports.
+//! or reordering any entry breaks the chain at that entry; removing entries from the end is
+//! caught against the recorded head (`Head`, written atomically with each append). Rewriting
+//! an entry *and* its hash consistently breaks the link of the entry after it. What a chain
+//! cannot catch is a writer who rewrites everything from some entry to the end, head included:
+//! for that, ship the entries (or the head hash) off the node.
 
 use crate::error::{Error, Result};
+use crate::keys::{MAX_CALLER, MAX_OPERATION, MAX_REQUEST_ID};
 use sha2::{Digest, Sha256};
 
 /// What happened (the store assigns sequence number and hashes).
@@ -48,12 +53,33 @@ pub struct AuditEntry {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("audit chain broken at entry {seq}: {reason}")]
 pub struct AuditBreak {
-    /// The first entry that does not verify.
+    /// The first entry that does not verify or is missing.
     pub seq: u64,
     /// What is wrong with it.
     pub reason: &'static str,
 }
 
+impl AuditEvent {
+    /// Checks the size limits: key id (empty, or a valid key id), operation (1 to
+    /// [`MAX_OPERATION`] bytes), request id ≤ [`MAX_REQUEST_ID`], caller ≤ [`MAX_CALLER`].
+    pub fn check(&self) -> Result<()> {
+        if !self.key_id.is_empty() {
+            crate::keys::check_key_id(&self.key_id)?;
+        }
+        if self.operation.is_empty() || self.operation.len() > MAX_OPERATION {
+            return Err(Error::Invalid("audit operation"));
+        }
+        if self.request_id.len() > MAX_REQUEST_ID {
+            return Err(Error::Invalid("audit request id"));
+        }
+        if self.caller.len() > MAX_CALLER {
+            return Err(Error::Invalid("audit caller"));
+        }
+        Ok(())
+    }
+}
+
+/// Longest string field [`decode`] accepts (every limit in [`AuditEvent::check`] is below it).
 const MAX_FIELD: usize = 1024;
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -123,9 +149,48 @@ pub(crate) fn decode(value: &[u8]) -> Result<AuditEntry> {
     Ok(AuditEntry { seq, event, prev_hash, hash })
 }
 
-/// Walks `(stored key, stored value)` pairs in order and reports the first break, or the
+/// The chain's head as last recorded by an append: `u64be(seq) ‖ hash[32]`, stored in the `meta`
+/// tree under `audit_head` in the same transaction as the entries. It lets [`verify`] notice
+/// entries removed from the end, which the links alone cannot show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Head {
+    pub seq: u64,
+    pub hash: [u8; 32],
+}
+
+impl Head {
+    /// The head of an empty chain: seq 0 and the all-zero hash entry 1 links to.
+    pub(crate) const EMPTY: Head = Head { seq: 0, hash: [0; 32] };
+
+    pub(crate) fn encode(&self) -> [u8; 40] {
+        let mut out = [0u8; 40];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..].copy_from_slice(&self.hash);
+        out
+    }
+
+    pub(crate) fn decode(v: &[u8]) -> Result<Head> {
+        let corrupt = || Error::Corrupt("audit head".into());
+        let v: &[u8; 40] = v.try_into().map_err(|_| corrupt())?;
+        let seq = u64::from_be_bytes(v[..8].try_into().map_err(|_| corrupt())?);
+        let hash = v[8..].try_into().map_err(|_| corrupt())?;
+        Ok(Head { seq, hash })
+    }
+}
+
+/// Walks `(stored key, stored value)` pairs in key order and reports the first break, or the
 /// number of entries checked.
-pub(crate) fn verify(entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Result<Result<u64, AuditBreak>> {
+///
+/// `before` and `after` are the recorded heads read just before and just after the walk (so
+/// appends running concurrently with the walk are not mistaken for tampering): every entry up
+/// to `before` must be present and end in `before.hash`, and no entry may lie beyond `after`.
+/// A chain with entries but no recorded head is broken.
+pub(crate) fn verify(
+    entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    before: Option<Head>,
+    after: impl FnOnce() -> Result<Option<Head>>,
+) -> Result<Result<u64, AuditBreak>> {
+    let before = before.unwrap_or(Head::EMPTY);
     let mut expected_seq = 1u64;
     let mut prev = [0u8; 32];
     for item in entries {
@@ -149,8 +214,21 @@ pub(crate) fn verify(entries: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) 
         if hash(&encode(entry.seq, &entry.event, &entry.prev_hash)) != entry.hash {
             return broken("entry altered (hash mismatch)");
         }
+        if entry.seq == before.seq && entry.hash != before.hash {
+            return broken("entry differs from the recorded head");
+        }
         prev = entry.hash;
         expected_seq += 1;
     }
-    Ok(Ok(expected_seq - 1))
+    let last = expected_seq - 1;
+    if last < before.seq {
+        return Ok(Err(AuditBreak { seq: expected_seq, reason: "entries missing at the end" }));
+    }
+    match after()? {
+        None if last > 0 => Ok(Err(AuditBreak { seq: expected_seq, reason: "recorded head missing" })),
+        Some(head) if last > head.seq => {
+            Ok(Err(AuditBreak { seq: head.seq + 1, reason: "entry beyond the recorded head" }))
+        }
+        _ => Ok(Ok(last)),
+    }
 }

@@ -1,4 +1,5 @@
-//! The store's error type. No variant carries secret bytes.
+//! The store's error type. No variant carries secret bytes: records are named by kind, key id
+//! and version, and invalid inputs by field name only.
 
 /// Everything that can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +16,14 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The seal key file is readable or writable by group or others (Unix mode shown).
+    #[error("{path}: seal key file has mode {mode:o}; it must be 0600 (chmod 600)")]
+    InsecureKeyFile {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A sealed record did not open: wrong seal key, tampered or moved record.
     #[error("sealed record {0} does not open (wrong seal key or tampered data)")]
     Unseal(String),
@@ -30,7 +39,7 @@ pub enum Error {
     /// The version already exists.
     #[error("key version {0} already exists")]
     Exists(String),
-    /// A field is too long or has forbidden characters.
+    /// A field is too long, empty, or has forbidden characters (names the field, never its value).
     #[error("invalid {0}")]
     Invalid(&'static str),
 }

@@ -1,142 +1,32 @@
 //! The store itself: one sled database per node.
 //!
-//! Trees: `meta` (the sealed identity secret), `keys` (per-key policy), `versions` (per key
-//! version: sealed share, public package, state), `audit` (the chain, see [`crate::audit`]).
-//! **Every mutating method flushes to disk before it returns `Ok`**, so a node that answers has
-//! made durable what it answered about.
+//! Trees: `meta` (the sealed identity secret under `identity`, the audit chain's head under
+//! `audit_head`), `keys` and `versions` (see [`crate::keys`]), `audit` (the chain, see
+//! [`crate::audit`]).
+//!
+//! **Every mutating method flushes sled to disk before it returns `Ok`** — including calls that
+//! find nothing left to change, since an earlier call may have changed it and then failed to
+//! flush — so a node that acknowledges a change has made it durable. Multi-record changes are
+//! sled transactions, so a crash leaves all of a change or none of it; a lock per record family
+//! serializes writers, so check-then-write sequences do not race.
 
-use crate::audit::{self, AuditBreak, AuditEntry, AuditEvent};
+use crate::audit::{self, AuditBreak, AuditEntry, AuditEvent, Head};
 use crate::error::{Error, Result};
+use crate::keys::{
+    IDENTITY_AAD, KeyMeta, MAX_PACKAGE, MAX_SHARE, Usages, VersionInfo, VersionRecord, check_key_id, decode_meta,
+    encode_meta, share_aad, version_key, version_prefix,
+};
 use crate::seal::SealKey;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use zeroize::Zeroizing;
 
-/// What a key may be used for, as a bit set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Usages(pub u8);
+const IDENTITY: &[u8] = b"identity";
+const AUDIT_HEAD: &[u8] = b"audit_head";
 
-impl Usages {
-    /// DPRF encryption.
-    pub const ENCRYPT: u8 = 1;
-    /// DPRF decryption.
-    pub const DECRYPT: u8 = 2;
-    /// Server-side wrapping.
-    pub const WRAP: u8 = 4;
-    /// Threshold unwrapping.
-    pub const UNWRAP: u8 = 8;
-    /// Every usage.
-    pub const ALL: Usages = Usages(15);
-    /// Whether `bit` is allowed.
-    pub fn allows(self, bit: u8) -> bool {
-        self.0 & bit == bit
-    }
-}
-
-/// A key's local policy on this node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeyMeta {
-    /// Usage fixed at creation.
-    pub usages: Usages,
-    /// Whether this node serves the key (an operator can turn it off here alone).
-    pub enabled: bool,
-    /// When this node first stored the key, Unix milliseconds.
-    pub created_at_ms: u64,
-}
-
-/// One version's public side.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VersionInfo {
-    /// Version number.
-    pub version: u32,
-    /// The public key package (opaque here).
-    pub package: Vec<u8>,
-    /// Committed (usable) or still pending.
-    pub active: bool,
-    /// Unix milliseconds.
-    pub created_at_ms: u64,
-}
-
-/// Longest key id, request id and caller name.
-pub const MAX_KEY_ID: usize = 128;
-const MAX_REQUEST_ID: usize = 256;
-const MAX_CALLER: usize = 512;
-
-fn check_key_id(key_id: &str) -> Result<()> {
-    let ok = !key_id.is_empty()
-        && key_id.len() <= MAX_KEY_ID
-        && key_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok { Ok(()) } else { Err(Error::Invalid("key id")) }
-}
-
-fn version_key(key_id: &str, version: u32) -> Vec<u8> {
-    let mut k = key_id.as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(&version.to_be_bytes());
-    k
-}
-
-fn share_aad(key_id: &str, version: u32) -> Vec<u8> {
-    format!("hyok/v1/share/{key_id}/{version}").into_bytes()
-}
-
-const IDENTITY_AAD: &[u8] = b"hyok/v1/identity";
-
-/// `0x01 ‖ active ‖ u64be(created) ‖ u32be(len package) ‖ package ‖ sealed share`.
-fn encode_version(active: bool, created_at_ms: u64, package: &[u8], sealed: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(14 + package.len() + sealed.len());
-    v.push(1);
-    v.push(u8::from(active));
-    v.extend_from_slice(&created_at_ms.to_be_bytes());
-    v.extend_from_slice(&(package.len() as u32).to_be_bytes());
-    v.extend_from_slice(package);
-    v.extend_from_slice(sealed);
-    v
-}
-
-struct VersionRecord<'a> {
-    active: bool,
-    created_at_ms: u64,
-    package: &'a [u8],
-    sealed: &'a [u8],
-}
-
-fn decode_version<'a>(name: &str, v: &'a [u8]) -> Result<VersionRecord<'a>> {
-    let corrupt = || Error::Corrupt(name.to_owned());
-    if v.len() < 14 || v[0] != 1 {
-        return Err(corrupt());
-    }
-    let created_at_ms = u64::from_be_bytes(v[2..10].try_into().map_err(|_| corrupt())?);
-    let len = u32::from_be_bytes(v[10..14].try_into().map_err(|_| corrupt())?) as usize;
-    let rest = &v[14..];
-    if rest.len() < len {
-        return Err(corrupt());
-    }
-    let (package, sealed) = rest.split_at(len);
-    Ok(VersionRecord { active: v[1] == 1, created_at_ms, package, sealed })
-}
-
-fn encode_meta(m: &KeyMeta) -> Vec<u8> {
-    let mut v = vec![1, m.usages.0, u8::from(m.enabled)];
-    v.extend_from_slice(&m.created_at_ms.to_be_bytes());
-    v
-}
-
-fn decode_meta(name: &str, v: &[u8]) -> Result<KeyMeta> {
-    let corrupt = || Error::Corrupt(name.to_owned());
-    if v.len() != 11 || v[0] != 1 {
-        return Err(corrupt());
-    }
-    let created_at_ms = u64::from_be_bytes(v[3..11].try_into().map_err(|_| corrupt())?);
-    Ok(KeyMeta { usages: Usages(v[1]), enabled: v[2] == 1, created_at_ms })
-}
-
-struct AuditHead {
-    next_seq: u64,
-    prev_hash: [u8; 32],
-}
-
-/// A node's store.
+/// A node's store. Share it between threads by reference (`&Store` / `Arc<Store>`).
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
@@ -144,7 +34,10 @@ pub struct Store {
     versions: sled::Tree,
     audit: sled::Tree,
     seal: SealKey,
-    head: Mutex<AuditHead>,
+    /// Serializes writers of `keys` and `versions`.
+    key_writes: Mutex<()>,
+    /// Serializes audit appends.
+    audit_writes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -153,26 +46,35 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The guarded data is `()`, so a panic elsewhere cannot leave it inconsistent.
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn tx_error(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => Error::Storage(e),
+    }
+}
+
+fn name(key_id: &str, version: u32) -> String {
+    format!("{key_id}/{version}")
+}
+
 impl Store {
-    /// Opens (or creates) the store in `dir`, sealing with `seal`.
-    pub fn open(dir: &Path, seal: SealKey) -> Result<Self> {
-        let db = sled::Config::new().path(dir).open()?;
-        let audit = db.open_tree("audit")?;
-        let head = match audit.last()? {
-            Some((_, value)) => {
-                let last = audit::decode(&value)?;
-                AuditHead { next_seq: last.seq + 1, prev_hash: last.hash }
-            }
-            None => AuditHead { next_seq: 1, prev_hash: [0; 32] },
-        };
+    /// Opens (or creates) the store in directory `dir`, sealing with `seal`.
+    pub fn open(dir: impl AsRef<Path>, seal: SealKey) -> Result<Self> {
+        let db = sled::Config::new().path(dir.as_ref()).open()?;
         Ok(Store {
             meta: db.open_tree("meta")?,
             keys: db.open_tree("keys")?,
             versions: db.open_tree("versions")?,
-            audit,
+            audit: db.open_tree("audit")?,
             db,
             seal,
-            head: Mutex::new(head),
+            key_writes: Mutex::new(()),
+            audit_writes: Mutex::new(()),
         })
     }
 
@@ -181,27 +83,36 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the node's identity secret, sealed. Flushed.
+    // ---- identity ----------------------------------------------------------------------
+
+    /// Stores (or replaces) the node's 32-byte identity secret, sealed under
+    /// `"hyok/v1/identity"`. Flushed.
     pub fn put_identity(&self, secret: &[u8; 32]) -> Result<()> {
-        self.meta.insert("identity", self.seal.seal(IDENTITY_AAD, secret))?;
+        self.meta.insert(IDENTITY, self.seal.seal(IDENTITY_AAD, secret)?)?;
         self.flush()
     }
 
     /// The node's identity secret, if one was stored.
     pub fn identity(&self) -> Result<Option<Zeroizing<[u8; 32]>>> {
-        let Some(sealed) = self.meta.get("identity")? else { return Ok(None) };
+        let Some(sealed) = self.meta.get(IDENTITY)? else { return Ok(None) };
         let bytes = self.seal.open(IDENTITY_AAD, &sealed)?;
         let mut out = Zeroizing::new([0u8; 32]);
-        if bytes.len() != 32 {
+        if bytes.len() != out.len() {
             return Err(Error::Corrupt("identity".into()));
         }
         out.copy_from_slice(&bytes);
         Ok(Some(out))
     }
 
-    /// Stores a new version's share (sealed) and public package as PENDING, creating the key's
-    /// policy record (enabled, with `usages`) if the key is new. Flushed. Refuses an existing
-    /// version.
+    // ---- key versions ------------------------------------------------------------------
+
+    /// Stores a new version as PENDING: its share sealed under `"hyok/v1/share/{key_id}/{version}"`,
+    /// its public package, `created_at_ms`. A new key also gets its policy record (enabled, with
+    /// `usages`); an existing key's usages must equal `usages`. One transaction; flushed.
+    ///
+    /// Errors: [`Error::Invalid`] for a bad key id, empty or unknown usages, a share over
+    /// [`MAX_SHARE`] or a package over [`MAX_PACKAGE`] bytes, or usages that differ from the
+    /// key's; [`Error::Exists`] if the version exists (pending or active).
     pub fn put_pending_version(
         &self,
         key_id: &str,
@@ -209,58 +120,98 @@ impl Store {
         usages: Usages,
         share: &[u8],
         package: &[u8],
-        now_ms: u64,
+        created_at_ms: u64,
     ) -> Result<()> {
         check_key_id(key_id)?;
+        if !usages.is_valid() {
+            return Err(Error::Invalid("usages"));
+        }
+        if share.len() > MAX_SHARE {
+            return Err(Error::Invalid("share too large"));
+        }
+        if package.len() > MAX_PACKAGE {
+            return Err(Error::Invalid("package too large"));
+        }
+        let sealed = self.seal.seal(&share_aad(key_id, version), share)?;
+        let record = VersionRecord { active: false, created_at_ms, package, sealed: &sealed }.encode();
+        let meta = encode_meta(&KeyMeta { usages, enabled: true, created_at_ms });
         let vkey = version_key(key_id, version);
-        let name = format!("{key_id}/{version}");
-        if self.versions.contains_key(&vkey)? {
-            return Err(Error::Exists(name));
-        }
-        if !self.keys.contains_key(key_id)? {
-            let meta = KeyMeta { usages, enabled: true, created_at_ms: now_ms };
-            self.keys.insert(key_id, encode_meta(&meta))?;
-        }
-        let sealed = self.seal.seal(&share_aad(key_id, version), share);
-        self.versions.insert(vkey, encode_version(false, now_ms, package, &sealed))?;
+        let _guard = lock(&self.key_writes);
+        (&self.keys, &self.versions)
+            .transaction(|(keys, versions)| {
+                if versions.get(&vkey)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(Error::Exists(name(key_id, version))));
+                }
+                match keys.get(key_id)? {
+                    Some(existing) => {
+                        let existing = decode_meta(key_id, &existing).map_err(ConflictableTransactionError::Abort)?;
+                        if existing.usages != usages {
+                            return Err(ConflictableTransactionError::Abort(Error::Invalid(
+                                "usages differ from the key's existing usages",
+                            )));
+                        }
+                    }
+                    None => {
+                        keys.insert(key_id.as_bytes(), meta.as_slice())?;
+                    }
+                }
+                versions.insert(vkey.as_slice(), record.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
         self.flush()
     }
 
-    /// PENDING → ACTIVE. Flushed. Idempotent.
+    /// PENDING → ACTIVE (the DKG or ceremony committed). Idempotent; flushed.
+    /// [`Error::NotFound`] if the version does not exist.
     pub fn activate_version(&self, key_id: &str, version: u32) -> Result<()> {
+        check_key_id(key_id)?;
         let vkey = version_key(key_id, version);
-        let name = format!("{key_id}/{version}");
+        let name = name(key_id, version);
+        let _guard = lock(&self.key_writes);
         let value = self.versions.get(&vkey)?.ok_or_else(|| Error::NotFound(name.clone()))?;
-        let r = decode_version(&name, &value)?;
+        let r = VersionRecord::decode(&name, &value)?;
         if !r.active {
-            self.versions.insert(vkey, encode_version(true, r.created_at_ms, r.package, r.sealed))?;
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Removes a PENDING version (an aborted DKG); an ACTIVE one is never removed. Removes the
-    /// key's policy record too if no version is left. Flushed.
-    pub fn remove_pending_version(&self, key_id: &str, version: u32) -> Result<()> {
-        let vkey = version_key(key_id, version);
-        let name = format!("{key_id}/{version}");
-        let Some(value) = self.versions.get(&vkey)? else { return Ok(()) };
-        if decode_version(&name, &value)?.active {
-            return Err(Error::Exists(name));
-        }
-        self.versions.remove(vkey)?;
-        if self.versions(key_id)?.is_empty() {
-            self.keys.remove(key_id)?;
+            self.versions.insert(vkey, VersionRecord { active: true, ..r }.encode())?;
         }
         self.flush()
     }
 
-    /// The unsealed share and public package of an ACTIVE version. A pending or missing
-    /// version is an error: operations never see an uncommitted key.
+    /// Removes a PENDING version (an aborted DKG), and the key's policy record if no version is
+    /// left. An ACTIVE version is never removed ([`Error::Exists`]); a missing one is `Ok`.
+    /// One transaction; flushed.
+    pub fn remove_pending_version(&self, key_id: &str, version: u32) -> Result<()> {
+        check_key_id(key_id)?;
+        let vkey = version_key(key_id, version);
+        let name = name(key_id, version);
+        let _guard = lock(&self.key_writes);
+        if let Some(value) = self.versions.get(&vkey)? {
+            if VersionRecord::decode(&name, &value)?.active {
+                return Err(Error::Exists(name));
+            }
+            // Writers are serialized, so no version can appear between this scan and the commit.
+            let others = self.versions.scan_prefix(version_prefix(key_id)).keys().any(|k| k.is_ok_and(|k| k != vkey));
+            (&self.keys, &self.versions)
+                .transaction(|(keys, versions)| {
+                    versions.remove(vkey.as_slice())?;
+                    if !others {
+                        keys.remove(key_id.as_bytes())?;
+                    }
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+        }
+        self.flush()
+    }
+
+    /// The unsealed share and public package of an ACTIVE version: the only lookup operations
+    /// use. A PENDING version is [`Error::Pending`] and a missing one [`Error::NotFound`], so an
+    /// uncommitted key is never used.
     pub fn active_share(&self, key_id: &str, version: u32) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
-        let name = format!("{key_id}/{version}");
+        check_key_id(key_id)?;
+        let name = name(key_id, version);
         let value = self.versions.get(version_key(key_id, version))?.ok_or_else(|| Error::NotFound(name.clone()))?;
-        let r = decode_version(&name, &value)?;
+        let r = VersionRecord::decode(&name, &value)?;
         if !r.active {
             return Err(Error::Pending(name));
         }
@@ -268,37 +219,47 @@ impl Store {
         Ok((share, r.package.to_vec()))
     }
 
-    /// A key's local policy.
-    pub fn key(&self, key_id: &str) -> Result<Option<KeyMeta>> {
-        self.keys.get(key_id)?.map(|v| decode_meta(key_id, &v)).transpose()
+    /// One version's public side (pending or active), if it exists.
+    pub fn version(&self, key_id: &str, version: u32) -> Result<Option<VersionInfo>> {
+        check_key_id(key_id)?;
+        let Some(value) = self.versions.get(version_key(key_id, version))? else { return Ok(None) };
+        Ok(Some(VersionRecord::decode(&name(key_id, version), &value)?.info(version)))
     }
 
     /// Every version of a key (pending ones included), ascending.
     pub fn versions(&self, key_id: &str) -> Result<Vec<VersionInfo>> {
-        let mut prefix = key_id.as_bytes().to_vec();
-        prefix.push(0);
+        check_key_id(key_id)?;
+        let prefix = version_prefix(key_id);
         let mut out = Vec::new();
         for item in self.versions.scan_prefix(&prefix) {
             let (k, v) = item?;
-            let version = u32::from_be_bytes(k[prefix.len()..].try_into().map_err(|_| Error::Corrupt(key_id.into()))?);
-            let r = decode_version(key_id, &v)?;
-            out.push(VersionInfo {
-                version,
-                package: r.package.to_vec(),
-                active: r.active,
-                created_at_ms: r.created_at_ms,
-            });
+            let version = k
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| Error::Corrupt(key_id.into()))?;
+            out.push(VersionRecord::decode(&name(key_id, version), &v)?.info(version));
         }
         Ok(out)
     }
 
-    /// Every key id, ascending.
+    // ---- per-key policy ----------------------------------------------------------------
+
+    /// A key's local policy, if the key exists.
+    pub fn key(&self, key_id: &str) -> Result<Option<KeyMeta>> {
+        check_key_id(key_id)?;
+        self.keys.get(key_id)?.map(|v| decode_meta(key_id, &v)).transpose()
+    }
+
+    /// Every key id (with at least one version, pending or active), ascending.
     pub fn list_keys(&self) -> Result<Vec<String>> {
         self.keys.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
     }
 
-    /// Turns this node's service of a key on or off. Flushed.
+    /// Turns this node's service of a key on or off; returns the new policy. Flushed.
     pub fn set_enabled(&self, key_id: &str, enabled: bool) -> Result<KeyMeta> {
+        check_key_id(key_id)?;
+        let _guard = lock(&self.key_writes);
         let mut meta = self.key(key_id)?.ok_or_else(|| Error::NotFound(key_id.into()))?;
         meta.enabled = enabled;
         self.keys.insert(key_id, encode_meta(&meta))?;
@@ -306,52 +267,66 @@ impl Store {
         Ok(meta)
     }
 
-    /// Appends events to the audit chain, in order, and flushes once.
+    // ---- audit -------------------------------------------------------------------------
+
+    /// Appends `events` to the audit chain, in order, in one transaction with the recorded head,
+    /// and flushes once. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash (zeros for
+    /// the first) and `hash = SHA-256(encoding)` (see [`crate::audit`]). Every event is checked
+    /// ([`AuditEvent::check`]) before anything is written.
     pub fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>> {
-        for e in events {
-            if e.key_id.len() > MAX_KEY_ID || e.request_id.len() > MAX_REQUEST_ID || e.caller.len() > MAX_CALLER {
-                return Err(Error::Invalid("audit field too long"));
-            }
-            if e.operation.len() > 64 {
-                return Err(Error::Invalid("audit operation"));
-            }
+        events.iter().try_for_each(AuditEvent::check)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut head = self.head.lock().map_err(|_| Error::Corrupt("audit head".into()))?;
-        let mut batch = sled::Batch::default();
-        let mut entries = Vec::with_capacity(events.len());
-        let (mut seq, mut prev) = (head.next_seq, head.prev_hash);
-        for event in events {
-            let mut value = audit::encode(seq, event, &prev);
-            let hash = audit::hash(&value);
-            value.extend_from_slice(&hash);
-            batch.insert(&seq.to_be_bytes(), value);
-            entries.push(AuditEntry { seq, event: event.clone(), prev_hash: prev, hash });
-            prev = hash;
-            seq += 1;
-        }
-        self.audit.apply_batch(batch)?;
+        let _guard = lock(&self.audit_writes);
+        let fallback = match self.meta.get(AUDIT_HEAD)? {
+            Some(_) => Head::EMPTY,
+            // A store written before heads were recorded: continue from its last entry.
+            None => match self.audit.last()? {
+                Some((_, last)) => audit::decode(&last).map(|e| Head { seq: e.seq, hash: e.hash })?,
+                None => Head::EMPTY,
+            },
+        };
+        let entries = (&self.audit, &self.meta)
+            .transaction(|(audit_tree, meta)| {
+                let head = match meta.get(AUDIT_HEAD)? {
+                    Some(v) => Head::decode(&v).map_err(ConflictableTransactionError::Abort)?,
+                    None => fallback,
+                };
+                let mut entries = Vec::with_capacity(events.len());
+                let (mut seq, mut prev) = (head.seq, head.hash);
+                for event in events {
+                    seq += 1;
+                    let mut value = audit::encode(seq, event, &prev);
+                    let hash = audit::hash(&value);
+                    value.extend_from_slice(&hash);
+                    audit_tree.insert(&seq.to_be_bytes()[..], value)?;
+                    entries.push(AuditEntry { seq, event: event.clone(), prev_hash: prev, hash });
+                    prev = hash;
+                }
+                meta.insert(AUDIT_HEAD, &Head { seq, hash: prev }.encode()[..])?;
+                Ok(entries)
+            })
+            .map_err(tx_error)?;
         self.flush()?;
-        head.next_seq = seq;
-        head.prev_hash = prev;
         Ok(entries)
     }
 
-    /// Up to `limit` entries from `from_seq` on.
+    /// Up to `limit` entries with `seq ≥ from_seq`, ascending.
     pub fn read_audit(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         self.audit.range(from_seq.to_be_bytes()..).take(limit).map(|item| audit::decode(&item?.1)).collect()
     }
 
-    /// Walks the whole chain: `Ok(Ok(n))` with `n` entries verified, or the first break.
+    /// Walks the whole chain from entry 1: `Ok(Ok(n))` with `n` entries verified, or
+    /// `Ok(Err(break))` naming the first entry that is altered, missing, mislinked, or beyond /
+    /// short of the recorded head. The outer `Err` is a storage failure, not a verdict.
     pub fn verify_audit(&self) -> Result<Result<u64, AuditBreak>> {
-        audit::verify(self.audit.iter().map(|item| {
+        let head = || self.meta.get(AUDIT_HEAD)?.map(|v| Head::decode(&v)).transpose();
+        let before = head()?;
+        let entries = self.audit.iter().map(|item| {
             let (k, v) = item?;
             Ok((k.to_vec(), v.to_vec()))
-        }))
-    }
-
-    /// Raw access to the audit tree, for tests that tamper with it.
-    #[doc(hidden)]
-    pub fn dangerous_audit_tree(&self) -> &sled::Tree {
-        &self.audit
+        });
+        audit::verify(entries, before, head)
     }
 }

@@ -1,12 +1,22 @@
-//! The store: durability across reopen, pending versions, policy, audit chain.
+//! The store: durability across reopen, pending versions, policy, size limits, and the audit
+//! chain — including tampering done directly on the sled trees while the store is closed.
 
-use hyok_store::{AuditBreak, AuditEvent, Error, SealKey, Store, Usages};
+use hyok_store::{AuditBreak, AuditEvent, Error, SealKey, Store, Usages, VersionInfo};
+use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::sync::Arc;
 
 fn open(dir: &Path) -> Store {
     let key_path = dir.join("seal.key");
     let seal = if key_path.exists() { SealKey::load(&key_path).unwrap() } else { SealKey::create(&key_path).unwrap() };
-    Store::open(&dir.join("db"), seal).unwrap()
+    Store::open(dir.join("db"), seal).unwrap()
+}
+
+/// Opens the closed store's sled database directly, as an attacker with disk access would.
+fn with_raw_db(dir: &Path, edit: impl FnOnce(&sled::Db)) {
+    let db = sled::open(dir.join("db")).unwrap();
+    edit(&db);
+    db.flush().unwrap();
 }
 
 fn event(i: u32) -> AuditEvent {
@@ -20,36 +30,67 @@ fn event(i: u32) -> AuditEvent {
     }
 }
 
+fn version_key(key_id: &str, version: u32) -> Vec<u8> {
+    [key_id.as_bytes(), &[0], &version.to_be_bytes()].concat()
+}
+
 #[test]
 fn pending_versions_are_invisible_until_activated_and_everything_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
+        assert!(store.identity().unwrap().is_none());
         store.put_identity(&[9; 32]).unwrap();
         store.put_pending_version("k", 1, Usages::ALL, b"share-1", b"package-1", 5).unwrap();
         assert!(matches!(store.active_share("k", 1), Err(Error::Pending(_))));
         assert!(matches!(store.active_share("k", 2), Err(Error::NotFound(_))));
+        assert!(matches!(store.activate_version("k", 2), Err(Error::NotFound(_))));
         store.activate_version("k", 1).unwrap();
+        store.activate_version("k", 1).unwrap(); // idempotent
         let (share, package) = store.active_share("k", 1).unwrap();
         assert_eq!((&share[..], &package[..]), (&b"share-1"[..], &b"package-1"[..]));
         assert!(matches!(store.put_pending_version("k", 1, Usages::ALL, b"x", b"y", 6), Err(Error::Exists(_))));
         store.put_pending_version("k", 2, Usages::ALL, b"share-2", b"package-2", 7).unwrap();
-        store.set_enabled("k", false).unwrap();
+        assert!(matches!(store.put_pending_version("k", 2, Usages::ALL, b"x", b"y", 8), Err(Error::Exists(_))));
+        assert!(!store.set_enabled("k", false).unwrap().enabled);
     }
     let store = open(dir.path());
     assert_eq!(*store.identity().unwrap().unwrap(), [9; 32]);
     assert_eq!(&store.active_share("k", 1).unwrap().0[..], b"share-1");
     assert!(matches!(store.active_share("k", 2), Err(Error::Pending(_))));
     let meta = store.key("k").unwrap().unwrap();
-    assert!(!meta.enabled);
-    assert_eq!(meta.usages, Usages::ALL);
+    assert_eq!((meta.enabled, meta.usages, meta.created_at_ms), (false, Usages::ALL, 5));
+    assert_eq!(
+        store.version("k", 2).unwrap(),
+        Some(VersionInfo { version: 2, package: b"package-2".to_vec(), active: false, created_at_ms: 7 })
+    );
+    assert_eq!(store.version("k", 3).unwrap(), None);
     let versions = store.versions("k").unwrap();
     assert_eq!(versions.iter().map(|v| (v.version, v.active)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
     // Aborting removes only the pending version; an active one is never removed.
     store.remove_pending_version("k", 2).unwrap();
-    assert!(store.remove_pending_version("k", 1).is_err());
+    store.remove_pending_version("k", 2).unwrap(); // already gone: Ok
+    assert!(matches!(store.remove_pending_version("k", 1), Err(Error::Exists(_))));
     assert_eq!(store.versions("k").unwrap().len(), 1);
     assert_eq!(store.list_keys().unwrap(), vec!["k".to_string()]);
+    // Re-enabling persists too.
+    store.set_enabled("k", true).unwrap();
+    drop(store);
+    assert!(open(dir.path()).key("k").unwrap().unwrap().enabled);
+}
+
+#[test]
+fn versions_of_keys_sharing_a_prefix_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.put_pending_version("k", 1, Usages::ALL, b"a", b"pa", 1).unwrap();
+    store.put_pending_version("k.a", 1, Usages::ALL, b"b", b"pb", 1).unwrap();
+    store.put_pending_version("k", 300, Usages::ALL, b"c", b"pc", 1).unwrap();
+    assert_eq!(store.versions("k").unwrap().iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 300]);
+    assert_eq!(store.versions("k.a").unwrap().len(), 1);
+    assert_eq!(store.list_keys().unwrap(), vec!["k".to_string(), "k.a".to_string()]);
+    assert!(store.versions("none").unwrap().is_empty());
+    assert!(matches!(store.set_enabled("none", false), Err(Error::NotFound(_))));
 }
 
 #[test]
@@ -63,22 +104,60 @@ fn an_aborted_new_key_leaves_no_trace() {
 }
 
 #[test]
+fn a_new_version_must_keep_the_keys_usages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.put_pending_version("k", 1, Usages(Usages::WRAP | Usages::UNWRAP), b"s", b"p", 1).unwrap();
+    let r = store.put_pending_version("k", 2, Usages::ALL, b"s", b"p", 2);
+    assert!(matches!(r, Err(Error::Invalid(_))));
+    assert!(store.version("k", 2).unwrap().is_none());
+    store.put_pending_version("k", 2, Usages(Usages::WRAP | Usages::UNWRAP), b"s", b"p", 2).unwrap();
+}
+
+#[test]
 fn shares_are_sealed_at_rest_under_the_seal_key() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
+        store.put_identity(&[0x5a; 32]).unwrap();
         store.put_pending_version("k", 1, Usages::ALL, b"very-secret-share-bytes", b"pkg", 1).unwrap();
         store.activate_version("k", 1).unwrap();
     }
-    // The plaintext share is nowhere in the database files.
+    // Neither the plaintext share nor the identity secret is anywhere in the database files.
     for entry in walk(&dir.path().join("db")) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(!bytes.windows(23).any(|w| w == b"very-secret-share-bytes"), "{}", entry.display());
+        assert!(!bytes.windows(32).any(|w| w == [0x5a; 32]), "{}", entry.display());
     }
-    // With another seal key, the share does not open.
+    // With another seal key, nothing opens.
     std::fs::remove_file(dir.path().join("seal.key")).unwrap();
     let store = open(dir.path());
     assert!(matches!(store.active_share("k", 1), Err(Error::Unseal(_))));
+    assert!(matches!(store.identity(), Err(Error::Unseal(_))));
+}
+
+#[test]
+fn a_sealed_share_moved_to_another_record_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.put_pending_version("k", 1, Usages::ALL, b"share-1", b"p", 1).unwrap();
+        store.put_pending_version("k", 2, Usages::ALL, b"share-2", b"p", 1).unwrap();
+        store.put_pending_version("j", 1, Usages::ALL, b"share-j", b"p", 1).unwrap();
+        for (k, v) in [("k", 1), ("k", 2), ("j", 1)] {
+            store.activate_version(k, v).unwrap();
+        }
+    }
+    with_raw_db(dir.path(), |db| {
+        let versions = db.open_tree("versions").unwrap();
+        let k1 = versions.get(version_key("k", 1)).unwrap().unwrap();
+        versions.insert(version_key("k", 2), k1.clone()).unwrap();
+        versions.insert(version_key("j", 1), k1).unwrap();
+    });
+    let store = open(dir.path());
+    assert_eq!(&store.active_share("k", 1).unwrap().0[..], b"share-1");
+    assert!(matches!(store.active_share("k", 2), Err(Error::Unseal(_))), "moved to another version");
+    assert!(matches!(store.active_share("j", 1), Err(Error::Unseal(_))), "moved to another key");
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -91,16 +170,43 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn invalid_key_ids_and_oversized_audit_fields_are_refused() {
+fn invalid_key_ids_and_oversized_inputs_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    for bad in ["", "a/b", "a b", &"x".repeat(129)] {
+    let long = "x".repeat(129);
+    for bad in ["", "a/b", "a b", "a\0b", "ключ", long.as_str()] {
         assert!(matches!(store.put_pending_version(bad, 1, Usages::ALL, b"s", b"p", 1), Err(Error::Invalid(_))));
+        assert!(matches!(store.active_share(bad, 1), Err(Error::Invalid(_))));
+        assert!(matches!(store.key(bad), Err(Error::Invalid(_))));
+        assert!(matches!(store.versions(bad), Err(Error::Invalid(_))));
     }
-    let mut e = event(1);
-    e.request_id = "r".repeat(257);
-    assert!(store.append_audit(&[e]).is_err());
+    store.put_pending_version(&"x".repeat(128), 1, Usages::ALL, b"s", b"p", 1).unwrap();
+    for usages in [Usages(0), Usages(0x10)] {
+        assert!(matches!(store.put_pending_version("k", 1, usages, b"s", b"p", 1), Err(Error::Invalid(_))));
+    }
+    let huge = vec![0u8; 64 * 1024 + 1];
+    assert!(matches!(store.put_pending_version("k", 1, Usages::ALL, &huge, b"p", 1), Err(Error::Invalid(_))));
+    assert!(store.key("k").unwrap().is_none(), "a refused version leaves no record");
+
+    type Edit = fn(&mut AuditEvent);
+    let too_long: [Edit; 5] = [
+        |e| e.request_id = "r".repeat(257),
+        |e| e.caller = "c".repeat(513),
+        |e| e.operation = "o".repeat(65),
+        |e| e.operation.clear(),
+        |e| e.key_id = "a/b".into(),
+    ];
+    for edit in too_long {
+        let mut e = event(1);
+        edit(&mut e);
+        // One bad event refuses the whole batch.
+        assert!(matches!(store.append_audit(&[event(0), e]), Err(Error::Invalid(_))));
+    }
     assert_eq!(store.verify_audit().unwrap(), Ok(0));
+    let mut at_limit = event(1);
+    (at_limit.request_id, at_limit.caller, at_limit.key_id) = ("r".repeat(256), "c".repeat(512), String::new());
+    store.append_audit(&[at_limit.clone()]).unwrap();
+    assert_eq!(store.read_audit(0, 10).unwrap()[0].event, at_limit);
 }
 
 #[test]
@@ -108,59 +214,183 @@ fn the_audit_chain_verifies_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
+        assert_eq!(store.verify_audit().unwrap(), Ok(0));
         let entries = store.append_audit(&(1..=5).map(event).collect::<Vec<_>>()).unwrap();
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
         assert_eq!(entries[0].prev_hash, [0; 32]);
-        assert_eq!(entries[1].prev_hash, entries[0].hash);
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        assert!(store.append_audit(&[]).unwrap().is_empty());
+        assert_eq!(store.verify_audit().unwrap(), Ok(5));
     }
     let store = open(dir.path());
-    store.append_audit(&[event(6)]).unwrap();
+    let sixth = store.append_audit(&[event(6)]).unwrap();
+    assert_eq!(sixth[0].seq, 6);
     assert_eq!(store.verify_audit().unwrap(), Ok(6));
     let read = store.read_audit(5, 10).unwrap();
     assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
-    assert_eq!(read[1].prev_hash, read[0].hash);
-    assert_eq!(read[1].event, event(6));
-}
-
-fn tampered(edit: impl FnOnce(&sled::Tree)) -> Result<u64, AuditBreak> {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    store.append_audit(&(1..=6).map(event).collect::<Vec<_>>()).unwrap();
-    edit(store.dangerous_audit_tree());
-    store.verify_audit().unwrap()
+    assert_eq!(read[1], sixth[0]);
+    assert_eq!(store.read_audit(1, 2).unwrap().len(), 2);
+    assert!(store.read_audit(7, 10).unwrap().is_empty());
 }
 
 #[test]
-fn a_tampered_audit_entry_is_reported_at_the_first_break() {
-    // A changed field (the request id of entry 3).
-    let r = tampered(|tree| {
-        let mut v = tree.get(3u64.to_be_bytes()).unwrap().unwrap().to_vec();
-        let at = v.windows(5).position(|w| w == b"req-3").unwrap();
-        v[at + 4] = b'9';
-        tree.insert(3u64.to_be_bytes(), v).unwrap();
+fn concurrent_appends_form_one_chain_and_verify_never_misreports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let writers: Vec<_> = (0..4)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    store.append_audit(&[event(t * 100 + i)]).unwrap();
+                }
+            })
+        })
+        .collect();
+    while !writers.iter().all(|w| w.is_finished()) {
+        assert!(store.verify_audit().unwrap().is_ok());
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(store.verify_audit().unwrap(), Ok(100));
+}
+
+#[test]
+fn concurrent_puts_of_one_version_store_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let results: Vec<_> = (0..4u8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.put_pending_version("k", 1, Usages::ALL, &[t], b"p", 1).is_ok())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(results.iter().filter(|ok| **ok).count(), 1);
+}
+
+/// Appends six entries, closes the store, lets `edit` change the raw trees, reopens, verifies.
+fn tampered(edit: impl FnOnce(&sled::Tree, &sled::Tree)) -> Result<u64, AuditBreak> {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).append_audit(&(1..=6).map(event).collect::<Vec<_>>()).unwrap();
+    with_raw_db(dir.path(), |db| edit(&db.open_tree("audit").unwrap(), &db.open_tree("meta").unwrap()));
+    open(dir.path()).verify_audit().unwrap()
+}
+
+fn get(tree: &sled::Tree, seq: u64) -> Vec<u8> {
+    tree.get(seq.to_be_bytes()).unwrap().unwrap().to_vec()
+}
+
+/// Replaces entry `seq`'s hash with the SHA-256 of its (edited) encoding.
+fn rehash(mut v: Vec<u8>) -> Vec<u8> {
+    let body = v.len() - 32;
+    let hash = Sha256::digest(&v[..body]);
+    v[body..].copy_from_slice(&hash);
+    v
+}
+
+fn change_request_id(v: &mut [u8], seq: u8) {
+    let needle = [b"req-".as_slice(), &[b'0' + seq]].concat();
+    let at = v.windows(5).position(|w| w == needle).unwrap();
+    v[at + 4] = b'9';
+}
+
+#[test]
+fn an_untouched_chain_verifies_after_reopen() {
+    assert_eq!(tampered(|_, _| {}), Ok(6));
+}
+
+#[test]
+fn a_tampered_audit_field_is_reported_at_its_entry() {
+    let r = tampered(|audit, _| {
+        let mut v = get(audit, 3);
+        change_request_id(&mut v, 3);
+        audit.insert(3u64.to_be_bytes(), v).unwrap();
     });
     assert_eq!(r, Err(AuditBreak { seq: 3, reason: "entry altered (hash mismatch)" }));
-    // A deleted entry.
-    let r = tampered(|tree| {
-        tree.remove(4u64.to_be_bytes()).unwrap();
+}
+
+#[test]
+fn a_tampered_and_rehashed_entry_is_reported_at_the_next_link() {
+    let r = tampered(|audit, _| {
+        let mut v = get(audit, 3);
+        change_request_id(&mut v, 3);
+        audit.insert(3u64.to_be_bytes(), rehash(v)).unwrap();
+    });
+    assert_eq!(r, Err(AuditBreak { seq: 4, reason: "previous-hash link broken" }));
+}
+
+#[test]
+fn a_deleted_audit_entry_is_reported() {
+    let r = tampered(|audit, _| {
+        audit.remove(4u64.to_be_bytes()).unwrap();
     });
     assert_eq!(r, Err(AuditBreak { seq: 4, reason: "entry missing" }));
-    // An entry rewritten with a consistent hash but a forged link.
-    let r = tampered(|tree| {
-        let v = tree.get(2u64.to_be_bytes()).unwrap().unwrap().to_vec();
-        let mut body = v[..v.len() - 64].to_vec();
-        body.extend_from_slice(&[7; 32]);
-        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&body).into();
-        body.extend_from_slice(&hash);
-        tree.insert(2u64.to_be_bytes(), body).unwrap();
+}
+
+#[test]
+fn an_altered_prev_hash_is_reported_with_or_without_rehashing() {
+    for with_rehash in [false, true] {
+        let r = tampered(|audit, _| {
+            let mut v = get(audit, 2);
+            let at = v.len() - 64;
+            v[at] ^= 1;
+            audit.insert(2u64.to_be_bytes(), if with_rehash { rehash(v) } else { v }).unwrap();
+        });
+        assert_eq!(r, Err(AuditBreak { seq: 2, reason: "previous-hash link broken" }), "rehash: {with_rehash}");
+    }
+}
+
+#[test]
+fn entries_removed_from_the_end_are_reported_against_the_recorded_head() {
+    let r = tampered(|audit, _| {
+        audit.remove(6u64.to_be_bytes()).unwrap();
+        audit.remove(5u64.to_be_bytes()).unwrap();
     });
-    assert_eq!(r, Err(AuditBreak { seq: 2, reason: "previous-hash link broken" }));
-    // The last entry removed is not detectable from the chain alone; a truncated chain still
-    // verifies up to its end.
+    assert_eq!(r, Err(AuditBreak { seq: 5, reason: "entries missing at the end" }));
+    // The last entry rewritten consistently (its own hash recomputed) no longer matches the head.
+    let r = tampered(|audit, _| {
+        let mut v = get(audit, 6);
+        change_request_id(&mut v, 6);
+        audit.insert(6u64.to_be_bytes(), rehash(v)).unwrap();
+    });
+    assert_eq!(r, Err(AuditBreak { seq: 6, reason: "entry differs from the recorded head" }));
+    // Removing the recorded head itself is reported too.
     assert_eq!(
-        tampered(|tree| {
-            tree.remove(6u64.to_be_bytes()).unwrap();
+        tampered(|_, meta| {
+            meta.remove("audit_head").unwrap();
         }),
-        Ok(5)
+        Err(AuditBreak { seq: 7, reason: "recorded head missing" })
     );
+}
+
+#[test]
+fn appending_after_a_truncation_leaves_a_visible_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    open(dir.path()).append_audit(&(1..=3).map(event).collect::<Vec<_>>()).unwrap();
+    with_raw_db(dir.path(), |db| {
+        db.open_tree("audit").unwrap().remove(3u64.to_be_bytes()).unwrap();
+    });
+    let store = open(dir.path());
+    assert_eq!(store.append_audit(&[event(4)]).unwrap()[0].seq, 4, "numbering continues from the recorded head");
+    assert_eq!(store.verify_audit().unwrap(), Err(AuditBreak { seq: 3, reason: "entry missing" }));
+}
+
+#[test]
+fn a_forged_entry_past_the_head_is_reported() {
+    let r = tampered(|audit, _| {
+        // A well-formed, correctly linked 7th entry that the store never wrote.
+        let mut v = get(audit, 6);
+        let prev: [u8; 32] = v[v.len() - 32..].try_into().unwrap();
+        v[..8].copy_from_slice(&7u64.to_be_bytes());
+        let link = v.len() - 64;
+        v[link..link + 32].copy_from_slice(&prev);
+        audit.insert(7u64.to_be_bytes(), rehash(v)).unwrap();
+    });
+    assert_eq!(r, Err(AuditBreak { seq: 7, reason: "entry beyond the recorded head" }));
 }

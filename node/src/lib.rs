@@ -1,0 +1,18 @@
+//! `hyok-node`: holds a Shamir share of every root key, computes partial results with proofs,
+//! enforces its own policy, and audits everything it does.
+//!
+//! # Layout
+//! - `node`: [`Node`], the logic in plain types — batched partial evaluations and unwraps,
+//!   the DKG state machine per session, key state, audit reads.
+//! - `keys`: the cache of unsealed shares and key policies.
+//! - `service`: the tonic adapter (role checks, conversions, error mapping).
+//! - `server`: `init` / `open` a data directory and `run` the mTLS server until shutdown.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod keys;
+pub mod node;
+pub mod server;
+pub mod service;
+
+pub use node::Node;

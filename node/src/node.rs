@@ -1,0 +1,457 @@
+//! The node's logic, in plain types (no network): partial evaluations and unwraps with the
+//! node's own policy checks, the DKG state machine per session, key state, audit.
+
+use crate::keys::{KeyCache, KeyError};
+use hyok_proto::v1 as pb;
+use hyok_store::{AuditEvent, Store, Usages};
+use hyok_threshold::dkg::{self, round1, round2};
+use hyok_threshold::dprf::{self, DprfInput};
+use hyok_threshold::kem::{self, WrappedKey};
+use hyok_threshold::{IdentityPublicKey, IdentitySecret, NodeId, Wire};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Most items one batch may carry.
+pub const MAX_BATCH: usize = 1024;
+/// Most DKG sessions a node keeps open at once (older ones are dropped).
+const MAX_SESSIONS: usize = 64;
+
+/// A request-level failure, mapped to a gRPC status in `service.rs`.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Malformed input.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// Unknown session or key.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is valid but this node's state does not allow it.
+    #[error("failed precondition: {0}")]
+    Precondition(String),
+    /// Storage or internal failure (details are logged, not returned).
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<hyok_store::Error> for NodeError {
+    fn from(e: hyok_store::Error) -> Self {
+        match e {
+            hyok_store::Error::NotFound(what) => NodeError::NotFound(what),
+            hyok_store::Error::Exists(what) => NodeError::Precondition(format!("{what} already exists")),
+            hyok_store::Error::Invalid(what) => NodeError::Invalid(what.to_owned()),
+            other => {
+                tracing::error!(error = %other, "store failure");
+                NodeError::Internal
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Key usage enum of the API → store bit.
+pub fn usage_bit(u: pb::KeyUsage) -> Option<u8> {
+    match u {
+        pb::KeyUsage::Encrypt => Some(Usages::ENCRYPT),
+        pb::KeyUsage::Decrypt => Some(Usages::DECRYPT),
+        pb::KeyUsage::Wrap => Some(Usages::WRAP),
+        pb::KeyUsage::Unwrap => Some(Usages::UNWRAP),
+        pb::KeyUsage::Unspecified => None,
+    }
+}
+
+/// Store bits → API enum values.
+pub fn usages_to_proto(u: Usages) -> Vec<i32> {
+    [
+        (Usages::ENCRYPT, pb::KeyUsage::Encrypt),
+        (Usages::DECRYPT, pb::KeyUsage::Decrypt),
+        (Usages::WRAP, pb::KeyUsage::Wrap),
+        (Usages::UNWRAP, pb::KeyUsage::Unwrap),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| u.allows(*bit))
+    .map(|(_, e)| e as i32)
+    .collect()
+}
+
+struct SessionMeta {
+    key_id: String,
+    version: u32,
+    usages: Usages,
+}
+
+enum Session {
+    Round1(SessionMeta, Box<round1::SecretPackage>),
+    Round2(SessionMeta, Box<round2::SecretPackage>),
+    Finished(SessionMeta),
+}
+
+impl Session {
+    fn meta(&self) -> &SessionMeta {
+        match self {
+            Session::Round1(m, _) | Session::Round2(m, _) | Session::Finished(m) => m,
+        }
+    }
+}
+
+/// Open DKG sessions, and their ids in arrival order (to drop the oldest).
+type Sessions = (Vec<Vec<u8>>, HashMap<Vec<u8>, Session>);
+
+/// One hyok node.
+pub struct Node {
+    id: NodeId,
+    identity: IdentitySecret,
+    store: Store,
+    keys: KeyCache,
+    sessions: Mutex<Sessions>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+fn item_error(e: KeyError) -> pb::ItemError {
+    let code = match e {
+        KeyError::NotFound => pb::item_error::Code::NotFound,
+        KeyError::Pending => pb::item_error::Code::Pending,
+        KeyError::Disabled => pb::item_error::Code::Disabled,
+        KeyError::UsageNotAllowed => pb::item_error::Code::UsageNotAllowed,
+        KeyError::Internal => pb::item_error::Code::Internal,
+    };
+    pb::ItemError { code: code as i32, message: e.to_string() }
+}
+
+fn invalid_item(message: &str) -> pb::ItemError {
+    pb::ItemError { code: pb::item_error::Code::Invalid as i32, message: message.to_owned() }
+}
+
+fn result(r: Result<Vec<u8>, pb::ItemError>) -> pb::PartialResult {
+    pb::PartialResult {
+        result: Some(match r {
+            Ok(bytes) => pb::partial_result::Result::Partial(bytes),
+            Err(e) => pb::partial_result::Result::Error(e),
+        }),
+    }
+}
+
+impl Node {
+    /// A node with identity `identity` over `store`.
+    pub fn new(id: NodeId, identity: IdentitySecret, store: Store) -> Self {
+        Node { id, identity, store, keys: KeyCache::default(), sessions: Mutex::new((Vec::new(), HashMap::new())) }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The store (for tests and admin tooling).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `GetIdentity`.
+    pub fn identity(&self) -> Result<pb::GetIdentityResponse, NodeError> {
+        let mut key_count = 0u32;
+        for key_id in self.store.list_keys()? {
+            if self.store.versions(&key_id)?.iter().any(|v| v.active) {
+                key_count += 1;
+            }
+        }
+        Ok(pb::GetIdentityResponse {
+            node_id: u32::from(self.id.get()),
+            identity_public_key: self.identity.public_key().as_bytes().to_vec(),
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            key_count,
+        })
+    }
+
+    fn audit(&self, events: &[AuditEvent]) -> Result<(), NodeError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.store.append_audit(events).map(|_| ()).map_err(NodeError::from)
+    }
+
+    /// `EvaluateBatch`: one DPRF partial per item, the node hashing each input itself. Every
+    /// item served is audited (one flush for the batch) before the answer goes out.
+    pub fn evaluate_batch(
+        &self,
+        items: &[pb::EvaluateItem],
+        caller: &str,
+    ) -> Result<Vec<pb::PartialResult>, NodeError> {
+        if items.len() > MAX_BATCH {
+            return Err(NodeError::Invalid(format!("at most {MAX_BATCH} items per batch")));
+        }
+        let mut rng = rand::rng();
+        let mut events = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let r = (|| {
+                let (usage, op) = match pb::Operation::try_from(item.operation) {
+                    Ok(pb::Operation::Encrypt) => (Usages::ENCRYPT, "evaluate:encrypt"),
+                    Ok(pb::Operation::Decrypt) => (Usages::DECRYPT, "evaluate:decrypt"),
+                    _ => return Err(invalid_item("operation must be ENCRYPT or DECRYPT")),
+                };
+                let seed: [u8; 16] =
+                    item.seed.as_slice().try_into().map_err(|_| invalid_item("seed must be 16 bytes"))?;
+                let input = DprfInput::new(&item.key_id, item.version, seed).map_err(|_| invalid_item("bad key id"))?;
+                let loaded = self.keys.usable(&self.store, &item.key_id, item.version, usage).map_err(item_error)?;
+                let partial = dprf::evaluate(&loaded.share, &input, &mut rng);
+                events.push(self.event(&item.key_id, item.version, op, &item.request_id, caller));
+                Ok(partial.to_bytes())
+            })();
+            out.push(result(r));
+        }
+        self.audit(&events)?;
+        Ok(out)
+    }
+
+    /// `UnwrapBatch`: one KEM partial per item; a wrapped key whose proof of knowledge fails is
+    /// refused (the node is no Diffie–Hellman oracle).
+    pub fn unwrap_batch(&self, items: &[pb::UnwrapItem], caller: &str) -> Result<Vec<pb::PartialResult>, NodeError> {
+        if items.len() > MAX_BATCH {
+            return Err(NodeError::Invalid(format!("at most {MAX_BATCH} items per batch")));
+        }
+        let mut rng = rand::rng();
+        let mut events = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let r = (|| {
+                let wrapped =
+                    WrappedKey::from_bytes(&item.wrapped).map_err(|_| invalid_item("malformed wrapped key"))?;
+                let loaded =
+                    self.keys.usable(&self.store, &item.key_id, item.version, Usages::UNWRAP).map_err(item_error)?;
+                let partial =
+                    kem::partial_unwrap(&loaded.share, loaded.package.group_key(), &wrapped, &item.label, &mut rng)
+                        .map_err(|_| invalid_item("wrapped key proof does not verify for this key and label"))?;
+                events.push(self.event(&item.key_id, item.version, "unwrap", &item.request_id, caller));
+                Ok(partial.to_bytes())
+            })();
+            out.push(result(r));
+        }
+        self.audit(&events)?;
+        Ok(out)
+    }
+
+    fn event(&self, key_id: &str, version: u32, operation: &str, request_id: &str, caller: &str) -> AuditEvent {
+        // Truncate on character boundaries, within the store's byte limits.
+        let clip = |s: &str, max: usize| -> String {
+            let mut end = s.len().min(max);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s[..end].to_owned()
+        };
+        let request_id = clip(request_id, 256);
+        AuditEvent {
+            time_ms: now_ms(),
+            key_id: clip(key_id, 128),
+            version,
+            operation: operation.to_owned(),
+            request_id,
+            caller: caller.to_owned(),
+        }
+    }
+
+    fn with_sessions<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<Vec<u8>>, &mut HashMap<Vec<u8>, Session>) -> T,
+    ) -> Result<T, NodeError> {
+        let mut guard = self.sessions.lock().map_err(|_| NodeError::Internal)?;
+        let (order, map) = &mut *guard;
+        Ok(f(order, map))
+    }
+
+    fn take_session(&self, session_id: &[u8]) -> Result<Session, NodeError> {
+        self.with_sessions(|_, map| map.remove(session_id))?
+            .ok_or_else(|| NodeError::NotFound("no such DKG session".into()))
+    }
+
+    fn put_session(&self, session_id: &[u8], session: Session) -> Result<(), NodeError> {
+        self.with_sessions(|order, map| {
+            if !map.contains_key(session_id) {
+                order.push(session_id.to_vec());
+            }
+            map.insert(session_id.to_vec(), session);
+            while map.len() > MAX_SESSIONS && !order.is_empty() {
+                let oldest = order.remove(0);
+                map.remove(&oldest);
+            }
+            order.retain(|s| map.contains_key(s));
+        })
+    }
+
+    /// `DkgRound1`.
+    pub fn dkg_round1(&self, req: &pb::DkgRound1Request, caller: &str) -> Result<pb::DkgRound1Response, NodeError> {
+        hyok_proto::validate_key_id(&req.key_id).map_err(|e| NodeError::Invalid(e.to_owned()))?;
+        if req.version == 0 {
+            return Err(NodeError::Invalid("version must be at least 1".into()));
+        }
+        let mut usages = 0u8;
+        for u in &req.usages {
+            let u = pb::KeyUsage::try_from(*u).map_err(|_| NodeError::Invalid("unknown key usage".into()))?;
+            usages |= usage_bit(u).ok_or_else(|| NodeError::Invalid("unspecified key usage".into()))?;
+        }
+        if usages == 0 {
+            return Err(NodeError::Invalid("a key needs at least one usage".into()));
+        }
+        if let Some(meta) = self.store.key(&req.key_id)?
+            && meta.usages.0 != usages
+        {
+            return Err(NodeError::Precondition("usage differs from the key's existing usage".into()));
+        }
+        if self.store.versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active) {
+            return Err(NodeError::Precondition(format!("{}/{} already exists", req.key_id, req.version)));
+        }
+        let mut participants = BTreeMap::new();
+        for p in &req.participants {
+            let id = u16::try_from(p.node_id)
+                .ok()
+                .and_then(|id| NodeId::new(id).ok())
+                .ok_or_else(|| NodeError::Invalid("bad participant id".into()))?;
+            let key = IdentityPublicKey::from_slice(&p.identity_public_key)
+                .map_err(|_| NodeError::Invalid("bad participant identity key".into()))?;
+            if participants.insert(id, key).is_some() {
+                return Err(NodeError::Invalid("duplicate participant".into()));
+            }
+        }
+        let threshold = u16::try_from(req.threshold).map_err(|_| NodeError::Invalid("bad threshold".into()))?;
+        let params = dkg::Parameters::new(threshold, participants, &req.session_id)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let (secret, package) = dkg::part1(self.id, &self.identity, params, &mut rand::rng())
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let meta = SessionMeta { key_id: req.key_id.clone(), version: req.version, usages: Usages(usages) };
+        self.put_session(&req.session_id, Session::Round1(meta, Box::new(secret)))?;
+        self.audit(&[self.event(&req.key_id, req.version, "dkg:round1", &req.request_id, caller)])?;
+        Ok(pb::DkgRound1Response { package: package.to_bytes() })
+    }
+
+    /// `DkgRound2`.
+    pub fn dkg_round2(&self, req: &pb::DkgRound2Request) -> Result<pb::DkgRound2Response, NodeError> {
+        let Session::Round1(meta, secret) = self.take_session(&req.session_id)? else {
+            return Err(NodeError::Precondition("DKG session is not at round 1".into()));
+        };
+        let packages = req
+            .packages
+            .iter()
+            .map(|b| round1::Package::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let (secret, package) =
+            secret.receive(&packages, &mut rand::rng()).map_err(|e| NodeError::Precondition(e.to_string()))?;
+        self.put_session(&req.session_id, Session::Round2(meta, Box::new(secret)))?;
+        Ok(pb::DkgRound2Response { package: package.to_bytes() })
+    }
+
+    /// `DkgFinish`: stores the share as PENDING (flushed) and returns the public package.
+    pub fn dkg_finish(&self, req: &pb::DkgFinishRequest) -> Result<pb::DkgFinishResponse, NodeError> {
+        let Session::Round2(meta, secret) = self.take_session(&req.session_id)? else {
+            return Err(NodeError::Precondition("DKG session is not at round 2".into()));
+        };
+        let packages = req
+            .packages
+            .iter()
+            .map(|b| round2::Package::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let output = secret.finish(&packages).map_err(|e| NodeError::Precondition(e.to_string()))?;
+        let package = output.package.to_bytes();
+        self.store.put_pending_version(
+            &meta.key_id,
+            meta.version,
+            meta.usages,
+            &output.share.to_secret_bytes(),
+            &package,
+            now_ms(),
+        )?;
+        let disqualified = output.disqualified.iter().map(|n| u32::from(n.get())).collect();
+        self.put_session(&req.session_id, Session::Finished(meta))?;
+        Ok(pb::DkgFinishResponse { public_key_package: package, disqualified })
+    }
+
+    /// `DkgCommit`: PENDING → ACTIVE, flushed.
+    pub fn dkg_commit(&self, req: &pb::DkgCommitRequest, caller: &str) -> Result<(), NodeError> {
+        let session = self.take_session(&req.session_id)?;
+        let Session::Finished(meta) = session else {
+            self.put_session(&req.session_id, session)?;
+            return Err(NodeError::Precondition("DKG session is not finished".into()));
+        };
+        self.store.activate_version(&meta.key_id, meta.version)?;
+        self.audit(&[self.event(&meta.key_id, meta.version, "dkg:commit", "", caller)])?;
+        Ok(())
+    }
+
+    /// `DkgAbort`: forgets the session and removes its PENDING version, if any.
+    pub fn dkg_abort(&self, req: &pb::DkgAbortRequest) -> Result<(), NodeError> {
+        if let Ok(session) = self.take_session(&req.session_id) {
+            let meta = session.meta();
+            if matches!(session, Session::Finished(_)) {
+                self.store.remove_pending_version(&meta.key_id, meta.version)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's view of one key.
+    pub fn key_state(&self, key_id: &str) -> Result<pb::NodeKeyState, NodeError> {
+        let meta = self.store.key(key_id)?.ok_or_else(|| NodeError::NotFound(key_id.to_owned()))?;
+        let versions = self
+            .store
+            .versions(key_id)?
+            .into_iter()
+            .map(|v| pb::NodeKeyVersion {
+                version: v.version,
+                public_key_package: v.package,
+                active: v.active,
+                created_at_ms: v.created_at_ms,
+            })
+            .collect();
+        Ok(pb::NodeKeyState {
+            key_id: key_id.to_owned(),
+            enabled: meta.enabled,
+            usages: usages_to_proto(meta.usages),
+            versions,
+        })
+    }
+
+    /// Every key on this node.
+    pub fn key_states(&self) -> Result<Vec<pb::NodeKeyState>, NodeError> {
+        self.store.list_keys()?.iter().map(|k| self.key_state(k)).collect()
+    }
+
+    /// `SetKeyEnabled` (flushed and audited).
+    pub fn set_enabled(&self, req: &pb::SetKeyEnabledRequest, caller: &str) -> Result<pb::NodeKeyState, NodeError> {
+        self.store.set_enabled(&req.key_id, req.enabled)?;
+        self.keys.invalidate_policy(&req.key_id);
+        let op = if req.enabled { "enable" } else { "disable" };
+        self.audit(&[self.event(&req.key_id, 0, op, &req.request_id, caller)])?;
+        self.key_state(&req.key_id)
+    }
+
+    /// `ReadAudit`.
+    pub fn read_audit(&self, from_seq: u64, limit: u32) -> Result<Vec<pb::AuditEntry>, NodeError> {
+        let limit = limit.clamp(1, 1000) as usize;
+        Ok(self
+            .store
+            .read_audit(from_seq.max(1), limit)?
+            .into_iter()
+            .map(|e| pb::AuditEntry {
+                seq: e.seq,
+                time_ms: e.event.time_ms,
+                key_id: e.event.key_id,
+                version: e.event.version,
+                operation: e.event.operation,
+                request_id: e.event.request_id,
+                caller: e.event.caller,
+                prev_hash: e.prev_hash.to_vec(),
+                hash: e.hash.to_vec(),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,63 @@
+//! Opening a node's data directory and serving it over mutual TLS until shutdown.
+
+use crate::node::Node;
+use crate::service::NodeService;
+use anyhow::{Context, Result, bail};
+use hyok_client::TlsFiles;
+use hyok_proto::v1::node_server::NodeServer;
+use hyok_store::{SealKey, Store};
+use hyok_threshold::{IdentitySecret, NodeId};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+/// Files in a node's data directory.
+pub fn seal_key_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("seal.key")
+}
+
+fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}
+
+/// `hyok-node init`: a seal key (its own file, mode 0600) and a fresh identity, sealed in the
+/// store. Refuses an initialized directory.
+pub fn init(data_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let seal = SealKey::create(seal_key_path(data_dir)).context("creating the seal key (already initialized?)")?;
+    let store = Store::open(db_path(data_dir), seal)?;
+    let identity = IdentitySecret::generate(&mut rand::rng());
+    store.put_identity(&identity.to_secret_bytes())?;
+    Ok(())
+}
+
+/// Opens an initialized data directory.
+pub fn open(id: NodeId, data_dir: &Path) -> Result<Node> {
+    let seal = SealKey::load(seal_key_path(data_dir))
+        .with_context(|| format!("no seal key in {} (run `hyok-node init` first)", data_dir.display()))?;
+    let store = Store::open(db_path(data_dir), seal)?;
+    let Some(secret) = store.identity()? else {
+        bail!("no identity in {} (run `hyok-node init` first)", data_dir.display());
+    };
+    let identity = IdentitySecret::from_secret_bytes(*secret)?;
+    Ok(Node::new(id, identity, store))
+}
+
+/// Serves `node` on `listener` with `tls` until `shutdown` completes.
+pub async fn run(
+    node: Arc<Node>,
+    tls: &TlsFiles,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .tls_config(tls.server_config()?)?
+        .add_service(NodeServer::new(NodeService::new(node)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The tonic adapter: check the caller's role, convert the request, call [`Node`], convert back.
+//! Errors become gRPC statuses in one place (`From<NodeError> for Status`).
+
+use crate::node::{Node, NodeError};
+use hyok_client::Role;
+use hyok_client::tls::require_role;
+use hyok_proto::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Roles that may run operations and DKGs on a node.
+const OPERATORS: &[Role] = &[Role::Coordinator, Role::Admin];
+/// Roles that may read a node's audit log.
+const AUDITORS: &[Role] = &[Role::Admin];
+
+impl From<NodeError> for Status {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Invalid(m) => Status::invalid_argument(m),
+            NodeError::NotFound(m) => Status::not_found(m),
+            NodeError::Precondition(m) => Status::failed_precondition(m),
+            NodeError::Internal => Status::internal("internal error"),
+        }
+    }
+}
+
+/// The `Node` gRPC service.
+#[derive(Debug, Clone)]
+pub struct NodeService {
+    node: Arc<Node>,
+}
+
+impl NodeService {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        NodeService { node }
+    }
+
+    /// Runs CPU-heavy node work off the async executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Node) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || f(&node))
+            .await
+            .map_err(|_| Status::internal("worker failed"))?
+            .map_err(Status::from)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::node_server::Node for NodeService {
+    async fn get_identity(
+        &self,
+        req: Request<pb::GetIdentityRequest>,
+    ) -> Result<Response<pb::GetIdentityResponse>, Status> {
+        require_role(&req, OPERATORS)?;
+        Ok(Response::new(self.blocking(|n| n.identity()).await?))
+    }
+
+    async fn dkg_round1(&self, req: Request<pb::DkgRound1Request>) -> Result<Response<pb::DkgRound1Response>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.dkg_round1(&req, &caller)).await?))
+    }
+
+    async fn dkg_round2(&self, req: Request<pb::DkgRound2Request>) -> Result<Response<pb::DkgRound2Response>, Status> {
+        require_role(&req, OPERATORS)?;
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.dkg_round2(&req)).await?))
+    }
+
+    async fn dkg_finish(&self, req: Request<pb::DkgFinishRequest>) -> Result<Response<pb::DkgFinishResponse>, Status> {
+        require_role(&req, OPERATORS)?;
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.dkg_finish(&req)).await?))
+    }
+
+    async fn dkg_commit(&self, req: Request<pb::DkgCommitRequest>) -> Result<Response<pb::DkgCommitResponse>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let req = req.into_inner();
+        self.blocking(move |n| n.dkg_commit(&req, &caller)).await?;
+        Ok(Response::new(pb::DkgCommitResponse {}))
+    }
+
+    async fn dkg_abort(&self, req: Request<pb::DkgAbortRequest>) -> Result<Response<pb::DkgAbortResponse>, Status> {
+        require_role(&req, OPERATORS)?;
+        let req = req.into_inner();
+        self.blocking(move |n| n.dkg_abort(&req)).await?;
+        Ok(Response::new(pb::DkgAbortResponse {}))
+    }
+
+    async fn evaluate_batch(
+        &self,
+        req: Request<pb::EvaluateBatchRequest>,
+    ) -> Result<Response<pb::EvaluateBatchResponse>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let items = req.into_inner().items;
+        let results = self.blocking(move |n| n.evaluate_batch(&items, &caller)).await?;
+        Ok(Response::new(pb::EvaluateBatchResponse { results }))
+    }
+
+    async fn unwrap_batch(
+        &self,
+        req: Request<pb::UnwrapBatchRequest>,
+    ) -> Result<Response<pb::UnwrapBatchResponse>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let items = req.into_inner().items;
+        let results = self.blocking(move |n| n.unwrap_batch(&items, &caller)).await?;
+        Ok(Response::new(pb::UnwrapBatchResponse { results }))
+    }
+
+    async fn get_key_state(&self, req: Request<pb::GetKeyStateRequest>) -> Result<Response<pb::NodeKeyState>, Status> {
+        require_role(&req, OPERATORS)?;
+        let key_id = req.into_inner().key_id;
+        Ok(Response::new(self.blocking(move |n| n.key_state(&key_id)).await?))
+    }
+
+    async fn list_key_states(
+        &self,
+        req: Request<pb::ListKeyStatesRequest>,
+    ) -> Result<Response<pb::ListKeyStatesResponse>, Status> {
+        require_role(&req, OPERATORS)?;
+        let keys = self.blocking(|n| n.key_states()).await?;
+        Ok(Response::new(pb::ListKeyStatesResponse { keys }))
+    }
+
+    async fn set_key_enabled(
+        &self,
+        req: Request<pb::SetKeyEnabledRequest>,
+    ) -> Result<Response<pb::NodeKeyState>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.set_enabled(&req, &caller)).await?))
+    }
+
+    async fn read_audit(&self, req: Request<pb::ReadAuditRequest>) -> Result<Response<pb::ReadAuditResponse>, Status> {
+        require_role(&req, AUDITORS)?;
+        let req = req.into_inner();
+        let entries = self.blocking(move |n| n.read_audit(req.from_seq, req.limit)).await?;
+        Ok(Response::new(pb::ReadAuditResponse { entries }))
+    }
+}

@@ -1,0 +1,135 @@
+//! The node's logic without a network: three nodes run a DKG through the Node API's messages,
+//! then serve partial evaluations that the threshold crate combines; policy is enforced per node.
+
+use hyok_node::Node;
+use hyok_proto::v1 as pb;
+use hyok_threshold::dprf::{self, DprfInput};
+use hyok_threshold::{NodeId, PartialEvaluation, PublicKeyPackage, Wire};
+
+fn nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
+    (1..=n)
+        .map(|i| {
+            let d = dir.join(format!("node-{i}"));
+            hyok_node::server::init(&d).unwrap();
+            hyok_node::server::open(NodeId::new(i).unwrap(), &d).unwrap()
+        })
+        .collect()
+}
+
+fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {
+    let participants: Vec<pb::Participant> = nodes
+        .iter()
+        .map(|n| {
+            let id = n.identity().unwrap();
+            pb::Participant { node_id: id.node_id, identity_public_key: id.identity_public_key }
+        })
+        .collect();
+    let session = b"session-1".to_vec();
+    let r1: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|n| {
+            let req = pb::DkgRound1Request {
+                session_id: session.clone(),
+                key_id: key_id.into(),
+                version: 1,
+                threshold: t,
+                participants: participants.clone(),
+                usages: vec![pb::KeyUsage::Encrypt as i32, pb::KeyUsage::Decrypt as i32],
+                request_id: "create".into(),
+            };
+            n.dkg_round1(&req, "admin").unwrap().package
+        })
+        .collect();
+    let r2: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|n| {
+            n.dkg_round2(&pb::DkgRound2Request { session_id: session.clone(), packages: r1.clone() }).unwrap().package
+        })
+        .collect();
+    let packages: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|n| {
+            n.dkg_finish(&pb::DkgFinishRequest { session_id: session.clone(), packages: r2.clone() })
+                .unwrap()
+                .public_key_package
+        })
+        .collect();
+    assert!(packages.iter().all(|p| p == &packages[0]), "every node agrees on the public package");
+    let item = evaluate_item(key_id);
+    // Pending until committed: no node serves it yet.
+    assert!(matches!(
+        nodes[0].evaluate_batch(&[item], "admin").unwrap()[0].result,
+        Some(pb::partial_result::Result::Error(_))
+    ));
+    for n in nodes {
+        n.dkg_commit(&pb::DkgCommitRequest { session_id: session.clone() }, "admin").unwrap();
+    }
+    PublicKeyPackage::from_bytes(&packages[0]).unwrap()
+}
+
+fn evaluate_item(key_id: &str) -> pb::EvaluateItem {
+    pb::EvaluateItem {
+        key_id: key_id.into(),
+        version: 1,
+        seed: vec![3; 16],
+        operation: pb::Operation::Encrypt as i32,
+        request_id: "r".into(),
+    }
+}
+
+fn partial(node: &Node, item: &pb::EvaluateItem) -> Result<PartialEvaluation, pb::ItemError> {
+    match node.evaluate_batch(std::slice::from_ref(item), "coordinator").unwrap().remove(0).result {
+        Some(pb::partial_result::Result::Partial(b)) => Ok(PartialEvaluation::from_bytes(&b).unwrap()),
+        Some(pb::partial_result::Result::Error(e)) => Err(e),
+        None => panic!("empty result"),
+    }
+}
+
+#[test]
+fn dkg_then_evaluate_then_per_node_disable() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    let package = create_key(&nodes, "demo", 2);
+    let item = evaluate_item("demo");
+    let input = DprfInput::new("demo", 1, [3; 16]).unwrap();
+    let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &item).unwrap()).collect();
+    assert!(dprf::vartime_find_invalid(&package, &input, &partials, &mut rand::rng()).unwrap().is_empty());
+
+    // Usage is enforced by the node: this key cannot unwrap.
+    let unwrap = pb::UnwrapItem {
+        key_id: "demo".into(),
+        version: 1,
+        wrapped: vec![1, 2],
+        label: vec![],
+        request_id: "u".into(),
+    };
+    assert!(matches!(
+        nodes[0].unwrap_batch(&[unwrap], "coordinator").unwrap()[0].result,
+        Some(pb::partial_result::Result::Error(_))
+    ));
+
+    // An operator disables the key on node 1 alone: node 1 refuses, the others still serve.
+    nodes[0]
+        .set_enabled(
+            &pb::SetKeyEnabledRequest { key_id: "demo".into(), enabled: false, request_id: "op".into() },
+            "admin",
+        )
+        .unwrap();
+    let err = partial(&nodes[0], &item).unwrap_err();
+    assert_eq!(err.code, pb::item_error::Code::Disabled as i32);
+    assert!(partial(&nodes[1], &item).is_ok());
+
+    // Malformed input is refused per item, never a panic.
+    let mut bad = item.clone();
+    bad.seed = vec![0; 3];
+    assert_eq!(partial(&nodes[1], &bad).unwrap_err().code, pb::item_error::Code::Invalid as i32);
+    let mut long = item.clone();
+    long.request_id = "é".repeat(300);
+    assert!(partial(&nodes[1], &long).is_ok());
+
+    // Every operation is in the node's audit chain, which verifies.
+    let audit = nodes[1].read_audit(1, 100).unwrap();
+    assert!(audit.iter().any(|e| e.operation == "dkg:commit"));
+    assert!(audit.iter().any(|e| e.operation == "evaluate:encrypt"));
+    assert!(matches!(nodes[1].store().verify_audit().unwrap(), Ok(n) if n as usize == audit.len()));
+}

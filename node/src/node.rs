@@ -48,6 +48,12 @@ impl From<hyok_store::Error> for NodeError {
     }
 }
 
+/// Decodes every DKG package of a round; malformed input is refused before the session is
+/// touched, so a bad request cannot destroy a run in progress.
+fn decode_all<T: Wire>(packages: &[Vec<u8>]) -> Result<Vec<T>, NodeError> {
+    packages.iter().map(|b| T::from_bytes(b)).collect::<Result<_, _>>().map_err(|e| NodeError::Invalid(e.to_string()))
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -334,15 +340,10 @@ impl Node {
 
     /// `DkgRound2`.
     pub fn dkg_round2(&self, req: &pb::DkgRound2Request) -> Result<pb::DkgRound2Response, NodeError> {
+        let packages: Vec<round1::Package> = decode_all(&req.packages)?;
         let Session::Round1(meta, secret) = self.take_session(&req.session_id)? else {
             return Err(NodeError::Precondition("DKG session is not at round 1".into()));
         };
-        let packages = req
-            .packages
-            .iter()
-            .map(|b| round1::Package::from_bytes(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
         let (secret, package) =
             secret.receive(&packages, &mut rand::rng()).map_err(|e| NodeError::Precondition(e.to_string()))?;
         self.put_session(&req.session_id, Session::Round2(meta, Box::new(secret)))?;
@@ -351,15 +352,10 @@ impl Node {
 
     /// `DkgFinish`: stores the share as PENDING (flushed) and returns the public package.
     pub fn dkg_finish(&self, req: &pb::DkgFinishRequest) -> Result<pb::DkgFinishResponse, NodeError> {
+        let packages: Vec<round2::Package> = decode_all(&req.packages)?;
         let Session::Round2(meta, secret) = self.take_session(&req.session_id)? else {
             return Err(NodeError::Precondition("DKG session is not at round 2".into()));
         };
-        let packages = req
-            .packages
-            .iter()
-            .map(|b| round2::Package::from_bytes(b))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
         let output = secret.finish(&packages).map_err(|e| NodeError::Precondition(e.to_string()))?;
         let package = output.package.to_bytes();
         self.store.put_pending_version(

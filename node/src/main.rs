@@ -61,25 +61,8 @@ async fn main() -> Result<()> {
             let addr = listener.local_addr()?;
             // The readiness line tests and `hyokctl dev` wait for.
             println!("hyok-node {id} listening on {addr}");
-            hyok_node::server::run(node, &TlsFiles { ca, cert, key }, listener, shutdown_signal()).await?;
+            hyok_node::server::run(node, &TlsFiles { ca, cert, key }, listener, hyok_client::shutdown_signal()).await?;
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -219,6 +219,20 @@ impl Store {
         Ok((share, r.package.to_vec()))
     }
 
+    /// Test-only: replaces an existing version's share with `share`, sealed like a real one —
+    /// what an attacker holding the seal key could do. Flushed.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_replace_share(&self, key_id: &str, version: u32, share: &[u8]) -> Result<()> {
+        let vkey = version_key(key_id, version);
+        let name = name(key_id, version);
+        let _guard = lock(&self.key_writes);
+        let value = self.versions.get(&vkey)?.ok_or_else(|| Error::NotFound(name.clone()))?;
+        let r = VersionRecord::decode(&name, &value)?;
+        let sealed = self.seal.seal(&share_aad(key_id, version), share)?;
+        self.versions.insert(vkey, VersionRecord { sealed: &sealed, ..r }.encode())?;
+        self.flush()
+    }
+
     /// One version's public side (pending or active), if it exists.
     pub fn version(&self, key_id: &str, version: u32) -> Result<Option<VersionInfo>> {
         check_key_id(key_id)?;

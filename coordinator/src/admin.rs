@@ -1,0 +1,232 @@
+//! Key administration and cluster status: create, rotate, list, enable, disable, status.
+
+use crate::dkg::{self, DkgRequest};
+use crate::error::CoordError;
+use crate::metadata::{KeyView, flatten, key_states, merge};
+use crate::vault::Vault;
+use hyok_proto::v1 as pb;
+use hyok_threshold::NodeId;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Every usage, in `KeyUsage` values.
+const ALL_USAGES: [pb::KeyUsage; 4] =
+    [pb::KeyUsage::Encrypt, pb::KeyUsage::Decrypt, pb::KeyUsage::Wrap, pb::KeyUsage::Unwrap];
+
+/// DKGs get more time than single operations.
+const DKG_BUDGET: Duration = Duration::from_secs(30);
+
+impl Vault {
+    /// `KeyInfo` for a trusted view.
+    pub fn key_info(&self, view: &KeyView) -> pb::KeyInfo {
+        let threshold = self.pool.threshold();
+        pb::KeyInfo {
+            key_id: view.key_id.clone(),
+            usages: view.usages.clone(),
+            primary_version: view.primary().map_or(0, |v| v.version),
+            versions: view
+                .versions
+                .values()
+                .map(|v| pb::KeyVersion {
+                    version: v.version,
+                    public_key: v.package.group_key().as_bytes().to_vec(),
+                    created_at_ms: v.created_at_ms,
+                })
+                .collect(),
+            state: if view.enabled_on.len() >= threshold {
+                pb::KeyState::Enabled as i32
+            } else {
+                pb::KeyState::Disabled as i32
+            },
+            threshold: threshold as u32,
+            nodes: self.pool.all().len() as u32,
+        }
+    }
+
+    /// `CreateKey`: a DKG across every node for version 1.
+    pub async fn create_key(&self, key_id: &str, usages: &[i32], request_id: &str) -> Result<pb::KeyInfo, CoordError> {
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        let mut chosen: Vec<i32> = Vec::new();
+        for u in usages {
+            match pb::KeyUsage::try_from(*u) {
+                Ok(pb::KeyUsage::Unspecified) | Err(_) => {
+                    return Err(CoordError::Invalid(format!("unknown key usage {u}")));
+                }
+                Ok(u) => chosen.push(u as i32),
+            }
+        }
+        if chosen.is_empty() {
+            chosen = ALL_USAGES.iter().map(|u| *u as i32).collect();
+        }
+        chosen.sort_unstable();
+        chosen.dedup();
+        let deadline = Instant::now() + DKG_BUDGET;
+        // Any node that already knows the key (even with a PENDING version) makes this a clash.
+        let states = key_states(&self.pool, Some(key_id), deadline).await;
+        if !flatten(&states).is_empty() {
+            return Err(CoordError::Exists(format!("key {key_id} already exists")));
+        }
+        let req =
+            DkgRequest { key_id: key_id.to_owned(), version: 1, usages: chosen, request_id: request_id.to_owned() };
+        dkg::run(&self.pool, req, deadline).await?;
+        self.metadata.invalidate(key_id);
+        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
+        Ok(self.key_info(&view))
+    }
+
+    /// `RotateKey`: a DKG for the next version, which becomes primary.
+    pub async fn rotate_key(&self, key_id: &str, request_id: &str) -> Result<pb::KeyInfo, CoordError> {
+        let deadline = Instant::now() + DKG_BUDGET;
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
+        // The next version after any version any node knows (pending ones included), so a stale PENDING
+        // version left by a failed run is never reused under a different package.
+        let states = key_states(&self.pool, Some(key_id), deadline).await;
+        let highest =
+            flatten(&states).iter().flat_map(|(_, s)| s.versions.iter().map(|v| v.version)).max().unwrap_or(0);
+        let req = DkgRequest {
+            key_id: key_id.to_owned(),
+            version: highest.max(view.primary().map_or(0, |v| v.version)) + 1,
+            usages: view.usages.clone(),
+            request_id: request_id.to_owned(),
+        };
+        dkg::run(&self.pool, req, deadline).await?;
+        self.metadata.invalidate(key_id);
+        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
+        Ok(self.key_info(&view))
+    }
+
+    /// `GetKey`: read fresh from the nodes.
+    pub async fn get_key(&self, key_id: &str, deadline: Instant) -> Result<pb::KeyInfo, CoordError> {
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
+        Ok(self.key_info(&view))
+    }
+
+    /// `ListKeys`: every key that t nodes agree on.
+    pub async fn list_keys(&self, deadline: Instant) -> Result<Vec<pb::KeyInfo>, CoordError> {
+        let answers = key_states(&self.pool, None, deadline).await;
+        let answered = answers.iter().filter(|(_, r)| r.is_ok()).count();
+        if answered < self.pool.threshold() {
+            return Err(CoordError::Unavailable(format!(
+                "only {answered} nodes answered, {} needed to trust key metadata",
+                self.pool.threshold()
+            )));
+        }
+        let mut by_key: BTreeMap<String, Vec<(NodeId, pb::NodeKeyState)>> = BTreeMap::new();
+        for (node, state) in flatten(&answers) {
+            by_key.entry(state.key_id.clone()).or_default().push((node, state));
+        }
+        Ok(by_key
+            .iter()
+            .filter_map(|(k, states)| merge(k, states, self.pool.threshold()))
+            .map(|v| self.key_info(&v))
+            .collect())
+    }
+
+    /// `EnableKey` / `DisableKey` on every reachable node. Succeeds when enough nodes changed
+    /// for the key to be usable (enable: t) or unusable (disable: n − t + 1).
+    pub async fn set_enabled(&self, key_id: &str, enabled: bool, request_id: &str) -> Result<pb::KeyInfo, CoordError> {
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        let deadline = self.deadline(None);
+        let mut calls = JoinSet::new();
+        for node in self.pool.all() {
+            let node = node.clone();
+            let req =
+                pb::SetKeyEnabledRequest { key_id: key_id.to_owned(), enabled, request_id: request_id.to_owned() };
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(req);
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                (node.id, node.client().set_key_enabled(request).await)
+            });
+        }
+        let mut changed = 0;
+        let mut failures = Vec::new();
+        let mut not_found = 0;
+        while let Some(Ok((id, result))) = calls.join_next().await {
+            match result {
+                Ok(_) => changed += 1,
+                Err(s) if s.code() == tonic::Code::NotFound => not_found += 1,
+                Err(s) => failures.push(format!("node {}: {}", id.get(), s.message())),
+            }
+        }
+        self.metadata.invalidate(key_id);
+        let n = self.pool.all().len();
+        let t = self.pool.threshold();
+        let needed = if enabled { t } else { n - t + 1 };
+        if changed == 0 && not_found > 0 {
+            return Err(CoordError::NotFound(format!("no key {key_id}")));
+        }
+        if changed < needed {
+            return Err(CoordError::Unavailable(format!(
+                "changed on {changed} nodes, {needed} needed: {}",
+                failures.join("; ")
+            )));
+        }
+        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
+        Ok(self.key_info(&view))
+    }
+
+    /// `ClusterStatus`: probes every node now, and reads every key's state on each.
+    pub async fn cluster_status(&self) -> pb::ClusterStatusResponse {
+        let deadline = self.deadline(Some(Duration::from_secs(2)));
+        self.pool.probe_all(Duration::from_secs(1)).await;
+        let answers = key_states(&self.pool, None, deadline).await;
+        let nodes: Vec<pb::NodeStatus> = self
+            .pool
+            .all()
+            .iter()
+            .map(|node| {
+                let probe = node.last_probe();
+                let identity = probe.identity.unwrap_or_default();
+                pb::NodeStatus {
+                    node_id: u32::from(node.id.get()),
+                    endpoint: node.endpoint.clone(),
+                    reachable: probe.reachable,
+                    latency_us: if probe.reachable { probe.latency.as_micros() as u64 } else { 0 },
+                    key_count: identity.key_count,
+                    software_version: identity.software_version,
+                    error: probe.error,
+                    invalid_partials: node.invalid_partials.load(std::sync::atomic::Ordering::Relaxed),
+                }
+            })
+            .collect();
+        let mut keys: BTreeMap<String, BTreeMap<NodeId, pb::NodeKeyState>> = BTreeMap::new();
+        for (node, state) in flatten(&answers) {
+            keys.entry(state.key_id.clone()).or_default().insert(node, state);
+        }
+        let answered: std::collections::BTreeSet<NodeId> =
+            answers.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+        let keys = keys
+            .into_iter()
+            .map(|(key_id, states)| {
+                let highest =
+                    states.values().flat_map(|s| s.versions.iter().filter(|v| v.active)).map(|v| v.version).max();
+                let nodes = self
+                    .pool
+                    .all()
+                    .iter()
+                    .map(|node| {
+                        let state = states.get(&node.id);
+                        pb::KeyNodeState {
+                            node_id: u32::from(node.id.get()),
+                            reachable: answered.contains(&node.id) || state.is_some(),
+                            has_share: state
+                                .is_some_and(|s| s.versions.iter().any(|v| v.active && Some(v.version) == highest)),
+                            enabled: state.is_some_and(|s| s.enabled),
+                        }
+                    })
+                    .collect();
+                pb::KeyStatus { key_id, nodes }
+            })
+            .collect();
+        pb::ClusterStatusResponse {
+            threshold: self.pool.threshold() as u32,
+            nodes,
+            keys,
+            coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The coordinator's configuration: a TOML file (see README, "Configuration").
+//!
+//! ```toml
+//! listen = "127.0.0.1:7100"
+//! threshold = 3
+//!
+//! [tls]
+//! ca = "pki/ca.pem"
+//! cert = "pki/coordinator.pem"
+//! key = "pki/coordinator-key.pem"
+//!
+//! [[nodes]]
+//! id = 1
+//! endpoint = "https://127.0.0.1:7101"
+//! ```
+
+use anyhow::{Context, Result, bail};
+use hyok_client::TlsFiles;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One node as the coordinator reaches it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The node's id (its Shamir evaluation point, 1..=65535).
+    pub id: u16,
+    /// `https://host:port`. The node must present a certificate for `node-<id>.role.hyok`.
+    pub endpoint: String,
+}
+
+/// The coordinator's own TLS files.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The coordinator's certificate (role `coordinator`).
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+/// Everything `hyok-coordinator` needs.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to serve KeyVault on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Threshold t: partials needed per operation.
+    pub threshold: u16,
+    /// Every node of the cluster.
+    pub nodes: Vec<NodeConfig>,
+    /// Mutual TLS.
+    pub tls: TlsConfig,
+    /// Budget of one request, unless the caller's gRPC deadline is shorter (milliseconds).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Nodes asked at once beyond t (more are asked as soon as one fails or after `hedge_ms`).
+    #[serde(default = "default_extra_nodes")]
+    pub extra_nodes: u16,
+    /// If t valid partials have not arrived after this long, ask every remaining node.
+    #[serde(default = "default_hedge_ms")]
+    pub hedge_ms: u64,
+    /// How long a node that failed at the transport level is skipped (milliseconds).
+    #[serde(default = "default_down_ms")]
+    pub down_ms: u64,
+    /// How often every node is probed (milliseconds).
+    #[serde(default = "default_probe_ms")]
+    pub probe_ms: u64,
+    /// How long key metadata read from the nodes is reused (milliseconds).
+    #[serde(default = "default_metadata_ttl_ms")]
+    pub metadata_ttl_ms: u64,
+    /// Items per batched call to one node.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Batched calls in flight to one node.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Items waiting for one node before it counts as overloaded and the next node is asked.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7100))
+}
+fn default_request_timeout_ms() -> u64 {
+    2000
+}
+fn default_extra_nodes() -> u16 {
+    1
+}
+fn default_hedge_ms() -> u64 {
+    50
+}
+fn default_down_ms() -> u64 {
+    3000
+}
+fn default_probe_ms() -> u64 {
+    1000
+}
+fn default_metadata_ttl_ms() -> u64 {
+    10_000
+}
+fn default_max_batch() -> usize {
+    64
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+fn default_queue() -> usize {
+    4096
+}
+
+impl Config {
+    /// A configuration with every tunable at its default.
+    pub fn new(threshold: u16, nodes: Vec<NodeConfig>, tls: TlsConfig) -> Self {
+        Config {
+            listen: default_listen(),
+            threshold,
+            nodes,
+            tls,
+            request_timeout_ms: default_request_timeout_ms(),
+            extra_nodes: default_extra_nodes(),
+            hedge_ms: default_hedge_ms(),
+            down_ms: default_down_ms(),
+            probe_ms: default_probe_ms(),
+            metadata_ttl_ms: default_metadata_ttl_ms(),
+            max_batch: default_max_batch(),
+            max_in_flight: default_max_in_flight(),
+            queue: default_queue(),
+        }
+    }
+
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: 1 ≤ t ≤ n, distinct non-zero ids, https endpoints.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.nodes.len();
+        if self.threshold == 0 || usize::from(self.threshold) > n {
+            bail!("threshold must be between 1 and the number of nodes ({n})");
+        }
+        let mut ids = BTreeSet::new();
+        for node in &self.nodes {
+            if node.id == 0 {
+                bail!("node ids start at 1");
+            }
+            if !ids.insert(node.id) {
+                bail!("node {} is listed twice", node.id);
+            }
+            if !node.endpoint.starts_with("https://") {
+                bail!("node {} endpoint must be https://host:port", node.id);
+            }
+        }
+        if self.max_batch == 0 || self.max_in_flight == 0 || self.queue == 0 {
+            bail!("max_batch, max_in_flight and queue must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The TLS files as `hyok-client` takes them.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles { ca: self.tls.ca.clone(), cert: self.tls.cert.clone(), key: self.tls.key.clone() }
+    }
+
+    /// The request budget.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        threshold = 2
+        [tls]
+        ca = "ca.pem"
+        cert = "c.pem"
+        key = "k.pem"
+        [[nodes]]
+        id = 1
+        endpoint = "https://127.0.0.1:1"
+        [[nodes]]
+        id = 2
+        endpoint = "https://127.0.0.1:2"
+    "#;
+
+    #[test]
+    fn defaults_fill_the_tunables() {
+        let c: Config = toml::from_str(GOOD).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.request_timeout(), Duration::from_secs(2));
+        assert_eq!(c.nodes[1], NodeConfig { id: 2, endpoint: "https://127.0.0.1:2".into() });
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        let too_high = GOOD.replace("threshold = 2", "threshold = 3");
+        let c: Config = toml::from_str(&too_high).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("threshold"));
+        let dup = GOOD.replace("id = 2", "id = 1");
+        let c: Config = toml::from_str(&dup).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
+        let plain = GOOD.replace("https://127.0.0.1:2", "http://127.0.0.1:2");
+        let c: Config = toml::from_str(&plain).unwrap();
+        assert!(c.validate().is_err());
+        assert!(toml::from_str::<Config>(&format!("{GOOD}\nbogus = 1")).is_err(), "unknown keys are refused");
+    }
+}

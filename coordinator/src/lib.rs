@@ -1,0 +1,89 @@
+//! `hyok-coordinator`: the stateless centre of a hyok cluster. It serves the public `KeyVault`
+//! API, fans each request out to the nodes, verifies their partial results and combines them in
+//! the exponent. It never holds a share and never rebuilds a key.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration.
+//! - [`pool`]: channels to the nodes and their health; [`batch`]: per-node request batching.
+//! - [`gather`]: fan-out with hedging and retries within the deadline.
+//! - [`metadata`]: key metadata, trusted when t nodes agree.
+//! - [`vault`]: encrypt, decrypt, wrap, unwrap; [`admin`]: create, rotate, enable, disable,
+//!   status; [`dkg`]: the DKG relay.
+//! - [`service`]: the tonic adapter; [`error`]: errors → gRPC status codes.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod admin;
+pub mod batch;
+pub mod config;
+pub mod dkg;
+pub mod error;
+pub mod gather;
+pub mod metadata;
+pub mod pool;
+pub mod service;
+pub mod vault;
+
+pub use config::Config;
+pub use vault::Vault;
+
+use anyhow::Result;
+use hyok_proto::v1::key_vault_server::KeyVaultServer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+/// The gRPC health service name clients check.
+pub const HEALTH_SERVICE: &str = "hyok.v1.KeyVault";
+
+/// Serves KeyVault (with gRPC reflection and health) on `listener` until `shutdown` completes.
+/// Health reports SERVING while at least t nodes answer the periodic probe.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    config.validate()?;
+    let vault = Arc::new(Vault::new(&config)?);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status(HEALTH_SERVICE, ServingStatus::NotServing).await;
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    let prober = {
+        let vault = vault.clone();
+        let period = Duration::from_millis(config.probe_ms.max(50));
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                vault.pool().probe_all(period.min(Duration::from_secs(1))).await;
+                let up = vault.pool().up_count();
+                let status =
+                    if up >= vault.pool().threshold() { ServingStatus::Serving } else { ServingStatus::NotServing };
+                if last != Some(status) {
+                    tracing::info!(reachable = up, threshold = vault.pool().threshold(), ?status, "cluster health");
+                    reporter.set_service_status(HEALTH_SERVICE, status).await;
+                    reporter.set_service_status("", status).await;
+                    last = Some(status);
+                }
+                tokio::time::sleep(period).await;
+            }
+        })
+    };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hyok_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = Server::builder()
+        .tls_config(config.tls_files().server_config()?)?
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            KeyVaultServer::new(service::VaultService::new(vault))
+                .max_decoding_message_size(4 * 1024 * 1024)
+                .max_encoding_message_size(4 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    prober.abort();
+    result?;
+    Ok(())
+}

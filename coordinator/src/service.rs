@@ -1,0 +1,212 @@
+//! The tonic adapter for `KeyVault`: check the caller's role, call [`Vault`], convert back.
+
+use crate::error::CoordError;
+use crate::vault::Vault;
+use hyok_client::Role;
+use hyok_client::tls::require_role;
+use hyok_proto::v1 as pb;
+use hyok_threshold::aead::Blob;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
+
+/// Roles that may use keys.
+const USERS: &[Role] = &[Role::Frontend, Role::Admin];
+/// Roles that may administer keys.
+const ADMINS: &[Role] = &[Role::Admin];
+
+/// Longest data key GenerateDataKey makes.
+const MAX_DATA_KEY: u32 = 1024;
+
+/// The `KeyVault` gRPC service.
+#[derive(Debug, Clone)]
+pub struct VaultService {
+    vault: Arc<Vault>,
+}
+
+impl VaultService {
+    /// Serves `vault`.
+    pub fn new(vault: Arc<Vault>) -> Self {
+        VaultService { vault }
+    }
+}
+
+/// The caller's gRPC deadline (`grpc-timeout`), if it sent one.
+fn caller_timeout<T>(req: &Request<T>) -> Option<Duration> {
+    let value = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn take_plaintext(bytes: Zeroizing<Vec<u8>>) -> Vec<u8> {
+    // The response owns the bytes from here; tonic encodes and drops them.
+    bytes.to_vec()
+}
+
+#[tonic::async_trait]
+impl pb::key_vault_server::KeyVault for VaultService {
+    async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        require_role(&req, ADMINS)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.vault.create_key(&r.key_id, &r.usages, &r.request_id).await?))
+    }
+
+    async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        Ok(Response::new(self.vault.get_key(&req.into_inner().key_id, deadline).await?))
+    }
+
+    async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        Ok(Response::new(pb::ListKeysResponse { keys: self.vault.list_keys(deadline).await? }))
+    }
+
+    async fn get_public_key(
+        &self,
+        req: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let view = self.vault.view(&r.key_id, deadline).await?;
+        let version = if r.version == 0 { view.primary() } else { view.versions.get(&r.version) }
+            .ok_or_else(|| CoordError::NotFound(format!("key {} has no version {}", r.key_id, r.version)))?;
+        Ok(Response::new(pb::GetPublicKeyResponse {
+            version: version.version,
+            public_key: version.package.group_key().as_bytes().to_vec(),
+            public_key_package: version.package_bytes.clone(),
+        }))
+    }
+
+    async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let d = self.vault.encrypt_detached(&r.key_id, &r.plaintext, &r.aad, &r.request_id, deadline).await?;
+        let blob = Blob { version: d.version, seed: d.seed, ciphertext: d.ciphertext, tag: d.tag };
+        Ok(Response::new(pb::EncryptResponse { ciphertext: blob.to_bytes(), version: d.version }))
+    }
+
+    async fn decrypt(&self, req: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let blob = Blob::from_bytes(&r.ciphertext).map_err(|e| CoordError::Invalid(e.to_string()))?;
+        let plaintext = self
+            .vault
+            .decrypt_detached(
+                &r.key_id,
+                blob.version,
+                &blob.seed,
+                &blob.ciphertext,
+                &blob.tag,
+                &r.aad,
+                &r.request_id,
+                deadline,
+            )
+            .await?;
+        Ok(Response::new(pb::DecryptResponse { plaintext: take_plaintext(plaintext), version: blob.version }))
+    }
+
+    async fn encrypt_detached(
+        &self,
+        req: Request<pb::EncryptDetachedRequest>,
+    ) -> Result<Response<pb::EncryptDetachedResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let d = self.vault.encrypt_detached(&r.key_id, &r.plaintext, &r.aad, &r.request_id, deadline).await?;
+        Ok(Response::new(pb::EncryptDetachedResponse {
+            seed: d.seed.to_vec(),
+            ciphertext: d.ciphertext,
+            tag: d.tag.to_vec(),
+            version: d.version,
+        }))
+    }
+
+    async fn decrypt_detached(
+        &self,
+        req: Request<pb::DecryptDetachedRequest>,
+    ) -> Result<Response<pb::DecryptResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let plaintext = self
+            .vault
+            .decrypt_detached(&r.key_id, r.version, &r.seed, &r.ciphertext, &r.tag, &r.aad, &r.request_id, deadline)
+            .await?;
+        Ok(Response::new(pb::DecryptResponse { plaintext: take_plaintext(plaintext), version: r.version }))
+    }
+
+    async fn generate_data_key(
+        &self,
+        req: Request<pb::GenerateDataKeyRequest>,
+    ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let length = if r.length == 0 { 32 } else { r.length };
+        if length > MAX_DATA_KEY {
+            return Err(CoordError::Invalid(format!("data key length must be at most {MAX_DATA_KEY}")).into());
+        }
+        let mut data_key = Zeroizing::new(vec![0u8; length as usize]);
+        rand::rng().fill_bytes(&mut data_key);
+        let (wrapped, version) = self.vault.wrap(&r.key_id, &data_key, &r.label, deadline).await?;
+        Ok(Response::new(pb::GenerateDataKeyResponse { plaintext: take_plaintext(data_key), wrapped, version }))
+    }
+
+    async fn wrap(&self, req: Request<pb::WrapRequest>) -> Result<Response<pb::WrapResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let (wrapped, version) = self.vault.wrap(&r.key_id, &r.data_key, &r.label, deadline).await?;
+        Ok(Response::new(pb::WrapResponse { wrapped, version }))
+    }
+
+    async fn unwrap(&self, req: Request<pb::UnwrapRequest>) -> Result<Response<pb::UnwrapResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let data_key = self.vault.unwrap(&r.key_id, r.version, &r.wrapped, &r.label, &r.request_id, deadline).await?;
+        Ok(Response::new(pb::UnwrapResponse { data_key: take_plaintext(data_key) }))
+    }
+
+    async fn rotate_key(&self, req: Request<pb::RotateKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        require_role(&req, ADMINS)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.vault.rotate_key(&r.key_id, &r.request_id).await?))
+    }
+
+    async fn enable_key(&self, req: Request<pb::EnableKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        require_role(&req, ADMINS)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.vault.set_enabled(&r.key_id, true, &r.request_id).await?))
+    }
+
+    async fn disable_key(&self, req: Request<pb::DisableKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        require_role(&req, ADMINS)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.vault.set_enabled(&r.key_id, false, &r.request_id).await?))
+    }
+
+    async fn cluster_status(
+        &self,
+        req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        require_role(&req, USERS)?;
+        Ok(Response::new(self.vault.cluster_status().await))
+    }
+}

@@ -1,0 +1,289 @@
+//! The coordinator's cryptographic operations, in plain types: encrypt and decrypt with the
+//! DPRF-keyed AEAD, wrap and unwrap with the threshold KEM. Partials are combined in the
+//! exponent; no key is ever rebuilt.
+
+use crate::config::Config;
+use crate::error::CoordError;
+use crate::gather::{Spread, Step, gather};
+use crate::metadata::{KeyView, Metadata, TrustedVersion};
+use crate::pool::Pool;
+use hyok_proto::v1 as pb;
+use hyok_threshold::aead::{self, TAG_LEN};
+use hyok_threshold::dprf::{self, DprfInput, SEED_LEN};
+use hyok_threshold::kem::{self, WrappedKey};
+use hyok_threshold::{Error as ThresholdError, Wire};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+/// Largest plaintext (and ciphertext) accepted by Encrypt/Decrypt.
+pub const MAX_PLAINTEXT: usize = 1024 * 1024;
+/// Largest additional authenticated data.
+pub const MAX_AAD: usize = 64 * 1024;
+
+/// A detached encryption.
+#[derive(Debug)]
+pub struct Detached {
+    /// Key version used.
+    pub version: u32,
+    /// The DPRF seed.
+    pub seed: [u8; SEED_LEN],
+    /// As long as the plaintext.
+    pub ciphertext: Vec<u8>,
+    /// GCM tag.
+    pub tag: [u8; TAG_LEN],
+}
+
+/// The coordinator's state: the node pool and the metadata cache. Stateless in the sense that
+/// matters: nothing here is durable, and any number of coordinators can run side by side.
+#[derive(Debug)]
+pub struct Vault {
+    pub(crate) pool: Pool,
+    pub(crate) metadata: Metadata,
+    extra: usize,
+    hedge: Duration,
+    timeout: Duration,
+}
+
+fn check_len(what: &str, len: usize, max: usize) -> Result<(), CoordError> {
+    if len > max { Err(CoordError::Invalid(format!("{what} is longer than {max} bytes"))) } else { Ok(()) }
+}
+
+fn require_usage(view: &KeyView, usage: pb::KeyUsage) -> Result<(), CoordError> {
+    if view.allows(usage) {
+        Ok(())
+    } else {
+        Err(CoordError::Precondition(format!(
+            "key {} does not allow {}",
+            view.key_id,
+            usage.as_str_name().trim_start_matches("KEY_USAGE_").to_lowercase()
+        )))
+    }
+}
+
+fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
+    DprfInput::new(key_id, version, seed).map_err(|e| CoordError::Invalid(e.to_string()))
+}
+
+impl Vault {
+    /// Connects (lazily) to the nodes of `config`.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        Ok(Vault {
+            pool: Pool::new(config)?,
+            metadata: Metadata::new(Duration::from_millis(config.metadata_ttl_ms)),
+            extra: usize::from(config.extra_nodes),
+            hedge: Duration::from_millis(config.hedge_ms),
+            timeout: config.request_timeout(),
+        })
+    }
+
+    /// The node pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The request deadline: the configured budget, or the caller's if shorter.
+    pub fn deadline(&self, caller: Option<Duration>) -> Instant {
+        Instant::now() + caller.map_or(self.timeout, |c| c.min(self.timeout))
+    }
+
+    fn spread(&self, deadline: Instant) -> Spread {
+        Spread { extra: self.extra, hedge: self.hedge, deadline }
+    }
+
+    /// The key's view.
+    pub async fn view(&self, key_id: &str, deadline: Instant) -> Result<Arc<KeyView>, CoordError> {
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        self.metadata.get(&self.pool, key_id, deadline).await
+    }
+
+    async fn version(&self, key_id: &str, version: u32, deadline: Instant) -> Result<Arc<KeyView>, CoordError> {
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        self.metadata.get_version(&self.pool, key_id, version, deadline).await
+    }
+
+    fn evaluate_item(input: &DprfInput, operation: pb::Operation, request_id: &str) -> pb::EvaluateItem {
+        pb::EvaluateItem {
+            key_id: input.key_id().to_owned(),
+            version: input.version(),
+            seed: input.seed().to_vec(),
+            operation: operation as i32,
+            request_id: request_id.to_owned(),
+        }
+    }
+
+    /// Encrypts under the key's primary version; the ciphertext is as long as the plaintext.
+    pub async fn encrypt_detached(
+        &self,
+        key_id: &str,
+        plaintext: &[u8],
+        aad: &[u8],
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<Detached, CoordError> {
+        check_len("plaintext", plaintext.len(), MAX_PLAINTEXT)?;
+        check_len("aad", aad.len(), MAX_AAD)?;
+        let view = self.view(key_id, deadline).await?;
+        require_usage(&view, pb::KeyUsage::Encrypt)?;
+        let primary = view.primary().ok_or_else(|| CoordError::NotFound(format!("key {key_id} has no version")))?;
+        let mut seed = [0u8; SEED_LEN];
+        rand::rng().fill_bytes(&mut seed);
+        let input = input(key_id, primary.version, seed)?;
+        let item = Self::evaluate_item(&input, pb::Operation::Encrypt, request_id);
+        // Encryption has no check on its result, so every partial used is verified first
+        // (one batch verification), and only valid ones are combined.
+        let output = gather(
+            &self.pool,
+            self.spread(deadline),
+            (key_id, primary.version),
+            |node| node.evaluate.submit(item.clone(), deadline),
+            |partials| {
+                let t = self.pool.threshold();
+                match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
+                    Ok(culprits) => {
+                        let valid: Vec<_> =
+                            partials.iter().filter(|p| !culprits.contains(&p.node())).cloned().collect();
+                        if valid.len() < t {
+                            return Step::Exclude(culprits);
+                        }
+                        match dprf::combine_unchecked(&primary.package, &valid) {
+                            Ok(output) => Step::Done(output, culprits),
+                            Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
+                        }
+                    }
+                    Err(ThresholdError::UnknownNode { node }) => {
+                        Step::Exclude(hyok_threshold::NodeId::new(node).into_iter().collect())
+                    }
+                    Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
+                }
+            },
+        )
+        .await?;
+        let mut ciphertext = plaintext.to_vec();
+        let tag = aead::seal_detached(&output, &input, aad, &mut ciphertext);
+        Ok(Detached { version: primary.version, seed, ciphertext, tag })
+    }
+
+    /// Decrypts a detached ciphertext. Combine-first: the GCM tag checks the combined value;
+    /// proofs are verified only when it fails, to name the culprits and ask other nodes.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn decrypt_detached(
+        &self,
+        key_id: &str,
+        version: u32,
+        seed: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        aad: &[u8],
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<Zeroizing<Vec<u8>>, CoordError> {
+        check_len("ciphertext", ciphertext.len(), MAX_PLAINTEXT)?;
+        check_len("aad", aad.len(), MAX_AAD)?;
+        let seed: [u8; SEED_LEN] =
+            seed.try_into().map_err(|_| CoordError::Invalid(format!("seed must be {SEED_LEN} bytes")))?;
+        let tag: [u8; TAG_LEN] =
+            tag.try_into().map_err(|_| CoordError::Invalid(format!("tag must be {TAG_LEN} bytes")))?;
+        if version == 0 {
+            return Err(CoordError::Invalid("version must be at least 1".into()));
+        }
+        let view = self.version(key_id, version, deadline).await?;
+        require_usage(&view, pb::KeyUsage::Decrypt)?;
+        let trusted = view.versions.get(&version).ok_or(CoordError::Internal("version vanished".into()))?;
+        let input = input(key_id, version, seed)?;
+        let item = Self::evaluate_item(&input, pb::Operation::Decrypt, request_id);
+        gather(
+            &self.pool,
+            self.spread(deadline),
+            (key_id, version),
+            |node| node.evaluate.submit(item.clone(), deadline),
+            |partials| {
+                opened(
+                    aead::decrypt(&trusted.package, &input, partials, aad, ciphertext, &tag),
+                    partials.len(),
+                    trusted,
+                )
+            },
+        )
+        .await
+    }
+
+    /// Wraps a data key under the primary version (no node is needed: only the public key).
+    pub async fn wrap(
+        &self,
+        key_id: &str,
+        data_key: &[u8],
+        label: &[u8],
+        deadline: Instant,
+    ) -> Result<(Vec<u8>, u32), CoordError> {
+        let view = self.view(key_id, deadline).await?;
+        require_usage(&view, pb::KeyUsage::Wrap)?;
+        let primary = view.primary().ok_or_else(|| CoordError::NotFound(format!("key {key_id} has no version")))?;
+        let wrapped = kem::wrap(primary.package.group_key(), data_key, label, &mut rand::rng())
+            .map_err(|e| CoordError::Invalid(e.to_string()))?;
+        Ok((wrapped.to_bytes(), primary.version))
+    }
+
+    /// Unwraps a data key with t nodes.
+    pub async fn unwrap(
+        &self,
+        key_id: &str,
+        version: u32,
+        wrapped: &[u8],
+        label: &[u8],
+        request_id: &str,
+        deadline: Instant,
+    ) -> Result<Zeroizing<Vec<u8>>, CoordError> {
+        let parsed = WrappedKey::from_bytes(wrapped).map_err(|e| CoordError::Invalid(e.to_string()))?;
+        if version == 0 {
+            return Err(CoordError::Invalid("version must be at least 1".into()));
+        }
+        let view = self.version(key_id, version, deadline).await?;
+        require_usage(&view, pb::KeyUsage::Unwrap)?;
+        let trusted = view.versions.get(&version).ok_or(CoordError::Internal("version vanished".into()))?;
+        // A wrap whose proof fails is refused here already; the nodes would refuse it too.
+        parsed
+            .vartime_verify(trusted.package.group_key(), label)
+            .map_err(|_| CoordError::Invalid("wrapped key does not verify for this key version and label".into()))?;
+        let item = pb::UnwrapItem {
+            key_id: key_id.to_owned(),
+            version,
+            wrapped: wrapped.to_vec(),
+            label: label.to_vec(),
+            request_id: request_id.to_owned(),
+        };
+        gather(
+            &self.pool,
+            self.spread(deadline),
+            (key_id, version),
+            |node| node.unwrap.submit(item.clone(), deadline),
+            |partials| opened(kem::combine_unwrap(&trusted.package, &parsed, label, partials), partials.len(), trusted),
+        )
+        .await
+    }
+}
+
+/// Interprets a combine-first result: success; culprits to drop (if fewer than t valid
+/// partials remain, more are needed); or a ciphertext that does not authenticate although t
+/// valid partials opened it.
+fn opened<T>(
+    result: Result<hyok_threshold::Opened<T>, ThresholdError>,
+    gathered: usize,
+    version: &TrustedVersion,
+) -> Step<T> {
+    let t = usize::from(version.package.threshold());
+    // `gathered ≥ t` here; the culprits are among them.
+    match result {
+        Ok(opened) => Step::Done(opened.value, opened.culprits),
+        Err(ThresholdError::DecryptionFailed { culprits }) if !culprits.is_empty() && gathered - culprits.len() < t => {
+            Step::Exclude(culprits)
+        }
+        Err(ThresholdError::DecryptionFailed { .. }) => Step::Fail(CoordError::DataLoss),
+        Err(ThresholdError::UnknownNode { node }) => {
+            Step::Exclude(hyok_threshold::NodeId::new(node).into_iter().collect())
+        }
+        Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
+    }
+}

@@ -63,9 +63,9 @@ impl Vault {
         chosen.sort_unstable();
         chosen.dedup();
         let deadline = Instant::now() + DKG_BUDGET;
-        // Any node that already knows the key (even with a PENDING version) makes this a clash.
+        // A key any node holds an ACTIVE version of exists; PENDING leftovers of an aborted run do not count.
         let states = key_states(&self.pool, Some(key_id), deadline).await;
-        if !flatten(&states).is_empty() {
+        if flatten(&states).iter().any(|(_, s)| s.versions.iter().any(|v| v.active)) {
             return Err(CoordError::Exists(format!("key {key_id} already exists")));
         }
         let req =

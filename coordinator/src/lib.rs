@@ -3,7 +3,7 @@
 //! the exponent. It never holds a share and never rebuilds a key.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration.
+//! - [`config`]: the TOML configuration; [`cli`]: the command line.
 //! - [`pool`]: channels to the nodes and their health; [`batch`]: per-node request batching.
 //! - [`gather`]: fan-out with hedging and retries within the deadline.
 //! - [`metadata`]: key metadata, trusted when t nodes agree.
@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod batch;
+pub mod cli;
 pub mod config;
 pub mod dkg;
 pub mod error;

@@ -2,14 +2,12 @@
 
 use anyhow::Result;
 use clap::Parser;
-use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
 #[command(name = "hyok-coordinator", version, about = "The hyok coordinator: fans out, verifies, combines")]
 struct Cli {
-    /// The TOML configuration (see README, "Configuration").
-    #[arg(long)]
-    config: PathBuf,
+    #[command(flatten)]
+    args: hyok_coordinator::cli::Args,
 }
 
 #[tokio::main]
@@ -18,10 +16,5 @@ async fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let config = hyok_coordinator::Config::load(&cli.config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    // The readiness line tests and `hyokctl dev` wait for.
-    println!("hyok-coordinator listening on {}", listener.local_addr()?);
-    hyok_coordinator::run(config, listener, hyok_client::shutdown_signal()).await
+    hyok_coordinator::cli::execute(Cli::parse().args).await
 }

@@ -315,6 +315,15 @@ impl Node {
         if self.store.versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active) {
             return Err(NodeError::Precondition(format!("{}/{} already exists", req.key_id, req.version)));
         }
+        // A PENDING version of this key and version is left over from a run that never
+        // committed: this new run replaces it (and any session still open for it).
+        if self.store.versions(&req.key_id)?.iter().any(|v| v.version == req.version && !v.active) {
+            self.with_sessions(|order, map| {
+                map.retain(|_, s| !(s.meta().key_id == req.key_id && s.meta().version == req.version));
+                order.retain(|id| map.contains_key(id));
+            })?;
+            self.store.remove_pending_version(&req.key_id, req.version)?;
+        }
         let mut participants = BTreeMap::new();
         for p in &req.participants {
             let id = u16::try_from(p.node_id)

@@ -1,8 +1,20 @@
-//! `hyokctl`, the operator CLI, as a library (the binary is a thin `main.rs`).
+//! `hyokctl`, the operator CLI, as a library: each command in its own module, the binary only
+//! parses arguments.
 //!
 //! # Layout
-//! - `pki`: the cluster CA and every party's certificate (`hyokctl pki init`).
+//! - `pki`: the cluster CA and role certificates.
+//! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
+//! - `target`: which cluster a command talks to.
+//! - `keys`, `crypt`, `status`, `audit`, `bench`: the client commands.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod audit;
+pub mod bench;
+pub mod crypt;
+pub mod dev;
+pub mod devfile;
+pub mod keys;
 pub mod pki;
+pub mod status;
+pub mod target;

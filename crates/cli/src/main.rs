@@ -2,22 +2,103 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use hyok_cli::bench::{BenchOp, BenchOptions};
+use hyok_cli::dev::DevOptions;
 use hyok_cli::pki::Pki;
+use hyok_cli::target::{DEFAULT_DEV_DIR, Target};
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(name = "hyokctl", version, about = "Operate a hyok threshold key vault")]
 struct Cli {
+    #[command(flatten)]
+    target: Target,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a whole local cluster (nodes and coordinator as separate processes) until Ctrl-C.
+    Dev {
+        /// Directory for PKI, node data, logs and dev.json (reused on the next run).
+        #[arg(long, default_value = DEFAULT_DEV_DIR)]
+        dir: PathBuf,
+        /// Number of nodes (first run only).
+        #[arg(long, default_value_t = 5)]
+        nodes: u16,
+        /// Threshold (first run only).
+        #[arg(long, default_value_t = 3)]
+        threshold: u16,
+    },
     /// The cluster's PKI.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+    /// Key administration.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Encrypt stdin to stdout (a self-describing ciphertext blob).
+    Encrypt {
+        /// The key.
+        #[arg(long, default_value = "demo")]
+        key: String,
+        /// Additional authenticated data (needed again to decrypt).
+        #[arg(long, default_value = "")]
+        aad: String,
+    },
+    /// Decrypt a blob from stdin to stdout.
+    Decrypt {
+        /// The key.
+        #[arg(long, default_value = "demo")]
+        key: String,
+        /// The additional authenticated data given to encrypt.
+        #[arg(long, default_value = "")]
+        aad: String,
+    },
+    /// Health of every node and state of every key.
+    Status,
+    /// Audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Load the cluster with Encrypt/Decrypt and report throughput and latency.
+    Bench {
+        /// The key.
+        #[arg(long, default_value = "demo")]
+        key: String,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// HTTP/2 connections.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Plaintext bytes.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Operation.
+        #[arg(long, value_enum, default_value_t = BenchOp::Decrypt)]
+        op: BenchOp,
+    },
+    /// Run a node (what `hyokctl dev` starts; same as the hyok-node binary).
+    #[command(hide = true)]
+    Node {
+        #[command(subcommand)]
+        command: hyok_node::cli::NodeCommand,
+    },
+    /// Run the coordinator (what `hyokctl dev` starts; same as the hyok-coordinator binary).
+    #[command(hide = true)]
+    Coordinator {
+        #[command(flatten)]
+        args: hyok_coordinator::cli::Args,
     },
 }
 
@@ -38,12 +119,102 @@ enum PkiCommand {
     },
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create a key (a DKG across every node).
+    Create {
+        /// The key id, [A-Za-z0-9._-]{1,128}.
+        key: String,
+        /// Allowed usages (repeatable: encrypt, decrypt, wrap, unwrap); none means all.
+        #[arg(long = "usage")]
+        usages: Vec<String>,
+    },
+    /// List keys.
+    List,
+    /// Show one key.
+    Show {
+        /// The key id.
+        key: String,
+    },
+    /// Add a version (a new DKG) and make it primary.
+    Rotate {
+        /// The key id.
+        key: String,
+    },
+    /// Enable a key on every reachable node.
+    Enable {
+        /// The key id.
+        key: String,
+    },
+    /// Disable a key on every reachable node.
+    Disable {
+        /// The key id.
+        key: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Read each node's audit log and walk its hash chain; report the first break.
+    Verify {
+        /// Only this node.
+        #[arg(long)]
+        node: Option<u16>,
+    },
+}
+
+fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let target = cli.target;
+    match cli.command {
+        Command::Node { command } => {
+            init_logging("info");
+            hyok_node::cli::execute(command).await?;
+        }
+        Command::Coordinator { args } => {
+            init_logging("info");
+            hyok_coordinator::cli::execute(args).await?;
+        }
+        Command::Dev { dir, nodes, threshold } => {
+            init_logging("warn");
+            hyok_cli::dev::run(DevOptions { dir, nodes, threshold }).await?;
+        }
         Command::Pki { command: PkiCommand::Init { dir, nodes, names } } => {
             let ids: Vec<u16> = (1..=nodes).collect();
             Pki::new(&dir).init(&ids, &names)?;
             println!("PKI created in {} (CA, {nodes} nodes, coordinator, frontend, admin)", dir.display());
+        }
+        Command::Key { command } => match command {
+            KeyCommand::Create { key, usages } => hyok_cli::keys::create(&target, &key, &usages).await?,
+            KeyCommand::List => hyok_cli::keys::list(&target).await?,
+            KeyCommand::Show { key } => hyok_cli::keys::show(&target, &key).await?,
+            KeyCommand::Rotate { key } => hyok_cli::keys::rotate(&target, &key).await?,
+            KeyCommand::Enable { key } => hyok_cli::keys::set_enabled(&target, &key, true).await?,
+            KeyCommand::Disable { key } => hyok_cli::keys::set_enabled(&target, &key, false).await?,
+        },
+        Command::Encrypt { key, aad } => hyok_cli::crypt::encrypt(&target, &key, &aad).await?,
+        Command::Decrypt { key, aad } => hyok_cli::crypt::decrypt(&target, &key, &aad).await?,
+        Command::Status => hyok_cli::status::run(&target).await?,
+        Command::Audit { command: AuditCommand::Verify { node } } => hyok_cli::audit::verify(&target, node).await?,
+        Command::Bench { key, duration, concurrency, connections, size, op } => {
+            let options = BenchOptions {
+                key_id: key,
+                duration: Duration::from_secs_f64(duration.max(0.1)),
+                concurrency,
+                connections,
+                size,
+                op,
+            };
+            let report = hyok_cli::bench::run(&target, options).await?;
+            print!("{}", report.table());
         }
     }
     Ok(())

@@ -79,6 +79,37 @@ impl AuditEvent {
     }
 }
 
+impl AuditEntry {
+    /// The hash this entry's fields call for (compare with [`AuditEntry::hash`]).
+    pub fn computed_hash(&self) -> [u8; 32] {
+        hash(&encode(self.seq, &self.event, &self.prev_hash))
+    }
+}
+
+/// Walks entries read from a node (for instance over `ReadAudit`), which must start at entry 1
+/// and come in order: each must carry the next sequence number, link to its predecessor's hash,
+/// and hash to what its fields call for. Returns the number checked or the first break. Entries
+/// cut from the end cannot show here; the node's own [`crate::Store::verify_audit`] checks the
+/// recorded head for that.
+pub fn verify_entries(entries: impl IntoIterator<Item = AuditEntry>) -> std::result::Result<u64, AuditBreak> {
+    let mut prev = [0u8; 32];
+    let mut expected = 1u64;
+    for entry in entries {
+        if entry.seq != expected {
+            return Err(AuditBreak { seq: expected, reason: "entry missing" });
+        }
+        if entry.prev_hash != prev {
+            return Err(AuditBreak { seq: entry.seq, reason: "does not link to the previous entry" });
+        }
+        if entry.computed_hash() != entry.hash {
+            return Err(AuditBreak { seq: entry.seq, reason: "contents altered (hash mismatch)" });
+        }
+        prev = entry.hash;
+        expected += 1;
+    }
+    Ok(expected - 1)
+}
+
 /// Longest string field [`decode`] accepts (every limit in [`AuditEvent::check`] is below it).
 const MAX_FIELD: usize = 1024;
 

@@ -331,6 +331,20 @@ impl Store {
         self.audit.range(from_seq.to_be_bytes()..).take(limit).map(|item| audit::decode(&item?.1)).collect()
     }
 
+    /// Test-only: rewrites the stored fields of audit entry `seq` with `edit`, keeping its stored
+    /// hashes — what an attacker editing the log on disk would do. Flushed.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_edit_audit(&self, seq: u64, edit: impl FnOnce(&mut AuditEvent)) -> Result<()> {
+        let key = seq.to_be_bytes();
+        let value = self.audit.get(key)?.ok_or_else(|| Error::NotFound(format!("audit entry {seq}")))?;
+        let mut entry = audit::decode(&value)?;
+        edit(&mut entry.event);
+        let mut value = audit::encode(entry.seq, &entry.event, &entry.prev_hash);
+        value.extend_from_slice(&entry.hash);
+        self.audit.insert(key, value)?;
+        self.flush()
+    }
+
     /// Walks the whole chain from entry 1: `Ok(Ok(n))` with `n` entries verified, or
     /// `Ok(Err(break))` naming the first entry that is altered, missing, mislinked, or beyond /
     /// short of the recorded head. The outer `Err` is a storage failure, not a verdict.

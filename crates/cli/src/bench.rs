@@ -1,0 +1,296 @@
+//! `hyokctl bench`: concurrent Encrypt/Decrypt load over gRPC for a set duration, with a
+//! progress bar and a final table of throughput, latency percentiles and errors.
+
+use crate::target::Target;
+use anyhow::{Result, bail};
+use hyok_client::VaultClient;
+use hyok_proto::v1 as pb;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which operation to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOp {
+    /// Encrypt only.
+    Encrypt,
+    /// Decrypt one ciphertext over and over.
+    Decrypt,
+    /// Encrypt then decrypt what came back (two requests per round).
+    Both,
+}
+
+/// Load settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The key to use.
+    pub key_id: String,
+    /// How long to run.
+    pub duration: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// HTTP/2 connections to spread them over.
+    pub connections: usize,
+    /// Plaintext bytes per request.
+    pub size: usize,
+    /// What to run.
+    pub op: BenchOp,
+}
+
+/// Latencies of one operation kind, in microseconds.
+#[derive(Debug, Default)]
+pub struct Series {
+    /// Every successful request's latency.
+    pub latencies_us: Vec<u32>,
+    /// Failed requests.
+    pub errors: u64,
+    /// The first error seen, for the report.
+    pub first_error: Option<String>,
+}
+
+impl Series {
+    fn percentile(sorted: &[u32], p: f64) -> u32 {
+        if sorted.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct Report {
+    /// Settings.
+    pub options: BenchOptions,
+    /// Wall time of the load phase.
+    pub elapsed: Duration,
+    /// Encrypt results.
+    pub encrypt: Series,
+    /// Decrypt results.
+    pub decrypt: Series,
+}
+
+fn ms(us: u32) -> String {
+    format!("{:.2}", f64::from(us) / 1000.0)
+}
+
+impl Report {
+    /// The final table.
+    pub fn table(&self) -> String {
+        let o = &self.options;
+        let mut out = format!(
+            "hyokctl bench: key {}, {} B plaintext, {} concurrent over {} connection(s), {:.1} s\n",
+            o.key_id,
+            o.size,
+            o.concurrency,
+            o.connections,
+            self.elapsed.as_secs_f64()
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:>9} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "op", "requests", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"
+        );
+        for (name, series) in [("encrypt", &self.encrypt), ("decrypt", &self.decrypt)] {
+            if series.latencies_us.is_empty() && series.errors == 0 {
+                continue;
+            }
+            let mut sorted = series.latencies_us.clone();
+            sorted.sort_unstable();
+            let _ = writeln!(
+                out,
+                "{:<8} {:>9} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+                name,
+                sorted.len(),
+                sorted.len() as f64 / self.elapsed.as_secs_f64(),
+                ms(Series::percentile(&sorted, 50.0)),
+                ms(Series::percentile(&sorted, 90.0)),
+                ms(Series::percentile(&sorted, 99.0)),
+                ms(sorted.last().copied().unwrap_or(0)),
+                series.errors
+            );
+            if let Some(e) = &series.first_error {
+                let _ = writeln!(out, "         first {name} error: {e}");
+            }
+        }
+        out
+    }
+}
+
+fn record(series: &mut Series, started: Instant, result: Result<(), tonic::Status>) {
+    match result {
+        Ok(()) => series.latencies_us.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
+        Err(status) => {
+            series.errors += 1;
+            series.first_error.get_or_insert_with(|| format!("{}: {}", status.code(), status.message()));
+        }
+    }
+}
+
+async fn worker(
+    mut client: VaultClient,
+    options: BenchOptions,
+    blob: Vec<u8>,
+    until: Instant,
+    done: Arc<AtomicU64>,
+) -> (Series, Series) {
+    let plaintext = vec![0x5au8; options.size];
+    let (mut enc, mut dec) = (Series::default(), Series::default());
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        let request_id = format!("bench-{n}");
+        if options.op != BenchOp::Decrypt {
+            let started = Instant::now();
+            let r = client
+                .encrypt(pb::EncryptRequest {
+                    key_id: options.key_id.clone(),
+                    plaintext: plaintext.clone(),
+                    aad: Vec::new(),
+                    request_id: request_id.clone(),
+                })
+                .await;
+            let ciphertext = r.as_ref().map(|r| r.get_ref().ciphertext.clone()).ok();
+            record(&mut enc, started, r.map(|_| ()));
+            done.fetch_add(1, Ordering::Relaxed);
+            if options.op == BenchOp::Both
+                && let Some(ciphertext) = ciphertext
+            {
+                let started = Instant::now();
+                let r = client
+                    .decrypt(pb::DecryptRequest {
+                        key_id: options.key_id.clone(),
+                        ciphertext,
+                        aad: Vec::new(),
+                        request_id,
+                    })
+                    .await;
+                let ok = r.and_then(|r| {
+                    if r.get_ref().plaintext == plaintext {
+                        Ok(())
+                    } else {
+                        Err(tonic::Status::data_loss("wrong plaintext"))
+                    }
+                });
+                record(&mut dec, started, ok);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            let started = Instant::now();
+            let r = client
+                .decrypt(pb::DecryptRequest {
+                    key_id: options.key_id.clone(),
+                    ciphertext: blob.clone(),
+                    aad: Vec::new(),
+                    request_id,
+                })
+                .await;
+            let ok = r.and_then(|r| {
+                if r.get_ref().plaintext == plaintext {
+                    Ok(())
+                } else {
+                    Err(tonic::Status::data_loss("wrong plaintext"))
+                }
+            });
+            record(&mut dec, started, ok);
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    (enc, dec)
+}
+
+fn progress(elapsed: Duration, total: Duration, done: u64) -> String {
+    const WIDTH: usize = 30;
+    let frac = (elapsed.as_secs_f64() / total.as_secs_f64()).min(1.0);
+    let filled = (frac * WIDTH as f64) as usize;
+    format!(
+        "\r[{}{}] {:>5.1}/{:.0} s  {:>8} requests  {:>7.0} req/s",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled),
+        elapsed.as_secs_f64(),
+        total.as_secs_f64(),
+        done,
+        done as f64 / elapsed.as_secs_f64().max(1e-3)
+    )
+}
+
+/// Runs the load and returns the report.
+pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
+    if options.concurrency == 0 || options.connections == 0 {
+        bail!("--concurrency and --connections must be at least 1");
+    }
+    let mut clients = Vec::with_capacity(options.connections);
+    for _ in 0..options.connections {
+        clients.push(target.connect().await?);
+    }
+    // One ciphertext to decrypt over and over (also a warm-up of every path).
+    let plaintext = vec![0x5au8; options.size];
+    let blob = clients[0]
+        .encrypt(pb::EncryptRequest {
+            key_id: options.key_id.clone(),
+            plaintext,
+            aad: Vec::new(),
+            request_id: "bench-setup".into(),
+        })
+        .await?
+        .into_inner()
+        .ciphertext;
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let until = start + options.duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..options.concurrency {
+        let client = clients[i % clients.len()].clone();
+        tasks.spawn(worker(client, options.clone(), blob.clone(), until, done.clone()));
+    }
+    let tty = std::io::stderr().is_terminal();
+    let ticker = {
+        let done = done.clone();
+        let total = options.duration;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(if tty { 200 } else { 1000 })).await;
+                let line = progress(start.elapsed(), total, done.load(Ordering::Relaxed));
+                let mut err = std::io::stderr();
+                if tty {
+                    let _ = write!(err, "{line}");
+                } else {
+                    let _ = writeln!(err, "{}", line.trim_start_matches('\r'));
+                }
+                let _ = err.flush();
+            }
+        })
+    };
+    let (mut encrypt, mut decrypt) = (Series::default(), Series::default());
+    while let Some(joined) = tasks.join_next().await {
+        let (e, d) = joined?;
+        encrypt.latencies_us.extend(e.latencies_us);
+        encrypt.errors += e.errors;
+        encrypt.first_error = encrypt.first_error.or(e.first_error);
+        decrypt.latencies_us.extend(d.latencies_us);
+        decrypt.errors += d.errors;
+        decrypt.first_error = decrypt.first_error.or(d.first_error);
+    }
+    let elapsed = start.elapsed();
+    ticker.abort();
+    eprintln!("{}", progress(elapsed, options.duration, done.load(Ordering::Relaxed)));
+    Ok(Report { options, elapsed, encrypt, decrypt })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let sorted: Vec<u32> = (1..=100).collect();
+        assert_eq!(Series::percentile(&sorted, 50.0), 50);
+        assert_eq!(Series::percentile(&sorted, 99.0), 99);
+        assert_eq!(Series::percentile(&sorted, 100.0), 100);
+        assert_eq!(Series::percentile(&[7], 99.0), 7);
+        assert_eq!(Series::percentile(&[], 50.0), 0);
+    }
+}

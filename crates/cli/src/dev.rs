@@ -1,0 +1,292 @@
+//! `hyokctl dev`: a whole local cluster in one command.
+//!
+//! On first run it makes the PKI and every node's data directory under DIR; then it starts every
+//! node and the coordinator as separate processes on loopback (this same executable, with the
+//! `node run` and `coordinator` subcommands), creates the demo key if the cluster lacks it,
+//! writes `DIR/dev.json`, and waits for Ctrl-C or SIGTERM to stop them all. A child that dies is
+//! reported, not restarted. Logs go to `DIR/logs/`.
+
+use crate::devfile::{DevCoordinator, DevFile, DevNode, DevTls};
+use crate::pki::Pki;
+use anyhow::{Context, Result, bail};
+use hyok_client::{Role, TlsFiles};
+use hyok_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// The demo key every dev cluster has.
+pub const DEMO_KEY: &str = "demo";
+
+/// `hyokctl dev` options.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    /// The cluster's directory.
+    pub dir: PathBuf,
+    /// Node count n.
+    pub nodes: u16,
+    /// Threshold t.
+    pub threshold: u16,
+}
+
+/// The shape of a dev cluster, fixed at its first run (`DIR/cluster.json`).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Shape {
+    nodes: u16,
+    threshold: u16,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn abs(path: &Path) -> Result<PathBuf> {
+    Ok(std::path::absolute(path)?)
+}
+
+/// A started child and its readiness line.
+struct Started {
+    child: Child,
+    pid: u32,
+}
+
+/// Starts `argv`, sending stderr to `log`, and waits for a stdout line containing `ready`.
+async fn start(argv: &[String], log: &Path, ready: &str) -> Result<Started> {
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    let mut child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", argv.join(" ")))?;
+    let pid = child.id().context("child has no pid")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let wait = async {
+        while let Some(line) = lines.next_line().await? {
+            if line.contains(ready) {
+                return Ok::<_, std::io::Error>(true);
+            }
+        }
+        Ok(false)
+    };
+    match tokio::time::timeout(Duration::from_secs(30), wait).await {
+        Ok(Ok(true)) => {}
+        _ => bail!("{} did not become ready; see {}", argv.join(" "), log.display()),
+    }
+    // Keep draining stdout so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Started { child, pid })
+}
+
+fn write_coordinator_config(path: &Path, port: u16, shape: &Shape, pki: &Path, nodes: &[(u16, u16)]) -> Result<()> {
+    let mut text = format!(
+        "# Written by `hyokctl dev`.\nlisten = \"127.0.0.1:{port}\"\nthreshold = {}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        shape.threshold,
+        pki.join("ca.pem"),
+        pki.join("coordinator.pem"),
+        pki.join("coordinator-key.pem"),
+    );
+    for (id, port) in nodes {
+        text.push_str(&format!("\n[[nodes]]\nid = {id}\nendpoint = \"https://127.0.0.1:{port}\"\n"));
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// Sends SIGTERM to `pid` (through `kill(1)`: no unsafe code here).
+pub fn terminate(pid: u32) {
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+}
+
+/// Runs the dev cluster until Ctrl-C or SIGTERM.
+pub async fn run(opts: DevOptions) -> Result<()> {
+    std::fs::create_dir_all(&opts.dir)?;
+    let dir = abs(&opts.dir)?;
+    let shape = prepare(&dir, &opts)?;
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let pki = dir.join("pki");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let _ = std::fs::remove_file(DevFile::path(&dir));
+
+    let (exits_tx, mut exits) = mpsc::unbounded_channel::<(String, String)>();
+    let mut pids: Vec<(String, u32)> = Vec::new();
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    for id in 1..=shape.nodes {
+        let port = free_port()?;
+        let data_dir = dir.join(format!("node-{id}"));
+        let argv: Vec<String> = vec![
+            exe.clone(),
+            "node".into(),
+            "run".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            data_dir.to_string_lossy().into_owned(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--ca".into(),
+            pki.join("ca.pem").to_string_lossy().into_owned(),
+            "--cert".into(),
+            pki.join(format!("node-{id}.pem")).to_string_lossy().into_owned(),
+            "--key".into(),
+            pki.join(format!("node-{id}-key.pem")).to_string_lossy().into_owned(),
+        ];
+        let started = start(&argv, &logs.join(format!("node-{id}.log")), "listening on").await?;
+        watch(format!("node {id}"), started.child, exits_tx.clone());
+        pids.push((format!("node {id}"), started.pid));
+        nodes.push(DevNode { id, endpoint: format!("https://127.0.0.1:{port}"), pid: started.pid, data_dir, argv });
+        ports.push((id, port));
+    }
+    let coordinator_port = free_port()?;
+    let config = dir.join("coordinator.toml");
+    write_coordinator_config(&config, coordinator_port, &shape, &pki, &ports)?;
+    let argv = vec![exe.clone(), "coordinator".into(), "--config".into(), config.to_string_lossy().into_owned()];
+    let started = start(&argv, &logs.join("coordinator.log"), "listening on").await?;
+    watch("coordinator".into(), started.child, exits_tx.clone());
+    pids.push(("coordinator".into(), started.pid));
+    let coordinator = DevCoordinator { endpoint: format!("https://127.0.0.1:{coordinator_port}"), pid: started.pid };
+
+    let tls = DevTls {
+        ca: pki.join("ca.pem"),
+        client_cert: pki.join(format!("{}.pem", Role::Admin.file_stem())),
+        client_key: pki.join(format!("{}-key.pem", Role::Admin.file_stem())),
+    };
+    let client_tls = TlsFiles { ca: tls.ca.clone(), cert: tls.client_cert.clone(), key: tls.client_key.clone() };
+    let result = async {
+        ensure_demo_key(&coordinator.endpoint, &client_tls).await?;
+        let mut keys = BTreeMap::new();
+        keys.insert("demo".to_owned(), DEMO_KEY.to_owned());
+        let file = DevFile { threshold: shape.threshold, tls, coordinator, nodes, keys };
+        file.save(&dir)?;
+        print_banner(&dir, &file);
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        stop(&pids).await;
+        return Err(e);
+    }
+
+    let shutdown = hyok_client::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some((who, status)) = exits.recv() => {
+                eprintln!("hyokctl dev: {who} exited ({status}); not restarting it (see dev.json for its argv)");
+            }
+        }
+    }
+    eprintln!("hyokctl dev: stopping");
+    stop(&pids).await;
+    let _ = std::fs::remove_file(DevFile::path(&dir));
+    Ok(())
+}
+
+/// PKI and node data on first run; the cluster's shape afterwards.
+fn prepare(dir: &Path, opts: &DevOptions) -> Result<Shape> {
+    let shape_path = dir.join("cluster.json");
+    let shape = if shape_path.exists() {
+        let shape: Shape = serde_json::from_slice(&std::fs::read(&shape_path)?)?;
+        if shape.nodes != opts.nodes || shape.threshold != opts.threshold {
+            eprintln!(
+                "hyokctl dev: {} holds a {}-of-{} cluster; using that (remove the directory for another shape)",
+                dir.display(),
+                shape.threshold,
+                shape.nodes
+            );
+        }
+        shape
+    } else {
+        if opts.threshold == 0 || opts.threshold > opts.nodes {
+            bail!("--threshold must be between 1 and --nodes");
+        }
+        let ids: Vec<u16> = (1..=opts.nodes).collect();
+        let pki = dir.join("pki");
+        if !pki.join("ca.pem").exists() {
+            Pki::new(&pki).init(&ids, &["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        }
+        for id in &ids {
+            let data_dir = dir.join(format!("node-{id}"));
+            if !hyok_node::server::seal_key_path(&data_dir).exists() {
+                hyok_node::server::init(&data_dir)?;
+            }
+        }
+        let shape = Shape { nodes: opts.nodes, threshold: opts.threshold };
+        std::fs::write(&shape_path, serde_json::to_vec(&shape)?)?;
+        shape
+    };
+    Ok(shape)
+}
+
+fn watch(who: String, mut child: Child, exits: mpsc::UnboundedSender<(String, String)>) {
+    tokio::spawn(async move {
+        let status = match child.wait().await {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let _ = exits.send((who, status));
+    });
+}
+
+async fn stop(pids: &[(String, u32)]) {
+    for (_, pid) in pids.iter().rev() {
+        terminate(*pid);
+    }
+    // Give them a moment to flush and exit; kill_on_drop takes care of stragglers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Waits until the coordinator reaches every node, then creates the demo key unless it exists.
+async fn ensure_demo_key(endpoint: &str, tls: &TlsFiles) -> Result<()> {
+    let mut client = hyok_client::connect_vault(endpoint, tls).await?;
+    let mut last = String::new();
+    for _ in 0..100 {
+        let status = client.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+        if status.nodes.iter().all(|n| n.reachable) {
+            match client.get_key(pb::GetKeyRequest { key_id: DEMO_KEY.into() }).await {
+                Ok(_) => return Ok(()),
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    client
+                        .create_key(pb::CreateKeyRequest {
+                            key_id: DEMO_KEY.into(),
+                            usages: vec![],
+                            request_id: "hyokctl-dev".into(),
+                        })
+                        .await?;
+                    return Ok(());
+                }
+                Err(s) => last = s.message().to_owned(),
+            }
+        } else {
+            last = "waiting for every node".into();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the cluster did not become ready: {last}")
+}
+
+fn print_banner(dir: &Path, file: &DevFile) {
+    println!("hyok dev cluster: {}-of-{} in {}", file.threshold, file.nodes.len(), dir.display());
+    for node in &file.nodes {
+        println!("  node {}        {}  pid {}", node.id, node.endpoint, node.pid);
+    }
+    println!("  coordinator   {}  pid {}", file.coordinator.endpoint, file.coordinator.pid);
+    println!("  demo key      {DEMO_KEY}");
+    println!("  logs          {}", dir.join("logs").display());
+    println!("  state         {}", DevFile::path(dir).display());
+    println!();
+    println!("try:  echo hello | hyokctl encrypt --key {DEMO_KEY} | hyokctl decrypt --key {DEMO_KEY}");
+    println!("      hyokctl status");
+    println!("Ctrl-C stops the cluster.");
+}

@@ -1,0 +1,111 @@
+//! `DIR/dev.json`: what `hyokctl dev` runs and how to reach it. Written once everything is
+//! ready, to a temporary file renamed into place, so a reader never sees half of it.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The client TLS files (the admin's certificate).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevTls {
+    /// Cluster CA certificate.
+    pub ca: PathBuf,
+    /// A client certificate with the admin role.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
+}
+
+/// The coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevCoordinator {
+    /// `https://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// One node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevNode {
+    /// Its id.
+    pub id: u16,
+    /// `https://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// Its process id.
+    pub pid: u32,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The exact command line that restarts it by hand.
+    pub argv: Vec<String>,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevFile {
+    /// Threshold t.
+    pub threshold: u16,
+    /// Client TLS files.
+    pub tls: DevTls,
+    /// The coordinator.
+    pub coordinator: DevCoordinator,
+    /// Every node.
+    pub nodes: Vec<DevNode>,
+    /// Demo keys by role (`demo` → key id).
+    pub keys: BTreeMap<String, String>,
+}
+
+impl DevFile {
+    /// `DIR/dev.json`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("dev.json")
+    }
+
+    /// Reads `DIR/dev.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = Self::path(dir);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (is `hyokctl dev` running?)", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `DIR/dev.json` atomically (temporary file, then rename).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = Self::path(dir);
+        let tmp = dir.join(".dev.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = DevFile {
+            threshold: 3,
+            tls: DevTls { ca: "ca.pem".into(), client_cert: "a.pem".into(), client_key: "a-key.pem".into() },
+            coordinator: DevCoordinator { endpoint: "https://127.0.0.1:1".into(), pid: 7 },
+            nodes: vec![DevNode {
+                id: 1,
+                endpoint: "https://127.0.0.1:2".into(),
+                pid: 8,
+                data_dir: "n1".into(),
+                argv: vec!["hyokctl".into(), "node".into()],
+            }],
+            keys: [("demo".to_string(), "demo".to_string())].into(),
+        };
+        file.save(dir.path()).unwrap();
+        assert_eq!(DevFile::load(dir.path()).unwrap(), file);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(DevFile::path(dir.path())).unwrap()).unwrap();
+        assert_eq!(json["coordinator"]["endpoint"], "https://127.0.0.1:1");
+        assert_eq!(json["nodes"][0]["argv"][1], "node");
+        assert!(!dir.path().join(".dev.json.tmp").exists());
+    }
+}

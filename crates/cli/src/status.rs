@@ -1,0 +1,65 @@
+//! `hyokctl status`: every node's health and every key's state on each node.
+
+use crate::target::Target;
+use anyhow::Result;
+use hyok_proto::v1 as pb;
+use std::fmt::Write as _;
+
+/// The status as text.
+pub fn render(status: &pb::ClusterStatusResponse) -> String {
+    let mut out = String::new();
+    let reachable = status.nodes.iter().filter(|n| n.reachable).count();
+    let _ = writeln!(
+        out,
+        "cluster: {reachable} of {} nodes reachable, threshold {} ({}); coordinator {}",
+        status.nodes.len(),
+        status.threshold,
+        if reachable >= status.threshold as usize { "serving" } else { "UNAVAILABLE" },
+        status.coordinator_version
+    );
+    let _ = writeln!(
+        out,
+        "{:<6} {:<28} {:<11} {:>10} {:>5} {:>8} {:<9} ERROR",
+        "NODE", "ENDPOINT", "STATE", "LATENCY", "KEYS", "INVALID", "VERSION"
+    );
+    for n in &status.nodes {
+        let _ = writeln!(
+            out,
+            "{:<6} {:<28} {:<11} {:>8}µs {:>5} {:>8} {:<9} {}",
+            n.node_id,
+            n.endpoint,
+            if n.reachable { "up" } else { "DOWN" },
+            n.latency_us,
+            n.key_count,
+            n.invalid_partials,
+            n.software_version,
+            n.error
+        );
+    }
+    if !status.keys.is_empty() {
+        let _ = writeln!(out, "\n{:<32} per node (S = share, E = enabled, . = missing, ? = unreachable)", "KEY");
+        for k in &status.keys {
+            let cells: Vec<String> = k
+                .nodes
+                .iter()
+                .map(|n| {
+                    let cell = if !n.reachable {
+                        "?".to_owned()
+                    } else {
+                        format!("{}{}", if n.has_share { "S" } else { "." }, if n.enabled { "E" } else { "." })
+                    };
+                    format!("{}:{cell}", n.node_id)
+                })
+                .collect();
+            let _ = writeln!(out, "{:<32} {}", k.key_id, cells.join("  "));
+        }
+    }
+    out
+}
+
+/// `status`.
+pub async fn run(target: &Target) -> Result<()> {
+    let status = target.connect().await?.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+    print!("{}", render(&status));
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Which cluster a command talks to: explicit `--endpoint/--ca/--cert/--key`, or the dev
+//! cluster described by `DIR/dev.json` (default `./.hyok-dev`).
+
+use crate::devfile::DevFile;
+use anyhow::{Result, bail};
+use clap::Args;
+use hyok_client::{TlsFiles, VaultClient};
+use std::path::PathBuf;
+
+/// Default directory of `hyokctl dev`.
+pub const DEFAULT_DEV_DIR: &str = ".hyok-dev";
+
+/// Connection options shared by every client command.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Dev cluster directory whose dev.json to use when --endpoint is not given.
+    #[arg(long, default_value = DEFAULT_DEV_DIR, env = "HYOK_DEV_DIR")]
+    pub dev_dir: PathBuf,
+    /// Coordinator endpoint, e.g. https://127.0.0.1:7100.
+    #[arg(long, env = "HYOK_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Cluster CA certificate (with --endpoint).
+    #[arg(long, env = "HYOK_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (with --endpoint).
+    #[arg(long, env = "HYOK_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Client key (with --endpoint).
+    #[arg(long, env = "HYOK_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl Target {
+    /// The coordinator endpoint and client TLS files.
+    pub fn resolve(&self) -> Result<(String, TlsFiles)> {
+        match (&self.endpoint, &self.ca, &self.cert, &self.key) {
+            (Some(endpoint), Some(ca), Some(cert), Some(key)) => {
+                Ok((endpoint.clone(), TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() }))
+            }
+            (Some(_), _, _, _) => bail!("--endpoint needs --ca, --cert and --key"),
+            (None, ..) => {
+                let dev = DevFile::load(&self.dev_dir)?;
+                let tls = self.dev_tls(&dev);
+                Ok((dev.coordinator.endpoint, tls))
+            }
+        }
+    }
+
+    fn dev_tls(&self, dev: &DevFile) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca.clone().unwrap_or_else(|| dev.tls.ca.clone()),
+            cert: self.cert.clone().unwrap_or_else(|| dev.tls.client_cert.clone()),
+            key: self.key.clone().unwrap_or_else(|| dev.tls.client_key.clone()),
+        }
+    }
+
+    /// A connected KeyVault client.
+    pub async fn connect(&self) -> Result<VaultClient> {
+        let (endpoint, tls) = self.resolve()?;
+        hyok_client::connect_vault(&endpoint, &tls).await
+    }
+
+    /// The nodes (id, endpoint) and client TLS files, for commands that talk to nodes
+    /// directly (`audit verify`); only the dev cluster knows them.
+    pub fn nodes(&self) -> Result<(Vec<(u16, String)>, TlsFiles)> {
+        let dev = DevFile::load(&self.dev_dir)?;
+        let nodes = dev.nodes.iter().map(|n| (n.id, n.endpoint.clone())).collect();
+        Ok((nodes, self.dev_tls(&dev)))
+    }
+}

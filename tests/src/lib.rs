@@ -1,1 +1,233 @@
-//! Helpers for the end-to-end tests.
+//! A harness for the end-to-end tests: a whole cluster started by the real `hyokctl dev`
+//! (real `hyok-node` and `hyok-coordinator` processes on loopback), driven by its `dev.json`:
+//! nodes are killed by pid and restarted with the exact `argv` it records.
+
+use anyhow::{Context, Result, bail};
+use hyok_cli::devfile::DevFile;
+use hyok_client::{Role, TlsFiles, VaultClient};
+use hyok_proto::v1::node_client::NodeClient;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+/// The directory holding the workspace's binaries (`target/debug`), found from the test
+/// executable's own path (`target/debug/deps/…`), or `HYOK_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HYOK_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+/// The `hyokctl` executable.
+pub fn hyokctl() -> PathBuf {
+    let path = bin_dir().join("hyokctl");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo nextest run --workspace` builds it)",
+        path.display()
+    );
+    path
+}
+
+/// A running dev cluster; stopped (every process) when dropped.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The cluster directory (removed when dropped).
+    pub dir: tempfile::TempDir,
+    /// Its `dev.json`, with pids updated as nodes are restarted.
+    pub dev: DevFile,
+    supervisor: Child,
+    restarted: BTreeMap<u16, Child>,
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+fn alive(pid: u32) -> bool {
+    // `kill -0` succeeds while the process exists (zombies included, so callers reap first).
+    Command::new("kill").arg("-0").arg(pid.to_string()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+impl Cluster {
+    /// Starts `hyokctl dev` with `nodes` nodes and threshold `threshold`, and waits for dev.json.
+    pub fn start(nodes: u16, threshold: u16) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = std::fs::File::create(dir.path().join("hyokctl-dev.log"))?;
+        let mut supervisor = Command::new(hyokctl())
+            .arg("dev")
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--nodes")
+            .arg(nodes.to_string())
+            .arg("--threshold")
+            .arg(threshold.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let started = Instant::now();
+        loop {
+            if let Ok(dev) = DevFile::load(dir.path()) {
+                return Ok(Cluster { dir, dev, supervisor, restarted: BTreeMap::new() });
+            }
+            if let Some(status) = supervisor.try_wait()? {
+                let log = std::fs::read_to_string(dir.path().join("hyokctl-dev.log")).unwrap_or_default();
+                bail!("hyokctl dev exited ({status}) before the cluster was ready:\n{log}");
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                let _ = supervisor.kill();
+                bail!("hyokctl dev did not write dev.json");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The admin's TLS files.
+    pub fn admin_tls(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.dev.tls.ca.clone(),
+            cert: self.dev.tls.client_cert.clone(),
+            key: self.dev.tls.client_key.clone(),
+        }
+    }
+
+    /// The TLS files of `role` from the cluster's PKI.
+    pub fn tls_for(&self, role: Role) -> TlsFiles {
+        let pki = self.dir.path().join("pki");
+        TlsFiles {
+            ca: pki.join("ca.pem"),
+            cert: pki.join(format!("{}.pem", role.file_stem())),
+            key: pki.join(format!("{}-key.pem", role.file_stem())),
+        }
+    }
+
+    /// A KeyVault client with the admin certificate.
+    pub async fn client(&self) -> Result<VaultClient> {
+        hyok_client::connect_vault(&self.dev.coordinator.endpoint, &self.admin_tls()).await
+    }
+
+    /// A direct client for node `id` with the admin certificate.
+    pub async fn node_client(&self, id: u16) -> Result<NodeClient<Channel>> {
+        let node = self.node(id)?;
+        let channel = Endpoint::from_shared(node.endpoint.clone())?
+            .tls_config(self.admin_tls().client_config(&Role::Node(id).proof_name())?)?
+            .connect()
+            .await?;
+        Ok(NodeClient::new(channel))
+    }
+
+    fn node(&self, id: u16) -> Result<&hyok_cli::devfile::DevNode> {
+        self.dev.nodes.iter().find(|n| n.id == id).with_context(|| format!("no node {id}"))
+    }
+
+    /// The data directory of node `id`.
+    pub fn data_dir(&self, id: u16) -> Result<PathBuf> {
+        Ok(self.node(id)?.data_dir.clone())
+    }
+
+    /// kill -9 node `id` and wait until it is gone.
+    pub fn kill_node(&mut self, id: u16) -> Result<()> {
+        let pid = self.node(id)?.pid;
+        signal(pid, "KILL");
+        if let Some(mut child) = self.restarted.remove(&id) {
+            let _ = child.wait();
+        }
+        self.wait_gone(pid)
+    }
+
+    /// SIGTERM node `id` (a clean stop, so its store can be opened) and wait until it is gone.
+    pub fn stop_node(&mut self, id: u16) -> Result<()> {
+        let pid = self.node(id)?.pid;
+        signal(pid, "TERM");
+        if let Some(mut child) = self.restarted.remove(&id) {
+            let _ = child.wait();
+        }
+        self.wait_gone(pid)
+    }
+
+    fn wait_gone(&self, pid: u32) -> Result<()> {
+        let started = Instant::now();
+        // The supervisor reaps its own children; restarted ones were reaped above.
+        while alive(pid) {
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("process {pid} did not exit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Restarts node `id` with the argv dev.json records, and waits for its readiness line.
+    pub fn restart_node(&mut self, id: u16) -> Result<()> {
+        let argv = self.node(id)?.argv.clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("logs").join(format!("node-{id}.log")))?;
+        let mut child =
+            Command::new(&argv[0]).args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("listening on") => break,
+                Some(Ok(_)) => continue,
+                _ => bail!("node {id} exited before it was ready"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let pid = child.id();
+        if let Some(node) = self.dev.nodes.iter_mut().find(|n| n.id == id) {
+            node.pid = pid;
+        }
+        self.restarted.insert(id, child);
+        Ok(())
+    }
+
+    /// SIGSTOP / SIGCONT node `id` (a partition that keeps its sockets open).
+    pub fn pause_node(&self, id: u16, paused: bool) -> Result<()> {
+        signal(self.node(id)?.pid, if paused { "STOP" } else { "CONT" });
+        Ok(())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &self.dev.nodes {
+            signal(node.pid, "CONT");
+        }
+        signal(self.supervisor.id(), "TERM");
+        for child in self.restarted.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let started = Instant::now();
+        while self.supervisor.try_wait().ok().flatten().is_none() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+    }
+}
+
+/// Retries `f` until it succeeds or `limit` passes (for waiting on a restarted cluster).
+pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let started = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if started.elapsed() > limit => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -394,3 +394,27 @@ fn a_forged_entry_past_the_head_is_reported() {
     });
     assert_eq!(r, Err(AuditBreak { seq: 7, reason: "entry beyond the recorded head" }));
 }
+
+#[test]
+fn entries_read_off_a_node_verify_and_any_edit_is_located() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append_audit(&(0..6).map(event).collect::<Vec<_>>()).unwrap();
+    let entries = store.read_audit(1, 100).unwrap();
+    assert_eq!(hyok_store::audit::verify_entries(entries.clone()), Ok(6));
+
+    let mut edited = entries.clone();
+    edited[3].event.operation = "disable".into();
+    assert_eq!(hyok_store::audit::verify_entries(edited).unwrap_err().seq, 4);
+
+    let mut gap = entries.clone();
+    gap.remove(2);
+    assert_eq!(hyok_store::audit::verify_entries(gap).unwrap_err().seq, 3);
+
+    // Rewriting an entry and its hash consistently breaks the next entry's link.
+    let mut rehashed = entries.clone();
+    rehashed[1].event.caller = "someone else".into();
+    rehashed[1].hash = rehashed[1].computed_hash();
+    let b = hyok_store::audit::verify_entries(rehashed).unwrap_err();
+    assert_eq!((b.seq, b.reason), (3, "does not link to the previous entry"));
+}

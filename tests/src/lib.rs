@@ -88,6 +88,54 @@ impl Cluster {
         }
     }
 
+    /// Stops every process (as Ctrl-C on `hyokctl dev` would), then runs `hyokctl dev` again on
+    /// the same directory and waits for its new dev.json.
+    pub fn restart_all(&mut self) -> Result<()> {
+        self.shutdown();
+        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("hyokctl-dev.log"))?;
+        self.supervisor = Command::new(hyokctl())
+            .arg("dev")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let started = Instant::now();
+        loop {
+            if let Ok(dev) = DevFile::load(self.dir.path()) {
+                self.dev = dev;
+                return Ok(());
+            }
+            if self.supervisor.try_wait()?.is_some() || started.elapsed() > Duration::from_secs(180) {
+                bail!("hyokctl dev did not come back on {}", self.dir.path().display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn shutdown(&mut self) {
+        for node in &self.dev.nodes {
+            signal(node.pid, "CONT");
+        }
+        signal(self.supervisor.id(), "TERM");
+        for child in self.restarted.values_mut() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+        self.restarted.clear();
+        let started = Instant::now();
+        while self.supervisor.try_wait().ok().flatten().is_none() && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+        // Nodes are separate processes: wait until every one has released its store.
+        for node in &self.dev.nodes {
+            let _ = self.wait_gone(node.pid);
+        }
+    }
+
     /// The admin's TLS files.
     pub fn admin_tls(&self) -> TlsFiles {
         TlsFiles {
@@ -199,20 +247,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for node in &self.dev.nodes {
-            signal(node.pid, "CONT");
-        }
-        signal(self.supervisor.id(), "TERM");
-        for child in self.restarted.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let started = Instant::now();
-        while self.supervisor.try_wait().ok().flatten().is_none() && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.supervisor.kill();
-        let _ = self.supervisor.wait();
+        self.shutdown();
     }
 }
 

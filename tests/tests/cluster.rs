@@ -96,6 +96,18 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     }
     assert_eq!(decrypt(&mut client, &blob, b"ctx").await.unwrap(), b"attack at dawn");
     assert_eq!(unwrap(&mut client, pk.version, &wrapped, b"label").await.unwrap(), data_key);
+    // Creating a key needs every node: refused, and nothing half-made is left usable.
+    let create = |client: &mut hyok_client::VaultClient| {
+        let mut client = client.clone();
+        async move {
+            client
+                .create_key(pb::CreateKeyRequest { key_id: "later".into(), usages: vec![], request_id: String::new() })
+                .await
+        }
+    };
+    assert_eq!(create(&mut client).await.unwrap_err().code(), Code::Unavailable);
+    let missing = client.get_key(pb::GetKeyRequest { key_id: "later".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
     let status = client.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
     let down: Vec<u32> = status.nodes.iter().filter(|n| !n.reachable).map(|n| n.node_id).collect();
     assert_eq!(down, vec![1, 2]);
@@ -121,6 +133,30 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     .unwrap();
     assert_eq!(plain, b"attack at dawn");
     assert_eq!(unwrap(&mut c, pk.version, &wrapped, b"label").await.unwrap(), data_key);
+    // With every node back, the refused key can be created after all.
+    let created = eventually(Duration::from_secs(30), || {
+        let mut c = c.clone();
+        async move { Ok(create(&mut c).await?.into_inner()) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(created.primary_version, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hyokctl_dev_run_again_on_its_directory_reuses_the_keys() {
+    let mut cluster = Cluster::start(5, 3).unwrap();
+    let mut client = cluster.client().await.unwrap();
+    let blob = encrypt(&mut client, b"kept", b"").await.unwrap();
+    let before = client.get_key(pb::GetKeyRequest { key_id: KEY.into() }).await.unwrap().into_inner();
+    let first_pids: Vec<u32> = cluster.dev.nodes.iter().map(|n| n.pid).collect();
+
+    cluster.restart_all().unwrap();
+    assert_ne!(cluster.dev.nodes.iter().map(|n| n.pid).collect::<Vec<_>>(), first_pids);
+    let mut client = cluster.client().await.unwrap();
+    let after = client.get_key(pb::GetKeyRequest { key_id: KEY.into() }).await.unwrap().into_inner();
+    assert_eq!(after.versions, before.versions, "the demo key is reused, not re-created");
+    assert_eq!(decrypt(&mut client, &blob, b"").await.unwrap(), b"kept");
 }
 
 #[tokio::test(flavor = "multi_thread")]

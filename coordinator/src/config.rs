@@ -111,7 +111,7 @@ fn default_max_batch() -> usize {
     64
 }
 fn default_max_in_flight() -> usize {
-    4
+    2
 }
 fn default_queue() -> usize {
     4096

@@ -156,6 +156,11 @@ pub(crate) fn open_combine_first<T>(
     partials: &[PartialEvaluation],
     mut open: impl FnMut(&DprfOutput) -> Option<T>,
 ) -> Result<Opened<T>> {
-    let p = Element::new(input.hash_to_point());
-    partial::open_combine_first(package, &p, |n| input.proof_context(n), partials, |y| open(&DprfOutput(*y)))
+    partial::open_combine_first(
+        package,
+        || Element::new(input.hash_to_point()),
+        |n| input.proof_context(n),
+        partials,
+        |y| open(&DprfOutput(*y)),
+    )
 }

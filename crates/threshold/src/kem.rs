@@ -148,7 +148,7 @@ pub fn combine_unwrap(
     wrapped.vartime_verify(group_key, label)?;
     partial::open_combine_first(
         package,
-        &wrapped.r,
+        || wrapped.r,
         |n| dleq_context(n, &wrapped.r, label),
         partials,
         |z| {

@@ -165,7 +165,7 @@ pub(crate) fn combine_verified<R: CryptoRng + ?Sized>(
 /// drop the culprits and try once more with `t` valid partials.
 pub(crate) fn open_combine_first<T>(
     package: &PublicKeyPackage,
-    h: &Element,
+    h: impl FnOnce() -> Element,
     context_for: impl Fn(NodeId) -> Transcript,
     partials: &[PartialEvaluation],
     mut open: impl FnMut(&RistrettoPoint) -> Option<T>,
@@ -176,10 +176,12 @@ pub(crate) fn open_combine_first<T>(
     if let Some(value) = open(&first) {
         return Ok(Opened { value, culprits: Vec::new() });
     }
+    // Only now is the base needed (for the DPRF, hashing to the curve costs a square root).
+    let h = h();
     let mut culprits = Vec::new();
     let mut valid = Vec::with_capacity(partials.len());
     for p in partials {
-        match p.vartime_verify(package, h, &context_for(p.node)) {
+        match p.vartime_verify(package, &h, &context_for(p.node)) {
             Ok(()) => valid.push(p),
             Err(_) => culprits.push(p.node),
         }

@@ -130,6 +130,24 @@ fn record(series: &mut Series, started: Instant, result: Result<(), tonic::Statu
     }
 }
 
+/// One Decrypt, timed and recorded; a wrong plaintext counts as an error.
+async fn decrypt_checked(
+    client: &mut VaultClient,
+    key_id: &str,
+    ciphertext: Vec<u8>,
+    expected: &[u8],
+    request_id: String,
+    series: &mut Series,
+) {
+    let started = Instant::now();
+    let r =
+        client.decrypt(pb::DecryptRequest { key_id: key_id.to_owned(), ciphertext, aad: Vec::new(), request_id }).await;
+    let ok = r.and_then(|r| {
+        if r.get_ref().plaintext == expected { Ok(()) } else { Err(tonic::Status::data_loss("wrong plaintext")) }
+    });
+    record(series, started, ok);
+}
+
 async fn worker(
     mut client: VaultClient,
     options: BenchOptions,
@@ -159,43 +177,11 @@ async fn worker(
             if options.op == BenchOp::Both
                 && let Some(ciphertext) = ciphertext
             {
-                let started = Instant::now();
-                let r = client
-                    .decrypt(pb::DecryptRequest {
-                        key_id: options.key_id.clone(),
-                        ciphertext,
-                        aad: Vec::new(),
-                        request_id,
-                    })
-                    .await;
-                let ok = r.and_then(|r| {
-                    if r.get_ref().plaintext == plaintext {
-                        Ok(())
-                    } else {
-                        Err(tonic::Status::data_loss("wrong plaintext"))
-                    }
-                });
-                record(&mut dec, started, ok);
+                decrypt_checked(&mut client, &options.key_id, ciphertext, &plaintext, request_id, &mut dec).await;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         } else {
-            let started = Instant::now();
-            let r = client
-                .decrypt(pb::DecryptRequest {
-                    key_id: options.key_id.clone(),
-                    ciphertext: blob.clone(),
-                    aad: Vec::new(),
-                    request_id,
-                })
-                .await;
-            let ok = r.and_then(|r| {
-                if r.get_ref().plaintext == plaintext {
-                    Ok(())
-                } else {
-                    Err(tonic::Status::data_loss("wrong plaintext"))
-                }
-            });
-            record(&mut dec, started, ok);
+            decrypt_checked(&mut client, &options.key_id, blob.clone(), &plaintext, request_id, &mut dec).await;
             done.fetch_add(1, Ordering::Relaxed);
         }
     }

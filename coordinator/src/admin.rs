@@ -71,7 +71,6 @@ impl Vault {
         let req =
             DkgRequest { key_id: key_id.to_owned(), version: 1, usages: chosen, request_id: request_id.to_owned() };
         dkg::run(&self.pool, req, deadline).await?;
-        self.metadata.invalidate(key_id);
         let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
         Ok(self.key_info(&view))
     }
@@ -80,12 +79,15 @@ impl Vault {
     pub async fn rotate_key(&self, key_id: &str, request_id: &str) -> Result<pb::KeyInfo, CoordError> {
         let deadline = Instant::now() + DKG_BUDGET;
         hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
-        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
-        // The next version after any version any node knows (pending ones included), so a stale PENDING
-        // version left by a failed run is never reused under a different package.
+        // One read serves both: the trusted view (usages, primary) and the highest version any
+        // node knows, pending or active on too few nodes to be trusted, so a leftover of a failed
+        // run never blocks the new one.
         let states = key_states(&self.pool, Some(key_id), deadline).await;
-        let highest =
-            flatten(&states).iter().flat_map(|(_, s)| s.versions.iter().map(|v| v.version)).max().unwrap_or(0);
+        let answers = flatten(&states);
+        let view = merge(key_id, &answers, self.pool.threshold()).ok_or_else(|| {
+            CoordError::NotFound(format!("no key {key_id} (held by fewer than {} nodes)", self.pool.threshold()))
+        })?;
+        let highest = answers.iter().flat_map(|(_, s)| s.versions.iter().map(|v| v.version)).max().unwrap_or(0);
         let req = DkgRequest {
             key_id: key_id.to_owned(),
             version: highest.max(view.primary().map_or(0, |v| v.version)) + 1,
@@ -93,7 +95,6 @@ impl Vault {
             request_id: request_id.to_owned(),
         };
         dkg::run(&self.pool, req, deadline).await?;
-        self.metadata.invalidate(key_id);
         let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
         Ok(self.key_info(&view))
     }
@@ -212,7 +213,7 @@ impl Vault {
                         let state = states.get(&node.id);
                         pb::KeyNodeState {
                             node_id: u32::from(node.id.get()),
-                            reachable: answered.contains(&node.id) || state.is_some(),
+                            reachable: answered.contains(&node.id),
                             has_share: state
                                 .is_some_and(|s| s.versions.iter().any(|v| v.active && Some(v.version) == highest)),
                             enabled: state.is_some_and(|s| s.enabled),

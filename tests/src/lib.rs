@@ -54,64 +54,56 @@ fn alive(pid: u32) -> bool {
     Command::new("kill").arg("-0").arg(pid.to_string()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
+/// Runs `hyokctl dev --dir DIR ARGS…`, logging to `DIR/hyokctl-dev.log`.
+fn spawn_dev(dir: &Path, args: &[String]) -> Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("hyokctl-dev.log"))?;
+    Ok(Command::new(hyokctl())
+        .arg("dev")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
+/// Waits until `hyokctl dev` has written `DIR/dev.json` (it removes it when it stops).
+fn wait_for_dev(dir: &Path, supervisor: &mut Child) -> Result<DevFile> {
+    let started = Instant::now();
+    loop {
+        if let Ok(dev) = DevFile::load(dir) {
+            return Ok(dev);
+        }
+        if let Some(status) = supervisor.try_wait()? {
+            let log = std::fs::read_to_string(dir.join("hyokctl-dev.log")).unwrap_or_default();
+            bail!("hyokctl dev exited ({status}) before the cluster was ready:\n{log}");
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            let _ = supervisor.kill();
+            bail!("hyokctl dev did not write {}", DevFile::path(dir).display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 impl Cluster {
     /// Starts `hyokctl dev` with `nodes` nodes and threshold `threshold`, and waits for dev.json.
     pub fn start(nodes: u16, threshold: u16) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let log = std::fs::File::create(dir.path().join("hyokctl-dev.log"))?;
-        let mut supervisor = Command::new(hyokctl())
-            .arg("dev")
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--nodes")
-            .arg(nodes.to_string())
-            .arg("--threshold")
-            .arg(threshold.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        let started = Instant::now();
-        loop {
-            if let Ok(dev) = DevFile::load(dir.path()) {
-                return Ok(Cluster { dir, dev, supervisor, restarted: BTreeMap::new() });
-            }
-            if let Some(status) = supervisor.try_wait()? {
-                let log = std::fs::read_to_string(dir.path().join("hyokctl-dev.log")).unwrap_or_default();
-                bail!("hyokctl dev exited ({status}) before the cluster was ready:\n{log}");
-            }
-            if started.elapsed() > Duration::from_secs(180) {
-                let _ = supervisor.kill();
-                bail!("hyokctl dev did not write dev.json");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let shape = ["--nodes".to_owned(), nodes.to_string(), "--threshold".to_owned(), threshold.to_string()];
+        let mut supervisor = spawn_dev(dir.path(), &shape)?;
+        let dev = wait_for_dev(dir.path(), &mut supervisor)?;
+        Ok(Cluster { dir, dev, supervisor, restarted: BTreeMap::new() })
     }
 
     /// Stops every process (as Ctrl-C on `hyokctl dev` would), then runs `hyokctl dev` again on
     /// the same directory and waits for its new dev.json.
     pub fn restart_all(&mut self) -> Result<()> {
         self.shutdown();
-        let log = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("hyokctl-dev.log"))?;
-        self.supervisor = Command::new(hyokctl())
-            .arg("dev")
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        let started = Instant::now();
-        loop {
-            if let Ok(dev) = DevFile::load(self.dir.path()) {
-                self.dev = dev;
-                return Ok(());
-            }
-            if self.supervisor.try_wait()?.is_some() || started.elapsed() > Duration::from_secs(180) {
-                bail!("hyokctl dev did not come back on {}", self.dir.path().display());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.supervisor = spawn_dev(self.dir.path(), &[])?;
+        self.dev = wait_for_dev(self.dir.path(), &mut self.supervisor)?;
+        Ok(())
     }
 
     fn shutdown(&mut self) {
@@ -181,18 +173,17 @@ impl Cluster {
 
     /// kill -9 node `id` and wait until it is gone.
     pub fn kill_node(&mut self, id: u16) -> Result<()> {
-        let pid = self.node(id)?.pid;
-        signal(pid, "KILL");
-        if let Some(mut child) = self.restarted.remove(&id) {
-            let _ = child.wait();
-        }
-        self.wait_gone(pid)
+        self.end_node(id, "KILL")
     }
 
     /// SIGTERM node `id` (a clean stop, so its store can be opened) and wait until it is gone.
     pub fn stop_node(&mut self, id: u16) -> Result<()> {
+        self.end_node(id, "TERM")
+    }
+
+    fn end_node(&mut self, id: u16, sig: &str) -> Result<()> {
         let pid = self.node(id)?.pid;
-        signal(pid, "TERM");
+        signal(pid, sig);
         if let Some(mut child) = self.restarted.remove(&id) {
             let _ = child.wait();
         }

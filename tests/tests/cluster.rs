@@ -6,6 +6,7 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::{GroupPublicKey, Wire, kem};
 use std::process::Command;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 const KEY: &str = "demo";
@@ -60,6 +61,19 @@ async fn unwrap(
     Ok(r.into_inner().data_key)
 }
 
+/// The coordinator's gRPC health for the KeyVault service.
+async fn health(cluster: &Cluster) -> anyhow::Result<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(cluster.dev.coordinator.endpoint.clone())?
+        .tls_config(cluster.admin_tls().client_config(&Role::Coordinator.proof_name())?)?
+        .connect()
+        .await?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: "hyok.v1.KeyVault".into() };
+    Ok(client.check(request).await?.into_inner().status)
+}
+
+const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     let mut cluster = Cluster::start(5, 3).unwrap();
@@ -112,12 +126,23 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     let down: Vec<u32> = status.nodes.iter().filter(|n| !n.reachable).map(|n| n.node_id).collect();
     assert_eq!(down, vec![1, 2]);
 
+    assert_eq!(health(&cluster).await.unwrap(), SERVING, "t nodes up: serving");
     // A third node down: UNAVAILABLE, from the coordinator, not a client-side timeout.
     cluster.kill_node(3).unwrap();
     for _ in 0..3 {
         assert_eq!(decrypt(&mut client, &blob, b"ctx").await.unwrap_err().code(), Code::Unavailable);
         assert_eq!(encrypt(&mut client, b"x", b"").await.unwrap_err().code(), Code::Unavailable);
     }
+
+    // The health probe notices that fewer than t nodes answer.
+    let cluster_ref = &cluster;
+    eventually(Duration::from_secs(30), || async move {
+        let status = health(cluster_ref).await?;
+        anyhow::ensure!(status != SERVING, "still SERVING");
+        Ok(())
+    })
+    .await
+    .unwrap();
 
     // Back up: earlier ciphertexts still decrypt.
     for id in 1..=3 {
@@ -133,6 +158,13 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     .unwrap();
     assert_eq!(plain, b"attack at dawn");
     assert_eq!(unwrap(&mut c, pk.version, &wrapped, b"label").await.unwrap(), data_key);
+    let cluster_ref = &cluster;
+    eventually(Duration::from_secs(30), || async move {
+        anyhow::ensure!(health(cluster_ref).await? == SERVING, "not SERVING yet");
+        Ok(())
+    })
+    .await
+    .unwrap();
     // With every node back, the refused key can be created after all.
     let created = eventually(Duration::from_secs(30), || {
         let mut c = c.clone();
@@ -227,6 +259,32 @@ async fn strangers_are_refused_and_roles_are_enforced() {
     }
     .await;
     assert!(refused.is_err(), "a certificate from a foreign CA must be refused");
+
+    // gRPC reflection lists the public service (what grpcurl needs to work without .proto files).
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+        .unwrap()
+        .tls_config(cluster.admin_tls().client_config(&Role::Coordinator.proof_name()).unwrap())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(Ok(answer)) = answers.next().await else { panic!("no reflection answer") };
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else { panic!("{answer:?}") };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"hyok.v1.KeyVault".to_string()), "{names:?}");
 
     // The front-end role may use keys but not administer them.
     let mut frontend = hyok_client::connect_vault(&endpoint, &cluster.tls_for(Role::Frontend)).await.unwrap();

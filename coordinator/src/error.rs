@@ -2,6 +2,8 @@
 
 use tonic::Status;
 
+pub use hyok_proto::{REASON_HEADER, Reason};
+
 /// Why a KeyVault request failed. Messages never carry key material or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoordError {
@@ -14,7 +16,16 @@ pub enum CoordError {
     /// The key already exists.
     #[error("{0}")]
     Exists(String),
-    /// Disabled, or usage not allowed.
+    /// A key version that does not exist (the key does).
+    #[error("{0}")]
+    VersionNotFound(String),
+    /// The key is disabled on too many nodes to be used.
+    #[error("{0}")]
+    Disabled(String),
+    /// The key's usages do not allow the operation.
+    #[error("{0}")]
+    UsageNotAllowed(String),
+    /// Any other failed precondition.
     #[error("{0}")]
     Precondition(String),
     /// Fewer than t nodes answered in time.
@@ -28,17 +39,38 @@ pub enum CoordError {
     Internal(String),
 }
 
+impl CoordError {
+    /// The machine-readable reason sent as the `hyok-reason` metadata entry, where a status code
+    /// alone is ambiguous.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            CoordError::NotFound(_) => Some(Reason::KeyNotFound),
+            CoordError::VersionNotFound(_) => Some(Reason::VersionNotFound),
+            CoordError::Disabled(_) => Some(Reason::KeyDisabled),
+            CoordError::UsageNotAllowed(_) => Some(Reason::UsageNotAllowed),
+            _ => None,
+        }
+    }
+}
+
 impl From<CoordError> for Status {
     fn from(e: CoordError) -> Self {
         let message = e.to_string();
-        match e {
+        let reason = e.reason();
+        let mut status = match e {
             CoordError::Invalid(_) => Status::invalid_argument(message),
-            CoordError::NotFound(_) => Status::not_found(message),
+            CoordError::NotFound(_) | CoordError::VersionNotFound(_) => Status::not_found(message),
             CoordError::Exists(_) => Status::already_exists(message),
-            CoordError::Precondition(_) => Status::failed_precondition(message),
+            CoordError::Disabled(_) | CoordError::UsageNotAllowed(_) | CoordError::Precondition(_) => {
+                Status::failed_precondition(message)
+            }
             CoordError::Unavailable(_) => Status::unavailable(message),
             CoordError::DataLoss => Status::data_loss(message),
             CoordError::Internal(_) => Status::internal(message),
+        };
+        if let Some(reason) = reason {
+            status.metadata_mut().insert(REASON_HEADER, tonic::metadata::MetadataValue::from_static(reason.as_str()));
         }
+        status
     }
 }

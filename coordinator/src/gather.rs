@@ -199,13 +199,13 @@ fn shortfall(t: usize, got: usize, misses: &[(NodeId, Miss)]) -> CoordError {
     }
     if all_refused {
         if any(Code::Disabled).is_some() {
-            return CoordError::Precondition(format!("key is disabled on too many nodes: {summary}"));
+            return CoordError::Disabled(format!("key is disabled on too many nodes: {summary}"));
         }
         if any(Code::UsageNotAllowed).is_some() {
-            return CoordError::Precondition(format!("key usage does not allow this operation: {summary}"));
+            return CoordError::UsageNotAllowed(format!("key usage does not allow this operation: {summary}"));
         }
         if any(Code::NotFound).is_some() {
-            return CoordError::NotFound(format!("key version not found: {summary}"));
+            return CoordError::VersionNotFound(format!("key version not found: {summary}"));
         }
     }
     CoordError::Unavailable(format!("not enough nodes answered: {summary}"))

@@ -143,7 +143,7 @@ impl Metadata {
         if view.versions.contains_key(&version) {
             Ok(view)
         } else {
-            Err(CoordError::NotFound(format!("key {key_id} has no version {version}")))
+            Err(CoordError::VersionNotFound(format!("key {key_id} has no version {version}")))
         }
     }
 

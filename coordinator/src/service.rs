@@ -83,7 +83,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         let r = req.into_inner();
         let view = self.vault.view(&r.key_id, deadline).await?;
         let version = if r.version == 0 { view.primary() } else { view.versions.get(&r.version) }
-            .ok_or_else(|| CoordError::NotFound(format!("key {} has no version {}", r.key_id, r.version)))?;
+            .ok_or_else(|| CoordError::VersionNotFound(format!("key {} has no version {}", r.key_id, r.version)))?;
         Ok(Response::new(pb::GetPublicKeyResponse {
             version: version.version,
             public_key: version.package.group_key().as_bytes().to_vec(),

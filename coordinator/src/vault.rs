@@ -55,7 +55,7 @@ fn require_usage(view: &KeyView, usage: pb::KeyUsage) -> Result<(), CoordError> 
     if view.allows(usage) {
         Ok(())
     } else {
-        Err(CoordError::Precondition(format!(
+        Err(CoordError::UsageNotAllowed(format!(
             "key {} does not allow {}",
             view.key_id,
             usage.as_str_name().trim_start_matches("KEY_USAGE_").to_lowercase()

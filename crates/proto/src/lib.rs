@@ -4,6 +4,7 @@
 //! - [`v1`]: the generated messages, the `KeyVault` and `Node` clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 //! - [`validate_key_id`]: the one key-id syntax every component enforces.
+//! - [`Reason`]: why a `KeyVault` call failed, where the status code alone is ambiguous.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -30,10 +31,60 @@ pub fn validate_key_id(key_id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The gRPC metadata entry that carries a [`Reason`] on `NOT_FOUND` and `FAILED_PRECONDITION`
+/// statuses from the coordinator.
+pub const REASON_HEADER: &str = "hyok-reason";
+
+/// Why a `KeyVault` call was refused, for callers that must answer in another protocol's
+/// vocabulary (a disabled key and a forbidden usage are both `FAILED_PRECONDITION`; a missing
+/// key and a missing version both `NOT_FOUND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No such key.
+    KeyNotFound,
+    /// The key exists; the version does not.
+    VersionNotFound,
+    /// The key is disabled on too many nodes to be used.
+    KeyDisabled,
+    /// The key's usages do not allow the operation.
+    UsageNotAllowed,
+}
+
+impl Reason {
+    const ALL: [Reason; 4] =
+        [Reason::KeyNotFound, Reason::VersionNotFound, Reason::KeyDisabled, Reason::UsageNotAllowed];
+
+    /// The metadata value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::KeyNotFound => "key-not-found",
+            Reason::VersionNotFound => "version-not-found",
+            Reason::KeyDisabled => "key-disabled",
+            Reason::UsageNotAllowed => "usage-not-allowed",
+        }
+    }
+
+    /// The reason a status carries, if any.
+    pub fn of(status: &tonic::Status) -> Option<Reason> {
+        let value = status.metadata().get(REASON_HEADER)?.to_str().ok()?;
+        Self::ALL.into_iter().find(|r| r.as_str() == value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn reasons_round_trip_through_status_metadata() {
+        for reason in Reason::ALL {
+            let mut status = tonic::Status::failed_precondition("x");
+            status.metadata_mut().insert(REASON_HEADER, tonic::metadata::MetadataValue::from_static(reason.as_str()));
+            assert_eq!(Reason::of(&status), Some(reason));
+        }
+        assert_eq!(Reason::of(&tonic::Status::not_found("x")), None);
+    }
 
     #[test]
     fn key_ids_follow_the_documented_syntax() {

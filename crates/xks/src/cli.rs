@@ -1,0 +1,25 @@
+//! The `hyok-xks` command line, shared by the binary and `hyokctl dev` (which runs this same
+//! code as `hyokctl xks serve`).
+
+use crate::Config;
+use anyhow::{Context, Result};
+use clap::Args as ClapArgs;
+use std::path::PathBuf;
+
+/// `hyok-xks --config FILE`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct Args {
+    /// The TOML configuration file.
+    #[arg(long, env = "HYOK_XKS_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// Loads the configuration, binds, prints `hyok-xks listening on ADDR` and serves until Ctrl-C
+/// or SIGTERM.
+pub async fn execute(args: Args) -> Result<()> {
+    let config = Config::load(&args.config)?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    println!("hyok-xks listening on {}", listener.local_addr()?);
+    crate::run(config, listener, hyok_client::shutdown_signal()).await
+}

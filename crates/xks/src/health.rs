@@ -1,0 +1,221 @@
+//! The deep health check behind `GetHealthStatus`: a real encrypt and decrypt on a dedicated
+//! health key, plus every node's reachability and latency from the coordinator. It runs in the
+//! background every `refresh_ms`; requests are answered from the latest result, never one older
+//! than `max_age_ms` (at most a minute, as the spec allows for slow checks).
+
+use crate::api::FleetEntry;
+use crate::backend::Backend;
+use crate::config;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Most `ekmFleetDetails` entries the spec allows.
+pub const MAX_ENTRIES: usize = 10;
+/// `ACTIVE`.
+pub const ACTIVE: &str = "ACTIVE";
+/// `DEGRADED`.
+pub const DEGRADED: &str = "DEGRADED";
+/// `UNAVAILABLE`.
+pub const UNAVAILABLE: &str = "UNAVAILABLE";
+
+/// Budget of the deep operation and of the status read.
+const CHECK_BUDGET: Duration = Duration::from_secs(2);
+
+/// One health result.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// When it was taken.
+    pub at: Instant,
+    /// One entry per node.
+    pub fleet: Vec<FleetEntry>,
+    /// Whether the cluster completed a real operation (or, without a health key, whether at
+    /// least t nodes answered).
+    pub serving: bool,
+}
+
+/// The background check and its latest result.
+#[derive(Debug)]
+pub struct HealthMonitor {
+    backend: Arc<Backend>,
+    config: config::Health,
+    latest: Mutex<Option<Arc<Snapshot>>>,
+    /// Invalid partials per node at the previous check: a node whose count grew is DEGRADED.
+    invalid: Mutex<HashMap<u32, u64>>,
+    /// The node ids last seen, to name them when the coordinator itself cannot be reached.
+    known: Mutex<Vec<u32>>,
+}
+
+fn node_name(id: u32) -> String {
+    format!("hyok-node-{id}")
+}
+
+/// The entries for a cluster that cannot serve: every known node UNAVAILABLE (or one entry for
+/// the coordinator when no node is known yet).
+fn all_unavailable(known: &[u32]) -> Vec<FleetEntry> {
+    if known.is_empty() {
+        return vec![FleetEntry {
+            id: "hyok-coordinator".into(),
+            model: format!("hyok {}", env!("CARGO_PKG_VERSION")),
+            health_status: UNAVAILABLE,
+        }];
+    }
+    known
+        .iter()
+        .take(MAX_ENTRIES)
+        .map(|id| FleetEntry { id: node_name(*id), model: "hyok-node".into(), health_status: UNAVAILABLE })
+        .collect()
+}
+
+impl HealthMonitor {
+    /// A monitor with no result yet.
+    pub fn new(backend: Arc<Backend>, config: config::Health) -> Self {
+        HealthMonitor {
+            backend,
+            config,
+            latest: Mutex::new(None),
+            invalid: Mutex::new(HashMap::new()),
+            known: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs the check every `refresh_ms` until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            self.refresh().await;
+            tokio::time::sleep(Duration::from_millis(self.config.refresh_ms)).await;
+        }
+    }
+
+    /// The latest result if it is young enough; otherwise a new check, bounded by `deadline`
+    /// (a check that cannot finish in time reports every node UNAVAILABLE).
+    pub async fn current(&self, deadline: Instant) -> Arc<Snapshot> {
+        if let Some(snapshot) = self.latest()
+            && snapshot.at.elapsed() <= Duration::from_millis(self.config.max_age_ms)
+        {
+            return snapshot;
+        }
+        match tokio::time::timeout_at(deadline, self.refresh()).await {
+            Ok(snapshot) => snapshot,
+            Err(_) => {
+                let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+                Arc::new(Snapshot { at: Instant::now(), fleet: all_unavailable(&known), serving: false })
+            }
+        }
+    }
+
+    fn latest(&self) -> Option<Arc<Snapshot>> {
+        self.latest.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Checks now and keeps the result.
+    pub async fn refresh(&self) -> Arc<Snapshot> {
+        let deadline = Instant::now() + CHECK_BUDGET;
+        let (status, deep) = tokio::join!(self.backend.cluster_status(deadline), self.deep_check(deadline));
+        let snapshot = match status {
+            Ok(status) => {
+                let threshold = status.threshold as usize;
+                let reachable = status.nodes.iter().filter(|n| n.reachable).count();
+                let serving = match deep {
+                    Some(ok) => ok,
+                    None => reachable >= threshold,
+                };
+                if let Ok(mut known) = self.known.lock() {
+                    *known = status.nodes.iter().map(|n| n.node_id).collect();
+                }
+                let mut invalid = self.invalid.lock().map(|m| m.clone()).unwrap_or_default();
+                let fleet = status
+                    .nodes
+                    .iter()
+                    .take(MAX_ENTRIES)
+                    .map(|node| {
+                        let grew = invalid.get(&node.node_id).is_some_and(|before| node.invalid_partials > *before);
+                        let slow =
+                            Duration::from_micros(node.latency_us) > Duration::from_millis(self.config.degraded_ms);
+                        let health_status = if !serving || !node.reachable {
+                            UNAVAILABLE
+                        } else if slow || grew {
+                            DEGRADED
+                        } else {
+                            ACTIVE
+                        };
+                        let model = if node.software_version.is_empty() {
+                            "hyok-node".to_owned()
+                        } else {
+                            format!("hyok-node {}", node.software_version)
+                        };
+                        FleetEntry { id: node_name(node.node_id), model, health_status }
+                    })
+                    .collect();
+                for node in &status.nodes {
+                    invalid.insert(node.node_id, node.invalid_partials);
+                }
+                if let Ok(mut shared) = self.invalid.lock() {
+                    *shared = invalid;
+                }
+                Snapshot { at: Instant::now(), fleet, serving }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "health: the coordinator did not answer");
+                let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
+                Snapshot { at: Instant::now(), fleet: all_unavailable(&known), serving: false }
+            }
+        };
+        let snapshot = Arc::new(snapshot);
+        let previous = self.latest.lock().ok().and_then(|mut l| l.replace(snapshot.clone()));
+        if previous.is_none_or(|p| p.serving != snapshot.serving) {
+            tracing::info!(serving = snapshot.serving, "health changed");
+        }
+        snapshot
+    }
+
+    /// A real encrypt and decrypt on the health key: `Some(true)` if both worked and the
+    /// plaintext came back, `None` without a health key.
+    async fn deep_check(&self, deadline: Instant) -> Option<bool> {
+        let key = self.config.key_id.as_deref()?;
+        let probe = b"hyok-xks health check";
+        let result = async {
+            let sealed = self.backend.encrypt(key, probe, Vec::new(), "hyok-xks-health", deadline).await?;
+            let opened = self
+                .backend
+                .decrypt(
+                    key,
+                    sealed.version,
+                    &sealed.seed,
+                    &sealed.ciphertext,
+                    &sealed.tag,
+                    Vec::new(),
+                    "hyok-xks-health",
+                    deadline,
+                )
+                .await?;
+            Ok::<bool, crate::error::XksError>(opened.as_slice() == probe)
+        }
+        .await;
+        match result {
+            Ok(ok) => Some(ok),
+            Err(e) => {
+                tracing::warn!(key, error = %e, "health: deep check failed");
+                Some(false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_cluster_is_reported_unavailable_within_the_spec_limits() {
+        let none = all_unavailable(&[]);
+        assert_eq!(none.len(), 1);
+        assert_eq!(none[0].health_status, UNAVAILABLE);
+        let many: Vec<u32> = (1..=12).collect();
+        let entries = all_unavailable(&many);
+        assert_eq!(entries.len(), MAX_ENTRIES);
+        assert!(entries.iter().all(|e| e.health_status == UNAVAILABLE));
+        assert_eq!(entries[0].id, "hyok-node-1");
+    }
+}

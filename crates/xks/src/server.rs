@@ -1,0 +1,206 @@
+//! The HTTPS server: accept loop, TLS handshakes, HTTP/1.1 and HTTP/2 (hyper), the per-request
+//! pipeline (route → method → concurrency → body → SigV4 → API), one log line per request, and
+//! graceful shutdown.
+
+use crate::api::RequestMetadata;
+use crate::error::XksError;
+use crate::service::Xks;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+/// The load balancer's health path (outside the XKS API, unauthenticated, shallow).
+pub const PING_PATH: &str = "/ping";
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Per-request state shared by every connection.
+#[derive(Debug)]
+pub struct Pipeline {
+    xks: Arc<Xks>,
+    permits: Arc<Semaphore>,
+}
+
+fn respond(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
+fn error_response(error: &XksError) -> Response<Full<Bytes>> {
+    respond(error.status(), Bytes::from(error.body()), "application/json")
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = respond(StatusCode::METHOD_NOT_ALLOWED, Bytes::new(), "text/plain");
+    response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    response
+}
+
+impl Pipeline {
+    /// A pipeline over `xks` with at most `max_in_flight` requests served at once.
+    pub fn new(xks: Arc<Xks>, max_in_flight: usize) -> Self {
+        Pipeline { xks, permits: Arc::new(Semaphore::new(max_in_flight)) }
+    }
+
+    /// Answers one HTTP request; never fails (every failure is an XKS error response).
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        if path == PING_PATH {
+            return match parts.method {
+                Method::GET | Method::HEAD => respond(StatusCode::OK, Bytes::from_static(b"OK\n"), "text/plain"),
+                _ => method_not_allowed("GET, HEAD"),
+            };
+        }
+        let route = match self.xks.route(path) {
+            Ok(route) => route,
+            Err(e) => {
+                tracing::info!(method = %parts.method, path = %truncated(path), error = e.name(), "no such path");
+                return error_response(&e);
+            }
+        };
+        if parts.method != Method::POST {
+            return method_not_allowed("POST");
+        }
+        // Bounded concurrency: a full house is ThrottlingException at once, never a queue.
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::warn!(api = route.api.name(), "throttled: too many requests in flight");
+            return error_response(&XksError::Throttling);
+        };
+        let max_body = self.xks.max_body();
+        let body = match Limited::new(body, max_body).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                let error = XksError::UnsupportedOperation(format!("request body is larger than {max_body} bytes"));
+                return error_response(&error);
+            }
+            Err(_) => return error_response(&XksError::Validation("the request body could not be read".into())),
+        };
+        let store = &self.xks.stores()[route.store].prefix;
+        let mut meta: Option<RequestMetadata> = None;
+        let result = match self.xks.authenticate(&route, &parts.method, &parts.uri, &parts.headers, &body) {
+            Ok(_) => {
+                let budget = self.xks.budget();
+                match tokio::time::timeout(budget, self.xks.serve(&route, &body, started, &mut meta)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(XksError::DependencyTimeout("the request's time budget ran out".into())),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        let (request_id, operation) =
+            meta.as_ref().map_or(("-", "-"), |m| (m.request_id.as_str(), m.operation.as_str()));
+        let key = route.external_id.unwrap_or("-");
+        match result {
+            Ok(answer) => {
+                tracing::info!(
+                    prefix = %store, api = route.api.name(), key, kms_request_id = request_id,
+                    kms_operation = operation, status = 200, elapsed_us, "served"
+                );
+                respond(StatusCode::OK, Bytes::from(answer.to_vec()), "application/json")
+            }
+            Err(error) => {
+                tracing::info!(
+                    prefix = %store, api = route.api.name(), key, kms_request_id = request_id,
+                    kms_operation = operation, status = error.status().as_u16(), error = error.name(),
+                    message = %error, elapsed_us, "refused"
+                );
+                error_response(&error)
+            }
+        }
+    }
+}
+
+fn truncated(path: &str) -> &str {
+    path.get(..path.len().min(200)).unwrap_or("")
+}
+
+/// Reloads every key store's credentials file when it changes.
+async fn reload_credentials(xks: Arc<Xks>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for store in xks.stores() {
+            match store.credentials.reload_if_changed() {
+                Ok(true) => tracing::info!(prefix = %store.prefix, "credentials reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(prefix = %store.prefix, error = %e, "credentials file not reloaded; keeping the old credentials")
+                }
+            }
+        }
+    }
+}
+
+/// Serves `pipeline` over TLS on `listener` until `shutdown` completes, then lets open
+/// connections finish (up to five seconds).
+pub async fn serve(
+    pipeline: Arc<Pipeline>,
+    acceptor: TlsAcceptor,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let reloader = tokio::spawn(reload_credentials(pipeline.xks.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let pipeline = pipeline.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let pipeline = pipeline.clone();
+                async move { Ok::<_, Infallible>(pipeline.handle(request).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    reloader.abort();
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {DRAIN:?}; closing them");
+    }
+}

@@ -6,7 +6,7 @@
 //! writes `DIR/dev.json`, and waits for Ctrl-C or SIGTERM to stop them all. A child that dies is
 //! reported, not restarted. Logs go to `DIR/logs/`.
 
-use crate::devfile::{DevCoordinator, DevFile, DevNode, DevTls};
+use crate::devfile::{DevCoordinator, DevFile, DevNode, DevTls, DevXks};
 use crate::pki::Pki;
 use anyhow::{Context, Result, bail};
 use hyok_client::{Role, TlsFiles};
@@ -163,10 +163,13 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     };
     let client_tls = TlsFiles { ca: tls.ca.clone(), cert: tls.client_cert.clone(), key: tls.client_key.clone() };
     let result = async {
-        ensure_demo_key(&coordinator.endpoint, &client_tls).await?;
+        ensure_keys(&coordinator.endpoint, &client_tls).await?;
+        let xks = start_xks(&exe, &dir, &pki, &logs, &coordinator.endpoint).await?;
+        watch("hyok-xks".into(), xks.0.child, exits_tx.clone());
+        pids.push(("hyok-xks".into(), xks.0.pid));
         let mut keys = BTreeMap::new();
         keys.insert("demo".to_owned(), DEMO_KEY.to_owned());
-        let file = DevFile { threshold: shape.threshold, tls, coordinator, nodes, keys };
+        let file = DevFile { threshold: shape.threshold, tls, coordinator, nodes, keys, xks: Some(xks.1) };
         file.save(&dir)?;
         print_banner(&dir, &file);
         Ok::<_, anyhow::Error>(())
@@ -247,33 +250,66 @@ async fn stop(pids: &[(String, u32)]) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
-/// Waits until the coordinator reaches every node, then creates the demo key unless it exists.
-async fn ensure_demo_key(endpoint: &str, tls: &TlsFiles) -> Result<()> {
+/// Waits until the coordinator reaches every node, then creates the demo key and hyok-xks's
+/// keys unless they exist.
+async fn ensure_keys(endpoint: &str, tls: &TlsFiles) -> Result<()> {
     let mut client = hyok_client::connect_vault(endpoint, tls).await?;
+    let mut keys: Vec<(&str, &[pb::KeyUsage])> = vec![(DEMO_KEY, &[])];
+    keys.extend(crate::xks::dev_cluster_keys());
     let mut last = String::new();
-    for _ in 0..100 {
+    let mut ready = 0;
+    for _ in 0..200 {
         let status = client.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
-        if status.nodes.iter().all(|n| n.reachable) {
-            match client.get_key(pb::GetKeyRequest { key_id: DEMO_KEY.into() }).await {
-                Ok(_) => return Ok(()),
-                Err(s) if s.code() == tonic::Code::NotFound => {
-                    client
-                        .create_key(pb::CreateKeyRequest {
-                            key_id: DEMO_KEY.into(),
-                            usages: vec![],
-                            request_id: "hyokctl-dev".into(),
-                        })
-                        .await?;
-                    return Ok(());
-                }
-                Err(s) => last = s.message().to_owned(),
-            }
-        } else {
+        if !status.nodes.iter().all(|n| n.reachable) {
             last = "waiting for every node".into();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some((key_id, usages)) = keys.get(ready) else { return Ok(()) };
+        match client.get_key(pb::GetKeyRequest { key_id: (*key_id).into() }).await {
+            Ok(_) => ready += 1,
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                client
+                    .create_key(pb::CreateKeyRequest {
+                        key_id: (*key_id).into(),
+                        usages: usages.iter().map(|u| *u as i32).collect(),
+                        request_id: "hyokctl-dev".into(),
+                    })
+                    .await?;
+                ready += 1;
+            }
+            Err(s) => {
+                last = s.message().to_owned();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
     bail!("the cluster did not become ready: {last}")
+}
+
+/// Starts hyok-xks (this executable, `xks serve`) in front of the coordinator.
+async fn start_xks(exe: &str, dir: &Path, pki: &Path, logs: &Path, coordinator: &str) -> Result<(Started, DevXks)> {
+    let port = free_port()?;
+    let setup = crate::xks::dev_prepare(dir, pki, coordinator, port)?;
+    let argv = vec![
+        exe.to_owned(),
+        "xks".into(),
+        "serve".into(),
+        "--config".into(),
+        setup.config.to_string_lossy().into_owned(),
+    ];
+    let started = start(&argv, &logs.join("xks.log"), "listening on").await?;
+    let xks = DevXks {
+        base_url: format!("https://localhost:{port}{}", hyok_xks::config::base_path(crate::xks::DEV_PREFIX)),
+        uri_prefix: crate::xks::DEV_PREFIX.to_owned(),
+        region: crate::xks::DEV_REGION.to_owned(),
+        access_key_id: setup.credential.access_key_id.clone(),
+        secret_access_key: setup.credential.secret().to_owned(),
+        pid: started.pid,
+        keys: setup.keys,
+        config: setup.config,
+    };
+    Ok((started, xks))
 }
 
 fn print_banner(dir: &Path, file: &DevFile) {
@@ -283,6 +319,10 @@ fn print_banner(dir: &Path, file: &DevFile) {
     }
     println!("  coordinator   {}  pid {}", file.coordinator.endpoint, file.coordinator.pid);
     println!("  demo key      {DEMO_KEY}");
+    if let Some(xks) = &file.xks {
+        println!("  hyok-xks      {}  pid {}", xks.base_url, xks.pid);
+        println!("                access key {} (secret in dev.json), region {}", xks.access_key_id, xks.region);
+    }
     println!("  logs          {}", dir.join("logs").display());
     println!("  state         {}", DevFile::path(dir).display());
     println!();

@@ -41,6 +41,27 @@ pub struct DevNode {
     pub argv: Vec<String>,
 }
 
+/// The dev cluster's hyok-xks (AWS KMS XKS proxy).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevXks {
+    /// `https://localhost:PORT/<prefix>/kms/xks/v1`.
+    pub base_url: String,
+    /// The URI path prefix.
+    pub uri_prefix: String,
+    /// The SigV4 region.
+    pub region: String,
+    /// A SigV4 access key id of the key store.
+    pub access_key_id: String,
+    /// Its secret.
+    pub secret_access_key: String,
+    /// hyok-xks's process id.
+    pub pid: u32,
+    /// External key ids by kind: `encrypt_decrypt`, `encrypt_only`, `decrypt_only`, `impotent`.
+    pub keys: BTreeMap<String, String>,
+    /// Its configuration file.
+    pub config: PathBuf,
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DevFile {
@@ -54,6 +75,9 @@ pub struct DevFile {
     pub nodes: Vec<DevNode>,
     /// Demo keys by role (`demo` → key id).
     pub keys: BTreeMap<String, String>,
+    /// hyok-xks, when running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xks: Option<DevXks>,
 }
 
 impl DevFile {
@@ -99,6 +123,16 @@ mod tests {
                 argv: vec!["hyokctl".into(), "node".into()],
             }],
             keys: [("demo".to_string(), "demo".to_string())].into(),
+            xks: Some(DevXks {
+                base_url: "https://localhost:3/dev/xks/kms/xks/v1".into(),
+                uri_prefix: "dev/xks".into(),
+                region: "us-east-1".into(),
+                access_key_id: "A".repeat(26),
+                secret_access_key: "s".repeat(44),
+                pid: 9,
+                keys: [("impotent".to_string(), "hyok-impotent".to_string())].into(),
+                config: "xks.toml".into(),
+            }),
         };
         file.save(dir.path()).unwrap();
         assert_eq!(DevFile::load(dir.path()).unwrap(), file);
@@ -106,6 +140,8 @@ mod tests {
             serde_json::from_slice(&std::fs::read(DevFile::path(dir.path())).unwrap()).unwrap();
         assert_eq!(json["coordinator"]["endpoint"], "https://127.0.0.1:1");
         assert_eq!(json["nodes"][0]["argv"][1], "node");
+        assert_eq!(json["xks"]["keys"]["impotent"], "hyok-impotent");
+        assert_eq!(json["xks"]["secret_access_key"], "s".repeat(44));
         assert!(!dir.path().join(".dev.json.tmp").exists());
     }
 }

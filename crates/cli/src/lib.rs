@@ -6,6 +6,7 @@
 //! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
 //! - `target`: which cluster a command talks to.
 //! - `keys`, `crypt`, `status`, `audit`, `bench`: the client commands.
+//! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -18,3 +19,4 @@ pub mod keys;
 pub mod pki;
 pub mod status;
 pub mod target;
+pub mod xks;

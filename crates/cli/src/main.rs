@@ -88,6 +88,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = BenchOp::Decrypt)]
         op: BenchOp,
     },
+    /// The AWS KMS External Key Store proxy (hyok-xks).
+    Xks {
+        #[command(subcommand)]
+        command: XksCommand,
+    },
     /// Run a node (what `hyokctl dev` starts; same as the hyok-node binary).
     #[command(hide = true)]
     Node {
@@ -154,6 +159,27 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum XksCommand {
+    /// Generate a SigV4 credential and print the KMS console's proxy configuration JSON
+    /// (XksProxyUriPath, XksProxyAuthenticationCredential).
+    Credentials {
+        /// The key store's URI path prefix (before /kms/xks/v1).
+        #[arg(long)]
+        prefix: String,
+        /// Add the credential to this credentials file (created if missing; existing ones kept,
+        /// and hyok-xks reloads it without a restart).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Run hyok-xks (what `hyokctl dev` starts; same as the hyok-xks binary).
+    #[command(hide = true)]
+    Serve {
+        #[command(flatten)]
+        args: hyok_xks::cli::Args,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AuditCommand {
     /// Read each node's audit log and walk its hash chain; report the first break.
     Verify {
@@ -182,6 +208,16 @@ async fn main() -> Result<()> {
         Command::Coordinator { args } => {
             init_logging("info");
             hyok_coordinator::cli::execute(args).await?;
+        }
+        Command::Xks { command: XksCommand::Serve { args } } => {
+            init_logging("info");
+            hyok_xks::cli::execute(args).await?;
+        }
+        Command::Xks { command: XksCommand::Credentials { prefix, file } } => {
+            println!("{}", hyok_cli::xks::credentials(&prefix, file.as_deref())?);
+            if let Some(file) = file {
+                eprintln!("added to {}", file.display());
+            }
         }
         Command::Dev { dir, nodes, threshold } => {
             init_logging("warn");

@@ -49,7 +49,7 @@ pub struct Config {
     pub coordinator: Coordinator,
     /// The logical key stores, one per URI path prefix.
     pub key_stores: Vec<KeyStore>,
-    /// Time budget of one request, in milliseconds, from the moment its body has arrived.
+    /// Time budget of one request, in milliseconds, from the moment its headers arrive.
     /// KMS gives up after 250 ms, network included.
     #[serde(default = "defaults::budget_ms")]
     pub budget_ms: u64,

@@ -69,6 +69,16 @@ impl Pipeline {
                 _ => method_not_allowed("GET, HEAD"),
             };
         }
+        // The body is read before any answer, even a refusal: an HTTP/2 client whose request
+        // body is left unread sees its stream reset instead of the answer.
+        let max_body = self.xks.max_body();
+        let body = match Limited::new(body, max_body).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(XksError::UnsupportedOperation(format!("request body is larger than {max_body} bytes")))
+            }
+            Err(_) => Err(XksError::Validation("the request body could not be read".into())),
+        };
         let route = match self.xks.route(path) {
             Ok(route) => route,
             Err(e) => {
@@ -79,19 +89,14 @@ impl Pipeline {
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => return error_response(&e),
+        };
         // Bounded concurrency: a full house is ThrottlingException at once, never a queue.
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             tracing::warn!(api = route.api.name(), "throttled: too many requests in flight");
             return error_response(&XksError::Throttling);
-        };
-        let max_body = self.xks.max_body();
-        let body = match Limited::new(body, max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                let error = XksError::UnsupportedOperation(format!("request body is larger than {max_body} bytes"));
-                return error_response(&error);
-            }
-            Err(_) => return error_response(&XksError::Validation("the request body could not be read".into())),
         };
         let store = &self.xks.stores()[route.store].prefix;
         let mut meta: Option<RequestMetadata> = None;

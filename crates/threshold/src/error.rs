@@ -93,6 +93,18 @@ pub enum Error {
         /// The dealers that were disqualified.
         disqualified: Vec<NodeId>,
     },
+    /// Threshold RSA: no `t` of the partials combined to a `y` with `y^e ≡ c (mod N)`.
+    /// `culprits` names the nodes whose partials were malformed; it cannot name a well-formed
+    /// but wrong partial when no consistent `t`-subset exists (e.g. exactly `t` were given):
+    /// ask more nodes.
+    #[error("threshold RSA partials did not combine to a valid decryption; malformed: {culprits:?}")]
+    RsaCombineFailed {
+        /// Nodes whose partials were malformed.
+        culprits: Vec<NodeId>,
+    },
+    /// OAEP padding did not decode. Deliberately one error for every cause, with no detail.
+    #[error("decryption error")]
+    OaepDecodingFailed,
     /// A public key package whose verification keys do not lie on one polynomial of degree
     /// `t − 1` through the group key.
     #[error("inconsistent public key package")]

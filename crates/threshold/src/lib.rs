@@ -14,6 +14,8 @@
 //! - [`aead`]: AES-256-GCM keyed by the DPRF; detached (XKS) and [`aead::Blob`] (gRPC) forms.
 //! - [`kem`]: threshold ElGamal envelope wrapping, offline [`kem::wrap`] and threshold unwrap.
 //! - [`partial`]: [`PartialEvaluation`] and the two combine strategies.
+//! - [`rsa`]: Shoup threshold RSA decryption with OAEP-SHA256 (DKE): dealer, node partials,
+//!   combine with the `y^e ≡ c` check, on crypto-bigint.
 //! - [`encoding`]: the versioned wire format ([`Wire`]).
 //! - internal: `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
 //!   `lagrange` (interpolation in the exponent), `feldman` (vsss-rs glue), `transcript`.
@@ -33,6 +35,7 @@ pub mod kem;
 pub mod keys;
 mod lagrange;
 pub mod partial;
+pub mod rsa;
 mod schnorr;
 mod transcript;
 

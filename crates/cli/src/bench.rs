@@ -1,5 +1,6 @@
-//! `hyokctl bench`: concurrent Encrypt/Decrypt load over gRPC for a set duration, with a
-//! progress bar and a final table of throughput, latency percentiles and errors.
+//! `hyokctl bench`: concurrent Encrypt/Decrypt load for a set duration, with a progress bar and
+//! a final table of throughput, latency percentiles and errors. The load goes over gRPC to the
+//! coordinator, or (`--via xks`, see `bench_xks`) as signed XKS requests to hyok-xks.
 
 use crate::target::Target;
 use anyhow::{Result, bail};
@@ -22,6 +23,15 @@ pub enum BenchOp {
     Both,
 }
 
+/// Which front door the load goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchVia {
+    /// The coordinator's KeyVault gRPC API.
+    Grpc,
+    /// hyok-xks: SigV4-signed XKS requests over HTTPS (the dev cluster's, from dev.json).
+    Xks,
+}
+
 /// Load settings.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -37,6 +47,10 @@ pub struct BenchOptions {
     pub size: usize,
     /// What to run.
     pub op: BenchOp,
+    /// Through which API.
+    pub via: BenchVia,
+    /// XKS only: ask for a ciphertext data integrity value (each encrypt then also decrypts).
+    pub cdiv: bool,
 }
 
 /// Latencies of one operation kind, in microseconds.
@@ -51,6 +65,25 @@ pub struct Series {
 }
 
 impl Series {
+    /// Records a success that started at `started`.
+    pub fn ok(&mut self, started: Instant) {
+        self.latencies_us.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+    }
+
+    /// Records a failure.
+    pub fn fail(&mut self, error: impl FnOnce() -> String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error());
+        }
+    }
+
+    fn absorb(&mut self, other: Series) {
+        self.latencies_us.extend(other.latencies_us);
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
     fn percentile(sorted: &[u32], p: f64) -> u32 {
         if sorted.is_empty() {
             return 0;
@@ -82,9 +115,14 @@ impl Report {
     pub fn table(&self) -> String {
         let o = &self.options;
         let mut out = format!(
-            "hyokctl bench: key {}, {} B plaintext, {} concurrent over {} connection(s), {:.1} s\n",
+            "hyokctl bench: {} key {}, {} B plaintext{}, {} concurrent over {} connection(s), {:.1} s\n",
+            match o.via {
+                BenchVia::Grpc => "gRPC",
+                BenchVia::Xks => "XKS",
+            },
             o.key_id,
             o.size,
+            if o.cdiv { " with CDIV" } else { "" },
             o.concurrency,
             o.connections,
             self.elapsed.as_secs_f64()
@@ -122,11 +160,8 @@ impl Report {
 
 fn record(series: &mut Series, started: Instant, result: Result<(), tonic::Status>) {
     match result {
-        Ok(()) => series.latencies_us.push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32),
-        Err(status) => {
-            series.errors += 1;
-            series.first_error.get_or_insert_with(|| format!("{}: {}", status.code(), status.message()));
-        }
+        Ok(()) => series.ok(started),
+        Err(status) => series.fail(|| format!("{}: {}", status.code(), status.message())),
     }
 }
 
@@ -208,6 +243,9 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
     if options.concurrency == 0 || options.connections == 0 {
         bail!("--concurrency and --connections must be at least 1");
     }
+    if options.via == BenchVia::Xks {
+        return crate::bench_xks::run(target, options).await;
+    }
     let mut clients = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
         clients.push(target.connect().await?);
@@ -224,13 +262,26 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
         .await?
         .into_inner()
         .ciphertext;
+    let worker_options = options.clone();
+    drive(options, |i, until, done| {
+        worker(clients[i % clients.len()].clone(), worker_options.clone(), blob.clone(), until, done)
+    })
+    .await
+}
+
+/// Runs `concurrency` workers made by `spawn(index, until, done)` until the duration is over,
+/// showing progress, and gathers their (encrypt, decrypt) series into the report.
+pub(crate) async fn drive<F, Fut>(options: BenchOptions, mut spawn: F) -> Result<Report>
+where
+    F: FnMut(usize, Instant, Arc<AtomicU64>) -> Fut,
+    Fut: std::future::Future<Output = (Series, Series)> + Send + 'static,
+{
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let until = start + options.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..options.concurrency {
-        let client = clients[i % clients.len()].clone();
-        tasks.spawn(worker(client, options.clone(), blob.clone(), until, done.clone()));
+        tasks.spawn(spawn(i, until, done.clone()));
     }
     let tty = std::io::stderr().is_terminal();
     let ticker = {
@@ -253,12 +304,8 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
     let (mut encrypt, mut decrypt) = (Series::default(), Series::default());
     while let Some(joined) = tasks.join_next().await {
         let (e, d) = joined?;
-        encrypt.latencies_us.extend(e.latencies_us);
-        encrypt.errors += e.errors;
-        encrypt.first_error = encrypt.first_error.or(e.first_error);
-        decrypt.latencies_us.extend(d.latencies_us);
-        decrypt.errors += d.errors;
-        decrypt.first_error = decrypt.first_error.or(d.first_error);
+        encrypt.absorb(e);
+        decrypt.absorb(d);
     }
     let elapsed = start.elapsed();
     ticker.abort();

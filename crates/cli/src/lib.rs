@@ -5,13 +5,14 @@
 //! - `pki`: the cluster CA and role certificates.
 //! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
 //! - `target`: which cluster a command talks to.
-//! - `keys`, `crypt`, `status`, `audit`, `bench`: the client commands.
+//! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod audit;
 pub mod bench;
+pub mod bench_xks;
 pub mod crypt;
 pub mod dev;
 pub mod devfile;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use hyok_cli::bench::{BenchOp, BenchOptions};
+use hyok_cli::bench::{BenchOp, BenchOptions, BenchVia};
 use hyok_cli::dev::DevOptions;
 use hyok_cli::pki::Pki;
 use hyok_cli::target::{DEFAULT_DEV_DIR, Target};
@@ -69,7 +69,8 @@ enum Command {
     },
     /// Load the cluster with Encrypt/Decrypt and report throughput and latency.
     Bench {
-        /// The key.
+        /// The key (with --via xks: an external key id; `demo` means the dev key store's
+        /// encrypt_decrypt key).
         #[arg(long, default_value = "demo")]
         key: String,
         /// Seconds to run.
@@ -87,6 +88,12 @@ enum Command {
         /// Operation.
         #[arg(long, value_enum, default_value_t = BenchOp::Decrypt)]
         op: BenchOp,
+        /// Through the coordinator's gRPC API, or as signed XKS requests to the dev hyok-xks.
+        #[arg(long, value_enum, default_value_t = BenchVia::Grpc)]
+        via: BenchVia,
+        /// With --via xks: ask for a ciphertext data integrity value on every encrypt.
+        #[arg(long)]
+        cdiv: bool,
     },
     /// The AWS KMS External Key Store proxy (hyok-xks).
     Xks {
@@ -240,7 +247,7 @@ async fn main() -> Result<()> {
         Command::Decrypt { key, aad } => hyok_cli::crypt::decrypt(&target, &key, &aad).await?,
         Command::Status => hyok_cli::status::run(&target).await?,
         Command::Audit { command: AuditCommand::Verify { node } } => hyok_cli::audit::verify(&target, node).await?,
-        Command::Bench { key, duration, concurrency, connections, size, op } => {
+        Command::Bench { key, duration, concurrency, connections, size, op, via, cdiv } => {
             let options = BenchOptions {
                 key_id: key,
                 duration: Duration::from_secs_f64(duration.max(0.1)),
@@ -248,6 +255,8 @@ async fn main() -> Result<()> {
                 connections,
                 size,
                 op,
+                via,
+                cdiv,
             };
             let report = hyok_cli::bench::run(&target, options).await?;
             print!("{}", report.table());

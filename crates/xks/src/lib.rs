@@ -13,12 +13,14 @@
 //! - [`sigv4`]: AWS Signature Version 4 verification (and signing, for tests and benchmarks);
 //!   [`credentials`]: SigV4 credentials, generated and reloaded.
 //! - [`backend`]: the coordinator client; [`health`]: the deep health check.
+//! - [`client`]: a signed XKS client, as KMS calls the proxy (for `hyokctl bench` and tests).
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod api;
 pub mod backend;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod envelope;

@@ -152,6 +152,19 @@ impl Cluster {
         hyok_client::connect_vault(&self.dev.coordinator.endpoint, &self.admin_tls()).await
     }
 
+    /// The dev cluster's hyok-xks: where it answers and as whom (dev.json's `xks` section), and
+    /// the CA its certificate chains to.
+    pub fn xks(&self) -> Result<(hyok_xks::client::Target, PathBuf)> {
+        let xks = self.dev.xks.as_ref().context("dev.json has no xks section")?;
+        let target = hyok_xks::client::Target {
+            base_url: xks.base_url.clone(),
+            region: xks.region.clone(),
+            access_key_id: xks.access_key_id.clone(),
+            secret: xks.secret_access_key.clone(),
+        };
+        Ok((target, self.dev.tls.ca.clone()))
+    }
+
     /// A direct client for node `id` with the admin certificate.
     pub async fn node_client(&self, id: u16) -> Result<NodeClient<Channel>> {
         let node = self.node(id)?;
@@ -229,6 +242,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// kill -9 the coordinator and wait until it is gone (`hyokctl dev` does not restart it).
+    pub fn kill_coordinator(&self) -> Result<()> {
+        signal(self.dev.coordinator.pid, "KILL");
+        self.wait_gone(self.dev.coordinator.pid)
+    }
+
     /// SIGSTOP / SIGCONT node `id` (a partition that keeps its sockets open).
     pub fn pause_node(&self, id: u16, paused: bool) -> Result<()> {
         signal(self.node(id)?.pid, if paused { "STOP" } else { "CONT" });
@@ -255,5 +274,57 @@ where
             Err(e) if started.elapsed() > limit => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// An extra hyok-xks (`hyokctl xks serve --config FILE`), killed when dropped.
+#[derive(Debug)]
+pub struct XksProcess {
+    child: Child,
+    /// The address it listens on, from its readiness line.
+    pub addr: std::net::SocketAddr,
+}
+
+impl XksProcess {
+    /// Starts hyok-xks with `config` (stderr appended to `log`) and waits for its
+    /// `hyok-xks listening on ADDR` line. A config listening on port 0 gets a free port.
+    pub fn start(config: &Path, log: &Path) -> Result<Self> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut child = Command::new(hyokctl())
+            .args(["xks", "serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some((_, addr)) = line.split_once("listening on ") {
+                        break addr.trim().parse().with_context(|| format!("address in {line:?}"));
+                    }
+                }
+                _ => break Err(anyhow::anyhow!("hyok-xks exited before it was ready")),
+            }
+        };
+        let addr = match addr {
+            Ok(addr) => addr,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        };
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Ok(XksProcess { child, addr })
+    }
+}
+
+impl Drop for XksProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -584,6 +584,11 @@ async fn xks_protocol_edges_authentication_key_usage_key_state_and_health_answer
     // The load balancer's ping, unauthenticated.
     let answer = kms.send(kms.get("/ping")).await;
     assert_eq!(answer.status, StatusCode::OK, "GET /ping");
+    let mut head = kms.get("/ping");
+    *head.method_mut() = Method::HEAD;
+    let answer = kms.send(head).await;
+    assert_eq!(answer.status, StatusCode::OK, "HEAD /ping over HTTP/2");
+    assert!(answer.body.is_empty(), "HEAD /ping has no body");
 
     // GetKeyMetadata for each kind of key.
     for (external, usage) in [

@@ -232,9 +232,18 @@ impl DecryptJson {
             value.ok_or_else(|| XksError::Validation(format!("{name} is required")))
         };
         let ciphertext = decode_limited("ciphertext", &field(self.ciphertext, "ciphertext")?, limits.max_plaintext)?;
-        let iv =
-            decode_limited("initializationVector", &field(self.initialization_vector, "initializationVector")?, 64)?;
-        let tag = decode_limited("authenticationTag", &field(self.authentication_tag, "authenticationTag")?, 64)?;
+        // An IV or tag of another length than hyok's is InvalidCiphertextException (decided by the
+        // caller); one too long to be either is refused the same way before it is decoded.
+        let short = |name: &str, value: Option<String>| {
+            decode_limited(name, &field(value, name)?, 64).map_err(|e| match e {
+                XksError::UnsupportedOperation(_) => {
+                    XksError::InvalidCiphertext(format!("{name} has the wrong length"))
+                }
+                other => other,
+            })
+        };
+        let iv = short("initializationVector", self.initialization_vector)?;
+        let tag = short("authenticationTag", self.authentication_tag)?;
         let metadata = match self.ciphertext_metadata {
             Some(m) => decode_limited("ciphertextMetadata", &m, 20)
                 .map_err(|_| XksError::InvalidCiphertext("ciphertextMetadata is not valid".into()))?,
@@ -406,6 +415,10 @@ mod tests {
             let result = parse::<DecryptJson>(partial.to_string().as_bytes()).unwrap().check(LIMITS);
             assert!(matches!(result, Err(XksError::Validation(_))), "{missing}");
         }
+        let mut long_iv = json.clone();
+        long_iv["initializationVector"] = b64(&[0; 65]).into();
+        let result = parse::<DecryptJson>(long_iv.to_string().as_bytes()).unwrap().check(LIMITS);
+        assert!(matches!(result, Err(XksError::InvalidCiphertext(_))));
         let mut long_md = json.clone();
         long_md["ciphertextMetadata"] = b64(&[0; 21]).into();
         let result = parse::<DecryptJson>(long_md.to_string().as_bytes()).unwrap().check(LIMITS);

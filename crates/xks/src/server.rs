@@ -64,8 +64,10 @@ impl Pipeline {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         if path == PING_PATH {
+            // HEAD gets no body: HTTP/2 would send one anyway and the client resets the stream.
             return match parts.method {
-                Method::GET | Method::HEAD => respond(StatusCode::OK, Bytes::from_static(b"OK\n"), "text/plain"),
+                Method::GET => respond(StatusCode::OK, Bytes::from_static(b"OK\n"), "text/plain"),
+                Method::HEAD => respond(StatusCode::OK, Bytes::new(), "text/plain"),
                 _ => method_not_allowed("GET, HEAD"),
             };
         }

@@ -1,0 +1,191 @@
+//! Chaos over OS processes: steady XKS traffic (the way KMS calls hyok) while nodes are killed
+//! with SIGKILL and restarted, never more than n − t down at once. Every request must succeed and
+//! every plaintext must come back byte for byte; ciphertexts from before the chaos must still
+//! decrypt after it. The run is bounded in time and prints one summary line.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hyok_e2e::Cluster;
+use hyok_xks::client::{self, Connection, Target};
+use rand::{Rng, RngExt};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long the chaos lasts.
+const CHAOS: Duration = Duration::from_secs(20);
+/// Time between two chaos actions.
+const STEP: Duration = Duration::from_millis(1500);
+/// Workers sending traffic at once.
+const WORKERS: usize = 4;
+
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    failures: Vec<String>,
+    wrong_plaintexts: u64,
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.failures.extend(other.failures);
+        self.wrong_plaintexts += other.wrong_plaintexts;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    fn p99_ms(&self) -> f64 {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        let rank = (sorted.len() as f64 * 0.99).ceil() as usize;
+        sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).map_or(0.0, |us| *us as f64 / 1000.0)
+    }
+}
+
+/// One timed call; a non-200 answer or a transport error is a failure.
+async fn call(conn: &Connection, target: &Target, path: &str, body: &Value, tally: &mut Tally) -> Option<Value> {
+    let started = Instant::now();
+    tally.requests += 1;
+    let answer = conn.post_signed(target, path, body.to_string().as_bytes(), SystemTime::now()).await;
+    tally.latencies_us.push(started.elapsed().as_micros() as u64);
+    match answer {
+        Ok(a) if a.status == 200 => Some(a.json),
+        Ok(a) => {
+            tally.failures.push(format!("{path}: {} {}", a.status, String::from_utf8_lossy(&a.body)));
+            None
+        }
+        Err(e) => {
+            tally.failures.push(format!("{path}: {e:#}"));
+            None
+        }
+    }
+}
+
+fn encrypt_body(plaintext: &[u8], n: u64) -> Value {
+    json!({"requestMetadata": client::request_metadata("Encrypt", &format!("chaos-{n}")),
+        "plaintext": STANDARD.encode(plaintext), "encryptionAlgorithm": "AES_GCM",
+        "additionalAuthenticatedData": STANDARD.encode(n.to_be_bytes())})
+}
+
+fn decrypt_body(sealed: &Value, n: u64) -> Value {
+    json!({"requestMetadata": client::request_metadata("Decrypt", &format!("chaos-{n}")),
+        "ciphertext": sealed["ciphertext"], "initializationVector": sealed["initializationVector"],
+        "authenticationTag": sealed["authenticationTag"], "ciphertextMetadata": sealed["ciphertextMetadata"],
+        "additionalAuthenticatedData": STANDARD.encode(n.to_be_bytes()), "encryptionAlgorithm": "AES_GCM"})
+}
+
+/// Encrypts a fresh random plaintext and decrypts it again, checking the bytes.
+async fn round_trip(
+    conn: &Connection,
+    target: &Target,
+    key: &str,
+    n: u64,
+    tally: &mut Tally,
+) -> Option<(Vec<u8>, Value)> {
+    let len = rand::rng().random_range(1..600);
+    let mut plaintext = vec![0u8; len];
+    rand::rng().fill_bytes(&mut plaintext);
+    let sealed = call(conn, target, &format!("/keys/{key}/encrypt"), &encrypt_body(&plaintext, n), tally).await?;
+    let opened = call(conn, target, &format!("/keys/{key}/decrypt"), &decrypt_body(&sealed, n), tally).await?;
+    if STANDARD.decode(opened["plaintext"].as_str().unwrap_or_default()).ok().as_deref() != Some(&plaintext[..]) {
+        tally.wrong_plaintexts += 1;
+    }
+    Some((plaintext, sealed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xks_traffic_survives_nodes_killed_and_restarted_up_to_n_minus_t_at_a_time() {
+    let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let (target, ca) = cluster.xks().unwrap();
+    let key = cluster.dev.xks.as_ref().unwrap().keys["encrypt_decrypt"].clone();
+    let conn = client::connect(&target.base_url, &ca, true, None).await.unwrap();
+
+    // Ciphertexts made before the chaos.
+    let mut before = Vec::new();
+    let mut warmup = Tally::default();
+    for n in 0..10 {
+        before.push((n, round_trip(&conn, &target, &key, n, &mut warmup).await.expect("warm-up round trip")));
+    }
+    assert!(warmup.failures.is_empty(), "{:?}", warmup.failures);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..WORKERS as u64 {
+        let (conn, target, key, stop) = (conn.clone(), target.clone(), key.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut tally = Tally::default();
+            let mut n = 1_000_000 * (w + 1);
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                round_trip(&conn, &target, &key, n, &mut tally).await;
+            }
+            tally
+        });
+    }
+
+    // The chaos: kill -9 a random live node while fewer than n − t are down, otherwise restart
+    // a random dead one. Process handling blocks, so it runs off the async workers.
+    let n_minus_t = cluster.dev.nodes.len() - usize::from(cluster.dev.threshold);
+    let ids: Vec<u16> = cluster.dev.nodes.iter().map(|n| n.id).collect();
+    let (cluster_back, kills, restarts) = tokio::task::spawn_blocking(move || {
+        let mut down = BTreeSet::new();
+        let (mut kills, mut restarts) = (0, 0);
+        let started = Instant::now();
+        let mut rng = rand::rng();
+        while started.elapsed() < CHAOS {
+            std::thread::sleep(STEP);
+            let kill = down.len() < n_minus_t && (down.is_empty() || rng.random_bool(0.5));
+            if kill {
+                let alive: Vec<u16> = ids.iter().copied().filter(|id| !down.contains(id)).collect();
+                let id = alive[rng.random_range(0..alive.len())];
+                cluster.kill_node(id).expect("kill a node");
+                down.insert(id);
+                kills += 1;
+            } else {
+                let dead: Vec<u16> = down.iter().copied().collect();
+                let id = dead[rng.random_range(0..dead.len())];
+                cluster.restart_node(id).expect("restart a node");
+                down.remove(&id);
+                restarts += 1;
+            }
+        }
+        for id in std::mem::take(&mut down) {
+            cluster.restart_node(id).expect("restart a node");
+            restarts += 1;
+        }
+        (cluster, kills, restarts)
+    })
+    .await
+    .unwrap();
+    cluster = cluster_back;
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = Tally::default();
+    while let Some(worker) = workers.join_next().await {
+        tally.absorb(worker.unwrap());
+    }
+
+    // After the chaos, every ciphertext from before still decrypts.
+    let mut after = Tally::default();
+    for (n, (plaintext, sealed)) in &before {
+        let opened = call(&conn, &target, &format!("/keys/{key}/decrypt"), &decrypt_body(sealed, *n), &mut after).await;
+        let bytes = opened.and_then(|o| STANDARD.decode(o["plaintext"].as_str().unwrap_or_default()).ok());
+        assert_eq!(bytes.as_deref(), Some(&plaintext[..]), "ciphertext {n} from before the chaos");
+    }
+    println!(
+        "chaos (processes): {} requests, {} errors, {} wrong plaintexts, p99 {:.1} ms; {kills} kills, {restarts} restarts in {:?}",
+        tally.requests,
+        tally.failures.len(),
+        tally.wrong_plaintexts,
+        tally.p99_ms(),
+        CHAOS
+    );
+    assert!(kills >= 2, "the chaos killed too few nodes to mean anything");
+    assert!(tally.requests > 50, "too little traffic flowed: {}", tally.requests);
+    assert!(tally.failures.is_empty(), "failed requests: {:?}", &tally.failures[..tally.failures.len().min(10)]);
+    assert_eq!(tally.wrong_plaintexts, 0);
+    assert!(after.failures.is_empty(), "{:?}", after.failures);
+    drop(cluster);
+}

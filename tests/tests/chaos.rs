@@ -96,6 +96,24 @@ async fn round_trip(
     Some((plaintext, sealed))
 }
 
+/// Waits until hyok-xks's deep health check reports node `id` ACTIVE.
+async fn wait_node_active(conn: &Connection, target: &Target, id: u16) {
+    let name = format!("hyok-node-{id}");
+    let body = json!({"requestMetadata": {"kmsOperation": "KmsHealthCheck", "kmsRequestId": "chaos"}});
+    let started = Instant::now();
+    loop {
+        if let Ok(a) = conn.post_signed(target, "/health", body.to_string().as_bytes(), SystemTime::now()).await
+            && a.json["ekmFleetDetails"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|e| e["id"] == name.as_str() && e["healthStatus"] == "ACTIVE"))
+        {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{name} never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xks_traffic_survives_nodes_killed_and_restarted_up_to_n_minus_t_at_a_time() {
     let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
@@ -127,7 +145,10 @@ async fn xks_traffic_survives_nodes_killed_and_restarted_up_to_n_minus_t_at_a_ti
     }
 
     // The chaos: kill -9 a random live node while fewer than n − t are down, otherwise restart
-    // a random dead one. Process handling blocks, so it runs off the async workers.
+    // a random dead one, which counts as down until the cluster serves through it again.
+    // Process handling blocks, so it runs off the async workers.
+    let runtime = tokio::runtime::Handle::current();
+    let (health_conn, health_target) = (conn.clone(), target.clone());
     let n_minus_t = cluster.dev.nodes.len() - usize::from(cluster.dev.threshold);
     let ids: Vec<u16> = cluster.dev.nodes.iter().map(|n| n.id).collect();
     let (cluster_back, kills, restarts) = tokio::task::spawn_blocking(move || {
@@ -148,6 +169,7 @@ async fn xks_traffic_survives_nodes_killed_and_restarted_up_to_n_minus_t_at_a_ti
                 let dead: Vec<u16> = down.iter().copied().collect();
                 let id = dead[rng.random_range(0..dead.len())];
                 cluster.restart_node(id).expect("restart a node");
+                runtime.block_on(wait_node_active(&health_conn, &health_target, id));
                 down.remove(&id);
                 restarts += 1;
             }

@@ -95,6 +95,17 @@ enum Command {
         #[arg(long)]
         cdiv: bool,
     },
+    /// The Docker Compose cluster (docker-compose.yml): its files, and its key bootstrap.
+    Compose {
+        #[command(subcommand)]
+        command: ComposeCommand,
+    },
+    /// Exit 0 if something accepts TCP connections at ADDR (container health checks).
+    #[command(hide = true)]
+    Probe {
+        /// host:port.
+        addr: String,
+    },
     /// The AWS KMS External Key Store proxy (hyok-xks).
     Xks {
         #[command(subcommand)]
@@ -166,6 +177,20 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum ComposeCommand {
+    /// Write the PKI, configurations, SigV4 credentials and compose.json that
+    /// docker-compose.yml mounts (5 nodes, threshold 3).
+    Init {
+        /// The directory (docker-compose.yml reads HYOK_COMPOSE_DIR, default ./.hyok-compose).
+        #[arg(long, default_value = ".hyok-compose")]
+        dir: PathBuf,
+    },
+    /// Wait for the cluster and create the demo and XKS keys that are missing (the compose
+    /// `init` service runs this).
+    Bootstrap,
+}
+
+#[derive(Subcommand, Debug)]
 enum XksCommand {
     /// Generate a SigV4 credential and print the KMS console's proxy configuration JSON
     /// (XksProxyUriPath, XksProxyAuthenticationCredential).
@@ -216,6 +241,18 @@ async fn main() -> Result<()> {
             init_logging("info");
             hyok_coordinator::cli::execute(args).await?;
         }
+        Command::Compose { command: ComposeCommand::Init { dir } } => {
+            std::fs::create_dir_all(&dir)?;
+            let file = hyok_cli::compose::init(&dir)?;
+            println!("compose files written to {}; then:", dir.display());
+            println!("  docker/build-image.sh && HYOK_COMPOSE_DIR={} docker-compose up -d", dir.display());
+            println!("  hyok-xks: {} (access key {})", file.xks_base_url(8443), file.access_key_id);
+        }
+        Command::Compose { command: ComposeCommand::Bootstrap } => {
+            hyok_cli::compose::bootstrap(&target).await?;
+            println!("keys ready");
+        }
+        Command::Probe { addr } => hyok_cli::compose::probe(&addr).await?,
         Command::Xks { command: XksCommand::Serve { args } } => {
             init_logging("info");
             hyok_xks::cli::execute(args).await?;

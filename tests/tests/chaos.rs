@@ -1,11 +1,13 @@
 //! Chaos over OS processes: steady XKS traffic (the way KMS calls hyok) while nodes are killed
 //! with SIGKILL and restarted, never more than n − t down at once. Every request must succeed and
 //! every plaintext must come back byte for byte; ciphertexts from before the chaos must still
-//! decrypt after it. The run is bounded in time and prints one summary line.
+//! decrypt after it. Key creation killed midway leaves no half key. Runs are bounded in time
+//! and print one summary line each.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hyok_e2e::Cluster;
+use hyok_proto::v1 as pb;
 use hyok_xks::client::{self, Connection, Target};
 use rand::{Rng, RngExt};
 use serde_json::{Value, json};
@@ -210,4 +212,116 @@ async fn xks_traffic_survives_nodes_killed_and_restarted_up_to_n_minus_t_at_a_ti
     assert_eq!(tally.wrong_plaintexts, 0);
     assert!(after.failures.is_empty(), "{:?}", after.failures);
     drop(cluster);
+}
+
+/// Encrypts and decrypts through the coordinator with `key`; the plaintext must come back.
+async fn grpc_round_trip(client: &mut hyok_client::VaultClient, key: &str) -> Result<(), tonic::Status> {
+    let plaintext = format!("for {key}").into_bytes();
+    let sealed = client
+        .encrypt(pb::EncryptRequest {
+            key_id: key.into(),
+            plaintext: plaintext.clone(),
+            aad: Vec::new(),
+            request_id: "chaos".into(),
+        })
+        .await?
+        .into_inner();
+    let opened = client
+        .decrypt(pb::DecryptRequest {
+            key_id: key.into(),
+            ciphertext: sealed.ciphertext,
+            aad: Vec::new(),
+            request_id: "chaos".into(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(opened.plaintext, plaintext, "{key} returned another plaintext");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_creation_killed_midway_leaves_no_half_key_and_keeps_every_acknowledged_one() {
+    let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let mut client = cluster.client().await.unwrap();
+    let ids: Vec<u16> = cluster.dev.nodes.iter().map(|n| n.id).collect();
+    let (mut acknowledged, mut refused, mut kills) = (Vec::new(), Vec::new(), 0);
+    for round in 0..6 {
+        let key = format!("chaos-key-{round}");
+        let create = {
+            let mut client = client.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                client
+                    .create_key(pb::CreateKeyRequest { key_id: key, usages: vec![], request_id: "chaos".into() })
+                    .await
+            })
+        };
+        // Somewhere inside the DKG (its rounds take tens to hundreds of milliseconds here).
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(0..250))).await;
+        let victim = ids[rand::rng().random_range(0..ids.len())];
+        cluster = tokio::task::spawn_blocking(move || {
+            cluster.kill_node(victim).expect("kill a node");
+            cluster
+        })
+        .await
+        .unwrap();
+        kills += 1;
+        match create.await.unwrap() {
+            Ok(_) => acknowledged.push(key),
+            Err(status) => refused.push((key, status.code())),
+        }
+        cluster = tokio::task::spawn_blocking(move || {
+            cluster.restart_node(victim).expect("restart the node");
+            cluster
+        })
+        .await
+        .unwrap();
+        hyok_e2e::eventually(Duration::from_secs(60), || {
+            let mut client = client.clone();
+            async move {
+                let status = client.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+                anyhow::ensure!(status.nodes.iter().all(|n| n.reachable), "waiting for every node");
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    // Every acknowledged key survived the kills and serves.
+    for key in &acknowledged {
+        grpc_round_trip(&mut client, key).await.unwrap_or_else(|s| panic!("acknowledged {key}: {s}"));
+    }
+    // A refused creation left either nothing (and the name can be created now) or a key whose
+    // DKG did commit on at least t nodes and which is whole: it encrypts and decrypts correctly.
+    // Never a key that exists but serves wrong or half.
+    let (mut absent, mut committed) = (0, 0);
+    for (key, code) in &refused {
+        match client.get_key(pb::GetKeyRequest { key_id: key.clone() }).await {
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                absent += 1;
+                client
+                    .create_key(pb::CreateKeyRequest {
+                        key_id: key.clone(),
+                        usages: vec![],
+                        request_id: "retry".into(),
+                    })
+                    .await
+                    .unwrap_or_else(|s| panic!("re-creating {key} after a refused run ({code:?}): {s}"));
+                grpc_round_trip(&mut client, key).await.unwrap();
+            }
+            Ok(_) => {
+                committed += 1;
+                grpc_round_trip(&mut client, key).await.unwrap_or_else(|s| panic!("{key} exists but fails: {s}"));
+            }
+            Err(s) => panic!("{key}: {s}"),
+        }
+    }
+    println!(
+        "key creation chaos (processes): {} creations, {} acknowledged (all serve), {} refused ({absent} left nothing, {committed} committed whole), {kills} kills",
+        acknowledged.len() + refused.len(),
+        acknowledged.len(),
+        refused.len()
+    );
+    assert!(!acknowledged.is_empty() || !refused.is_empty());
 }

@@ -202,6 +202,26 @@ impl pb::key_vault_server::KeyVault for VaultService {
         Ok(Response::new(self.vault.set_enabled(&r.key_id, false, &r.request_id).await?))
     }
 
+    // Threshold RSA: not implemented yet on this branch (issue 5).
+    async fn import_rsa_key(&self, _: Request<pb::ImportRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
+    async fn get_rsa_key(&self, _: Request<pb::GetRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
+    async fn list_rsa_keys(
+        &self,
+        _: Request<pb::ListRsaKeysRequest>,
+    ) -> Result<Response<pb::ListRsaKeysResponse>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
+    async fn rsa_decrypt(&self, _: Request<pb::RsaDecryptRequest>) -> Result<Response<pb::RsaDecryptResponse>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
     async fn cluster_status(
         &self,
         req: Request<pb::ClusterStatusRequest>,

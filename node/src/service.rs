@@ -135,6 +135,33 @@ impl pb::node_server::Node for NodeService {
         Ok(Response::new(self.blocking(move |n| n.set_enabled(&req, &caller)).await?))
     }
 
+    // Threshold RSA: not implemented yet on this branch (issue 5).
+    async fn rsa_store(&self, _: Request<pb::RsaStoreRequest>) -> Result<Response<pb::RsaStoreResponse>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
+    async fn rsa_commit(&self, _: Request<pb::RsaCommitRequest>) -> Result<Response<pb::RsaCommitResponse>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
+    async fn rsa_partial(&self, _: Request<pb::RsaPartialRequest>) -> Result<Response<pb::RsaPartialResponse>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
+    async fn get_rsa_key_state(
+        &self,
+        _: Request<pb::GetRsaKeyStateRequest>,
+    ) -> Result<Response<pb::NodeRsaKeyState>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
+    async fn list_rsa_key_states(
+        &self,
+        _: Request<pb::ListRsaKeyStatesRequest>,
+    ) -> Result<Response<pb::ListRsaKeyStatesResponse>, Status> {
+        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    }
+
     async fn read_audit(&self, req: Request<pb::ReadAuditRequest>) -> Result<Response<pb::ReadAuditResponse>, Status> {
         require_role(&req, AUDITORS)?;
         let req = req.into_inner();

@@ -154,6 +154,8 @@ impl Vault {
             }
         }
         self.metadata.invalidate(key_id);
+        // Nodes apply SetKeyEnabled to an RSA key of the same name too.
+        self.rsa_metadata.invalidate(key_id);
         let n = self.pool.all().len();
         let t = self.pool.threshold();
         let needed = if enabled { t } else { n - t + 1 };
@@ -181,7 +183,7 @@ impl Vault {
             .iter()
             .map(|node| {
                 let probe = node.last_probe();
-                let identity = probe.identity.unwrap_or_default();
+                let identity = probe.identity.clone().unwrap_or_default();
                 pb::NodeStatus {
                     node_id: u32::from(node.id.get()),
                     endpoint: node.endpoint.clone(),
@@ -191,6 +193,7 @@ impl Vault {
                     software_version: identity.software_version,
                     error: probe.error,
                     invalid_partials: node.invalid_partials.load(std::sync::atomic::Ordering::Relaxed),
+                    identity_public_key: if probe.reachable { identity.identity_public_key } else { Vec::new() },
                 }
             })
             .collect();

@@ -202,24 +202,35 @@ impl pb::key_vault_server::KeyVault for VaultService {
         Ok(Response::new(self.vault.set_enabled(&r.key_id, false, &r.request_id).await?))
     }
 
-    // Threshold RSA: not implemented yet on this branch (issue 5).
-    async fn import_rsa_key(&self, _: Request<pb::ImportRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
-        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    async fn import_rsa_key(&self, req: Request<pb::ImportRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        require_role(&req, ADMINS)?;
+        Ok(Response::new(self.vault.import_rsa_key(req.into_inner()).await?))
     }
 
-    async fn get_rsa_key(&self, _: Request<pb::GetRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
-        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    async fn get_rsa_key(&self, req: Request<pb::GetRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        Ok(Response::new(self.vault.get_rsa_key(&req.into_inner().name, deadline).await?))
     }
 
     async fn list_rsa_keys(
         &self,
-        _: Request<pb::ListRsaKeysRequest>,
+        req: Request<pb::ListRsaKeysRequest>,
     ) -> Result<Response<pb::ListRsaKeysResponse>, Status> {
-        Err(Status::unimplemented("RSA keys are not implemented yet"))
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        Ok(Response::new(pb::ListRsaKeysResponse { keys: self.vault.list_rsa_keys(deadline).await? }))
     }
 
-    async fn rsa_decrypt(&self, _: Request<pb::RsaDecryptRequest>) -> Result<Response<pb::RsaDecryptResponse>, Status> {
-        Err(Status::unimplemented("RSA keys are not implemented yet"))
+    async fn rsa_decrypt(
+        &self,
+        req: Request<pb::RsaDecryptRequest>,
+    ) -> Result<Response<pb::RsaDecryptResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let plaintext = self.vault.rsa_decrypt(&r.name, r.version, &r.ciphertext, &r.request_id, deadline).await?;
+        Ok(Response::new(pb::RsaDecryptResponse { plaintext: take_plaintext(plaintext) }))
     }
 
     async fn cluster_status(

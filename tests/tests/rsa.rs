@@ -164,3 +164,49 @@ async fn bad_rsa_requests_get_clean_statuses() {
     let err = client.get_rsa_key(pb::GetRsaKeyRequest { name: "x".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_with_a_corrupted_rsa_share_is_outvoted_and_named() {
+    let mut cluster = Cluster::start(5, 3).unwrap();
+    let mut client = cluster.client().await.unwrap();
+    let out = import(&cluster, "dke", "rsa2048-pkcs8.pem");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = public_key("rsa2048-pkcs8.pem");
+
+    // Play an attacker with node 2's disk and seal key: its share becomes a wrong one, so its
+    // partials are well formed but wrong (only the y^e ≡ c check can tell).
+    cluster.stop_node(2).unwrap();
+    {
+        let data = cluster.data_dir(2).unwrap();
+        let seal = hyok_store::SealKey::load(data.join("seal.key")).unwrap();
+        let store = hyok_store::Store::open(data.join("db"), seal).unwrap();
+        let (share, _) = store.active_rsa_share("dke", 1).unwrap();
+        let mut wrong = share.to_vec();
+        *wrong.last_mut().unwrap() ^= 1;
+        store.dangerous_replace_rsa_share("dke", 1, &wrong).unwrap();
+    }
+    cluster.restart_node(2).unwrap();
+
+    // Every request still decrypts correctly; node 2 is named, and only node 2.
+    for i in 0..20u8 {
+        let m = vec![i; 32];
+        let c = oaep::encrypt(&key, &m, &mut rand::rng()).unwrap();
+        let got = eventually(Duration::from_secs(20), || {
+            let mut client = client.clone();
+            let c = c.clone();
+            async move { decrypt(&mut client, "dke", 1, &c).await.map_err(anyhow::Error::from) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, m);
+    }
+    let status = client.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+    for node in &status.nodes {
+        if node.node_id == 2 {
+            assert!(node.invalid_partials > 0, "node 2 must be named: {status:?}");
+        } else {
+            assert_eq!(node.invalid_partials, 0, "only node 2 is at fault: {status:?}");
+        }
+        assert_eq!(node.identity_public_key.len(), 32, "{status:?}");
+    }
+}

@@ -128,7 +128,8 @@ impl Vault {
     }
 
     /// `EnableKey` / `DisableKey` on every reachable node. Succeeds when enough nodes changed
-    /// for the key to be usable (enable: t) or unusable (disable: n − t + 1).
+    /// for the key to be usable (enable: t) or unusable (disable: n − t + 1). Nodes apply it to
+    /// the EC key and the threshold RSA key of that name alike.
     pub async fn set_enabled(&self, key_id: &str, enabled: bool, request_id: &str) -> Result<pb::KeyInfo, CoordError> {
         hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         let deadline = self.deadline(None);
@@ -154,6 +155,8 @@ impl Vault {
             }
         }
         self.metadata.invalidate(key_id);
+        // Nodes apply SetKeyEnabled to an RSA key of the same name too.
+        self.rsa_metadata.invalidate(key_id);
         let n = self.pool.all().len();
         let t = self.pool.threshold();
         let needed = if enabled { t } else { n - t + 1 };
@@ -166,8 +169,28 @@ impl Vault {
                 failures.join("; ")
             )));
         }
-        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
-        Ok(self.key_info(&view))
+        match self.metadata.refresh(&self.pool, key_id, deadline).await {
+            Ok(view) => Ok(self.key_info(&view)),
+            // Only a threshold RSA key has this name: describe its state (RSA versions are in
+            // GetRsaKey; no EC usages or versions).
+            Err(CoordError::NotFound(_)) => {
+                let view = self.rsa_metadata.refresh(&self.pool, key_id, deadline).await?;
+                Ok(pb::KeyInfo {
+                    key_id: key_id.to_owned(),
+                    usages: Vec::new(),
+                    primary_version: view.primary().map_or(0, |v| v.version),
+                    versions: Vec::new(),
+                    state: if view.enabled_on.len() >= t {
+                        pb::KeyState::Enabled as i32
+                    } else {
+                        pb::KeyState::Disabled as i32
+                    },
+                    threshold: t as u32,
+                    nodes: n as u32,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// `ClusterStatus`: probes every node now, and reads every key's state on each.
@@ -181,7 +204,7 @@ impl Vault {
             .iter()
             .map(|node| {
                 let probe = node.last_probe();
-                let identity = probe.identity.unwrap_or_default();
+                let identity = probe.identity.clone().unwrap_or_default();
                 pb::NodeStatus {
                     node_id: u32::from(node.id.get()),
                     endpoint: node.endpoint.clone(),
@@ -191,6 +214,7 @@ impl Vault {
                     software_version: identity.software_version,
                     error: probe.error,
                     invalid_partials: node.invalid_partials.load(std::sync::atomic::Ordering::Relaxed),
+                    identity_public_key: if probe.reachable { identity.identity_public_key } else { Vec::new() },
                 }
             })
             .collect();

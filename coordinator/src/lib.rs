@@ -9,6 +9,7 @@
 //! - [`metadata`]: key metadata, trusted when t nodes agree.
 //! - [`vault`]: encrypt, decrypt, wrap, unwrap; [`admin`]: create, rotate, enable, disable,
 //!   status; [`dkg`]: the DKG relay.
+//! - [`rsa`]: threshold RSA — import a dealt key, RSA key metadata, decrypt.
 //! - [`service`]: the tonic adapter; [`error`]: errors → gRPC status codes.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -22,6 +23,7 @@ pub mod error;
 pub mod gather;
 pub mod metadata;
 pub mod pool;
+pub mod rsa;
 pub mod service;
 pub mod vault;
 

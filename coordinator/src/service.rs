@@ -202,6 +202,37 @@ impl pb::key_vault_server::KeyVault for VaultService {
         Ok(Response::new(self.vault.set_enabled(&r.key_id, false, &r.request_id).await?))
     }
 
+    async fn import_rsa_key(&self, req: Request<pb::ImportRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        require_role(&req, ADMINS)?;
+        Ok(Response::new(self.vault.import_rsa_key(req.into_inner()).await?))
+    }
+
+    async fn get_rsa_key(&self, req: Request<pb::GetRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        Ok(Response::new(self.vault.get_rsa_key(&req.into_inner().name, deadline).await?))
+    }
+
+    async fn list_rsa_keys(
+        &self,
+        req: Request<pb::ListRsaKeysRequest>,
+    ) -> Result<Response<pb::ListRsaKeysResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        Ok(Response::new(pb::ListRsaKeysResponse { keys: self.vault.list_rsa_keys(deadline).await? }))
+    }
+
+    async fn rsa_decrypt(
+        &self,
+        req: Request<pb::RsaDecryptRequest>,
+    ) -> Result<Response<pb::RsaDecryptResponse>, Status> {
+        require_role(&req, USERS)?;
+        let deadline = self.vault.deadline(caller_timeout(&req));
+        let r = req.into_inner();
+        let plaintext = self.vault.rsa_decrypt(&r.name, r.version, &r.ciphertext, &r.request_id, deadline).await?;
+        Ok(Response::new(pb::RsaDecryptResponse { plaintext: take_plaintext(plaintext) }))
+    }
+
     async fn cluster_status(
         &self,
         req: Request<pb::ClusterStatusRequest>,

@@ -42,6 +42,7 @@ pub struct Detached {
 pub struct Vault {
     pub(crate) pool: Pool,
     pub(crate) metadata: Metadata,
+    pub(crate) rsa_metadata: crate::rsa::RsaMetadata,
     extra: usize,
     hedge: Duration,
     timeout: Duration,
@@ -73,6 +74,7 @@ impl Vault {
         Ok(Vault {
             pool: Pool::new(config)?,
             metadata: Metadata::new(Duration::from_millis(config.metadata_ttl_ms)),
+            rsa_metadata: crate::rsa::RsaMetadata::new(Duration::from_millis(config.metadata_ttl_ms)),
             extra: usize::from(config.extra_nodes),
             hedge: Duration::from_millis(config.hedge_ms),
             timeout: config.request_timeout(),
@@ -87,6 +89,16 @@ impl Vault {
     /// The request deadline: the configured budget, or the caller's if shorter.
     pub fn deadline(&self, caller: Option<Duration>) -> Instant {
         Instant::now() + caller.map_or(self.timeout, |c| c.min(self.timeout))
+    }
+
+    /// Nodes asked beyond t at once.
+    pub(crate) fn extra(&self) -> usize {
+        self.extra
+    }
+
+    /// When to ask every remaining node.
+    pub(crate) fn hedge(&self) -> Duration {
+        self.hedge
     }
 
     fn spread(&self, deadline: Instant) -> Spread {

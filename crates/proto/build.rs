@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["hyok/v1/common.proto", "hyok/v1/node.proto", "hyok/v1/vault.proto"];
+    let files = ["hyok/v1/common.proto", "hyok/v1/rsa.proto", "hyok/v1/node.proto", "hyok/v1/vault.proto"];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

@@ -5,6 +5,7 @@
 //! - `node`: [`Node`], the logic in plain types — batched partial evaluations and unwraps,
 //!   the DKG state machine per session, key state, audit reads.
 //! - `keys`: the cache of unsealed shares and key policies.
+//! - `rsa`: threshold RSA — store a sealed dealer share, commit, partial decryptions, state.
 //! - `service`: the tonic adapter (role checks, conversions, error mapping).
 //! - `server`: `init` / `open` a data directory and `run` the mTLS server until shutdown.
 //! - `cli`: the command line (shared by `hyok-node` and `hyokctl node`).
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod keys;
 pub mod node;
+pub mod rsa;
 pub mod server;
 pub mod service;
 

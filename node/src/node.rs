@@ -2,6 +2,7 @@
 //! node's own policy checks, the DKG state machine per session, key state, audit.
 
 use crate::keys::{KeyCache, KeyError};
+use crate::rsa::RsaKeyCache;
 use hyok_proto::v1 as pb;
 use hyok_store::{AuditEvent, Store, Usages};
 use hyok_threshold::dkg::{self, round1, round2};
@@ -29,6 +30,12 @@ pub enum NodeError {
     /// The request is valid but this node's state does not allow it.
     #[error("failed precondition: {0}")]
     Precondition(String),
+    /// The key is disabled on this node (sent with `hyok-reason: key-disabled`).
+    #[error("disabled: {0}")]
+    Disabled(String),
+    /// The key version already exists (ACTIVE) here.
+    #[error("already exists: {0}")]
+    Exists(String),
     /// Storage or internal failure (details are logged, not returned).
     #[error("internal error")]
     Internal,
@@ -54,7 +61,7 @@ fn decode_all<T: Wire>(packages: &[Vec<u8>]) -> Result<Vec<T>, NodeError> {
     packages.iter().map(|b| T::from_bytes(b)).collect::<Result<_, _>>().map_err(|e| NodeError::Invalid(e.to_string()))
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
@@ -112,6 +119,7 @@ pub struct Node {
     identity: IdentitySecret,
     store: Store,
     keys: KeyCache,
+    rsa_keys: RsaKeyCache,
     sessions: Mutex<Sessions>,
 }
 
@@ -148,7 +156,14 @@ fn result(r: Result<Vec<u8>, pb::ItemError>) -> pb::PartialResult {
 impl Node {
     /// A node with identity `identity` over `store`.
     pub fn new(id: NodeId, identity: IdentitySecret, store: Store) -> Self {
-        Node { id, identity, store, keys: KeyCache::default(), sessions: Mutex::new((Vec::new(), HashMap::new())) }
+        Node {
+            id,
+            identity,
+            store,
+            keys: KeyCache::default(),
+            rsa_keys: RsaKeyCache::default(),
+            sessions: Mutex::new((Vec::new(), HashMap::new())),
+        }
     }
 
     /// This node's id.
@@ -159,6 +174,14 @@ impl Node {
     /// The store (for tests and admin tooling).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub(crate) fn identity_secret(&self) -> &IdentitySecret {
+        &self.identity
+    }
+
+    pub(crate) fn rsa_keys(&self) -> &RsaKeyCache {
+        &self.rsa_keys
     }
 
     /// `GetIdentity`.
@@ -177,7 +200,7 @@ impl Node {
         })
     }
 
-    fn audit(&self, events: &[AuditEvent]) -> Result<(), NodeError> {
+    pub(crate) fn audit(&self, events: &[AuditEvent]) -> Result<(), NodeError> {
         if events.is_empty() {
             return Ok(());
         }
@@ -245,7 +268,14 @@ impl Node {
         Ok(out)
     }
 
-    fn event(&self, key_id: &str, version: u32, operation: &str, request_id: &str, caller: &str) -> AuditEvent {
+    pub(crate) fn event(
+        &self,
+        key_id: &str,
+        version: u32,
+        operation: &str,
+        request_id: &str,
+        caller: &str,
+    ) -> AuditEvent {
         // Truncate on character boundaries, within the store's byte limits.
         let clip = |s: &str, max: usize| -> String {
             let mut end = s.len().min(max);
@@ -431,12 +461,37 @@ impl Node {
     }
 
     /// `SetKeyEnabled` (flushed and audited).
+    ///
+    /// The name is looked up among EC keys and threshold RSA keys alike: every key of that name
+    /// is turned on or off (an operator disables "the key named X" on their node). For a name
+    /// that is only an RSA key, the answer lists no usages and no versions (those are in
+    /// `GetRsaKeyState`).
     pub fn set_enabled(&self, req: &pb::SetKeyEnabledRequest, caller: &str) -> Result<pb::NodeKeyState, NodeError> {
-        self.store.set_enabled(&req.key_id, req.enabled)?;
-        self.keys.invalidate_policy(&req.key_id);
+        hyok_proto::validate_key_id(&req.key_id).map_err(|e| NodeError::Invalid(e.to_owned()))?;
+        let ec = self.store.key(&req.key_id)?.is_some();
+        let rsa = self.store.rsa_key(&req.key_id)?.is_some();
+        if !ec && !rsa {
+            return Err(NodeError::NotFound(req.key_id.clone()));
+        }
+        if ec {
+            self.store.set_enabled(&req.key_id, req.enabled)?;
+            self.keys.invalidate_policy(&req.key_id);
+        }
+        if rsa {
+            self.store.set_rsa_enabled(&req.key_id, req.enabled)?;
+        }
         let op = if req.enabled { "enable" } else { "disable" };
         self.audit(&[self.event(&req.key_id, 0, op, &req.request_id, caller)])?;
-        self.key_state(&req.key_id)
+        if ec {
+            self.key_state(&req.key_id)
+        } else {
+            Ok(pb::NodeKeyState {
+                key_id: req.key_id.clone(),
+                enabled: req.enabled,
+                usages: Vec::new(),
+                versions: Vec::new(),
+            })
+        }
     }
 
     /// `ReadAudit`.

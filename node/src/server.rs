@@ -53,6 +53,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    if let Ok(identity) = node.identity() {
+        // Public: operators compare it with what `hyokctl rsa import` sealed shares to.
+        let hex: String = identity.identity_public_key.iter().map(|b| format!("{b:02x}")).collect();
+        tracing::info!(node = identity.node_id, identity_public_key = hex, "node identity");
+    }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .tls_config(tls.server_config()?)?

@@ -19,6 +19,15 @@ impl From<NodeError> for Status {
             NodeError::Invalid(m) => Status::invalid_argument(m),
             NodeError::NotFound(m) => Status::not_found(m),
             NodeError::Precondition(m) => Status::failed_precondition(m),
+            NodeError::Disabled(m) => {
+                let mut status = Status::failed_precondition(m);
+                status.metadata_mut().insert(
+                    hyok_proto::REASON_HEADER,
+                    tonic::metadata::MetadataValue::from_static(hyok_proto::Reason::KeyDisabled.as_str()),
+                );
+                status
+            }
+            NodeError::Exists(m) => Status::already_exists(m),
             NodeError::Internal => Status::internal("internal error"),
         }
     }
@@ -133,6 +142,45 @@ impl pb::node_server::Node for NodeService {
         let caller = require_role(&req, OPERATORS)?.to_string();
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.set_enabled(&req, &caller)).await?))
+    }
+
+    async fn rsa_store(&self, req: Request<pb::RsaStoreRequest>) -> Result<Response<pb::RsaStoreResponse>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.rsa_store(&req, &caller)).await?))
+    }
+
+    async fn rsa_commit(&self, req: Request<pb::RsaCommitRequest>) -> Result<Response<pb::RsaCommitResponse>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.rsa_commit(&req, &caller)).await?))
+    }
+
+    async fn rsa_partial(
+        &self,
+        req: Request<pb::RsaPartialRequest>,
+    ) -> Result<Response<pb::RsaPartialResponse>, Status> {
+        let caller = require_role(&req, OPERATORS)?.to_string();
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.rsa_partial(&req, &caller)).await?))
+    }
+
+    async fn get_rsa_key_state(
+        &self,
+        req: Request<pb::GetRsaKeyStateRequest>,
+    ) -> Result<Response<pb::NodeRsaKeyState>, Status> {
+        require_role(&req, OPERATORS)?;
+        let name = req.into_inner().name;
+        Ok(Response::new(self.blocking(move |n| n.rsa_key_state(&name)).await?))
+    }
+
+    async fn list_rsa_key_states(
+        &self,
+        req: Request<pb::ListRsaKeyStatesRequest>,
+    ) -> Result<Response<pb::ListRsaKeyStatesResponse>, Status> {
+        require_role(&req, OPERATORS)?;
+        let keys = self.blocking(|n| n.rsa_key_states()).await?;
+        Ok(Response::new(pb::ListRsaKeyStatesResponse { keys }))
     }
 
     async fn read_audit(&self, req: Request<pb::ReadAuditRequest>) -> Result<Response<pb::ReadAuditResponse>, Status> {

@@ -6,6 +6,7 @@
 //! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
 //! - `target`: which cluster a command talks to.
 //! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.
+//! - `rsa`: the threshold RSA key ceremony (`rsa import`) and RSA key listing.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
 //! - `compose`: the files docker-compose.yml mounts, and its key bootstrap.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod dev;
 pub mod devfile;
 pub mod keys;
 pub mod pki;
+pub mod rsa;
 pub mod status;
 pub mod target;
 pub mod xks;

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Threshold RSA keys (for DKE): the import ceremony, list, show.
+    Rsa {
+        #[command(subcommand)]
+        command: RsaCommand,
+    },
     /// Encrypt stdin to stdout (a self-describing ciphertext blob).
     Encrypt {
         /// The key.
@@ -191,6 +196,29 @@ enum ComposeCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum RsaCommand {
+    /// Import an RSA private key as the next version of NAME: split it, seal each share to its
+    /// node, hand the sealed shares to the cluster, destroy the key. Prints the fingerprint.
+    /// (`rsa create` awaits RSA key generation in hyok-threshold; generate with
+    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` and import meanwhile.)
+    Import {
+        /// The key name, [A-Za-z0-9._-]{1,128}.
+        #[arg(long)]
+        name: String,
+        /// An unencrypted PKCS#1 or PKCS#8 PEM file.
+        #[arg(long)]
+        pem: PathBuf,
+    },
+    /// List RSA keys.
+    List,
+    /// Show one RSA key.
+    Show {
+        /// The key name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum XksCommand {
     /// Generate a SigV4 credential and print the KMS console's proxy configuration JSON
     /// (XksProxyUriPath, XksProxyAuthenticationCredential).
@@ -279,6 +307,17 @@ async fn main() -> Result<()> {
             KeyCommand::Rotate { key } => hyok_cli::keys::rotate(&target, &key).await?,
             KeyCommand::Enable { key } => hyok_cli::keys::set_enabled(&target, &key, true).await?,
             KeyCommand::Disable { key } => hyok_cli::keys::set_enabled(&target, &key, false).await?,
+        },
+        Command::Rsa { command } => match command {
+            RsaCommand::Import { name, pem } => {
+                let imported = hyok_cli::rsa::import(&target, &name, &pem).await?;
+                for (node, identity) in &imported.identities {
+                    eprintln!("node {node}: share sealed to identity key {identity}");
+                }
+                println!("rsa key {name} version {} fingerprint {}", imported.version, imported.fingerprint);
+            }
+            RsaCommand::List => hyok_cli::rsa::list(&target).await?,
+            RsaCommand::Show { name } => hyok_cli::rsa::show(&target, &name).await?,
         },
         Command::Encrypt { key, aad } => hyok_cli::crypt::encrypt(&target, &key, &aad).await?,
         Command::Decrypt { key, aad } => hyok_cli::crypt::decrypt(&target, &key, &aad).await?,

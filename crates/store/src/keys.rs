@@ -12,6 +12,9 @@
 //! `key_id ‖ 0x00` sees exactly that key's versions, in ascending version order. The sealed
 //! share's associated data is `"hyok/v1/share/{key_id}/{version}"`, so a share sealed for one
 //! key version does not open as another's, nor as the identity secret (`"hyok/v1/identity"`).
+//!
+//! Threshold RSA keys use the same layout in two more trees, `rsa_keys` and `rsa_versions`,
+//! with shares sealed under `"hyok/v1/rsa-share/{name}/{version}"` (usages: decrypt only).
 
 use crate::error::{Error, Result};
 
@@ -93,6 +96,12 @@ const RECORD_FORMAT: u8 = 0x01;
 /// The associated data a share is sealed under: the record kind, key id and version.
 pub(crate) fn share_aad(key_id: &str, version: u32) -> Vec<u8> {
     format!("hyok/v1/share/{key_id}/{version}").into_bytes()
+}
+
+/// The associated data an RSA share is sealed under: distinct from EC shares', so a name in
+/// both families never lets one open as the other.
+pub(crate) fn rsa_share_aad(name: &str, version: u32) -> Vec<u8> {
+    format!("hyok/v1/rsa-share/{name}/{version}").into_bytes()
 }
 
 /// The associated data the identity secret is sealed under.

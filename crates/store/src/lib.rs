@@ -8,7 +8,8 @@
 //! - [`keys`]: key ids and size limits, [`Usages`], [`KeyMeta`] (per-key policy),
 //!   [`VersionInfo`], and the byte layout of the `keys` and `versions` trees.
 //! - [`audit`]: the hash-chained audit log's format, limits and verification.
-//! - [`store`]: [`Store`] — the sled database (trees `meta`, `keys`, `versions`, `audit`), its
+//! - [`store`]: [`Store`] — the sled database (trees `meta`, `keys`, `versions`, `rsa_keys`,
+//!   `rsa_versions`, `audit`), its
 //!   transactions, locking and flushing.
 //! - `error`: [`Error`], the one error type; it never carries secret bytes.
 #![forbid(unsafe_code)]

@@ -418,3 +418,86 @@ fn entries_read_off_a_node_verify_and_any_edit_is_located() {
     let b = hyok_store::audit::verify_entries(rehashed).unwrap_err();
     assert_eq!((b.seq, b.reason), (3, "does not link to the previous entry"));
 }
+
+// ---- threshold RSA keys -------------------------------------------------------------------
+
+#[test]
+fn rsa_versions_are_pending_until_activated_survive_reopen_and_live_apart_from_ec_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        // The same name as an EC key: the two families do not see each other.
+        store.put_pending_version("dke", 1, Usages::ALL, b"ec-share", b"ec-pkg", 1).unwrap();
+        store.put_pending_rsa_version("dke", 1, b"rsa-share-1", b"rsa-pkg-1", 5).unwrap();
+        assert!(matches!(store.active_rsa_share("dke", 1), Err(Error::Pending(_))));
+        assert!(matches!(store.active_rsa_share("dke", 2), Err(Error::NotFound(_))));
+        assert!(matches!(store.put_pending_rsa_version("dke", 1, b"again", b"rsa-pkg-1", 6), Err(Error::Exists(_))));
+        store.activate_rsa_version("dke", 1).unwrap();
+        store.activate_rsa_version("dke", 1).unwrap(); // idempotent
+        store.put_pending_rsa_version("dke", 2, b"rsa-share-2", b"rsa-pkg-2", 7).unwrap();
+        assert!(matches!(store.activate_rsa_version("dke", 3), Err(Error::NotFound(_))));
+        // The EC version is still pending: RSA activation did not touch it.
+        assert!(matches!(store.active_share("dke", 1), Err(Error::Pending(_))));
+    }
+    let store = open(dir.path());
+    let (share, package) = store.active_rsa_share("dke", 1).unwrap();
+    assert_eq!((&share[..], &package[..]), (&b"rsa-share-1"[..], &b"rsa-pkg-1"[..]));
+    assert_eq!(
+        store.rsa_versions("dke").unwrap(),
+        vec![
+            VersionInfo { version: 1, package: b"rsa-pkg-1".to_vec(), active: true, created_at_ms: 5 },
+            VersionInfo { version: 2, package: b"rsa-pkg-2".to_vec(), active: false, created_at_ms: 7 },
+        ]
+    );
+    assert_eq!(store.list_rsa_keys().unwrap(), vec!["dke".to_owned()]);
+    assert_eq!(store.list_keys().unwrap(), vec!["dke".to_owned()]);
+    assert_eq!(store.rsa_key("dke").unwrap().unwrap().usages, Usages(Usages::DECRYPT));
+    assert!(!store.rsa_version("dke", 2).unwrap().unwrap().active);
+    // Dropping the pending version 2 keeps version 1; an active one is never dropped.
+    store.remove_pending_rsa_version("dke", 2).unwrap();
+    assert!(store.rsa_version("dke", 2).unwrap().is_none());
+    assert!(matches!(store.remove_pending_rsa_version("dke", 1), Err(Error::Exists(_))));
+    assert_eq!(store.active_rsa_share("dke", 1).unwrap().1, b"rsa-pkg-1");
+}
+
+#[test]
+fn an_aborted_new_rsa_key_leaves_no_trace_and_rsa_disable_is_per_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.put_pending_rsa_version("gone", 1, b"s", b"p", 1).unwrap();
+    store.remove_pending_rsa_version("gone", 1).unwrap();
+    assert!(store.rsa_key("gone").unwrap().is_none());
+    assert!(store.list_rsa_keys().unwrap().is_empty());
+
+    store.put_pending_version("k", 1, Usages::ALL, b"ec", b"p", 1).unwrap();
+    store.put_pending_rsa_version("k", 1, b"rsa", b"p", 1).unwrap();
+    assert!(!store.set_rsa_enabled("k", false).unwrap().enabled);
+    assert!(!store.rsa_key("k").unwrap().unwrap().enabled);
+    assert!(store.key("k").unwrap().unwrap().enabled, "disabling the RSA key leaves the EC key alone");
+    assert!(matches!(store.set_rsa_enabled("nope", false), Err(Error::NotFound(_))));
+    assert!(matches!(store.put_pending_rsa_version("a/b", 1, b"s", b"p", 1), Err(Error::Invalid(_))));
+}
+
+#[test]
+fn an_rsa_share_is_sealed_at_rest_and_does_not_open_as_an_ec_share() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.put_pending_rsa_version("k", 1, b"very-secret-rsa-share!!", b"p", 1).unwrap();
+        store.activate_rsa_version("k", 1).unwrap();
+        store.put_pending_version("k", 1, Usages::ALL, b"ec-share", b"p", 1).unwrap();
+        store.activate_version("k", 1).unwrap();
+    }
+    for entry in walk(&dir.path().join("db")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!bytes.windows(23).any(|w| w == b"very-secret-rsa-share!!"), "{}", entry.display());
+    }
+    // Move the RSA record over the EC one: it does not open there.
+    with_raw_db(dir.path(), |db| {
+        let rsa = db.open_tree("rsa_versions").unwrap().get(version_key("k", 1)).unwrap().unwrap();
+        db.open_tree("versions").unwrap().insert(version_key("k", 1), rsa).unwrap();
+    });
+    let store = open(dir.path());
+    assert!(matches!(store.active_share("k", 1), Err(Error::Unseal(_))));
+    assert_eq!(&store.active_rsa_share("k", 1).unwrap().0[..], b"very-secret-rsa-share!!");
+}

@@ -102,6 +102,10 @@ pub enum Error {
         /// Nodes whose partials were malformed.
         culprits: Vec<NodeId>,
     },
+    /// A sealed RSA share that does not open for this node, key name, version and package
+    /// (or was tampered with). Deliberately one error for every cause.
+    #[error("sealed RSA share rejected")]
+    SealedShareRejected,
     /// OAEP padding did not decode. Deliberately one error for every cause, with no detail.
     #[error("decryption error")]
     OaepDecodingFailed,

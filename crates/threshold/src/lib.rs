@@ -18,7 +18,8 @@
 //!   combine with the `y^e ≡ c` check, on crypto-bigint.
 //! - [`encoding`]: the versioned wire format ([`Wire`]).
 //! - internal: `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
-//!   `lagrange` (interpolation in the exponent), `feldman` (vsss-rs glue), `transcript`.
+//!   `ecies` (ECDH + HKDF key for encrypting to a node identity), `lagrange` (interpolation in
+//!   the exponent), `feldman` (vsss-rs glue), `transcript`.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -28,6 +29,7 @@ pub mod dealer;
 pub mod dkg;
 mod dleq;
 pub mod dprf;
+mod ecies;
 pub mod encoding;
 mod error;
 mod feldman;

@@ -3,17 +3,16 @@
 
 use super::{Parameters, copy_identity, round2};
 use crate::dleq::{DleqProof, Statement};
+use crate::ecies;
 use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
 use crate::error::{Error, Result};
 use crate::feldman;
 use crate::keys::{Element, IdentitySecret, NodeId};
 use crate::schnorr;
 use crate::transcript::Transcript;
-use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+use aes_gcm::{AeadInOut, Aes256Gcm};
 use curve25519_dalek::{RistrettoPoint, Scalar};
-use hkdf::Hkdf;
 use rand_core::CryptoRng;
-use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
@@ -116,7 +115,7 @@ impl Package {
         let cipher = share_cipher(params, body.dealer, recipient, &body.ephemeral, &body.commitments, dh);
         let mut buffer = Zeroizing::new(encrypted.ciphertext);
         cipher
-            .decrypt_inout_detached(&[0u8; 12].into(), &[], buffer.as_mut_slice().into(), &encrypted.tag.into())
+            .decrypt_inout_detached(&ecies::NONCE.into(), &[], buffer.as_mut_slice().into(), &encrypted.tag.into())
             .ok()?;
         Option::from(Scalar::from_canonical_bytes(*buffer)).map(Zeroizing::new)
     }
@@ -171,12 +170,7 @@ fn share_cipher(
     for c in commitments {
         t.append_point(b"commitment", &c.compressed);
     }
-    let info = t.digest();
-    let ikm = Zeroizing::new(dh.compress().to_bytes());
-    let mut key = Zeroizing::new([0u8; 32]);
-    // 32 bytes is far below HKDF-SHA256's limit: expand cannot fail.
-    let _ = Hkdf::<Sha256>::new(Some(b"hyok/v1/dkg"), ikm.as_ref()).expand(&info, key.as_mut());
-    Aes256Gcm::new(&(*key).into())
+    ecies::cipher(b"hyok/v1/dkg", dh, &t.digest())
 }
 
 /// The complaint context: a DLEQ proof that `dh = id_i·E_j` for the accuser's identity.
@@ -300,7 +294,7 @@ fn deal<R: CryptoRng + ?Sized>(
         }
         let mut buffer = value.to_bytes();
         let tag = cipher
-            .encrypt_inout_detached(&[0u8; 12].into(), &[], buffer.as_mut_slice().into())
+            .encrypt_inout_detached(&ecies::NONCE.into(), &[], buffer.as_mut_slice().into())
             .map_err(|_| Error::InvalidParameters("sub-share encryption failed"))?;
         shares.insert(*id, EncryptedShare { ciphertext: buffer, tag: tag.into() });
     }

@@ -72,6 +72,12 @@ impl RsaPublicKey {
         self.size
     }
 
+    /// The DER `SubjectPublicKeyInfo` of `(N, e)`, as `openssl rsa -pubout -outform DER`
+    /// writes it.
+    pub fn to_spki_der(&self) -> Vec<u8> {
+        super::der::spki(&self.modulus_bytes(), &self.exponent_bytes())
+    }
+
     /// The bit length of `N`.
     pub fn bits(&self) -> u32 {
         self.modulus.as_ref().bits_vartime()
@@ -346,4 +352,12 @@ impl Wire for RsaPartial {
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
         Ok(RsaPartial { node: r.node()?, value: r.bytes(MAX_INT_BYTES)?.to_vec() })
     }
+}
+
+/// The key's fingerprint: lowercase hex SHA-256 of its DER `SubjectPublicKeyInfo`
+/// (`openssl rsa -pubout -outform DER | sha256sum`). What `hyokctl rsa` prints and
+/// `RsaKeyVersion.fingerprint` carries.
+pub fn fingerprint(key: &RsaPublicKey) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.to_spki_der()).iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -20,6 +20,8 @@
 //! - [`deal`]: PEM import ([`deal::PrivateKey`]) and the dealer — the one place a whole RSA
 //!   private key exists.
 //! - [`partial`]: the node's exponentiation.
+//! - [`seal`]: a dealt share sealed to its node's identity key, bound to (name, version, node,
+//!   package); and [`fingerprint`], the SHA-256 of the key's `SubjectPublicKeyInfo`.
 //! - [`combine`]: integer Lagrange interpolation in the exponent, the Euclid step, the check,
 //!   and culprit search over other subsets.
 //! - [`oaep`]: EME-OAEP with SHA-256 — constant-time decoding, and encryption for clients.
@@ -32,7 +34,8 @@ mod keys;
 mod num;
 pub mod oaep;
 pub mod partial;
+pub mod seal;
 
 pub use keys::{
-    MAX_MODULUS_BITS, MAX_NODES, MIN_MODULUS_BITS, RsaKeyShare, RsaPartial, RsaPublicKey, RsaPublicPackage,
+    MAX_MODULUS_BITS, MAX_NODES, MIN_MODULUS_BITS, RsaKeyShare, RsaPartial, RsaPublicKey, RsaPublicPackage, fingerprint,
 };

@@ -1,0 +1,156 @@
+//! `hyokctl rsa …`: the threshold RSA key ceremony (`import`) and RSA key listing.
+//!
+//! `rsa import` is **the one place a whole RSA private key exists**, briefly, on the operator's
+//! machine: it reads the PEM, splits `d` into one share per node ([`deal`]), seals each share
+//! to its node's identity key (bound to the key name, version, node and public package), drops
+//! the private key and the shares (both zeroized on drop), and only then sends the sealed
+//! shares through the coordinator, which can open none of them.
+//!
+//! The node identity keys come from the coordinator's `ClusterStatus`; they are printed so an
+//! operator can compare them with each node's own (`hyok-node` logs its identity at start).
+
+use crate::target::Target;
+use anyhow::{Context, Result, bail};
+use hyok_proto::v1 as pb;
+use hyok_threshold::rsa::deal::{PrivateKey, deal};
+use hyok_threshold::rsa::seal::{ShareBinding, seal};
+use hyok_threshold::rsa::{RsaPublicKey, fingerprint};
+use hyok_threshold::{IdentityPublicKey, NodeId, Wire};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use zeroize::Zeroizing;
+
+fn state_name(state: i32) -> &'static str {
+    match pb::KeyState::try_from(state) {
+        Ok(pb::KeyState::Enabled) => "enabled",
+        Ok(pb::KeyState::Disabled) => "disabled",
+        _ => "unknown",
+    }
+}
+
+/// One RSA key, in detail.
+pub fn describe(info: &pb::RsaKeyInfo) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "rsa key    {}", info.name);
+    let _ = writeln!(out, "state      {}", state_name(info.state));
+    let _ = writeln!(out, "primary    v{}", info.primary_version);
+    for v in &info.versions {
+        let bits = RsaPublicKey::from_components(&v.modulus, &v.exponent).map(|k| k.bits()).unwrap_or(0);
+        let _ =
+            writeln!(out, "  v{:<6} RSA-{bits}  sha256 {}  created {} ms", v.version, v.fingerprint, v.created_at_ms);
+    }
+    out
+}
+
+/// RSA keys as a table.
+pub fn table(keys: &[pb::RsaKeyInfo]) -> String {
+    let mut out =
+        format!("{:<32} {:<9} {:<8} {:<9} FINGERPRINT (primary)\n", "RSA KEY", "STATE", "PRIMARY", "VERSIONS");
+    for k in keys {
+        let fp = k.versions.iter().find(|v| v.version == k.primary_version).map_or("", |v| v.fingerprint.as_str());
+        let _ = writeln!(
+            out,
+            "{:<32} {:<9} v{:<7} {:<9} {fp}",
+            k.name,
+            state_name(k.state),
+            k.primary_version,
+            k.versions.len()
+        );
+    }
+    out
+}
+
+/// What a ceremony produced, for the caller to print.
+#[derive(Debug)]
+pub struct Imported {
+    /// The version added.
+    pub version: u32,
+    /// SHA-256 of its SubjectPublicKeyInfo, hex.
+    pub fingerprint: String,
+    /// The identity key each share was sealed to, hex.
+    pub identities: Vec<(u16, String)>,
+}
+
+/// `rsa import --name NAME --pem FILE`: adds the next version of `name`.
+pub async fn import(target: &Target, name: &str, pem_path: &Path) -> Result<Imported> {
+    hyok_proto::validate_key_id(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pem =
+        Zeroizing::new(std::fs::read_to_string(pem_path).with_context(|| format!("reading {}", pem_path.display()))?);
+    let key = PrivateKey::from_pem(&pem).context("the PEM must be an unencrypted PKCS#1 or PKCS#8 RSA private key")?;
+    drop(pem);
+    let mut client = target.connect().await?;
+
+    // The next version: one more than the highest the cluster trusts (1 for a new name).
+    let version = match client.get_rsa_key(pb::GetRsaKeyRequest { name: name.into() }).await {
+        Ok(info) => info.into_inner().versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
+        Err(s) if s.code() == tonic::Code::NotFound => 1,
+        Err(s) => bail!("reading RSA key {name}: {}: {}", s.code(), s.message()),
+    };
+
+    // Every node's identity key; every node must be reachable to get its share.
+    let status = client.cluster_status(pb::ClusterStatusRequest {}).await.context("cluster status")?.into_inner();
+    let n = u16::try_from(status.nodes.len()).context("too many nodes")?;
+    let t = u16::try_from(status.threshold).context("bad threshold")?;
+    let mut identities: BTreeMap<NodeId, IdentityPublicKey> = BTreeMap::new();
+    for node in &status.nodes {
+        let id = u16::try_from(node.node_id).ok().and_then(|i| NodeId::new(i).ok()).context("bad node id")?;
+        if !node.reachable || node.identity_public_key.is_empty() {
+            bail!("node {} is unreachable ({}); every node must take its share", node.node_id, node.error);
+        }
+        let identity = IdentityPublicKey::from_slice(&node.identity_public_key)
+            .with_context(|| format!("node {} has a malformed identity key", node.node_id))?;
+        identities.insert(id, identity);
+    }
+    if identities.keys().map(|id| id.get()).ne(1..=n) {
+        bail!("the cluster's node ids must be 1..={n}");
+    }
+
+    // The ceremony proper: deal, drop the key, seal each share to its node, drop the shares.
+    let (shares, package) = deal(&key, t, n, &mut rand::rng()).context("splitting the key")?;
+    drop(key);
+    let mut sealed = Vec::with_capacity(shares.len());
+    for share in &shares {
+        let identity = identities.get(&share.node()).context("a share for an unknown node")?;
+        let binding = ShareBinding::new(name, version, share.node(), &package);
+        let s = seal(share, identity, &binding, &mut rand::rng()).context("sealing a share")?;
+        sealed.push(pb::SealedRsaShare { node_id: u32::from(share.node().get()), sealed: s.to_bytes() });
+    }
+    drop(shares);
+
+    let info = client
+        .import_rsa_key(pb::ImportRsaKeyRequest {
+            name: name.into(),
+            version,
+            public_package: package.to_bytes(),
+            shares: sealed,
+            request_id: "hyokctl rsa import".into(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("import refused: {}: {}", s.code(), s.message()))?
+        .into_inner();
+    let fingerprint = fingerprint(package.public_key());
+    let agreed = info.versions.iter().find(|v| v.version == version).map(|v| v.fingerprint.clone());
+    if agreed.as_deref() != Some(fingerprint.as_str()) {
+        bail!("the cluster does not report version {version} with fingerprint {fingerprint}");
+    }
+    let identities = identities
+        .iter()
+        .map(|(id, key)| (id.get(), key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()))
+        .collect();
+    Ok(Imported { version, fingerprint, identities })
+}
+
+/// `rsa list`.
+pub async fn list(target: &Target) -> Result<()> {
+    let keys = target.connect().await?.list_rsa_keys(pb::ListRsaKeysRequest {}).await?.into_inner().keys;
+    print!("{}", table(&keys));
+    Ok(())
+}
+
+/// `rsa show NAME`.
+pub async fn show(target: &Target, name: &str) -> Result<()> {
+    let info = target.connect().await?.get_rsa_key(pb::GetRsaKeyRequest { name: name.into() }).await?.into_inner();
+    print!("{}", describe(&info));
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The node's threshold RSA operations: store a sealed dealer share (PENDING), commit or drop
+//! it, serve partial decryptions under this node's own policy, and report key state.
+//!
+//! A share arrives sealed to this node's identity key and bound to (name, version, node id,
+//! public package); it is opened here, checked, re-sealed at rest under the node seal key and
+//! flushed before the answer. Every partial is audited (flushed) before it is returned.
+
+use crate::node::{Node, NodeError, now_ms};
+use hyok_proto::v1 as pb;
+use hyok_threshold::Wire;
+use hyok_threshold::rsa::seal::{SealedRsaShare, ShareBinding};
+use hyok_threshold::rsa::{RsaKeyShare, RsaPublicPackage, partial};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// One usable RSA key version: this node's share and the public package.
+#[derive(Debug)]
+pub struct LoadedRsaVersion {
+    /// This node's share `s_i` (zeroized when the last reference drops).
+    pub share: RsaKeyShare,
+    /// `(N, e, t, n)`.
+    pub package: RsaPublicPackage,
+}
+
+/// Cache of unsealed RSA versions. Policy (enabled) is read from the store on every partial,
+/// so a disable takes effect at once.
+#[derive(Debug, Default)]
+pub struct RsaKeyCache {
+    versions: RwLock<HashMap<(String, u32), Arc<LoadedRsaVersion>>>,
+}
+
+impl RsaKeyCache {
+    fn get(&self, name: &str, version: u32) -> Option<Arc<LoadedRsaVersion>> {
+        self.versions.read().ok()?.get(&(name.to_owned(), version)).cloned()
+    }
+    fn put(&self, name: &str, version: u32, loaded: Arc<LoadedRsaVersion>) {
+        if let Ok(mut v) = self.versions.write() {
+            v.insert((name.to_owned(), version), loaded);
+        }
+    }
+    fn forget(&self, name: &str, version: u32) {
+        if let Ok(mut v) = self.versions.write() {
+            v.remove(&(name.to_owned(), version));
+        }
+    }
+}
+
+fn check_name_version(name: &str, version: u32) -> Result<(), NodeError> {
+    hyok_proto::validate_key_id(name).map_err(|e| NodeError::Invalid(e.to_owned()))?;
+    if version == 0 {
+        return Err(NodeError::Invalid("version must be at least 1".into()));
+    }
+    Ok(())
+}
+
+impl Node {
+    /// `RsaStore`: opens this node's sealed share of `name`/`version` with the identity secret,
+    /// checks it is this node's share of the given package, and stores it PENDING (flushed,
+    /// audited). A PENDING leftover of an aborted ceremony is replaced; an ACTIVE version is
+    /// [`NodeError::Exists`].
+    pub fn rsa_store(&self, req: &pb::RsaStoreRequest, caller: &str) -> Result<pb::RsaStoreResponse, NodeError> {
+        check_name_version(&req.name, req.version)?;
+        let package = RsaPublicPackage::from_bytes(&req.public_package)
+            .map_err(|_| NodeError::Invalid("malformed RSA public package".into()))?;
+        let sealed = SealedRsaShare::from_bytes(&req.sealed_share)
+            .map_err(|_| NodeError::Invalid("malformed sealed RSA share".into()))?;
+        let binding = ShareBinding::new(&req.name, req.version, self.id(), &package);
+        let share = sealed
+            .open(self.identity_secret(), &binding, &package)
+            .map_err(|_| NodeError::Invalid("sealed RSA share does not open for this node, key and version".into()))?;
+        // The share must work with the package: a partial of a fixed test value computes.
+        let mut probe = vec![0u8; package.public_key().size()];
+        if let Some(last) = probe.last_mut() {
+            *last = 2;
+        }
+        partial::evaluate(&share, &package, &probe)
+            .map_err(|_| NodeError::Invalid("RSA share does not fit its package".into()))?;
+        match self.store().rsa_version(&req.name, req.version)? {
+            Some(v) if v.active => {
+                return Err(NodeError::Exists(format!("RSA key {}/{} already exists", req.name, req.version)));
+            }
+            Some(_) => {
+                self.store().remove_pending_rsa_version(&req.name, req.version)?;
+                self.rsa_keys().forget(&req.name, req.version);
+            }
+            None => {}
+        }
+        self.store().put_pending_rsa_version(
+            &req.name,
+            req.version,
+            &share.to_secret_bytes(),
+            &package.to_bytes(),
+            now_ms(),
+        )?;
+        self.audit(&[self.event(&req.name, req.version, "rsa:store", &req.request_id, caller)])?;
+        Ok(pb::RsaStoreResponse {})
+    }
+
+    /// `RsaCommit`: PENDING → ACTIVE (`commit`), or drop the PENDING share. Flushed, audited.
+    /// Dropping an ACTIVE version is [`NodeError::Exists`]; dropping a missing one is `Ok`.
+    pub fn rsa_commit(&self, req: &pb::RsaCommitRequest, caller: &str) -> Result<pb::RsaCommitResponse, NodeError> {
+        check_name_version(&req.name, req.version)?;
+        if req.commit {
+            self.store().activate_rsa_version(&req.name, req.version)?;
+        } else {
+            if self.store().rsa_version(&req.name, req.version)?.is_some_and(|v| v.active) {
+                return Err(NodeError::Exists(format!("RSA key {}/{} is active", req.name, req.version)));
+            }
+            self.store().remove_pending_rsa_version(&req.name, req.version)?;
+            self.rsa_keys().forget(&req.name, req.version);
+        }
+        let op = if req.commit { "rsa:commit" } else { "rsa:abort" };
+        self.audit(&[self.event(&req.name, req.version, op, &req.request_id, caller)])?;
+        Ok(pb::RsaCommitResponse {})
+    }
+
+    /// `RsaPartial`: `x_i = c^(2Δ·s_i) mod N` if the key is enabled here and the version is
+    /// ACTIVE; audited (flushed) before it is returned.
+    pub fn rsa_partial(&self, req: &pb::RsaPartialRequest, caller: &str) -> Result<pb::RsaPartialResponse, NodeError> {
+        check_name_version(&req.name, req.version)?;
+        let meta =
+            self.store().rsa_key(&req.name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {}", req.name)))?;
+        if !meta.enabled {
+            return Err(NodeError::Disabled(format!("RSA key {} is disabled on this node", req.name)));
+        }
+        let loaded = self.rsa_loaded(&req.name, req.version)?;
+        let x = partial::evaluate(&loaded.share, &loaded.package, &req.ciphertext)
+            .map_err(|_| NodeError::Invalid("ciphertext must be as long as the modulus and below it".into()))?;
+        self.audit(&[self.event(&req.name, req.version, "rsa:partial", &req.request_id, caller)])?;
+        Ok(pb::RsaPartialResponse { partial: x.to_bytes() })
+    }
+
+    fn rsa_loaded(&self, name: &str, version: u32) -> Result<Arc<LoadedRsaVersion>, NodeError> {
+        if let Some(v) = self.rsa_keys().get(name, version) {
+            return Ok(v);
+        }
+        let (share, package) = self.store().active_rsa_share(name, version).map_err(|e| match e {
+            hyok_store::Error::NotFound(_) => NodeError::NotFound(format!("RSA key version {name}/{version}")),
+            hyok_store::Error::Pending(_) => {
+                NodeError::Precondition(format!("RSA key version {name}/{version} is pending"))
+            }
+            other => NodeError::from(other),
+        })?;
+        let share = RsaKeyShare::from_secret_bytes(&share).map_err(|_| {
+            tracing::error!(name, version, "stored RSA share does not decode");
+            NodeError::Internal
+        })?;
+        let package = RsaPublicPackage::from_bytes(&package).map_err(|_| {
+            tracing::error!(name, version, "stored RSA package does not decode");
+            NodeError::Internal
+        })?;
+        let loaded = Arc::new(LoadedRsaVersion { share, package });
+        self.rsa_keys().put(name, version, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// This node's view of one RSA key.
+    pub fn rsa_key_state(&self, name: &str) -> Result<pb::NodeRsaKeyState, NodeError> {
+        hyok_proto::validate_key_id(name).map_err(|e| NodeError::Invalid(e.to_owned()))?;
+        let meta = self.store().rsa_key(name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {name}")))?;
+        let versions = self
+            .store()
+            .rsa_versions(name)?
+            .into_iter()
+            .map(|v| pb::NodeRsaKeyVersion {
+                version: v.version,
+                public_package: v.package,
+                active: v.active,
+                created_at_ms: v.created_at_ms,
+            })
+            .collect();
+        Ok(pb::NodeRsaKeyState { name: name.to_owned(), enabled: meta.enabled, versions })
+    }
+
+    /// Every RSA key on this node.
+    pub fn rsa_key_states(&self) -> Result<Vec<pb::NodeRsaKeyState>, NodeError> {
+        self.store().list_rsa_keys()?.iter().map(|k| self.rsa_key_state(k)).collect()
+    }
+}

@@ -229,6 +229,91 @@ pub(crate) fn parse_pkcs8(der: &[u8]) -> Result<Pkcs1<'_>> {
     parse_pkcs1(inner)
 }
 
+/// The base64 character of a 6-bit value; branch-free in the value.
+fn base64_char(v: u8) -> u8 {
+    let v = i16::from(v);
+    // Each term is the offset to add when `v` is in its range, 0 otherwise.
+    let lt = |x: i16| -> i16 { ((v - x) >> 8) & 1 };
+    let c = 65 + v + (1 - lt(26)) * 6 - (1 - lt(52)) * 75 - (1 - lt(62)) * 15 + (1 - lt(63)) * 3;
+    c as u8
+}
+
+/// Standard base64 with padding, in lines of 64 characters (PEM).
+fn base64_lines(data: &[u8]) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(Vec::with_capacity(data.len() / 3 * 4 + data.len() / 48 + 8));
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let group = [b[0] >> 2, ((b[0] & 3) << 4) | (b[1] >> 4), ((b[1] & 15) << 2) | (b[2] >> 6), b[2] & 63];
+        for (i, v) in group.into_iter().enumerate() {
+            out.push(if i <= chunk.len() { base64_char(v) } else { b'=' });
+        }
+    }
+    let mut text = Zeroizing::new(String::with_capacity(out.len() + out.len() / 64 + 1));
+    for line in out.chunks(64) {
+        text.extend(line.iter().map(|c| char::from(*c)));
+        text.push('\n');
+    }
+    text
+}
+
+/// PKCS#8 DER in PEM armour.
+pub(crate) fn pem_encode_pkcs8(der: &[u8]) -> Zeroizing<String> {
+    let mut pem = Zeroizing::new(String::from("-----BEGIN PRIVATE KEY-----\n"));
+    pem.push_str(&base64_lines(der));
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+/// Appends a DER TLV.
+fn write_tlv(out: &mut Vec<u8>, tag: u8, contents: &[u8]) {
+    out.push(tag);
+    let len = contents.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(contents);
+}
+
+/// Appends a non-negative INTEGER from a big-endian magnitude (leading zeros stripped, a zero
+/// byte added when the top bit is set).
+fn write_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
+    let start = magnitude.iter().position(|b| *b != 0).unwrap_or(magnitude.len());
+    let trimmed = &magnitude[start..];
+    let mut contents = Zeroizing::new(Vec::with_capacity(trimmed.len() + 1));
+    if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+        contents.push(0);
+    }
+    contents.extend_from_slice(trimmed);
+    write_tlv(out, 0x02, &contents);
+}
+
+/// The PKCS#8 `PrivateKeyInfo` (version 0, `rsaEncryption`, NULL parameters) around the PKCS#1
+/// `RSAPrivateKey` (version 0) of `key`: what [`parse_pkcs8`] reads.
+pub(crate) fn write_pkcs8(key: &Pkcs1<'_>) -> Zeroizing<Vec<u8>> {
+    let mut ints = Zeroizing::new(Vec::with_capacity(8 * 256 + 16));
+    write_uint(&mut ints, &[0]);
+    for value in [key.n, key.e, key.d, key.p, key.q, key.dp, key.dq, key.qinv] {
+        write_uint(&mut ints, value);
+    }
+    let mut pkcs1 = Zeroizing::new(Vec::with_capacity(ints.len() + 8));
+    write_tlv(&mut pkcs1, 0x30, &ints);
+    let mut body = Zeroizing::new(Vec::with_capacity(pkcs1.len() + 32));
+    write_uint(&mut body, &[0]);
+    let mut algorithm = Vec::with_capacity(16);
+    write_tlv(&mut algorithm, 0x06, RSA_ENCRYPTION);
+    write_tlv(&mut algorithm, 0x05, &[]);
+    write_tlv(&mut body, 0x30, &algorithm);
+    write_tlv(&mut body, 0x04, &pkcs1);
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 8));
+    write_tlv(&mut out, 0x30, &body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +329,35 @@ mod tests {
         for bad in ["", "Zm9", "Zm9v!A==", "Zm9vYh==", "Z===", "Zm=v"] {
             assert!(base64_decode(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn base64_encoding_round_trips_every_length() {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (v, c) in alphabet.iter().enumerate() {
+            assert_eq!(base64_char(v as u8), *c, "{v}");
+        }
+        for len in 0..100usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text: String = base64_lines(&data).lines().collect();
+            if len > 0 {
+                assert_eq!(*base64_decode(text.as_bytes()).unwrap(), data, "{len}");
+            }
+        }
+        assert_eq!(&*base64_lines(b"foob"), "Zm9vYg==\n");
+    }
+
+    #[test]
+    fn der_integers_are_written_minimally() {
+        let mut out = Vec::new();
+        write_uint(&mut out, &[0, 0, 0x85]);
+        write_uint(&mut out, &[0, 5]);
+        write_uint(&mut out, &[]);
+        assert_eq!(out, [0x02, 0x02, 0x00, 0x85, 0x02, 0x01, 0x05, 0x02, 0x01, 0x00]);
+        let mut long = Vec::new();
+        write_tlv(&mut long, 0x04, &[7; 300]);
+        assert_eq!(&long[..4], &[0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(Der(&long).tlv(0x04).unwrap(), &[7; 300][..]);
     }
 
     #[test]

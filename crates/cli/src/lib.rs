@@ -6,6 +6,7 @@
 //! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
 //! - `target`: which cluster a command talks to.
 //! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.
+//! - `dke`: the dev cluster's hyok-dke token issuer and `hyokctl dev token`.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -16,6 +17,7 @@ pub mod bench_xks;
 pub mod crypt;
 pub mod dev;
 pub mod devfile;
+pub mod dke;
 pub mod keys;
 pub mod pki;
 pub mod status;

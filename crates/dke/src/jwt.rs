@@ -366,8 +366,13 @@ mod tests {
         for token in ["", ".", "..", "...", "a.b.c", "eyJ9.e30.", "e30.e30.e30", &"a".repeat(MAX_TOKEN_LEN + 1)] {
             assert!(validate(token, &keys, &rules, 0).is_err(), "{token}");
         }
-        let none = format!("{}.{}.", b64url(br#"{"alg":"none"}"#), b64url(b"{}"));
-        assert_eq!(validate(&none, &keys, &rules, 0), Err(JwtError::UnsupportedAlgorithm("none".into())));
+        for alg in ["none", "HS256", "HS512", "RS512", "PS256", "ES384", "EdDSA", "rs256"] {
+            let header = serde_json::json!({"alg": alg}).to_string();
+            let token = format!("{}.{}.", b64url(header.as_bytes()), b64url(b"{}"));
+            assert_eq!(validate(&token, &keys, &rules, 0), Err(JwtError::UnsupportedAlgorithm(alg.into())), "{alg}");
+        }
+        let crit = format!("{}.{}.", b64url(br#"{"alg":"RS256","crit":["exp"]}"#), b64url(b"{}"));
+        assert!(matches!(validate(&crit, &keys, &rules, 0), Err(JwtError::UnsupportedAlgorithm(_))));
     }
 
     #[test]

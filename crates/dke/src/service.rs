@@ -178,7 +178,7 @@ impl<B: Backend> Dke<B> {
     }
 
     /// Reloads the JWKS file if its modification time changed; a file that does not parse
-    /// leaves the old key set in place.
+    /// leaves the old key set in place (and is reported once, until it changes again).
     ///
     /// # Errors
     /// If the changed file cannot be read or parsed.
@@ -188,9 +188,11 @@ impl<B: Backend> Dke<B> {
         if modified == *last {
             return Ok(false);
         }
+        // Remember this version of the file either way: a broken file is reported once, and
+        // the next change is tried again.
+        *last = modified;
         let set = KeySet::load(&self.jwks_file)?;
         *self.jwks.write().map_err(|_| anyhow::anyhow!("JWKS lock poisoned"))? = Arc::new(set);
-        *last = modified;
         Ok(true)
     }
 

@@ -51,6 +51,7 @@ struct Version {
 struct FakeCluster {
     keys: Mutex<HashMap<String, Vec<Arc<Version>>>>,
     unavailable: AtomicBool,
+    disabled: AtomicBool,
     request_ids: Mutex<Vec<String>>,
 }
 
@@ -95,7 +96,8 @@ impl Backend for FakeCluster {
                     created_at_ms: 0,
                 })
                 .collect(),
-            state: pb::KeyState::Enabled as i32,
+            state: if self.disabled.load(Ordering::SeqCst) { pb::KeyState::Disabled } else { pb::KeyState::Enabled }
+                as i32,
         })
     }
 
@@ -109,6 +111,9 @@ impl Backend for FakeCluster {
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(BackendError::Unavailable);
+        }
+        if self.disabled.load(Ordering::SeqCst) {
+            return Err(BackendError::Disabled);
         }
         self.request_ids.lock().unwrap().push(request_id.to_owned());
         let v = self.version(name, version)?;
@@ -186,7 +191,7 @@ fn jwks() -> Value {
 // The server.
 
 struct Server {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     ca: PathBuf,
     url: String,
     cluster: Arc<FakeCluster>,
@@ -250,7 +255,7 @@ allowed_emails = ["alice@example.com"]
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(hyok_dke::run_with_backend(config, cluster.clone(), listener, std::future::pending()));
-    Server { ca: path("ca.pem"), _dir: dir, url: format!("https://localhost:{port}"), cluster }
+    Server { ca: path("ca.pem"), dir, url: format!("https://localhost:{port}"), cluster }
 }
 
 async fn started_with_v1() -> (Server, RsaPublicKey) {
@@ -527,4 +532,73 @@ async fn an_unavailable_cluster_is_a_503() {
     server.cluster.unavailable.store(false, Ordering::SeqCst);
     let answer = conn.post("/confidential/1/decrypt", Some(&token), &decrypt_body(&ciphertext)).await.unwrap();
     assert_eq!(plaintext_of(&answer), b"k");
+}
+
+#[tokio::test]
+async fn a_disabled_key_is_a_403() {
+    let (server, public) = started_with_v1().await;
+    let conn = server.connect(true).await;
+    let ciphertext = oaep::encrypt(&public, b"k", &mut rng(8)).unwrap();
+    let token = rs256(&claims_for("alice@example.com"));
+    server.cluster.disabled.store(true, Ordering::SeqCst);
+    assert_eq!(conn.get("/confidential").await.unwrap().status, 403);
+    let answer = conn.post("/confidential/1/decrypt", Some(&token), &decrypt_body(&ciphertext)).await.unwrap();
+    assert_eq!(answer.status, 403);
+}
+
+#[tokio::test]
+async fn keys_added_to_the_jwks_file_are_trusted_without_a_restart_and_removed_ones_stop() {
+    let (server, public) = started_with_v1().await;
+    let conn = server.connect(true).await;
+    let ciphertext = oaep::encrypt(&public, b"k", &mut rng(9)).unwrap();
+    let body = decrypt_body(&ciphertext);
+    let status = |token: String| {
+        let conn = conn.clone();
+        let body = body.clone();
+        async move { conn.post("/confidential/1/decrypt", Some(&token), &body).await.unwrap().status }
+    };
+    // A token from the "foreign" issuer key, under its own kid: unknown until the JWKS has it.
+    let foreign_public = PrivateKey::from_pem(FOREIGN).unwrap().public_key().clone();
+    let foreign_token = || jwt::sign_rs256(&issuers().foreign, "rs-2", &claims_for("alice@example.com")).unwrap();
+    assert_eq!(status(foreign_token()).await, 401);
+
+    let jwks_path = server.dir.path().join("jwks.json");
+    let mut both = jwks();
+    both["keys"].as_array_mut().unwrap().push(jwt::rsa_jwk(
+        "rs-2",
+        &foreign_public.modulus_bytes(),
+        &foreign_public.exponent_bytes(),
+    ));
+    // Give the file a new modification time even on coarse-grained file systems.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    std::fs::write(&jwks_path, both.to_string()).unwrap();
+    let mut accepted = false;
+    for _ in 0..100 {
+        if status(foreign_token()).await == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the added key was never trusted");
+    assert_eq!(status(rs256(&claims_for("alice@example.com"))).await, 200, "the old keys still work");
+
+    // A file that does not parse keeps the old keys.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    std::fs::write(&jwks_path, "not json").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(status(foreign_token()).await, 200);
+
+    // Removing the key stops it.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    std::fs::write(&jwks_path, jwks().to_string()).unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        if status(foreign_token()).await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the removed key was still trusted");
 }

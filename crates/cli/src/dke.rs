@@ -24,6 +24,77 @@ pub const ISSUER_KEY_FILE: &str = "dke-issuer-key.pem";
 pub const JWKS_FILE: &str = "dke-jwks.json";
 /// How long a minted token is valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// The dev hyok-dke's DKE key name.
+pub const DEV_KEY_NAME: &str = "dev";
+/// The hyok RSA key behind it (`hyokctl rsa create --name dke-dev`).
+pub const DEV_RSA_KEY: &str = "dke-dev";
+/// The user the dev key authorizes.
+pub const DEV_EMAIL: &str = "alice@example.com";
+/// The role the dev key authorizes.
+pub const DEV_ROLE: &str = "DKE.Readers";
+
+/// What the dev cluster's hyok-dke runs with: its configuration file and the values of
+/// dev.json's `dke` section (all but `pid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevSetup {
+    /// `DIR/dke/dke.toml`.
+    pub config: PathBuf,
+    /// `https://localhost:PORT`.
+    pub base_url: String,
+    /// The same (no proxy in dev): `kid`s start with it.
+    pub public_base_url: String,
+    /// The DKE key name.
+    pub key_name: String,
+    /// The hyok RSA key behind it (to create before use).
+    pub rsa_key: String,
+    /// The token `aud` (the public base URL).
+    pub audience: String,
+    /// The dev token issuer.
+    pub issuer: DevIssuer,
+    /// The email the key authorizes.
+    pub authorized_email: String,
+}
+
+/// Writes `DIR/dke/dke.toml` for a hyok-dke on `port` (HTTPS with the front-end certificate of
+/// the PKI in `pki`, which also reaches `coordinator`), trusting the dev token issuer (made on
+/// the first run, in `DIR/dke`), with key [`DEV_KEY_NAME`] → RSA key [`DEV_RSA_KEY`] for
+/// [`DEV_EMAIL`] or role [`DEV_ROLE`].
+///
+/// # Errors
+/// If the files cannot be written or the configuration does not load.
+pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16) -> Result<DevSetup> {
+    let dke_dir = dir.join("dke");
+    let issuer = ensure_dev_issuer(&dke_dir)?;
+    let base_url = format!("https://localhost:{port}");
+    let text = format!(
+        "# Written by `hyokctl dev`.\nlisten = \"127.0.0.1:{port}\"\npublic_base_url = \"{base_url}\"\ncache_exp_s = 3600\n\n\
+         [tls]\ncert = {:?}\nkey = {:?}\n\n\
+         [coordinator]\nendpoint = \"{coordinator}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
+         [jwt]\nissuers = [\"{DEV_ISSUER}\"]\naudience = \"{base_url}\"\njwks_file = {:?}\n\
+         authorization = \"{DEV_ISSUER}authorize\"\n\n\
+         [[keys]]\nname = \"{DEV_KEY_NAME}\"\nrsa_key = \"{DEV_RSA_KEY}\"\n\
+         allowed_emails = [\"{DEV_EMAIL}\"]\nallowed_roles = [\"{DEV_ROLE}\"]\n",
+        pki.join("frontend.pem"),
+        pki.join("frontend-key.pem"),
+        pki.join("ca.pem"),
+        pki.join("frontend.pem"),
+        pki.join("frontend-key.pem"),
+        issuer.jwks,
+    );
+    let config = dke_dir.join("dke.toml");
+    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+    hyok_dke::Config::load(&config).context("the dev hyok-dke configuration does not load")?;
+    Ok(DevSetup {
+        config,
+        public_base_url: base_url.clone(),
+        audience: base_url.clone(),
+        base_url,
+        key_name: DEV_KEY_NAME.to_owned(),
+        rsa_key: DEV_RSA_KEY.to_owned(),
+        issuer,
+        authorized_email: DEV_EMAIL.to_owned(),
+    })
+}
 
 /// The dev token issuer's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,5 +237,21 @@ mod tests {
         let wrong = hyok_dke::jwt::Rules { audience: "https://elsewhere".into(), ..rules };
         assert!(hyok_dke::jwt::validate(&token, &keys, &wrong, now).is_err());
         assert!(dev_token(&dir.path().join("missing"), "a@b").is_err());
+    }
+
+    #[test]
+    fn the_dev_configuration_loads_and_trusts_the_dev_issuer() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = dev_prepare(dir.path(), &dir.path().join("pki"), "https://127.0.0.1:7100", 8443).unwrap();
+        let config = hyok_dke::Config::load(&setup.config).unwrap();
+        assert_eq!(config.public_base_url, "https://localhost:8443");
+        assert_eq!(config.jwt.audience, setup.audience);
+        assert_eq!(config.jwt.issuers, vec![DEV_ISSUER.to_owned()]);
+        assert_eq!(config.jwt.jwks_file, setup.issuer.jwks);
+        assert_eq!(config.keys[0].name, DEV_KEY_NAME);
+        assert_eq!(config.keys[0].rsa_key, DEV_RSA_KEY);
+        assert_eq!(config.coordinator.endpoint, "https://127.0.0.1:7100");
+        // A second run reuses the issuer.
+        assert_eq!(dev_prepare(dir.path(), &dir.path().join("pki"), "https://127.0.0.1:7100", 8443).unwrap(), setup);
     }
 }

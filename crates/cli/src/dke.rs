@@ -247,7 +247,7 @@ mod tests {
         assert_eq!(config.public_base_url, "https://localhost:8443");
         assert_eq!(config.jwt.audience, setup.audience);
         assert_eq!(config.jwt.issuers, vec![DEV_ISSUER.to_owned()]);
-        assert_eq!(config.jwt.jwks_file, setup.issuer.jwks);
+        assert_eq!(config.jwt.jwks_file, Some(setup.issuer.jwks.clone()));
         assert_eq!(config.keys[0].name, DEV_KEY_NAME);
         assert_eq!(config.keys[0].rsa_key, DEV_RSA_KEY);
         assert_eq!(config.coordinator.endpoint, "https://127.0.0.1:7100");

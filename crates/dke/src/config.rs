@@ -16,7 +16,9 @@
 //! [jwt]
 //! issuers = ["https://sts.windows.net/<tenant id>/"]
 //! audience = "https://dke.example.com"
-//! jwks_file = "entra-jwks.json"                 # reloaded when it changes
+//! jwks_url = "https://login.microsoftonline.com/common/discovery/keys"   # refreshed in the background
+//! jwks_ca = "/etc/ssl/certs/ca-certificates.crt"                        # roots for jwks_url
+//! # jwks_file = "extra-jwks.json"              # and/or a file, reloaded when it changes
 //! authorization = "https://login.microsoftonline.com/common/oauth2/authorize"
 //! # realm = "https://dke.example.com"          # default: audience
 //! # resource = "https://dke.example.com"       # default: audience
@@ -99,9 +101,18 @@ pub struct Jwt {
     pub issuers: Vec<String>,
     /// The `aud` a token must carry: the service's own base URL, e.g. `https://dke.example.com`.
     pub audience: String,
-    /// The issuers' JSON Web Key Set, reloaded when the file changes (an external job keeps it
-    /// fresh from the issuer's `jwks_uri`; hyok-dke itself does not fetch URLs).
-    pub jwks_file: PathBuf,
+    /// A JSON Web Key Set file, reloaded when it changes. Its keys and those of `jwks_url` are
+    /// trusted together; at least one of the two is needed.
+    pub jwks_file: Option<PathBuf>,
+    /// The issuer's `jwks_uri` (`https://` only), fetched at start and every
+    /// `jwks_refresh_s` (every 30 s while it fails; the last good set stays in use).
+    pub jwks_url: Option<String>,
+    /// The CA certificates (PEM) trusted for `jwks_url`, e.g. the system bundle; required with
+    /// `jwks_url` (hyok-dke carries no root store of its own).
+    pub jwks_ca: Option<PathBuf>,
+    /// How often `jwks_url` is fetched, in seconds.
+    #[serde(default = "defaults::jwks_refresh_s")]
+    pub jwks_refresh_s: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default = "defaults::leeway_s")]
     pub leeway_s: u64,
@@ -146,6 +157,9 @@ mod defaults {
     pub fn leeway_s() -> u64 {
         60
     }
+    pub fn jwks_refresh_s() -> u64 {
+        3600
+    }
 }
 
 impl Config {
@@ -162,13 +176,17 @@ impl Config {
 
     fn resolve_paths(&mut self, dir: &Path) {
         for p in [
-            &mut self.tls.cert,
-            &mut self.tls.key,
-            &mut self.coordinator.ca,
-            &mut self.coordinator.cert,
-            &mut self.coordinator.key,
-            &mut self.jwt.jwks_file,
-        ] {
+            Some(&mut self.tls.cert),
+            Some(&mut self.tls.key),
+            Some(&mut self.coordinator.ca),
+            Some(&mut self.coordinator.cert),
+            Some(&mut self.coordinator.key),
+            self.jwt.jwks_file.as_mut(),
+            self.jwt.jwks_ca.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if p.is_relative() {
                 *p = dir.join(&*p);
             }
@@ -189,6 +207,15 @@ impl Config {
         ensure!(!self.jwt.issuers.is_empty(), "jwt.issuers must name at least one issuer");
         ensure!(!self.jwt.audience.is_empty(), "jwt.audience must not be empty");
         ensure!(self.jwt.leeway_s <= 600, "jwt.leeway_s must be at most 600");
+        ensure!(
+            self.jwt.jwks_file.is_some() || self.jwt.jwks_url.is_some(),
+            "jwt needs jwks_file or jwks_url (or both)"
+        );
+        if let Some(url) = &self.jwt.jwks_url {
+            ensure!(url.starts_with("https://"), "jwt.jwks_url must be an https:// URL");
+            ensure!(self.jwt.jwks_ca.is_some(), "jwt.jwks_url needs jwt.jwks_ca (the CA certificates to trust for it)");
+        }
+        ensure!(self.jwt.jwks_refresh_s >= 60, "jwt.jwks_refresh_s must be at least 60");
         for value in
             [Some(&self.jwt.authorization), self.jwt.realm.as_ref(), self.jwt.resource.as_ref()].into_iter().flatten()
         {
@@ -276,7 +303,7 @@ mod tests {
         let path = dir.path().join("dke.toml");
         std::fs::write(&path, MINIMAL).unwrap();
         let config = Config::load(&path).unwrap();
-        assert_eq!(config.jwt.jwks_file, dir.path().join("jwks.json"));
+        assert_eq!(config.jwt.jwks_file, Some(dir.path().join("jwks.json")));
     }
 
     #[test]
@@ -289,11 +316,17 @@ mod tests {
             ("issuers = [\"https://issuer.example.com/\"]", "issuers = []"),
             ("authorization = \"https://login.example.com/authorize\"", "authorization = \"a\\\"b\""),
             ("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nunknown = 1"),
+            ("jwks_file = \"jwks.json\"", ""),
+            ("jwks_file = \"jwks.json\"", "jwks_url = \"https://login.example.com/keys\""),
+            ("jwks_file = \"jwks.json\"", "jwks_url = \"http://login.example.com/keys\"\njwks_ca = \"ca.pem\""),
         ] {
             let text = MINIMAL.replace(from, to);
             assert_ne!(text, MINIMAL, "{from}");
             assert!(parse(&text).is_err(), "{to}");
         }
+        let url = MINIMAL
+            .replace("jwks_file = \"jwks.json\"", "jwks_url = \"https://l.example.com/k\"\njwks_ca = \"ca.pem\"");
+        assert!(parse(&url).is_ok());
         let twice = format!("{MINIMAL}\n[[keys]]\nname = \"confidential\"\nrsa_key = \"x\"\nallowed_roles = [\"r\"]\n");
         assert!(parse(&twice).is_err());
     }

@@ -111,6 +111,11 @@ impl KeySet {
         Self::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
+    /// The keys of both sets.
+    pub fn union(&self, other: &KeySet) -> KeySet {
+        KeySet { keys: self.keys.iter().chain(&other.keys).cloned().collect() }
+    }
+
     /// How many usable keys the set holds.
     pub fn len(&self) -> usize {
         self.keys.len()

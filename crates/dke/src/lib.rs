@@ -8,10 +8,11 @@
 //! - [`config`]: the TOML configuration (keys and who may use them, token rules); [`cli`]: the
 //!   binary's command line.
 //! - [`server`]: HTTPS accept loop, HTTP/1.1 and HTTP/2, the per-request pipeline, the JWKS
-//!   file watcher; [`tls`]: the rustls configuration.
+//!   file watcher and URL refresher; [`tls`]: the rustls configuration.
 //! - [`service`]: the two operations over plain types; [`error`]: HTTP statuses and bodies,
 //!   in one place.
-//! - [`jwt`]: JWT validation (RS256, ES256) against a JWKS, and RS256 minting for dev issuers.
+//! - [`jwt`]: JWT validation (RS256, ES256) against a JWKS, and RS256 minting for dev issuers;
+//!   [`jwks_url`]: fetching the issuer's JWKS over HTTPS.
 //! - [`backend`]: the [`backend::Backend`] trait (the two cluster calls) and the coordinator
 //!   client behind it.
 //! - [`client`]: a small HTTPS client, as Office calls the service (tests, tools).
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod jwks_url;
 pub mod jwt;
 pub mod server;
 pub mod service;

@@ -146,6 +146,13 @@ async fn watch_jwks<B: Backend>(dke: Arc<Dke<B>>) {
     }
 }
 
+/// Fetches the JWKS URL at start and then as [`Dke::refresh_jwks_url`] says.
+async fn refresh_jwks_url<B: Backend>(dke: Arc<Dke<B>>) {
+    while let Some(wait) = dke.refresh_jwks_url().await {
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// Serves `pipeline` over TLS on `listener` until `shutdown` completes, then lets open
 /// connections finish (up to five seconds).
 pub async fn serve<B: Backend>(
@@ -156,6 +163,7 @@ pub async fn serve<B: Backend>(
 ) {
     let graceful = GracefulShutdown::new();
     let watcher_task = tokio::spawn(watch_jwks(pipeline.dke.clone()));
+    let refresher_task = tokio::spawn(refresh_jwks_url(pipeline.dke.clone()));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -197,6 +205,7 @@ pub async fn serve<B: Backend>(
         });
     }
     watcher_task.abort();
+    refresher_task.abort();
     if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}; closing them");
     }

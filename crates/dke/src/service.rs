@@ -91,9 +91,20 @@ pub struct Dke<B> {
     budget: Duration,
     rules: Rules,
     challenge: String,
+    /// The keys tokens are checked against: the file's and the URL's together.
     jwks: RwLock<Arc<KeySet>>,
-    jwks_file: PathBuf,
-    jwks_modified: Mutex<Option<SystemTime>>,
+    /// The two sources, and the file's modification time when last read.
+    sources: Mutex<Sources>,
+    jwks_file: Option<PathBuf>,
+    jwks_url: Option<(String, Arc<rustls::ClientConfig>)>,
+    jwks_refresh: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Sources {
+    file: KeySet,
+    url: KeySet,
+    file_modified: Option<SystemTime>,
 }
 
 fn bad(message: &str) -> DkeError {
@@ -147,8 +158,15 @@ impl<B: Backend> Dke<B> {
     /// # Errors
     /// If the JWKS file cannot be read or holds no usable key.
     pub fn new(config: &Config, backend: Arc<B>) -> anyhow::Result<Self> {
-        let jwks = KeySet::load(&config.jwt.jwks_file)?;
-        let modified = std::fs::metadata(&config.jwt.jwks_file).and_then(|m| m.modified()).ok();
+        let mut sources = Sources::default();
+        if let Some(file) = &config.jwt.jwks_file {
+            sources.file = KeySet::load(file)?;
+            sources.file_modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        }
+        let jwks_url = match (&config.jwt.jwks_url, &config.jwt.jwks_ca) {
+            (Some(url), Some(ca)) => Some((url.clone(), crate::jwks_url::client_config(ca)?)),
+            _ => None,
+        };
         Ok(Dke {
             backend,
             keys: config.keys.iter().map(|k| (k.name.clone(), k.clone())).collect(),
@@ -161,9 +179,11 @@ impl<B: Backend> Dke<B> {
                 leeway_s: config.jwt.leeway_s,
             },
             challenge: config.jwt.challenge(),
-            jwks: RwLock::new(Arc::new(jwks)),
+            jwks: RwLock::new(Arc::new(sources.file.clone())),
+            sources: Mutex::new(sources),
             jwks_file: config.jwt.jwks_file.clone(),
-            jwks_modified: Mutex::new(modified),
+            jwks_url,
+            jwks_refresh: Duration::from_secs(config.jwt.jwks_refresh_s),
         })
     }
 
@@ -183,17 +203,52 @@ impl<B: Backend> Dke<B> {
     /// # Errors
     /// If the changed file cannot be read or parsed.
     pub fn reload_jwks_if_changed(&self) -> anyhow::Result<bool> {
-        let modified = std::fs::metadata(&self.jwks_file).and_then(|m| m.modified()).ok();
-        let mut last = self.jwks_modified.lock().map_err(|_| anyhow::anyhow!("JWKS lock poisoned"))?;
-        if modified == *last {
+        let Some(file) = &self.jwks_file else {
+            return Ok(false);
+        };
+        let modified = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        let mut sources = self.sources.lock().map_err(|_| anyhow::anyhow!("JWKS lock poisoned"))?;
+        if modified == sources.file_modified {
             return Ok(false);
         }
         // Remember this version of the file either way: a broken file is reported once, and
         // the next change is tried again.
-        *last = modified;
-        let set = KeySet::load(&self.jwks_file)?;
-        *self.jwks.write().map_err(|_| anyhow::anyhow!("JWKS lock poisoned"))? = Arc::new(set);
+        sources.file_modified = modified;
+        sources.file = KeySet::load(file)?;
+        self.publish(&sources)?;
         Ok(true)
+    }
+
+    /// Fetches the JWKS URL, if one is configured, and trusts its keys (with the file's).
+    /// Returns when to fetch next: the configured interval after a success, 30 s after a
+    /// failure (the last good keys stay in use); `None` without a URL.
+    pub async fn refresh_jwks_url(&self) -> Option<Duration> {
+        let (url, tls) = self.jwks_url.as_ref()?;
+        match crate::jwks_url::fetch(url, tls.clone()).await {
+            Ok(set) => {
+                let count = set.len();
+                let published =
+                    self.sources.lock().map_err(|_| anyhow::anyhow!("JWKS lock poisoned")).and_then(|mut s| {
+                        s.url = set;
+                        self.publish(&s)
+                    });
+                match published {
+                    Ok(()) => tracing::info!(url = %url, keys = count, "JWKS fetched"),
+                    Err(e) => tracing::warn!(error = %e, "JWKS not updated"),
+                }
+                Some(self.jwks_refresh)
+            }
+            Err(e) => {
+                tracing::warn!(url = %url, error = %e, "JWKS fetch failed; keeping the last keys");
+                Some(Duration::from_secs(30))
+            }
+        }
+    }
+
+    fn publish(&self, sources: &Sources) -> anyhow::Result<()> {
+        *self.jwks.write().map_err(|_| anyhow::anyhow!("JWKS lock poisoned"))? =
+            Arc::new(sources.file.union(&sources.url));
+        Ok(())
     }
 
     fn key(&self, name: &str) -> Result<&config::Key, DkeError> {

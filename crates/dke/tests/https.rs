@@ -206,6 +206,11 @@ impl Server {
 /// Starts hyok-dke over `cluster` on a free port: key `confidential` → RSA key `dke-conf`
 /// (Alice by email, or the DKE.Readers role), and `ghost` → an RSA key the cluster lacks.
 async fn start(cluster: Arc<FakeCluster>) -> Server {
+    start_with(cluster, "", &jwks()).await
+}
+
+/// [`start`] with extra lines in the `[jwt]` table and the given JWKS file.
+async fn start_with(cluster: Arc<FakeCluster>, jwt_extra: &str, jwks_doc: &Value) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -219,7 +224,7 @@ async fn start(cluster: Arc<FakeCluster>) -> Server {
     let key = KeyPair::generate().unwrap();
     std::fs::write(path("server.pem"), params.signed_by(&key, &issuer).unwrap().pem()).unwrap();
     std::fs::write(path("server-key.pem"), key.serialize_pem()).unwrap();
-    std::fs::write(path("jwks.json"), jwks().to_string()).unwrap();
+    std::fs::write(path("jwks.json"), jwks_doc.to_string()).unwrap();
     let text = format!(
         r#"
 listen = "127.0.0.1:0"
@@ -239,6 +244,7 @@ audience = "{BASE}"
 jwks_file = "jwks.json"
 leeway_s = 30
 authorization = "{AUTHORIZE}"
+{jwt_extra}
 [[keys]]
 name = "confidential"
 rsa_key = "dke-conf"
@@ -601,4 +607,68 @@ async fn keys_added_to_the_jwks_file_are_trusted_without_a_restart_and_removed_o
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(refused, "the removed key was still trusted");
+}
+
+/// Serves `body` at `/keys` over HTTPS (the test server certificate) on `listener`.
+async fn serve_jwks(listener: tokio::net::TcpListener, dir: PathBuf, body: String) {
+    let tls = hyok_dke::tls::server_config(&hyok_dke::config::HttpsTls {
+        cert: dir.join("server.pem"),
+        key: dir.join("server-key.pem"),
+    })
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let (acceptor, body) = (acceptor.clone(), body.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else { return };
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let body = body.clone();
+                async move {
+                    let status = if request.uri().path() == "/keys" { 200 } else { 404 };
+                    let response = http::Response::builder()
+                        .status(status)
+                        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
+    }
+}
+
+#[tokio::test]
+async fn keys_from_the_jwks_url_are_trusted_alongside_the_file() {
+    let cluster = Arc::new(FakeCluster::default());
+    let public = cluster.add_version("dke-conf", KEY_V1);
+    let jwks_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_port = jwks_listener.local_addr().unwrap().port();
+    // The file holds the RS256 key only; the URL serves the ES256 key only.
+    let extra = format!("jwks_url = \"https://localhost:{jwks_port}/keys\"\njwks_ca = \"ca.pem\"\njwks_refresh_s = 60");
+    let rsa_only = json!({"keys": [jwks()["keys"][0].clone()]});
+    let server = start_with(cluster, &extra, &rsa_only).await;
+    let conn = server.connect(true).await;
+    let ciphertext = oaep::encrypt(&public, b"k", &mut rng(10)).unwrap();
+    let body = decrypt_body(&ciphertext);
+    let status = |token: String| {
+        let conn = conn.clone();
+        let body = body.clone();
+        async move { conn.post("/confidential/1/decrypt", Some(&token), &body).await.unwrap().status }
+    };
+    let es_only = json!({"keys": [jwks()["keys"][1].clone()]});
+    tokio::spawn(serve_jwks(jwks_listener, server.dir.path().to_owned(), es_only.to_string()));
+    let mut accepted = false;
+    for _ in 0..100 {
+        if status(es256(&claims_for("alice@example.com"))).await == 200 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the ES256 key from the JWKS URL was never trusted");
+    // Both sources count.
+    assert_eq!(status(rs256(&claims_for("alice@example.com"))).await, 200);
+    assert_eq!(status(es256(&claims_for("alice@example.com"))).await, 200);
 }

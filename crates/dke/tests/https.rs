@@ -206,11 +206,12 @@ impl Server {
 /// Starts hyok-dke over `cluster` on a free port: key `confidential` → RSA key `dke-conf`
 /// (Alice by email, or the DKE.Readers role), and `ghost` → an RSA key the cluster lacks.
 async fn start(cluster: Arc<FakeCluster>) -> Server {
-    start_with(cluster, "", &jwks()).await
+    start_with(cluster, "", &jwks(), false).await
 }
 
-/// [`start`] with extra lines in the `[jwt]` table and the given JWKS file.
-async fn start_with(cluster: Arc<FakeCluster>, jwt_extra: &str, jwks_doc: &Value) -> Server {
+/// [`start`] with extra lines in the `[jwt]` table and the given JWKS file; with `real`, over
+/// the real coordinator client (`hyok_dke::run`) pointed at a port where nothing listens.
+async fn start_with(cluster: Arc<FakeCluster>, jwt_extra: &str, jwks_doc: &Value, real: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -260,7 +261,11 @@ allowed_emails = ["alice@example.com"]
     let config = hyok_dke::Config::load(&path("dke.toml")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(hyok_dke::run_with_backend(config, cluster.clone(), listener, std::future::pending()));
+    if real {
+        tokio::spawn(hyok_dke::run(config, listener, std::future::pending()));
+    } else {
+        tokio::spawn(hyok_dke::run_with_backend(config, cluster.clone(), listener, std::future::pending()));
+    }
     Server { ca: path("ca.pem"), dir, url: format!("https://localhost:{port}"), cluster }
 }
 
@@ -648,7 +653,7 @@ async fn keys_from_the_jwks_url_are_trusted_alongside_the_file() {
     // The file holds the RS256 key only; the URL serves the ES256 key only.
     let extra = format!("jwks_url = \"https://localhost:{jwks_port}/keys\"\njwks_ca = \"ca.pem\"\njwks_refresh_s = 60");
     let rsa_only = json!({"keys": [jwks()["keys"][0].clone()]});
-    let server = start_with(cluster, &extra, &rsa_only).await;
+    let server = start_with(cluster, &extra, &rsa_only, false).await;
     let conn = server.connect(true).await;
     let ciphertext = oaep::encrypt(&public, b"k", &mut rng(10)).unwrap();
     let body = decrypt_body(&ciphertext);
@@ -671,4 +676,18 @@ async fn keys_from_the_jwks_url_are_trusted_alongside_the_file() {
     // Both sources count.
     assert_eq!(status(rs256(&claims_for("alice@example.com"))).await, 200);
     assert_eq!(status(es256(&claims_for("alice@example.com"))).await, 200);
+}
+
+#[tokio::test]
+async fn an_unreachable_coordinator_is_a_503_not_a_500() {
+    let server = start_with(Arc::new(FakeCluster::default()), "", &jwks(), true).await;
+    let conn = server.connect(true).await;
+    let answer = conn.get("/confidential").await.unwrap();
+    assert_eq!(answer.status, 503, "{:?}", answer.json);
+    assert_eq!(answer.json["error"], "unavailable");
+    let token = rs256(&claims_for("alice@example.com"));
+    let answer = conn.post("/confidential/1/decrypt", Some(&token), &decrypt_body(&[0x01; 256])).await.unwrap();
+    assert_eq!(answer.status, 503, "{:?}", answer.json);
+    // Token checks happen before the cluster is asked.
+    assert_eq!(conn.post("/confidential/1/decrypt", None, &decrypt_body(&[0x01; 256])).await.unwrap().status, 401);
 }

@@ -7,6 +7,7 @@
 //! - `target`: which cluster a command talks to.
 //! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.
 //! - `rsa`: the threshold RSA key ceremony (`rsa import`) and RSA key listing.
+//! - `dke`: the dev cluster's hyok-dke token issuer and `hyokctl dev token`.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
 //! - `compose`: the files docker-compose.yml mounts, and its key bootstrap.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod compose;
 pub mod crypt;
 pub mod dev;
 pub mod devfile;
+pub mod dke;
 pub mod keys;
 pub mod pki;
 pub mod rsa;

@@ -31,6 +31,8 @@ enum Command {
         /// Threshold (first run only).
         #[arg(long, default_value_t = 3)]
         threshold: u16,
+        #[command(subcommand)]
+        command: Option<DevCommand>,
     },
     /// The cluster's PKI.
     Pki {
@@ -110,6 +112,12 @@ enum Command {
     Probe {
         /// host:port.
         addr: String,
+    },
+    /// The Microsoft 365 DKE key service (hyok-dke).
+    #[command(hide = true)]
+    Dke {
+        #[command(subcommand)]
+        command: DkeCommand,
     },
     /// The AWS KMS External Key Store proxy (hyok-xks).
     Xks {
@@ -219,6 +227,29 @@ enum RsaCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Print a bearer token for the dev hyok-dke (RS256, from the dev token issuer).
+    Token {
+        /// The user's email (also upn and preferred_username).
+        #[arg(long)]
+        email: String,
+        /// The dev directory (where dev.json is).
+        #[arg(long, default_value = DEFAULT_DEV_DIR)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DkeCommand {
+    /// Run hyok-dke (same as the hyok-dke binary).
+    #[command(hide = true)]
+    Serve {
+        #[command(flatten)]
+        args: hyok_dke::cli::Args,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum XksCommand {
     /// Generate a SigV4 credential and print the KMS console's proxy configuration JSON
     /// (XksProxyUriPath, XksProxyAuthenticationCredential).
@@ -291,7 +322,14 @@ async fn main() -> Result<()> {
                 eprintln!("added to {}", file.display());
             }
         }
-        Command::Dev { dir, nodes, threshold } => {
+        Command::Dev { command: Some(DevCommand::Token { email, dir }), .. } => {
+            println!("{}", hyok_cli::dke::dev_token(&dir, &email)?);
+        }
+        Command::Dke { command: DkeCommand::Serve { args } } => {
+            init_logging("info");
+            hyok_dke::cli::execute(args).await?;
+        }
+        Command::Dev { dir, nodes, threshold, command: None } => {
             init_logging("warn");
             hyok_cli::dev::run(DevOptions { dir, nodes, threshold }).await?;
         }

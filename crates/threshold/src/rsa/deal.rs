@@ -75,7 +75,9 @@ impl PrivateKey {
         Self::from_parts(der::parse_pkcs1(der)?)
     }
 
-    fn from_parts(parts: der::Pkcs1<'_>) -> Result<Self> {
+    /// The key from its PKCS#1 components, checked as [`PrivateKey::from_pkcs1_der`] checks
+    /// them. Dealer-only: for [`super::keygen`], which builds a key from fresh primes.
+    pub(crate) fn from_parts(parts: der::Pkcs1<'_>) -> Result<Self> {
         let public = RsaPublicKey::from_components(parts.n, parts.e)?;
         let precision = public.precision();
         let secret = |bytes: &[u8]| {
@@ -131,6 +133,32 @@ impl PrivateKey {
         let wide = Zeroizing::new(p1.concatenating_mul(&*q1));
         let m = Zeroizing::new(num::resized(&wide, self.public.precision()));
         if bool::from(m.is_zero()) { Err(Error::InvalidParameters("RSA private key is inconsistent")) } else { Ok(m) }
+    }
+
+    /// The key as an unencrypted PKCS#8 `PrivateKeyInfo` (DER), with the PKCS#1 CRT values
+    /// recomputed. Zeroized on drop.
+    ///
+    /// For keys that are never dealt — a development token issuer's signing key, which `ring`
+    /// loads with `RsaKeyPair::from_pkcs8` — and for tests. A dealt key must not be exported.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameters`] if the key is inconsistent (it cannot be: it was checked).
+    pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        let [dp, dq, qinv] = super::keygen::crt_values(&self.d, &self.p, &self.q)?;
+        let bytes = |x: &BoxedUint| Zeroizing::new(x.to_be_bytes().into_vec());
+        let (n, e) = (self.public.modulus_bytes(), self.public.exponent_bytes());
+        let (d, p, q, dp, dq, qinv) =
+            (bytes(&self.d), bytes(&self.p), bytes(&self.q), bytes(&dp), bytes(&dq), bytes(&qinv));
+        Ok(der::write_pkcs8(&der::Pkcs1 { n: &n, e: &e, d: &d, p: &p, q: &q, dp: &dp, dq: &dq, qinv: &qinv }))
+    }
+
+    /// [`PrivateKey::to_pkcs8_der`] in PEM armour (`-----BEGIN PRIVATE KEY-----`), which
+    /// [`PrivateKey::from_pem`] reads back. Zeroized on drop; same caveats.
+    ///
+    /// # Errors
+    /// As [`PrivateKey::to_pkcs8_der`].
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
+        Ok(der::pem_encode_pkcs8(&self.to_pkcs8_der()?))
     }
 
     /// The public half `(N, e)`.

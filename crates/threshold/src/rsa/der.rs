@@ -229,13 +229,45 @@ pub(crate) fn parse_pkcs8(der: &[u8]) -> Result<Pkcs1<'_>> {
     parse_pkcs1(inner)
 }
 
-/// DER `rsaEncryption` AlgorithmIdentifier: `SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }`.
-const RSA_ENCRYPTION_ALGORITHM: [u8; 15] =
-    [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+/// The base64 character of a 6-bit value; branch-free in the value.
+fn base64_char(v: u8) -> u8 {
+    let v = i16::from(v);
+    // Each term is the offset to add when `v` is in its range, 0 otherwise.
+    let lt = |x: i16| -> i16 { ((v - x) >> 8) & 1 };
+    let c = 65 + v + (1 - lt(26)) * 6 - (1 - lt(52)) * 75 - (1 - lt(62)) * 15 + (1 - lt(63)) * 3;
+    c as u8
+}
 
-/// Appends a DER tag and definite length (short form below 128, long form otherwise).
-fn write_header(out: &mut Vec<u8>, tag: u8, len: usize) {
+/// Standard base64 with padding, in lines of 64 characters (PEM).
+fn base64_lines(data: &[u8]) -> Zeroizing<String> {
+    let mut out = Zeroizing::new(Vec::with_capacity(data.len() / 3 * 4 + data.len() / 48 + 8));
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let group = [b[0] >> 2, ((b[0] & 3) << 4) | (b[1] >> 4), ((b[1] & 15) << 2) | (b[2] >> 6), b[2] & 63];
+        for (i, v) in group.into_iter().enumerate() {
+            out.push(if i <= chunk.len() { base64_char(v) } else { b'=' });
+        }
+    }
+    let mut text = Zeroizing::new(String::with_capacity(out.len() + out.len() / 64 + 1));
+    for line in out.chunks(64) {
+        text.extend(line.iter().map(|c| char::from(*c)));
+        text.push('\n');
+    }
+    text
+}
+
+/// PKCS#8 DER in PEM armour.
+pub(crate) fn pem_encode_pkcs8(der: &[u8]) -> Zeroizing<String> {
+    let mut pem = Zeroizing::new(String::from("-----BEGIN PRIVATE KEY-----\n"));
+    pem.push_str(&base64_lines(der));
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+/// Appends a DER TLV.
+fn write_tlv(out: &mut Vec<u8>, tag: u8, contents: &[u8]) {
     out.push(tag);
+    let len = contents.len();
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -244,19 +276,47 @@ fn write_header(out: &mut Vec<u8>, tag: u8, len: usize) {
         out.push(0x80 | (bytes.len() - skip) as u8);
         out.extend_from_slice(&bytes[skip..]);
     }
+    out.extend_from_slice(contents);
 }
 
-/// A DER INTEGER for a non-negative big-endian magnitude: leading zeros stripped, one zero byte
-/// prepended when the top bit is set (so it does not read as negative).
+/// Appends a non-negative INTEGER from a big-endian magnitude (leading zeros stripped, a zero
+/// byte added when the top bit is set).
 fn write_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
-    let start = magnitude.iter().take_while(|b| **b == 0).count();
-    let m = &magnitude[start..];
-    let pad = m.first().is_none_or(|b| b & 0x80 != 0);
-    write_header(out, 0x02, m.len() + usize::from(pad));
-    if pad {
-        out.push(0);
+    let start = magnitude.iter().position(|b| *b != 0).unwrap_or(magnitude.len());
+    let trimmed = &magnitude[start..];
+    let mut contents = Zeroizing::new(Vec::with_capacity(trimmed.len() + 1));
+    if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+        contents.push(0);
     }
-    out.extend_from_slice(m);
+    contents.extend_from_slice(trimmed);
+    write_tlv(out, 0x02, &contents);
+}
+
+/// The contents of the `rsaEncryption` AlgorithmIdentifier: `OID 1.2.840.113549.1.1.1, NULL`.
+fn rsa_algorithm() -> Vec<u8> {
+    let mut algorithm = Vec::with_capacity(16);
+    write_tlv(&mut algorithm, 0x06, RSA_ENCRYPTION);
+    write_tlv(&mut algorithm, 0x05, &[]);
+    algorithm
+}
+
+/// The PKCS#8 `PrivateKeyInfo` (version 0, `rsaEncryption`, NULL parameters) around the PKCS#1
+/// `RSAPrivateKey` (version 0) of `key`: what [`parse_pkcs8`] reads.
+pub(crate) fn write_pkcs8(key: &Pkcs1<'_>) -> Zeroizing<Vec<u8>> {
+    let mut ints = Zeroizing::new(Vec::with_capacity(8 * 256 + 16));
+    write_uint(&mut ints, &[0]);
+    for value in [key.n, key.e, key.d, key.p, key.q, key.dp, key.dq, key.qinv] {
+        write_uint(&mut ints, value);
+    }
+    let mut pkcs1 = Zeroizing::new(Vec::with_capacity(ints.len() + 8));
+    write_tlv(&mut pkcs1, 0x30, &ints);
+    let mut body = Zeroizing::new(Vec::with_capacity(pkcs1.len() + 32));
+    write_uint(&mut body, &[0]);
+    write_tlv(&mut body, 0x30, &rsa_algorithm());
+    write_tlv(&mut body, 0x04, &pkcs1);
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 8));
+    write_tlv(&mut out, 0x30, &body);
+    out
 }
 
 /// The DER `SubjectPublicKeyInfo` (RFC 5280 §4.1, RFC 8017 A.1.1) of the RSA key `(n, e)`:
@@ -266,17 +326,13 @@ pub(crate) fn spki(n: &[u8], e: &[u8]) -> Vec<u8> {
     let mut ints = Vec::with_capacity(n.len() + e.len() + 8);
     write_uint(&mut ints, n);
     write_uint(&mut ints, e);
-    let mut rsa_public_key = Vec::with_capacity(ints.len() + 4);
-    write_header(&mut rsa_public_key, 0x30, ints.len());
-    rsa_public_key.extend_from_slice(&ints);
-    let mut body = Vec::with_capacity(rsa_public_key.len() + 24);
-    body.extend_from_slice(&RSA_ENCRYPTION_ALGORITHM);
-    write_header(&mut body, 0x03, rsa_public_key.len() + 1);
-    body.push(0); // no unused bits
-    body.extend_from_slice(&rsa_public_key);
+    let mut bits = vec![0]; // no unused bits
+    write_tlv(&mut bits, 0x30, &ints);
+    let mut body = Vec::with_capacity(bits.len() + 24);
+    write_tlv(&mut body, 0x30, &rsa_algorithm());
+    write_tlv(&mut body, 0x03, &bits);
     let mut out = Vec::with_capacity(body.len() + 4);
-    write_header(&mut out, 0x30, body.len());
-    out.extend_from_slice(&body);
+    write_tlv(&mut out, 0x30, &body);
     out
 }
 
@@ -295,6 +351,35 @@ mod tests {
         for bad in ["", "Zm9", "Zm9v!A==", "Zm9vYh==", "Z===", "Zm=v"] {
             assert!(base64_decode(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn base64_encoding_round_trips_every_length() {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (v, c) in alphabet.iter().enumerate() {
+            assert_eq!(base64_char(v as u8), *c, "{v}");
+        }
+        for len in 0..100usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let text: String = base64_lines(&data).lines().collect();
+            if len > 0 {
+                assert_eq!(*base64_decode(text.as_bytes()).unwrap(), data, "{len}");
+            }
+        }
+        assert_eq!(&*base64_lines(b"foob"), "Zm9vYg==\n");
+    }
+
+    #[test]
+    fn der_integers_are_written_minimally() {
+        let mut out = Vec::new();
+        write_uint(&mut out, &[0, 0, 0x85]);
+        write_uint(&mut out, &[0, 5]);
+        write_uint(&mut out, &[]);
+        assert_eq!(out, [0x02, 0x02, 0x00, 0x85, 0x02, 0x01, 0x05, 0x02, 0x01, 0x00]);
+        let mut long = Vec::new();
+        write_tlv(&mut long, 0x04, &[7; 300]);
+        assert_eq!(&long[..4], &[0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(Der(&long).tlv(0x04).unwrap(), &[7; 300][..]);
     }
 
     #[test]

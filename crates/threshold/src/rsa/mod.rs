@@ -30,6 +30,7 @@
 pub mod combine;
 pub mod deal;
 mod der;
+pub mod keygen;
 mod keys;
 mod num;
 pub mod oaep;

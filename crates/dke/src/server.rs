@@ -1,0 +1,212 @@
+//! The HTTPS server: accept loop, TLS handshakes, HTTP/1.1 and HTTP/2 (hyper), the per-request
+//! pipeline (body → route → method → concurrency → service), one log line per request, the
+//! JWKS file watcher, and graceful shutdown.
+
+use crate::backend::Backend;
+use crate::error::DkeError;
+use crate::service::{Dke, Route, route};
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+/// Largest request body: a 4096-bit ciphertext in Base64 is under 700 bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+/// How often the JWKS file is checked for changes.
+const JWKS_POLL: Duration = Duration::from_secs(2);
+
+/// Per-request state shared by every connection.
+#[derive(Debug)]
+pub struct Pipeline<B> {
+    dke: Arc<Dke<B>>,
+    permits: Arc<Semaphore>,
+}
+
+fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// A pipeline over `dke` with at most `max_in_flight` requests served at once.
+    pub fn new(dke: Arc<Dke<B>>, max_in_flight: usize) -> Self {
+        Pipeline { dke, permits: Arc::new(Semaphore::new(max_in_flight)) }
+    }
+
+    fn error_response(&self, error: &DkeError) -> Response<Full<Bytes>> {
+        let mut response = respond(error.status(), error.body());
+        match error {
+            DkeError::Unauthorized => {
+                if let Ok(value) = HeaderValue::from_str(self.dke.challenge()) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            DkeError::MethodNotAllowed(allow) => {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        response
+    }
+
+    /// Answers one HTTP request; never fails (every failure is a JSON error response).
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        // The body is read before any answer, even a refusal: an HTTP/2 client whose request
+        // body is left unread sees its stream reset instead of the answer.
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(DkeError::PayloadTooLarge),
+            Err(_) => Err(DkeError::BadRequest("the request body could not be read".into())),
+        };
+        let path = parts.uri.path();
+        let result = self.serve(&parts.method, path, &parts.headers, body, started).await;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        let shown: String = path.chars().take(200).collect();
+        match result {
+            Ok(answer) => {
+                tracing::info!(method = %parts.method, path = %shown, status = 200, elapsed_us, "served");
+                respond(StatusCode::OK, answer.to_vec())
+            }
+            Err(error) => {
+                tracing::info!(
+                    method = %parts.method, path = %shown, status = error.status().as_u16(), error = error.name(),
+                    message = %error, elapsed_us, "refused"
+                );
+                self.error_response(&error)
+            }
+        }
+    }
+
+    async fn serve(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        body: Result<Bytes, DkeError>,
+        started: Instant,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, DkeError> {
+        let route = route(path)?;
+        match (route, method) {
+            (Route::PublicKey { .. }, &Method::GET) | (Route::Decrypt { .. }, &Method::POST) => {}
+            (Route::PublicKey { .. }, _) => return Err(DkeError::MethodNotAllowed("GET")),
+            (Route::Decrypt { .. }, _) => return Err(DkeError::MethodNotAllowed("POST")),
+        }
+        let body = body?;
+        // Bounded concurrency: a full house is a 503 at once, never a queue.
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(DkeError::Unavailable("too many requests in flight; retry".into()));
+        };
+        let deadline = started + self.dke.budget();
+        let now = SystemTime::now();
+        let work = async {
+            match route {
+                Route::PublicKey { name } => {
+                    self.dke.public_key(name, now, deadline).await.map(zeroize::Zeroizing::new)
+                }
+                Route::Decrypt { name, key_id } => self.dke.decrypt(name, key_id, headers, &body, now, deadline).await,
+            }
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(DkeError::Unavailable("the request's time budget ran out".into())),
+        }
+    }
+}
+
+/// Reloads the JWKS file when it changes.
+async fn watch_jwks<B: Backend>(dke: Arc<Dke<B>>) {
+    loop {
+        tokio::time::sleep(JWKS_POLL).await;
+        match dke.reload_jwks_if_changed() {
+            Ok(true) => tracing::info!("JWKS reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "JWKS file not reloaded; keeping the old keys"),
+        }
+    }
+}
+
+/// Fetches the JWKS URL at start and then as [`Dke::refresh_jwks_url`] says.
+async fn refresh_jwks_url<B: Backend>(dke: Arc<Dke<B>>) {
+    while let Some(wait) = dke.refresh_jwks_url().await {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Serves `pipeline` over TLS on `listener` until `shutdown` completes, then lets open
+/// connections finish (up to five seconds).
+pub async fn serve<B: Backend>(
+    pipeline: Arc<Pipeline<B>>,
+    acceptor: TlsAcceptor,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let watcher_task = tokio::spawn(watch_jwks(pipeline.dke.clone()));
+    let refresher_task = tokio::spawn(refresh_jwks_url(pipeline.dke.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let pipeline = pipeline.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |request| {
+                let pipeline = pipeline.clone();
+                async move { Ok::<_, Infallible>(pipeline.handle(request).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    watcher_task.abort();
+    refresher_task.abort();
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after {DRAIN:?}; closing them");
+    }
+}

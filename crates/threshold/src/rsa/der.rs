@@ -1,4 +1,4 @@
-//! A minimal reader for RSA private keys (and writer of public `SubjectPublicKeyInfo`s): PEM armour, base64, and just enough DER for
+//! A minimal reader for RSA private keys: PEM armour, base64, and just enough DER for
 //! PKCS#1 `RSAPrivateKey` (RFC 8017 A.1.2) and PKCS#8 `PrivateKeyInfo` (RFC 5208 / 5958) with
 //! `rsaEncryption`. Strict DER: definite, minimal lengths; minimal, non-negative integers;
 //! no trailing bytes. Every failure is one [`Error::Malformed`]; nothing here panics.
@@ -227,57 +227,6 @@ pub(crate) fn parse_pkcs8(der: &[u8]) -> Result<Pkcs1<'_>> {
     }
     seq.finish()?;
     parse_pkcs1(inner)
-}
-
-/// DER `rsaEncryption` AlgorithmIdentifier: `SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }`.
-const RSA_ENCRYPTION_ALGORITHM: [u8; 15] =
-    [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
-
-/// Appends a DER tag and definite length (short form below 128, long form otherwise).
-fn write_header(out: &mut Vec<u8>, tag: u8, len: usize) {
-    out.push(tag);
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
-/// A DER INTEGER for a non-negative big-endian magnitude: leading zeros stripped, one zero byte
-/// prepended when the top bit is set (so it does not read as negative).
-fn write_uint(out: &mut Vec<u8>, magnitude: &[u8]) {
-    let start = magnitude.iter().take_while(|b| **b == 0).count();
-    let m = &magnitude[start..];
-    let pad = m.first().is_none_or(|b| b & 0x80 != 0);
-    write_header(out, 0x02, m.len() + usize::from(pad));
-    if pad {
-        out.push(0);
-    }
-    out.extend_from_slice(m);
-}
-
-/// The DER `SubjectPublicKeyInfo` (RFC 5280 §4.1, RFC 8017 A.1.1) of the RSA key `(n, e)`:
-/// `SEQUENCE { rsaEncryption, BIT STRING { SEQUENCE { INTEGER n, INTEGER e } } }` — the bytes
-/// `openssl rsa -pubout -outform DER` writes.
-pub(crate) fn spki(n: &[u8], e: &[u8]) -> Vec<u8> {
-    let mut ints = Vec::with_capacity(n.len() + e.len() + 8);
-    write_uint(&mut ints, n);
-    write_uint(&mut ints, e);
-    let mut rsa_public_key = Vec::with_capacity(ints.len() + 4);
-    write_header(&mut rsa_public_key, 0x30, ints.len());
-    rsa_public_key.extend_from_slice(&ints);
-    let mut body = Vec::with_capacity(rsa_public_key.len() + 24);
-    body.extend_from_slice(&RSA_ENCRYPTION_ALGORITHM);
-    write_header(&mut body, 0x03, rsa_public_key.len() + 1);
-    body.push(0); // no unused bits
-    body.extend_from_slice(&rsa_public_key);
-    let mut out = Vec::with_capacity(body.len() + 4);
-    write_header(&mut out, 0x30, body.len());
-    out.extend_from_slice(&body);
-    out
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ impl RsaPublicKey {
     /// The DER `SubjectPublicKeyInfo` of `(N, e)`, as `openssl rsa -pubout -outform DER`
     /// writes it.
     pub fn to_spki_der(&self) -> Vec<u8> {
-        super::der::spki(&self.modulus_bytes(), &self.exponent_bytes())
+        super::spki::spki(&self.modulus_bytes(), &self.exponent_bytes())
     }
 
     /// The bit length of `N`.

@@ -25,7 +25,8 @@
 //! - [`combine`]: integer Lagrange interpolation in the exponent, the Euclid step, the check,
 //!   and culprit search over other subsets.
 //! - [`oaep`]: EME-OAEP with SHA-256 — constant-time decoding, and encryption for clients.
-//! - internal: `num` (big-integer helpers on crypto-bigint), `der` (PEM/PKCS#1/PKCS#8 reader).
+//! - internal: `num` (big-integer helpers on crypto-bigint), `der` (PEM/PKCS#1/PKCS#8 reader),
+//!   `spki` (the DER `SubjectPublicKeyInfo` writer behind [`fingerprint`]).
 
 pub mod combine;
 pub mod deal;
@@ -35,6 +36,7 @@ mod num;
 pub mod oaep;
 pub mod partial;
 pub mod seal;
+mod spki;
 
 pub use keys::{
     MAX_MODULUS_BITS, MAX_NODES, MIN_MODULUS_BITS, RsaKeyShare, RsaPartial, RsaPublicKey, RsaPublicPackage, fingerprint,

@@ -3,10 +3,10 @@
 //!
 //! # Layout
 //! - `pki`: the cluster CA and role certificates.
+//! - `rsa`: the threshold RSA key ceremony (`rsa import`) and RSA key listing.
 //! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
 //! - `target`: which cluster a command talks to.
 //! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.
-//! - `rsa`: the threshold RSA key ceremony (`rsa import`) and RSA key listing.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

@@ -171,29 +171,6 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand, Debug)]
-enum RsaCommand {
-    /// Import an RSA private key as the next version of NAME: split it, seal each share to its
-    /// node, hand the sealed shares to the cluster, destroy the key. Prints the fingerprint.
-    /// (`rsa create` awaits RSA key generation in hyok-threshold; generate with
-    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` and import meanwhile.)
-    Import {
-        /// The key name, [A-Za-z0-9._-]{1,128}.
-        #[arg(long)]
-        name: String,
-        /// An unencrypted PKCS#1 or PKCS#8 PEM file.
-        #[arg(long)]
-        pem: PathBuf,
-    },
-    /// List RSA keys.
-    List,
-    /// Show one RSA key.
-    Show {
-        /// The key name.
-        name: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
 enum XksCommand {
     /// Generate a SigV4 credential and print the KMS console's proxy configuration JSON
     /// (XksProxyUriPath, XksProxyAuthenticationCredential).
@@ -221,6 +198,29 @@ enum AuditCommand {
         /// Only this node.
         #[arg(long)]
         node: Option<u16>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RsaCommand {
+    /// Import an RSA private key as the next version of NAME: split it, seal each share to its
+    /// node, hand the sealed shares to the cluster, destroy the key. Prints the fingerprint.
+    /// (`rsa create` awaits RSA key generation in hyok-threshold; generate with
+    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` and import meanwhile.)
+    Import {
+        /// The key name, [A-Za-z0-9._-]{1,128}.
+        #[arg(long)]
+        name: String,
+        /// An unencrypted PKCS#1 or PKCS#8 PEM file.
+        #[arg(long)]
+        pem: PathBuf,
+    },
+    /// List RSA keys.
+    List,
+    /// Show one RSA key.
+    Show {
+        /// The key name.
+        name: String,
     },
 }
 

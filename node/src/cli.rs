@@ -37,6 +37,10 @@ pub enum NodeCommand {
         /// This node's private key.
         #[arg(long)]
         key: PathBuf,
+        /// Initialize DATA_DIR first if it holds no seal key yet (for containers whose volume
+        /// starts empty). A node initialized afresh has a new identity and no shares.
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -47,7 +51,11 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
             crate::server::init(&data_dir)?;
             println!("initialized {}", data_dir.display());
         }
-        NodeCommand::Run { id, data_dir, listen, ca, cert, key } => {
+        NodeCommand::Run { id, data_dir, listen, ca, cert, key, init } => {
+            if init && !crate::server::seal_key_path(&data_dir).exists() {
+                crate::server::init(&data_dir)?;
+                eprintln!("hyok-node {id}: initialized {} (new identity, no shares)", data_dir.display());
+            }
             let node = Arc::new(crate::server::open(NodeId::new(id)?, &data_dir)?);
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;

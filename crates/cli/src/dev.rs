@@ -252,7 +252,7 @@ async fn stop(pids: &[(String, u32)]) {
 
 /// Waits until the coordinator reaches every node, then creates the demo key and hyok-xks's
 /// keys unless they exist.
-async fn ensure_keys(endpoint: &str, tls: &TlsFiles) -> Result<()> {
+pub async fn ensure_keys(endpoint: &str, tls: &TlsFiles) -> Result<()> {
     let mut client = hyok_client::connect_vault(endpoint, tls).await?;
     let mut keys: Vec<(&str, &[pb::KeyUsage])> = vec![(DEMO_KEY, &[])];
     keys.extend(crate::xks::dev_cluster_keys());

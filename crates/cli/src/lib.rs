@@ -8,12 +8,14 @@
 //! - `target`: which cluster a command talks to.
 //! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
+//! - `compose`: the files docker-compose.yml mounts, and its key bootstrap.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod audit;
 pub mod bench;
 pub mod bench_xks;
+pub mod compose;
 pub mod crypt;
 pub mod dev;
 pub mod devfile;

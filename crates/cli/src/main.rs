@@ -100,6 +100,17 @@ enum Command {
         #[arg(long)]
         cdiv: bool,
     },
+    /// The Docker Compose cluster (docker-compose.yml): its files, and its key bootstrap.
+    Compose {
+        #[command(subcommand)]
+        command: ComposeCommand,
+    },
+    /// Exit 0 if something accepts TCP connections at ADDR (container health checks).
+    #[command(hide = true)]
+    Probe {
+        /// host:port.
+        addr: String,
+    },
     /// The AWS KMS External Key Store proxy (hyok-xks).
     Xks {
         #[command(subcommand)]
@@ -171,6 +182,47 @@ enum KeyCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum ComposeCommand {
+    /// Write the PKI, configurations, SigV4 credentials and compose.json that
+    /// docker-compose.yml mounts (5 nodes, threshold 3).
+    Init {
+        /// The directory (docker-compose.yml reads HYOK_COMPOSE_DIR, default ./.hyok-compose).
+        #[arg(long, default_value = ".hyok-compose")]
+        dir: PathBuf,
+    },
+    /// Wait for the cluster and create the demo and XKS keys that are missing (the compose
+    /// `init` service runs this).
+    Bootstrap,
+}
+
+#[derive(Subcommand, Debug)]
+enum RsaCommand {
+    /// Import an RSA private key as the next version of NAME: split it, seal each share to its
+    /// node, hand the sealed shares to the cluster, destroy the key. Prints the fingerprint.
+    /// (`rsa create` awaits RSA key generation in hyok-threshold; generate with
+    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` and import meanwhile.)
+    Import {
+        /// The key name, [A-Za-z0-9._-]{1,128}.
+        #[arg(long)]
+        name: String,
+        /// An unencrypted PKCS#1 or PKCS#8 PEM file.
+        #[arg(long)]
+        pem: PathBuf,
+        /// Node ID's identity key as the node itself logged it (ID=HEX, repeatable): the import
+        /// is refused unless the coordinator reports the same key.
+        #[arg(long = "expect-identity")]
+        expect_identity: Vec<String>,
+    },
+    /// List RSA keys.
+    List,
+    /// Show one RSA key.
+    Show {
+        /// The key name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum XksCommand {
     /// Generate a SigV4 credential and print the KMS console's proxy configuration JSON
     /// (XksProxyUriPath, XksProxyAuthenticationCredential).
@@ -201,33 +253,6 @@ enum AuditCommand {
     },
 }
 
-#[derive(Subcommand, Debug)]
-enum RsaCommand {
-    /// Import an RSA private key as the next version of NAME: split it, seal each share to its
-    /// node, hand the sealed shares to the cluster, destroy the key. Prints the fingerprint.
-    /// (`rsa create` awaits RSA key generation in hyok-threshold; generate with
-    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` and import meanwhile.)
-    Import {
-        /// The key name, [A-Za-z0-9._-]{1,128}.
-        #[arg(long)]
-        name: String,
-        /// An unencrypted PKCS#1 or PKCS#8 PEM file.
-        #[arg(long)]
-        pem: PathBuf,
-        /// Node ID's identity key as the node itself logged it (ID=HEX, repeatable): the import
-        /// is refused unless the coordinator reports the same key.
-        #[arg(long = "expect-identity")]
-        expect_identity: Vec<String>,
-    },
-    /// List RSA keys.
-    List,
-    /// Show one RSA key.
-    Show {
-        /// The key name.
-        name: String,
-    },
-}
-
 fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
@@ -248,6 +273,18 @@ async fn main() -> Result<()> {
             init_logging("info");
             hyok_coordinator::cli::execute(args).await?;
         }
+        Command::Compose { command: ComposeCommand::Init { dir } } => {
+            std::fs::create_dir_all(&dir)?;
+            let file = hyok_cli::compose::init(&dir)?;
+            println!("compose files written to {}; then:", dir.display());
+            println!("  docker/build-image.sh && HYOK_COMPOSE_DIR={} docker-compose up -d", dir.display());
+            println!("  hyok-xks: {} (access key {})", file.xks_base_url(8443), file.access_key_id);
+        }
+        Command::Compose { command: ComposeCommand::Bootstrap } => {
+            hyok_cli::compose::bootstrap(&target).await?;
+            println!("keys ready");
+        }
+        Command::Probe { addr } => hyok_cli::compose::probe(&addr).await?,
         Command::Xks { command: XksCommand::Serve { args } } => {
             init_logging("info");
             hyok_xks::cli::execute(args).await?;

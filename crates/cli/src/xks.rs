@@ -95,31 +95,11 @@ pub fn credentials(prefix: &str, file: Option<&Path>) -> Result<String> {
     Ok(credentials::console_json(&hyok_xks::config::base_path(prefix), &credential).to_string())
 }
 
-/// What the dev cluster's hyok-xks runs with.
-#[derive(Debug)]
-pub struct DevSetup {
-    /// Its configuration file.
-    pub config: PathBuf,
-    /// The credential dev.json names.
-    pub credential: Credential,
-    /// `role → external key id`.
-    pub keys: BTreeMap<String, String>,
-}
-
-/// Writes `DIR/xks/xks.toml` for a hyok-xks on `port`, reusing `DIR/xks/credentials.toml` (made
-/// on the first run).
-pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16) -> Result<DevSetup> {
-    let xks_dir = dir.join("xks");
-    std::fs::create_dir_all(&xks_dir)?;
-    let credentials_file = xks_dir.join("credentials.toml");
-    if !credentials_file.exists() {
-        let credential = credentials::generate(&mut rand::rng());
-        write_private(&credentials_file, &credentials::to_file_text(&[credential]))?;
-    }
-    let credential =
-        credentials::load_file(&credentials_file)?.into_iter().next().context("the dev credentials file is empty")?;
+/// A hyok-xks configuration serving the dev key store: HTTPS with the front-end certificate of
+/// the PKI in `pki` (as the process sees that directory), the dev keys, a 1 s health refresh.
+pub fn config_text(listen: &str, coordinator: &str, pki: &Path, credentials_file: &Path) -> String {
     let mut text = format!(
-        "# Written by `hyokctl dev`.\nlisten = \"127.0.0.1:{port}\"\n\n\
+        "# Written by hyokctl.\nlisten = \"{listen}\"\n\n\
          [tls]\ncert = {:?}\nkey = {:?}\n\n\
          [coordinator]\nendpoint = \"{coordinator}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
          [health]\nkey_id = \"{HEALTH_KEY}\"\nrefresh_ms = 1000\n\n\
@@ -137,8 +117,38 @@ pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16) -> Resu
             key.external_id, key.key_id, key.usage
         ));
     }
+    text
+}
+
+/// Makes `file` with one new credential unless it exists; returns its first credential.
+pub fn ensure_credentials(file: &Path) -> Result<Credential> {
+    if !file.exists() {
+        let credential = credentials::generate(&mut rand::rng());
+        write_private(file, &credentials::to_file_text(&[credential]))?;
+    }
+    credentials::load_file(file)?.into_iter().next().context("the credentials file is empty")
+}
+
+/// What the dev cluster's hyok-xks runs with.
+#[derive(Debug)]
+pub struct DevSetup {
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// The credential dev.json names.
+    pub credential: Credential,
+    /// `role → external key id`.
+    pub keys: BTreeMap<String, String>,
+}
+
+/// Writes `DIR/xks/xks.toml` for a hyok-xks on `port`, reusing `DIR/xks/credentials.toml` (made
+/// on the first run).
+pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16) -> Result<DevSetup> {
+    let xks_dir = dir.join("xks");
+    std::fs::create_dir_all(&xks_dir)?;
+    let credentials_file = xks_dir.join("credentials.toml");
+    let credential = ensure_credentials(&credentials_file)?;
     let config = xks_dir.join("xks.toml");
-    std::fs::write(&config, text)?;
+    std::fs::write(&config, config_text(&format!("127.0.0.1:{port}"), coordinator, pki, &credentials_file))?;
     hyok_xks::Config::load(&config).context("the dev hyok-xks configuration does not load")?;
     let keys = DEV_KEYS.iter().map(|k| (k.role.to_owned(), k.external_id.to_owned())).collect();
     Ok(DevSetup { config, credential, keys })

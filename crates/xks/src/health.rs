@@ -68,6 +68,26 @@ fn all_unavailable(known: &[u32]) -> Vec<FleetEntry> {
         .collect()
 }
 
+/// One node's entry: UNAVAILABLE when it is down or the cluster cannot serve; DEGRADED when it
+/// answers slower than `degraded` or sent invalid partials since the previous check
+/// (`invalid_before`); ACTIVE otherwise.
+fn classify(
+    node: &hyok_proto::v1::NodeStatus,
+    serving: bool,
+    invalid_before: Option<u64>,
+    degraded: Duration,
+) -> &'static str {
+    let grew = invalid_before.is_some_and(|before| node.invalid_partials > before);
+    let slow = Duration::from_micros(node.latency_us) > degraded;
+    if !serving || !node.reachable {
+        UNAVAILABLE
+    } else if slow || grew {
+        DEGRADED
+    } else {
+        ACTIVE
+    }
+}
+
 impl HealthMonitor {
     /// A monitor with no result yet.
     pub fn new(backend: Arc<Backend>, config: config::Health) -> Self {
@@ -130,16 +150,12 @@ impl HealthMonitor {
                     .iter()
                     .take(MAX_ENTRIES)
                     .map(|node| {
-                        let grew = invalid.get(&node.node_id).is_some_and(|before| node.invalid_partials > *before);
-                        let slow =
-                            Duration::from_micros(node.latency_us) > Duration::from_millis(self.config.degraded_ms);
-                        let health_status = if !serving || !node.reachable {
-                            UNAVAILABLE
-                        } else if slow || grew {
-                            DEGRADED
-                        } else {
-                            ACTIVE
-                        };
+                        let health_status = classify(
+                            node,
+                            serving,
+                            invalid.get(&node.node_id).copied(),
+                            Duration::from_millis(self.config.degraded_ms),
+                        );
                         let model = if node.software_version.is_empty() {
                             "hyok-node".to_owned()
                         } else {
@@ -206,6 +222,25 @@ impl HealthMonitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_are_active_degraded_or_unavailable_by_reachability_latency_and_invalid_partials() {
+        let node = |reachable, latency_us, invalid_partials| hyok_proto::v1::NodeStatus {
+            node_id: 1,
+            reachable,
+            latency_us,
+            invalid_partials,
+            ..Default::default()
+        };
+        let limit = Duration::from_millis(100);
+        assert_eq!(classify(&node(true, 2_000, 0), true, Some(0), limit), ACTIVE);
+        assert_eq!(classify(&node(true, 150_000, 0), true, Some(0), limit), DEGRADED, "slow");
+        assert_eq!(classify(&node(true, 2_000, 3), true, Some(1), limit), DEGRADED, "new invalid partials");
+        assert_eq!(classify(&node(true, 2_000, 3), true, Some(3), limit), ACTIVE, "old invalid partials");
+        assert_eq!(classify(&node(true, 2_000, 3), true, None, limit), ACTIVE, "first check");
+        assert_eq!(classify(&node(false, 0, 0), true, Some(0), limit), UNAVAILABLE);
+        assert_eq!(classify(&node(true, 2_000, 0), false, Some(0), limit), UNAVAILABLE, "cluster not serving");
+    }
 
     #[test]
     fn an_unreachable_cluster_is_reported_unavailable_within_the_spec_limits() {

@@ -4,6 +4,7 @@
 
 use hyok_xks::client::{self, Connection, Target};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -70,7 +71,9 @@ async fn start(pki: &Pki, mtls: bool, credentials: &Path) -> String {
     text.push_str(&format!(
         "[coordinator]\nendpoint = \"https://127.0.0.1:1\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\
          [[key_stores]]\nuri_prefix = \"test\"\ncredentials_file = {:?}\n\
-         [[key_stores.keys]]\nexternal_id = \"k\"\nkey_id = \"k\"\nusage = \"encrypt_decrypt\"\n",
+         [[key_stores.keys]]\nexternal_id = \"k\"\nkey_id = \"k\"\nusage = \"encrypt_decrypt\"\n\
+         [[key_stores.keys]]\nexternal_id = \"guarded\"\nkey_id = \"k\"\nusage = \"encrypt_decrypt\"\n\
+         allowed_principals = [\"arn:aws:iam::123456789012:user/*\"]\n",
         pki.path("ca.pem"),
         pki.path("server.pem"),
         pki.path("server-key.pem"),
@@ -187,4 +190,67 @@ async fn an_unreachable_coordinator_gives_clean_errors_and_an_unavailable_fleet(
     assert_eq!(answer.json["errorName"], "DependencyTimeoutException");
     // Responses are one line of JSON.
     assert!(!answer.body.contains(&b'\n'));
+}
+
+#[tokio::test]
+async fn secondary_authorization_refuses_other_principals_but_never_health() {
+    let pki = Pki::new();
+    let cred = credential();
+    let creds = pki.path("creds.toml");
+    std::fs::write(&creds, hyok_xks::credentials::to_file_text(std::slice::from_ref(&cred)).as_bytes()).unwrap();
+    let url = start(&pki, false, &creds).await;
+    let conn = client::connect(&url, &pki.path("ca.pem"), true, None).await.unwrap();
+    let target = target(&url, &cred);
+    let metadata = |principal: &str| {
+        let mut meta = client::request_metadata("DescribeKey", "r");
+        meta["awsPrincipalArn"] = principal.into();
+        serde_json::json!({ "requestMetadata": meta }).to_string()
+    };
+    let ask = |body: String| {
+        let (conn, target) = (conn.clone(), target.clone());
+        async move { conn.post_signed(&target, "/keys/guarded/metadata", body.as_bytes(), SystemTime::now()).await.unwrap() }
+    };
+    let stranger = ask(metadata("arn:aws:iam::999999999999:user/Mallory")).await;
+    assert_eq!(stranger.status, 403);
+    assert_eq!(stranger.json["errorName"], "AccessDeniedException");
+    // An allowed principal gets past authorization (to the unreachable cluster: 503).
+    let allowed = ask(metadata("arn:aws:iam::123456789012:user/Alice")).await;
+    assert_eq!(allowed.status, 503, "{:?}", allowed.json);
+    // A key without patterns admits anyone; health is never subject to them.
+    let open = conn
+        .post_signed(
+            &target,
+            "/keys/k/metadata",
+            metadata("arn:aws:iam::999999999999:user/Mallory").as_bytes(),
+            SystemTime::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(open.status, 503);
+    assert_eq!(health(&conn, &target).await.status, 200);
+}
+
+#[tokio::test]
+async fn tls_1_2_clients_are_served() {
+    let pki = Pki::new();
+    let creds = pki.path("creds.toml");
+    std::fs::write(&creds, hyok_xks::credentials::to_file_text(&[credential()]).as_bytes()).unwrap();
+    let url = start(&pki, false, &creds).await;
+    let (host, port, _) = client::split_url(&url).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let config =
+            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version), "{:?}", version.version);
+    }
 }

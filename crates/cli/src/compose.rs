@@ -1,0 +1,147 @@
+//! `hyokctl compose`: what `docker-compose.yml` mounts, made on the host (`init`), and the
+//! one-shot key bootstrap its `init` service runs (`bootstrap`). No secret is baked into an
+//! image: the PKI, the SigV4 credentials and the configurations live in the directory `init`
+//! writes, and each container mounts only the files it needs, read-only.
+//!
+//! Inside the containers that directory is `/etc/hyok`; node data lives in named volumes.
+
+use crate::pki::Pki;
+use crate::target::Target;
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Where the containers see the directory `init` writes.
+pub const MOUNT: &str = "/etc/hyok";
+/// Nodes in the compose cluster (fixed by `docker-compose.yml`).
+pub const NODES: u16 = 5;
+/// Its threshold.
+pub const THRESHOLD: u16 = 3;
+/// The port every node listens on inside its container.
+pub const NODE_PORT: u16 = 7101;
+/// The coordinator's port.
+pub const COORDINATOR_PORT: u16 = 7100;
+/// hyok-xks's port inside its container.
+pub const XKS_PORT: u16 = 8443;
+
+/// `compose.json`: how to reach the compose cluster's hyok-xks from the host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ComposeFile {
+    /// Threshold t.
+    pub threshold: u16,
+    /// Node count n.
+    pub nodes: u16,
+    /// The XKS URI path prefix.
+    pub uri_prefix: String,
+    /// SigV4 region.
+    pub region: String,
+    /// SigV4 access key id.
+    pub access_key_id: String,
+    /// Its secret.
+    pub secret_access_key: String,
+    /// External key ids by kind, as in dev.json.
+    pub keys: BTreeMap<String, String>,
+}
+
+impl ComposeFile {
+    /// `DIR/compose.json`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("compose.json");
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+            .with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// hyok-xks's base URL when its port is published on the host's loopback at `port`.
+    pub fn xks_base_url(&self, port: u16) -> String {
+        format!("https://localhost:{port}{}", hyok_xks::config::base_path(&self.uri_prefix))
+    }
+}
+
+/// `hyokctl compose init --dir DIR`: the PKI, the coordinator's and hyok-xks's configurations,
+/// SigV4 credentials and `compose.json`. Refuses a directory that already holds a PKI.
+pub fn init(dir: &Path) -> Result<ComposeFile> {
+    let pki = Pki::new(dir.join("pki"));
+    if pki.exists() {
+        bail!("{} already holds a compose cluster's PKI", dir.display());
+    }
+    let ids: Vec<u16> = (1..=NODES).collect();
+    // Every certificate is valid for localhost too, so the host reaches hyok-xks by that name.
+    pki.init(&ids, &[])?;
+    let mount = Path::new(MOUNT);
+    let mut coordinator = format!(
+        "# Written by `hyokctl compose init`.\nlisten = \"0.0.0.0:{COORDINATOR_PORT}\"\nthreshold = {THRESHOLD}\n\n\
+         [tls]\nca = \"{MOUNT}/pki/ca.pem\"\ncert = \"{MOUNT}/pki/coordinator.pem\"\nkey = \"{MOUNT}/pki/coordinator-key.pem\"\n"
+    );
+    for id in &ids {
+        coordinator.push_str(&format!("\n[[nodes]]\nid = {id}\nendpoint = \"https://node-{id}:{NODE_PORT}\"\n"));
+    }
+    std::fs::write(dir.join("coordinator.toml"), coordinator)?;
+    let xks_dir = dir.join("xks");
+    std::fs::create_dir_all(&xks_dir)?;
+    let credential = crate::xks::ensure_credentials(&xks_dir.join("credentials.toml"))?;
+    let text = crate::xks::config_text(
+        &format!("0.0.0.0:{XKS_PORT}"),
+        &format!("https://coordinator:{COORDINATOR_PORT}"),
+        &mount.join("pki"),
+        &mount.join("xks/credentials.toml"),
+    );
+    std::fs::write(xks_dir.join("xks.toml"), text)?;
+    let file = ComposeFile {
+        threshold: THRESHOLD,
+        nodes: NODES,
+        uri_prefix: crate::xks::DEV_PREFIX.to_owned(),
+        region: crate::xks::DEV_REGION.to_owned(),
+        access_key_id: credential.access_key_id.clone(),
+        secret_access_key: credential.secret().to_owned(),
+        keys: crate::xks::DEV_KEYS.iter().map(|k| (k.role.to_owned(), k.external_id.to_owned())).collect(),
+    };
+    std::fs::write(dir.join("compose.json"), serde_json::to_vec_pretty(&file)?)?;
+    Ok(file)
+}
+
+/// `hyokctl compose bootstrap`: waits for the coordinator and every node, then creates the demo
+/// and XKS keys that do not exist yet (safe to run again).
+pub async fn bootstrap(target: &Target) -> Result<()> {
+    let (endpoint, tls) = target.resolve()?;
+    let mut last = None;
+    for _ in 0..120 {
+        match crate::dev::ensure_keys(&endpoint, &tls).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("bootstrap gave up")))
+}
+
+/// `hyokctl probe ADDR`: whether something accepts TCP connections at `addr` (container health
+/// checks: the images hold no shell or curl).
+pub async fn probe(addr: &str) -> Result<()> {
+    tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .with_context(|| format!("{addr}: no answer within 2 s"))?
+        .with_context(|| format!("{addr}: connection refused"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_writes_configurations_that_load_and_refuses_to_run_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = init(dir.path()).unwrap();
+        assert_eq!(ComposeFile::load(dir.path()).unwrap(), file);
+        let coordinator = std::fs::read_to_string(dir.path().join("coordinator.toml")).unwrap();
+        assert!(coordinator.contains("endpoint = \"https://node-5:7101\""));
+        let xks = std::fs::read_to_string(dir.path().join("xks/xks.toml")).unwrap();
+        let parsed: toml::Value = toml::from_str(&xks).unwrap();
+        assert_eq!(parsed["coordinator"]["endpoint"].as_str(), Some("https://coordinator:7100"));
+        assert_eq!(parsed["tls"]["cert"].as_str(), Some("/etc/hyok/pki/frontend.pem"));
+        assert_eq!(file.xks_base_url(9443), "https://localhost:9443/dev/xks/kms/xks/v1");
+        assert!(init(dir.path()).is_err(), "a second init would replace the PKI");
+    }
+}

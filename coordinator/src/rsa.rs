@@ -393,6 +393,9 @@ impl Vault {
                 sealed.len()
             )));
         }
+        let _one_at_a_time = tokio::time::timeout_at(deadline, self.rsa_import.lock())
+            .await
+            .map_err(|_| CoordError::Unavailable("another RSA import is in progress".into()))?;
         // A version held ACTIVE anywhere exists (PENDING leftovers of a failed import do not).
         let states = rsa_states(&self.pool, Some(&req.name), deadline).await;
         let highest = flatten(&states)

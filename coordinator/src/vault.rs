@@ -43,6 +43,9 @@ pub struct Vault {
     pub(crate) pool: Pool,
     pub(crate) metadata: Metadata,
     pub(crate) rsa_metadata: crate::rsa::RsaMetadata,
+    /// One RSA import at a time through this coordinator (two concurrent imports of one
+    /// version would otherwise replace each other's PENDING shares node by node).
+    pub(crate) rsa_import: tokio::sync::Mutex<()>,
     extra: usize,
     hedge: Duration,
     timeout: Duration,
@@ -75,6 +78,7 @@ impl Vault {
             pool: Pool::new(config)?,
             metadata: Metadata::new(Duration::from_millis(config.metadata_ttl_ms)),
             rsa_metadata: crate::rsa::RsaMetadata::new(Duration::from_millis(config.metadata_ttl_ms)),
+            rsa_import: tokio::sync::Mutex::new(()),
             extra: usize::from(config.extra_nodes),
             hedge: Duration::from_millis(config.hedge_ms),
             timeout: config.request_timeout(),

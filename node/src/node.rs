@@ -192,6 +192,11 @@ impl Node {
                 key_count += 1;
             }
         }
+        for name in self.store.list_rsa_keys()? {
+            if self.store.rsa_versions(&name)?.iter().any(|v| v.active) {
+                key_count += 1;
+            }
+        }
         Ok(pb::GetIdentityResponse {
             node_id: u32::from(self.id.get()),
             identity_public_key: self.identity.public_key().as_bytes().to_vec(),

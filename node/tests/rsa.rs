@@ -174,3 +174,37 @@ fn aborted_versions_vanish_disable_is_per_node_and_bad_ciphertexts_are_refused()
     }
     assert!(matches!(commit(&nodes[1], "dke", 3, true), Err(NodeError::NotFound(_))));
 }
+
+#[test]
+fn hostile_rsa_requests_are_refused_without_a_panic() {
+    use rand::{Rng, RngExt};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    let (requests, package) = ceremony(&nodes, "dke", 1, 2);
+    for (node, req) in nodes.iter().zip(&requests) {
+        node.rsa_store(req, "admin").unwrap();
+        commit(node, "dke", 1, true).unwrap();
+    }
+    let mut rng = rand::rng();
+    let k = package.public_key().size();
+    for i in 0..200usize {
+        let mut bytes = vec![0u8; rng.random_range(0..600)];
+        rng.fill_bytes(&mut bytes);
+        // Random bytes, and random bytes behind a valid header, in every field.
+        let framed = |tag: u8| [vec![1u8, tag], bytes.clone()].concat();
+        let mut req = requests[0].clone();
+        req.version = 2;
+        match i % 4 {
+            0 => req.sealed_share = bytes.clone(),
+            1 => req.sealed_share = framed(0x63),
+            2 => req.public_package = framed(0x60),
+            _ => req.public_package = bytes.clone(),
+        }
+        assert!(nodes[0].rsa_store(&req, "admin").is_err());
+        let mut c = vec![0u8; if i % 2 == 0 { k } else { bytes.len() }];
+        rng.fill_bytes(&mut c);
+        // Either a partial (any 0 < c < N is a valid request) or a clean refusal.
+        let _ = partial(&nodes[0], &partial_req("dke", 1, &c));
+    }
+    assert_eq!(nodes[0].rsa_key_state("dke").unwrap().versions.len(), 1, "nothing was stored");
+}

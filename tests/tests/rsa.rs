@@ -156,6 +156,29 @@ async fn bad_rsa_requests_get_clean_statuses() {
     client.enable_key(pb::EnableKeyRequest { key_id: "dke".into(), request_id: "e2e".into() }).await.unwrap();
     assert_eq!(decrypt(&mut client, "dke", 1, &good).await.unwrap(), b"m");
 
+    // Identity pins: a wrong one refuses the ceremony before anything is dealt; the right ones
+    // (as the coordinator reports them) let it through.
+    let status = client.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let pem = fixture("rsa2048-pkcs1.pem");
+    let wrong = format!("3={}", "ab".repeat(32));
+    let out = hyokctl_rsa(
+        &cluster,
+        &["import", "--name", "pinned", "--pem", pem.to_str().unwrap(), "--expect-identity", &wrong],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was dealt"), "{out:?}");
+    let mut args: Vec<String> =
+        ["import", "--name", "pinned", "--pem", pem.to_str().unwrap()].iter().map(|s| s.to_string()).collect();
+    for node in &status.nodes {
+        args.push("--expect-identity".into());
+        args.push(format!("{}={}", node.node_id, hex(&node.identity_public_key)));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = hyokctl_rsa(&cluster, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("rsa key pinned version 1 fingerprint {FP_PKCS1}")));
+
     // A PEM that is not a key is refused by the ceremony before anything is sent.
     let not_key = cluster.dir.path().join("not-a-key.pem");
     std::fs::write(&not_key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();

@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - `pki`: the cluster CA and role certificates.
+//! - `rsa`: the threshold RSA key ceremony (`rsa import`) and RSA key listing.
 //! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
 //! - `target`: which cluster a command talks to.
 //! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.

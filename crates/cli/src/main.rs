@@ -216,6 +216,10 @@ enum RsaCommand {
         /// An unencrypted PKCS#1 or PKCS#8 PEM file.
         #[arg(long)]
         pem: PathBuf,
+        /// Node ID's identity key as the node itself logged it (ID=HEX, repeatable): the import
+        /// is refused unless the coordinator reports the same key.
+        #[arg(long = "expect-identity")]
+        expect_identity: Vec<String>,
     },
     /// List RSA keys.
     List,
@@ -347,8 +351,9 @@ async fn main() -> Result<()> {
             KeyCommand::Disable { key } => hyok_cli::keys::set_enabled(&target, &key, false).await?,
         },
         Command::Rsa { command } => match command {
-            RsaCommand::Import { name, pem } => {
-                let imported = hyok_cli::rsa::import(&target, &name, &pem).await?;
+            RsaCommand::Import { name, pem, expect_identity } => {
+                let pins = hyok_cli::rsa::parse_pins(&expect_identity)?;
+                let imported = hyok_cli::rsa::import(&target, &name, &pem, &pins).await?;
                 for (node, identity) in &imported.identities {
                     eprintln!("node {node}: share sealed to identity key {identity}");
                 }

@@ -1,4 +1,4 @@
-//! A minimal reader for RSA private keys (and writer of public `SubjectPublicKeyInfo`s): PEM armour, base64, and just enough DER for
+//! A minimal reader for RSA private keys: PEM armour, base64, and just enough DER for
 //! PKCS#1 `RSAPrivateKey` (RFC 8017 A.1.2) and PKCS#8 `PrivateKeyInfo` (RFC 5208 / 5958) with
 //! `rsaEncryption`. Strict DER: definite, minimal lengths; minimal, non-negative integers;
 //! no trailing bytes. Every failure is one [`Error::Malformed`]; nothing here panics.
@@ -339,6 +339,23 @@ pub(crate) fn spki(n: &[u8], e: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_and_integers_are_minimal_der() {
+        for (len, header) in
+            [(0x7f, vec![0x30, 0x7f]), (0x80, vec![0x30, 0x81, 0x80]), (0x10e, vec![0x30, 0x82, 0x01, 0x0e])]
+        {
+            let mut out = Vec::new();
+            write_tlv(&mut out, 0x30, &vec![0; len]);
+            assert_eq!(out[..header.len()], header[..], "{len}");
+            assert_eq!(out.len(), header.len() + len);
+        }
+        let mut out = Vec::new();
+        write_uint(&mut out, &[0x00, 0x00, 0x7f]);
+        write_uint(&mut out, &[0x80]);
+        write_uint(&mut out, &[0x01, 0x00, 0x01]);
+        assert_eq!(out, [0x02, 0x01, 0x7f, 0x02, 0x02, 0x00, 0x80, 0x02, 0x03, 0x01, 0x00, 0x01]);
+    }
 
     #[test]
     fn base64_round_trips_known_vectors() {

@@ -25,7 +25,8 @@
 //! - [`combine`]: integer Lagrange interpolation in the exponent, the Euclid step, the check,
 //!   and culprit search over other subsets.
 //! - [`oaep`]: EME-OAEP with SHA-256 — constant-time decoding, and encryption for clients.
-//! - internal: `num` (big-integer helpers on crypto-bigint), `der` (PEM/PKCS#1/PKCS#8 reader).
+//! - internal: `num` (big-integer helpers on crypto-bigint), `der` (PEM/PKCS#1/PKCS#8 reader and
+//!   writer, and the DER `SubjectPublicKeyInfo` behind [`fingerprint`]).
 
 pub mod combine;
 pub mod deal;

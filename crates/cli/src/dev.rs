@@ -6,7 +6,7 @@
 //! writes `DIR/dev.json`, and waits for Ctrl-C or SIGTERM to stop them all. A child that dies is
 //! reported, not restarted. Logs go to `DIR/logs/`.
 
-use crate::devfile::{DevCoordinator, DevFile, DevNode, DevTls, DevXks};
+use crate::devfile::{DevCoordinator, DevDke, DevFile, DevNode, DevTls, DevXks};
 use crate::pki::Pki;
 use anyhow::{Context, Result, bail};
 use hyok_client::{Role, TlsFiles};
@@ -167,9 +167,13 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         let xks = start_xks(&exe, &dir, &pki, &logs, &coordinator.endpoint).await?;
         watch("hyok-xks".into(), xks.0.child, exits_tx.clone());
         pids.push(("hyok-xks".into(), xks.0.pid));
+        let dke = start_dke(&exe, &dir, &pki, &logs, &coordinator.endpoint, &client_tls).await?;
+        watch("hyok-dke".into(), dke.0.child, exits_tx.clone());
+        pids.push(("hyok-dke".into(), dke.0.pid));
         let mut keys = BTreeMap::new();
         keys.insert("demo".to_owned(), DEMO_KEY.to_owned());
-        let file = DevFile { threshold: shape.threshold, tls, coordinator, nodes, keys, xks: Some(xks.1) };
+        let file =
+            DevFile { threshold: shape.threshold, tls, coordinator, nodes, keys, xks: Some(xks.1), dke: Some(dke.1) };
         file.save(&dir)?;
         print_banner(&dir, &file);
         Ok::<_, anyhow::Error>(())
@@ -287,6 +291,58 @@ pub async fn ensure_keys(endpoint: &str, tls: &TlsFiles) -> Result<()> {
     bail!("the cluster did not become ready: {last}")
 }
 
+/// Creates the dev RSA key by the dealer ceremony unless the cluster has it, then starts
+/// hyok-dke (this executable, `dke serve`) in front of the coordinator.
+async fn start_dke(
+    exe: &str,
+    dir: &Path,
+    pki: &Path,
+    logs: &Path,
+    coordinator: &str,
+    tls: &TlsFiles,
+) -> Result<(Started, DevDke)> {
+    let mut client = hyok_client::connect_vault(coordinator, tls).await?;
+    let rsa_key = crate::dke::DEV_RSA_KEY;
+    match client.get_rsa_key(pb::GetRsaKeyRequest { name: rsa_key.into() }).await {
+        Ok(_) => {}
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            let target = crate::target::Target {
+                dev_dir: dir.to_owned(),
+                endpoint: Some(coordinator.to_owned()),
+                ca: Some(tls.ca.clone()),
+                cert: Some(tls.cert.clone()),
+                key: Some(tls.key.clone()),
+            };
+            crate::rsa::create(&target, rsa_key, 2048, &Default::default()).await?;
+        }
+        Err(s) => bail!("reading RSA key {rsa_key}: {}", s.message()),
+    }
+    let port = free_port()?;
+    let setup = crate::dke::dev_prepare(dir, pki, coordinator, port)?;
+    let argv = vec![
+        exe.to_owned(),
+        "dke".into(),
+        "serve".into(),
+        "--config".into(),
+        setup.config.to_string_lossy().into_owned(),
+    ];
+    let started = start(&argv, &logs.join("dke.log"), "listening on").await?;
+    let dke = DevDke {
+        base_url: setup.base_url,
+        public_base_url: setup.public_base_url,
+        key_name: setup.key_name,
+        rsa_key: setup.rsa_key,
+        issuer: setup.issuer.issuer,
+        audience: setup.audience,
+        issuer_key: setup.issuer.key_pem,
+        issuer_kid: setup.issuer.kid,
+        authorized_email: setup.authorized_email,
+        pid: started.pid,
+        config: setup.config,
+    };
+    Ok((started, dke))
+}
+
 /// Starts hyok-xks (this executable, `xks serve`) in front of the coordinator.
 async fn start_xks(exe: &str, dir: &Path, pki: &Path, logs: &Path, coordinator: &str) -> Result<(Started, DevXks)> {
     let port = free_port()?;
@@ -322,6 +378,10 @@ fn print_banner(dir: &Path, file: &DevFile) {
     if let Some(xks) = &file.xks {
         println!("  hyok-xks      {}  pid {}", xks.base_url, xks.pid);
         println!("                access key {} (secret in dev.json), region {}", xks.access_key_id, xks.region);
+    }
+    if let Some(dke) = &file.dke {
+        println!("  hyok-dke      {}/{}  pid {}", dke.base_url, dke.key_name, dke.pid);
+        println!("                token: hyokctl dev token --email {}", dke.authorized_email);
     }
     println!("  logs          {}", dir.join("logs").display());
     println!("  state         {}", DevFile::path(dir).display());

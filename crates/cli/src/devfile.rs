@@ -62,6 +62,33 @@ pub struct DevXks {
     pub config: PathBuf,
 }
 
+/// The dev cluster's hyok-dke (Microsoft 365 Double Key Encryption key service).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevDke {
+    /// `https://localhost:PORT`.
+    pub base_url: String,
+    /// The base of every `kid` it publishes.
+    pub public_base_url: String,
+    /// The DKE key name (`GET {base_url}/{key_name}`).
+    pub key_name: String,
+    /// The hyok RSA key behind it.
+    pub rsa_key: String,
+    /// The dev token issuer (`iss`).
+    pub issuer: String,
+    /// The token audience (`aud`).
+    pub audience: String,
+    /// The dev issuer's private key (PKCS#8 PEM), for minting tokens.
+    pub issuer_key: PathBuf,
+    /// Its `kid`.
+    pub issuer_kid: String,
+    /// An email the key authorizes.
+    pub authorized_email: String,
+    /// hyok-dke's process id.
+    pub pid: u32,
+    /// Its configuration file.
+    pub config: PathBuf,
+}
+
 /// The whole file.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DevFile {
@@ -78,6 +105,9 @@ pub struct DevFile {
     /// hyok-xks, when running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xks: Option<DevXks>,
+    /// hyok-dke, when running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dke: Option<DevDke>,
 }
 
 impl DevFile {
@@ -133,6 +163,7 @@ mod tests {
                 keys: [("impotent".to_string(), "hyok-impotent".to_string())].into(),
                 config: "xks.toml".into(),
             }),
+            dke: None,
         };
         file.save(dir.path()).unwrap();
         assert_eq!(DevFile::load(dir.path()).unwrap(), file);

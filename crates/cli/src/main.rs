@@ -205,10 +205,22 @@ enum ComposeCommand {
 
 #[derive(Subcommand, Debug)]
 enum RsaCommand {
+    /// Generate an RSA-2048 key (e = 65537) as the next version of NAME, deal it like `import`,
+    /// destroy it. Prints the fingerprint.
+    Create {
+        /// The key name, [A-Za-z0-9._-]{1,128}.
+        #[arg(long)]
+        name: String,
+        /// Modulus size: 2048, 3072 or 4096.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+        /// Node ID's identity key as the node itself logged it (ID=HEX, repeatable): the ceremony
+        /// is refused unless the coordinator reports the same key.
+        #[arg(long = "expect-identity")]
+        expect_identity: Vec<String>,
+    },
     /// Import an RSA private key as the next version of NAME: split it, seal each share to its
     /// node, hand the sealed shares to the cluster, destroy the key. Prints the fingerprint.
-    /// (`rsa create` awaits RSA key generation in hyok-threshold; generate with
-    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048` and import meanwhile.)
     Import {
         /// The key name, [A-Za-z0-9._-]{1,128}.
         #[arg(long)]
@@ -351,6 +363,14 @@ async fn main() -> Result<()> {
             KeyCommand::Disable { key } => hyok_cli::keys::set_enabled(&target, &key, false).await?,
         },
         Command::Rsa { command } => match command {
+            RsaCommand::Create { name, bits, expect_identity } => {
+                let pins = hyok_cli::rsa::parse_pins(&expect_identity)?;
+                let imported = hyok_cli::rsa::create(&target, &name, bits, &pins).await?;
+                for (node, identity) in &imported.identities {
+                    eprintln!("node {node}: share sealed to identity key {identity}");
+                }
+                println!("rsa key {name} version {} fingerprint {}", imported.version, imported.fingerprint);
+            }
             RsaCommand::Import { name, pem, expect_identity } => {
                 let pins = hyok_cli::rsa::parse_pins(&expect_identity)?;
                 let imported = hyok_cli::rsa::import(&target, &name, &pem, &pins).await?;

@@ -30,6 +30,9 @@ pub enum BenchVia {
     Grpc,
     /// hyok-xks: SigV4-signed XKS requests over HTTPS (the dev cluster's, from dev.json).
     Xks,
+    /// hyok-dke: DKE decrypts (threshold RSA) with a bearer token over HTTPS (the dev
+    /// cluster's, from dev.json); `--op` is ignored.
+    Dke,
 }
 
 /// Load settings.
@@ -119,6 +122,7 @@ impl Report {
             match o.via {
                 BenchVia::Grpc => "gRPC",
                 BenchVia::Xks => "XKS",
+                BenchVia::Dke => "DKE",
             },
             o.key_id,
             o.size,
@@ -243,8 +247,10 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
     if options.concurrency == 0 || options.connections == 0 {
         bail!("--concurrency and --connections must be at least 1");
     }
-    if options.via == BenchVia::Xks {
-        return crate::bench_xks::run(target, options).await;
+    match options.via {
+        BenchVia::Xks => return crate::bench_xks::run(target, options).await,
+        BenchVia::Dke => return crate::bench_dke::run(target, options).await,
+        BenchVia::Grpc => {}
     }
     let mut clients = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {

@@ -6,7 +6,7 @@
 //! - `rsa`: the threshold RSA key ceremony (`rsa import`) and RSA key listing.
 //! - `dev`: the one-command local cluster; `devfile`: its `dev.json`.
 //! - `target`: which cluster a command talks to.
-//! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`: its XKS mode): the client commands.
+//! - `keys`, `crypt`, `status`, `audit`, `bench` (`bench_xks`, `bench_dke`: its XKS and DKE modes): the client commands.
 //! - `rsa`: the threshold RSA key ceremony (`rsa import`) and RSA key listing.
 //! - `dke`: the dev cluster's hyok-dke token issuer and `hyokctl dev token`.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_dke;
 pub mod bench_xks;
 pub mod compose;
 pub mod crypt;

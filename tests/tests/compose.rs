@@ -38,6 +38,7 @@ struct Project {
     image: String,
     dir: tempfile::TempDir,
     port: u16,
+    dke_port: u16,
 }
 
 impl Project {
@@ -46,6 +47,7 @@ impl Project {
             .current_dir(workspace())
             .env("HYOK_COMPOSE_DIR", self.dir.path())
             .env("HYOK_XKS_PORT", self.port.to_string())
+            .env("HYOK_DKE_PORT", self.dke_port.to_string())
             .env("HYOK_IMAGE", &self.image)
             .args(["-p", &self.name])
             .args(args)
@@ -176,6 +178,44 @@ async fn wait_node_active(conn: &Connection, target: &Target, id: u16) {
     .await;
 }
 
+/// hyok-dke in the compose cluster: its RSA key (made by the bootstrap's ceremony) published,
+/// and a content key wrapped to it unwrapped through the cluster for the dev issuer's user.
+async fn dke_round_trip(project: &Project, file: &ComposeFile) {
+    let dke = &file.dke;
+    let base_url = format!("https://localhost:{}", project.dke_port);
+    let ca = project.dir.path().join("pki/ca.pem");
+    let started = Instant::now();
+    let (conn, key) = loop {
+        if let Ok(conn) = hyok_dke::client::connect(&base_url, &ca, true).await
+            && let Ok(answer) = conn.get(&format!("/{}", dke.key_name)).await
+            && answer.status == 200
+        {
+            break (conn, answer.json["key"].clone());
+        }
+        assert!(started.elapsed() < PATIENCE, "hyok-dke never published its key");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let n = STANDARD.decode(key["n"].as_str().unwrap()).unwrap();
+    let e = key["e"].as_u64().unwrap();
+    let public = hyok_threshold::rsa::RsaPublicKey::from_components(&n, &e.to_be_bytes()).unwrap();
+    let wrapped = hyok_threshold::rsa::oaep::encrypt(&public, b"content key via compose", &mut rand::rng()).unwrap();
+    let token = hyok_cli::dke::mint_token(
+        &dke.issuer_key,
+        &dke.issuer_kid,
+        &dke.issuer,
+        &dke.public_base_url,
+        &dke.authorized_email,
+        hyok_cli::dke::TOKEN_LIFETIME,
+    )
+    .unwrap();
+    let path = key["kid"].as_str().unwrap().strip_prefix(&dke.public_base_url).unwrap().to_owned() + "/decrypt";
+    let body = json!({"alg": "RSA-OAEP-256", "value": STANDARD.encode(&wrapped)}).to_string();
+    let answer = conn.post(&path, Some(&token), body.as_bytes()).await.unwrap();
+    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(STANDARD.decode(answer.json["value"].as_str().unwrap()).unwrap(), b"content key via compose");
+    println!("dke (compose): key {} published, one content key unwrapped through the cluster", dke.key_name);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_cluster_rides_out_kills_a_partition_an_outage_below_t_and_a_wiped_volume() {
     if !docker_available() {
@@ -188,6 +228,7 @@ async fn compose_cluster_rides_out_kills_a_partition_an_outage_below_t_and_a_wip
         image: format!("hyok:e2e-{tag}"),
         dir: tempfile::tempdir().unwrap(),
         port: free_port(),
+        dke_port: free_port(),
     };
     let build = Command::new(workspace().join("docker/build-image.sh"))
         .env("HYOKCTL", hyokctl())
@@ -226,6 +267,7 @@ async fn compose_cluster_rides_out_kills_a_partition_an_outage_below_t_and_a_wip
             && round_trip(&conn, &target, &key, 0).await.is_ok()
     })
     .await;
+    dke_round_trip(&project, &file).await;
     let mut before = Vec::new();
     for n in 1..=5 {
         before.push((n, round_trip(&conn, &target, &key, n).await.expect("round trip before the chaos")));

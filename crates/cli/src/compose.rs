@@ -25,6 +25,8 @@ pub const NODE_PORT: u16 = 7101;
 pub const COORDINATOR_PORT: u16 = 7100;
 /// hyok-xks's port inside its container.
 pub const XKS_PORT: u16 = 8443;
+/// hyok-dke's port inside its container (and, by default, on the host).
+pub const DKE_PORT: u16 = 8444;
 
 /// `compose.json`: how to reach the compose cluster's hyok-xks from the host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,6 +45,27 @@ pub struct ComposeFile {
     pub secret_access_key: String,
     /// External key ids by kind, as in dev.json.
     pub keys: BTreeMap<String, String>,
+    /// hyok-dke: what dev.json's `dke` section says (its base URL depends on the published port).
+    pub dke: ComposeDke,
+}
+
+/// The compose cluster's hyok-dke and its dev token issuer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ComposeDke {
+    /// The base of every `kid` (and the token audience): `https://localhost:8444`.
+    pub public_base_url: String,
+    /// The DKE key name.
+    pub key_name: String,
+    /// The hyok RSA key behind it (made by `bootstrap`).
+    pub rsa_key: String,
+    /// Token issuer (`iss`).
+    pub issuer: String,
+    /// The issuer's private key on the host (never mounted into a container).
+    pub issuer_key: std::path::PathBuf,
+    /// Its `kid`.
+    pub issuer_kid: String,
+    /// An email the key authorizes.
+    pub authorized_email: String,
 }
 
 impl ComposeFile {
@@ -88,6 +111,16 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
         &mount.join("xks/credentials.toml"),
     );
     std::fs::write(xks_dir.join("xks.toml"), text)?;
+    let issuer = crate::dke::ensure_dev_issuer(&dir.join("dke"))?;
+    let public_base_url = format!("https://localhost:{DKE_PORT}");
+    let text = crate::dke::config_text(
+        &format!("0.0.0.0:{DKE_PORT}"),
+        &public_base_url,
+        &format!("https://coordinator:{COORDINATOR_PORT}"),
+        &mount.join("pki"),
+        &mount.join("dke").join(crate::dke::JWKS_FILE),
+    );
+    std::fs::write(dir.join("dke/dke.toml"), text)?;
     let file = ComposeFile {
         threshold: THRESHOLD,
         nodes: NODES,
@@ -96,24 +129,48 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
         access_key_id: credential.access_key_id.clone(),
         secret_access_key: credential.secret().to_owned(),
         keys: crate::xks::DEV_KEYS.iter().map(|k| (k.role.to_owned(), k.external_id.to_owned())).collect(),
+        dke: ComposeDke {
+            public_base_url,
+            key_name: crate::dke::DEV_KEY_NAME.to_owned(),
+            rsa_key: crate::dke::DEV_RSA_KEY.to_owned(),
+            issuer: issuer.issuer,
+            issuer_key: std::path::absolute(&issuer.key_pem)?,
+            issuer_kid: issuer.kid,
+            authorized_email: crate::dke::DEV_EMAIL.to_owned(),
+        },
     };
     std::fs::write(dir.join("compose.json"), serde_json::to_vec_pretty(&file)?)?;
     Ok(file)
 }
 
 /// `hyokctl compose bootstrap`: waits for the coordinator and every node, then creates the demo
-/// and XKS keys that do not exist yet (safe to run again).
+/// and XKS keys that do not exist yet, and hyok-dke's RSA key by the dealer ceremony (safe to run
+/// again).
 pub async fn bootstrap(target: &Target) -> Result<()> {
     let (endpoint, tls) = target.resolve()?;
     let mut last = None;
     for _ in 0..120 {
         match crate::dev::ensure_keys(&endpoint, &tls).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                last = None;
+                break;
+            }
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("bootstrap gave up")))
+    if let Some(e) = last {
+        return Err(e);
+    }
+    let mut client = target.connect().await?;
+    let name = crate::dke::DEV_RSA_KEY;
+    match client.get_rsa_key(hyok_proto::v1::GetRsaKeyRequest { name: name.into() }).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            crate::rsa::create(target, name, 2048, &Default::default()).await.map(|_| ())
+        }
+        Err(s) => bail!("reading RSA key {name}: {}", s.message()),
+    }
 }
 
 /// `hyokctl probe ADDR`: whether something accepts TCP connections at `addr` (container health
@@ -142,6 +199,10 @@ mod tests {
         assert_eq!(parsed["coordinator"]["endpoint"].as_str(), Some("https://coordinator:7100"));
         assert_eq!(parsed["tls"]["cert"].as_str(), Some("/etc/hyok/pki/frontend.pem"));
         assert_eq!(file.xks_base_url(9443), "https://localhost:9443/dev/xks/kms/xks/v1");
+        let dke = std::fs::read_to_string(dir.path().join("dke/dke.toml")).unwrap();
+        let parsed: toml::Value = toml::from_str(&dke).unwrap();
+        assert_eq!(parsed["jwt"]["jwks_file"].as_str(), Some("/etc/hyok/dke/dke-jwks.json"));
+        assert!(file.dke.issuer_key.is_absolute() && file.dke.issuer_key.exists());
         assert!(init(dir.path()).is_err(), "a second init would replace the PKI");
     }
 }

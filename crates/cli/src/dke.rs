@@ -55,6 +55,28 @@ pub struct DevSetup {
     pub authorized_email: String,
 }
 
+/// A hyok-dke configuration: HTTPS on `listen` with the front-end certificate of the PKI in
+/// `pki` (as the process sees that directory), `kid`s under `public_base_url` (also the token
+/// audience), tokens from the dev issuer whose JWKS is `jwks`, and key [`DEV_KEY_NAME`] → RSA
+/// key [`DEV_RSA_KEY`] for [`DEV_EMAIL`] or role [`DEV_ROLE`].
+pub fn config_text(listen: &str, public_base_url: &str, coordinator: &str, pki: &Path, jwks: &Path) -> String {
+    format!(
+        "# Written by hyokctl.\nlisten = \"{listen}\"\npublic_base_url = \"{public_base_url}\"\ncache_exp_s = 3600\n\n\
+         [tls]\ncert = {:?}\nkey = {:?}\n\n\
+         [coordinator]\nendpoint = \"{coordinator}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
+         [jwt]\nissuers = [\"{DEV_ISSUER}\"]\naudience = \"{public_base_url}\"\njwks_file = {:?}\n\
+         authorization = \"{DEV_ISSUER}authorize\"\n\n\
+         [[keys]]\nname = \"{DEV_KEY_NAME}\"\nrsa_key = \"{DEV_RSA_KEY}\"\n\
+         allowed_emails = [\"{DEV_EMAIL}\"]\nallowed_roles = [\"{DEV_ROLE}\"]\n",
+        pki.join("frontend.pem"),
+        pki.join("frontend-key.pem"),
+        pki.join("ca.pem"),
+        pki.join("frontend.pem"),
+        pki.join("frontend-key.pem"),
+        jwks,
+    )
+}
+
 /// Writes `DIR/dke/dke.toml` for a hyok-dke on `port` (HTTPS with the front-end certificate of
 /// the PKI in `pki`, which also reaches `coordinator`), trusting the dev token issuer (made on
 /// the first run, in `DIR/dke`), with key [`DEV_KEY_NAME`] → RSA key [`DEV_RSA_KEY`] for
@@ -66,21 +88,7 @@ pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16) -> Resu
     let dke_dir = dir.join("dke");
     let issuer = ensure_dev_issuer(&dke_dir)?;
     let base_url = format!("https://localhost:{port}");
-    let text = format!(
-        "# Written by `hyokctl dev`.\nlisten = \"127.0.0.1:{port}\"\npublic_base_url = \"{base_url}\"\ncache_exp_s = 3600\n\n\
-         [tls]\ncert = {:?}\nkey = {:?}\n\n\
-         [coordinator]\nendpoint = \"{coordinator}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
-         [jwt]\nissuers = [\"{DEV_ISSUER}\"]\naudience = \"{base_url}\"\njwks_file = {:?}\n\
-         authorization = \"{DEV_ISSUER}authorize\"\n\n\
-         [[keys]]\nname = \"{DEV_KEY_NAME}\"\nrsa_key = \"{DEV_RSA_KEY}\"\n\
-         allowed_emails = [\"{DEV_EMAIL}\"]\nallowed_roles = [\"{DEV_ROLE}\"]\n",
-        pki.join("frontend.pem"),
-        pki.join("frontend-key.pem"),
-        pki.join("ca.pem"),
-        pki.join("frontend.pem"),
-        pki.join("frontend-key.pem"),
-        issuer.jwks,
-    );
+    let text = config_text(&format!("127.0.0.1:{port}"), &base_url, coordinator, pki, &issuer.jwks);
     let config = dke_dir.join("dke.toml");
     std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
     hyok_dke::Config::load(&config).context("the dev hyok-dke configuration does not load")?;

@@ -386,3 +386,69 @@ async fn a_node_restarted_keeps_its_keys_and_a_wiped_node_is_reported_while_the_
         "restart and wipe (processes): node 1 kept {keys} of {keys} shares across kill -9; node 2 wiped and reported with 0; 10 round trips served, 0 errors"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_is_ridden_out_and_below_t_requests_fail_cleanly_then_recover() {
+    let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let (target, ca) = cluster.xks().unwrap();
+    let key = cluster.dev.xks.as_ref().unwrap().keys["encrypt_decrypt"].clone();
+    let conn = client::connect(&target.base_url, &ca, true, None).await.unwrap();
+    let mut before = Vec::new();
+    let mut tally = Tally::default();
+    for n in 0..5 {
+        before.push((n, round_trip(&conn, &target, &key, n, &mut tally).await.expect("round trip")));
+    }
+
+    // A partition that keeps the socket open: SIGSTOP. Every request still succeeds.
+    cluster.pause_node(3, true).unwrap();
+    let mut frozen = Tally::default();
+    for n in 100..140 {
+        round_trip(&conn, &target, &key, n, &mut frozen).await;
+    }
+    cluster.pause_node(3, false).unwrap();
+    wait_node_active(&conn, &target, 3).await;
+    println!(
+        "partition (processes): node 3 frozen, {} requests, {} errors, {} wrong plaintexts, p99 {:.1} ms; node 3 back",
+        frozen.requests,
+        frozen.failures.len(),
+        frozen.wrong_plaintexts,
+        frozen.p99_ms()
+    );
+    assert!(frozen.failures.is_empty(), "{:?}", frozen.failures);
+    assert_eq!(frozen.wrong_plaintexts, 0);
+
+    // n − t + 1 nodes down: every request refused with 503 (or 500), none succeeds.
+    for id in 1..=3 {
+        cluster.kill_node(id).unwrap();
+    }
+    let mut refused = 0;
+    for n in 200..210 {
+        let body = encrypt_body(b"below threshold", n);
+        let answer = conn
+            .post_signed(&target, &format!("/keys/{key}/encrypt"), body.to_string().as_bytes(), SystemTime::now())
+            .await
+            .unwrap();
+        assert!(matches!(answer.status.as_u16(), 503 | 500), "below t: {} {:?}", answer.status, answer.json);
+        refused += 1;
+    }
+    let down_at = Instant::now();
+    for id in 1..=3 {
+        cluster.restart_node(id).unwrap();
+    }
+    let mut back = Tally::default();
+    while round_trip(&conn, &target, &key, 300, &mut back).await.is_none() {
+        assert!(down_at.elapsed() < Duration::from_secs(60), "the cluster never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let back_after = down_at.elapsed();
+    let mut after = Tally::default();
+    for (n, (plaintext, sealed)) in &before {
+        let opened = call(&conn, &target, &format!("/keys/{key}/decrypt"), &decrypt_body(sealed, *n), &mut after).await;
+        let bytes = opened.and_then(|o| STANDARD.decode(o["plaintext"].as_str().unwrap_or_default()).ok());
+        assert_eq!(bytes.as_deref(), Some(&plaintext[..]), "ciphertext {n} from before the outage");
+    }
+    println!(
+        "below threshold (processes): {refused} requests, {refused} refused with 503/500, 0 succeeded; serving again {back_after:?} after restart; {} old ciphertexts decrypt",
+        before.len()
+    );
+}

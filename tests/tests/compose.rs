@@ -70,6 +70,29 @@ impl Project {
         format!("{}_{service}_1", self.name)
     }
 
+    /// `hyokctl ARGS…` inside the project's front network with the admin certificate (the
+    /// coordinator is not published on the host), `stdin` fed to it.
+    fn hyokctl(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("docker-compose")
+            .current_dir(workspace())
+            .env("HYOK_COMPOSE_DIR", self.dir.path())
+            .env("HYOK_XKS_PORT", self.port.to_string())
+            .env("HYOK_DKE_PORT", self.dke_port.to_string())
+            .env("HYOK_IMAGE", &self.image)
+            .args(["-p", &self.name, "run", "-T", "--rm", "init", "--endpoint", "https://coordinator:7100"])
+            .args(["--ca", "/etc/hyok/pki/ca.pem", "--cert", "/etc/hyok/pki/admin.pem"])
+            .args(["--key", "/etc/hyok/pki/admin-key.pem"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run docker-compose");
+        child.stdin.take().expect("stdin").write_all(stdin).expect("feed stdin");
+        child.wait_with_output().expect("wait for docker-compose")
+    }
+
     /// `hyokctl status` as seen from inside the project's front network, with the admin
     /// certificate (the coordinator is not published on the host).
     fn status(&self) -> String {
@@ -217,7 +240,7 @@ async fn dke_round_trip(project: &Project, file: &ComposeFile) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compose_cluster_rides_out_kills_a_partition_an_outage_below_t_and_a_wiped_volume() {
+async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_and_killed_key_creation() {
     if !docker_available() {
         println!("SKIPPED: no Docker engine or docker-compose here; the compose chaos suite needs both");
         return;
@@ -422,5 +445,62 @@ async fn compose_cluster_rides_out_kills_a_partition_an_outage_below_t_and_a_wip
     println!(
         "wiped volume (compose): node 2 reported without shares; {} old ciphertexts and 10 round trips (20 requests) served, 0 errors",
         before.len()
+    );
+
+    // Key creation killed midway, repeatedly: a node container is killed while `key create`
+    // runs. Every acknowledged key survives and serves; a refused one left nothing (and can be
+    // created now) or a whole key.
+    let (mut acknowledged, mut refused) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        let name = format!("compose-key-{round}");
+        let creating = {
+            std::thread::scope(|scope| {
+                let create = scope.spawn(|| project.hyokctl(&["key", "create", &name], b""));
+                // `docker-compose run` takes about a second to start the client; kill within the DKG.
+                std::thread::sleep(Duration::from_millis(rand::rng().random_range(900..2000)));
+                let victim = rand::rng().random_range(1..=file.nodes);
+                project.docker(&["kill", &project.container(&format!("node-{victim}"))]);
+                let out = create.join().expect("create thread");
+                project.docker(&["start", &project.container(&format!("node-{victim}"))]);
+                out
+            })
+        };
+        if creating.status.success() {
+            acknowledged.push(name)
+        } else {
+            refused.push(name)
+        }
+        wait_for("every node ACTIVE after a killed creation", || async {
+            fleet(&conn, &target).await.iter().filter(|s| *s == "ACTIVE").count() == 5
+        })
+        .await;
+    }
+    let works = |name: &str| {
+        let sealed = project.hyokctl(&["encrypt", "--key", name], b"compose key creation");
+        sealed.status.success() && {
+            let opened = project.hyokctl(&["decrypt", "--key", name], &sealed.stdout);
+            opened.status.success() && opened.stdout == b"compose key creation"
+        }
+    };
+    for name in &acknowledged {
+        assert!(works(name), "acknowledged key {name} does not serve");
+    }
+    let (mut absent, mut whole) = (0, 0);
+    for name in &refused {
+        if project.hyokctl(&["key", "show", name], b"").status.success() {
+            assert!(works(name), "{name} exists after a refused creation but does not serve");
+            whole += 1;
+        } else {
+            let again = project.hyokctl(&["key", "create", name], b"");
+            assert!(again.status.success(), "re-creating {name}: {}", String::from_utf8_lossy(&again.stderr));
+            assert!(works(name));
+            absent += 1;
+        }
+    }
+    println!(
+        "key creation chaos (compose): {} creations, {} acknowledged (all serve), {} refused ({absent} left nothing, {whole} committed whole)",
+        acknowledged.len() + refused.len(),
+        acknowledged.len(),
+        refused.len()
     );
 }

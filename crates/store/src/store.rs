@@ -77,7 +77,9 @@ fn name(key_id: &str, version: u32) -> String {
 impl Store {
     /// Opens (or creates) the store in directory `dir`, sealing with `seal`.
     pub fn open(dir: impl AsRef<Path>, seal: SealKey) -> Result<Self> {
-        let db = sled::Config::new().path(dir.as_ref()).open()?;
+        // No periodic background flush: every mutation flushes before it returns, and without
+        // the flusher thread a dropped store releases its directory lock at once.
+        let db = sled::Config::new().path(dir.as_ref()).flush_every_ms(None).open()?;
         Ok(Store {
             meta: db.open_tree("meta")?,
             ec: Family { keys: db.open_tree("keys")?, versions: db.open_tree("versions")?, aad: share_aad },

@@ -6,15 +6,32 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 
+/// `f` until it stops failing because a store just dropped in this process still holds the
+/// directory lock (sled's IO threads let go of it a moment after the handle is dropped).
+fn retry_locked<T, E: std::fmt::Debug>(mut f: impl FnMut() -> Result<T, E>) -> T {
+    let started = std::time::Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if format!("{e:?}").contains("could not acquire lock") && started.elapsed().as_secs() < 10 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
 fn open(dir: &Path) -> Store {
     let key_path = dir.join("seal.key");
-    let seal = if key_path.exists() { SealKey::load(&key_path).unwrap() } else { SealKey::create(&key_path).unwrap() };
-    Store::open(dir.join("db"), seal).unwrap()
+    if !key_path.exists() {
+        SealKey::create(&key_path).unwrap();
+    }
+    retry_locked(|| Store::open(dir.join("db"), SealKey::load(&key_path).unwrap()))
 }
 
 /// Opens the closed store's sled database directly, as an attacker with disk access would.
 fn with_raw_db(dir: &Path, edit: impl FnOnce(&sled::Db)) {
-    let db = sled::open(dir.join("db")).unwrap();
+    let db = retry_locked(|| sled::Config::new().path(dir.join("db")).flush_every_ms(None).open());
     edit(&db);
     db.flush().unwrap();
 }

@@ -36,9 +36,20 @@ pub fn init(data_dir: &Path) -> Result<()> {
 
 /// Opens an initialized data directory.
 pub fn open(id: NodeId, data_dir: &Path) -> Result<Node> {
-    let seal = SealKey::load(seal_key_path(data_dir))
-        .with_context(|| format!("no seal key in {} (run `hyok-node init` first)", data_dir.display()))?;
-    let store = Store::open(db_path(data_dir), seal)?;
+    // A store of this directory dropped a moment ago in this process (`run --init`) holds the
+    // directory lock until sled's IO threads let go: wait for that, briefly.
+    let started = std::time::Instant::now();
+    let store = loop {
+        let seal = SealKey::load(seal_key_path(data_dir))
+            .with_context(|| format!("no seal key in {} (run `hyok-node init` first)", data_dir.display()))?;
+        match Store::open(db_path(data_dir), seal) {
+            Ok(store) => break store,
+            Err(e) if format!("{e:?}").contains("could not acquire lock") && started.elapsed().as_secs() < 5 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let Some(secret) = store.identity()? else {
         bail!("no identity in {} (run `hyok-node init` first)", data_dir.display());
     };

@@ -1,8 +1,9 @@
 //! End-to-end tests of hyok-dke, the Microsoft 365 Double Key Encryption key service, over the
 //! real binaries: `hyokctl dev` starts a 3-of-5 cluster, makes an RSA key by the dealer ceremony
 //! and starts hyok-dke with a dev token issuer. The client side is what Office does: fetch the
-//! public key, RSA-OAEP-256-encrypt with it (here with hyok-threshold's OAEP encoder, which
-//! shares nothing with the threshold decryption path), and ask the service to decrypt.
+//! public key, RSA-OAEP-256-encrypt with it (with OpenSSL where it is installed, and with
+//! hyok-threshold's OAEP encoder, which shares nothing with the threshold decryption path), and
+//! ask the service to decrypt.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -61,6 +62,26 @@ impl Dke {
     }
 }
 
+/// RSA-OAEP with SHA-256 and MGF1-SHA-256 by the `openssl` command, if there is one.
+fn openssl_oaep_encrypt(public: &RsaPublicKey, message: &[u8]) -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().ok()?;
+    let (key, input, output) = (dir.path().join("pub.der"), dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&key, public.to_spki_der()).ok()?;
+    std::fs::write(&input, message).ok()?;
+    let status = std::process::Command::new("openssl")
+        .args(["pkeyutl", "-encrypt", "-pubin", "-keyform", "DER", "-inkey"])
+        .arg(&key)
+        .args(["-pkeyopt", "rsa_padding_mode:oaep", "-pkeyopt", "rsa_oaep_md:sha256", "-pkeyopt", "rsa_mgf1_md:sha256"])
+        .arg("-in")
+        .arg(&input)
+        .arg("-out")
+        .arg(&output)
+        .status()
+        .ok()?;
+    assert!(status.success(), "openssl refused to encrypt");
+    std::fs::read(&output).ok()
+}
+
 fn plaintext(answer: &client::Answer) -> Vec<u8> {
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     STANDARD.decode(answer.json["value"].as_str().unwrap()).unwrap()
@@ -77,6 +98,12 @@ async fn dke_decrypts_what_its_public_key_encrypted_through_node_loss_and_rotati
     let content_key = b"a 32-byte DKE content key for e2e".to_vec();
     let ciphertext = oaep::encrypt(&public, &content_key, &mut rand::rng()).unwrap();
     assert_eq!(plaintext(&dke.decrypt(&kid, &ciphertext, &token).await), content_key);
+    // The same through OpenSSL's RSA-OAEP-256, an implementation that shares no code with hyok.
+    if let Some(wrapped) = openssl_oaep_encrypt(&public, b"wrapped by OpenSSL") {
+        assert_eq!(plaintext(&dke.decrypt(&kid, &wrapped, &token).await), b"wrapped by OpenSSL");
+    } else {
+        println!("openssl not found: the OpenSSL-wrapped check is skipped");
+    }
     // `decrypt` is matched case-insensitively and a protocol-version query is tolerated.
     let body = json!({"alg": "RSA-OAEP-256", "value": STANDARD.encode(&ciphertext)}).to_string();
     let path = dke.decrypt_path(&kid).replace("/decrypt", "/Decrypt?protocol-version=2");

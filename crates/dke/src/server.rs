@@ -9,10 +9,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,10 +19,6 @@ use tokio_rustls::TlsAcceptor;
 
 /// Largest request body: a 4096-bit ciphertext in Base64 is under 700 bytes.
 pub const MAX_BODY: usize = 16 * 1024;
-/// How long a TLS handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections get to finish at shutdown.
-const DRAIN: Duration = Duration::from_secs(5);
 /// How often the JWKS file is checked for changes.
 const JWKS_POLL: Duration = Duration::from_secs(2);
 
@@ -153,60 +145,21 @@ async fn refresh_jwks_url<B: Backend>(dke: Arc<Dke<B>>) {
     }
 }
 
-/// Serves `pipeline` over TLS on `listener` until `shutdown` completes, then lets open
-/// connections finish (up to five seconds).
+/// Serves `pipeline` over TLS on `listener` until `shutdown` completes, keeping the JWKS
+/// fresh all along; open connections get a few seconds to finish.
 pub async fn serve<B: Backend>(
     pipeline: Arc<Pipeline<B>>,
     acceptor: TlsAcceptor,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
     let watcher_task = tokio::spawn(watch_jwks(pipeline.dke.clone()));
     let refresher_task = tokio::spawn(refresh_jwks_url(pipeline.dke.clone()));
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+    let handle = move |request| {
         let pipeline = pipeline.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::info!(%peer, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |request| {
-                let pipeline = pipeline.clone();
-                async move { Ok::<_, Infallible>(pipeline.handle(request).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+        async move { pipeline.handle(request).await }
+    };
+    hyok_client::https::serve(handle, acceptor, listener, shutdown).await;
     watcher_task.abort();
     refresher_task.abort();
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after {DRAIN:?}; closing them");
-    }
 }

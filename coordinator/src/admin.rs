@@ -2,13 +2,13 @@
 
 use crate::dkg::{self, DkgRequest};
 use crate::error::CoordError;
-use crate::metadata::{KeyView, flatten, key_states, merge};
+use crate::fanout::{self, Ask, ask_every};
+use crate::metadata::{self, Ec, KeyView, flatten, merge, read_states};
 use crate::vault::Vault;
 use hyok_proto::v1 as pb;
 use hyok_threshold::NodeId;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Every usage, in `KeyUsage` values.
@@ -23,7 +23,7 @@ impl Vault {
     pub fn key_info(&self, view: &KeyView) -> pb::KeyInfo {
         let threshold = self.pool.threshold();
         pb::KeyInfo {
-            key_id: view.key_id.clone(),
+            key_id: view.name.clone(),
             usages: view.usages.clone(),
             primary_version: view.primary().map_or(0, |v| v.version),
             versions: view
@@ -35,11 +35,7 @@ impl Vault {
                     created_at_ms: v.created_at_ms,
                 })
                 .collect(),
-            state: if view.enabled_on.len() >= threshold {
-                pb::KeyState::Enabled as i32
-            } else {
-                pb::KeyState::Disabled as i32
-            },
+            state: view.state(threshold) as i32,
             threshold: threshold as u32,
             nodes: self.pool.all().len() as u32,
         }
@@ -64,8 +60,8 @@ impl Vault {
         chosen.dedup();
         let deadline = Instant::now() + DKG_BUDGET;
         // A key any node holds an ACTIVE version of exists; PENDING leftovers of an aborted run do not count.
-        let states = key_states(&self.pool, Some(key_id), deadline).await;
-        if flatten(&states).iter().any(|(_, s)| s.versions.iter().any(|v| v.active)) {
+        let states = read_states::<Ec>(&self.pool, Some(key_id), deadline).await;
+        if flatten::<Ec>(&states).iter().any(|(_, s)| s.versions.iter().any(|v| v.active)) {
             return Err(CoordError::Exists(format!("key {key_id} already exists")));
         }
         let req =
@@ -82,15 +78,19 @@ impl Vault {
         // One read serves both: the trusted view (usages, primary) and the highest version any
         // node knows, pending or active on too few nodes to be trusted, so a leftover of a failed
         // run never blocks the new one.
-        let states = key_states(&self.pool, Some(key_id), deadline).await;
-        let answers = flatten(&states);
-        let view = merge(key_id, &answers, self.pool.threshold()).ok_or_else(|| {
+        let states = read_states::<Ec>(&self.pool, Some(key_id), deadline).await;
+        let answers = flatten::<Ec>(&states);
+        let view = merge::<Ec>(key_id, &answers, self.pool.threshold()).ok_or_else(|| {
             CoordError::NotFound(format!("no key {key_id} (held by fewer than {} nodes)", self.pool.threshold()))
         })?;
         let highest = answers.iter().flat_map(|(_, s)| s.versions.iter().map(|v| v.version)).max().unwrap_or(0);
+        let version = highest
+            .max(view.primary().map_or(0, |v| v.version))
+            .checked_add(1)
+            .ok_or_else(|| CoordError::Precondition(format!("key {key_id} has no version number left")))?;
         let req = DkgRequest {
             key_id: key_id.to_owned(),
-            version: highest.max(view.primary().map_or(0, |v| v.version)) + 1,
+            version,
             usages: view.usages.clone(),
             request_id: request_id.to_owned(),
         };
@@ -108,23 +108,8 @@ impl Vault {
 
     /// `ListKeys`: every key that t nodes agree on.
     pub async fn list_keys(&self, deadline: Instant) -> Result<Vec<pb::KeyInfo>, CoordError> {
-        let answers = key_states(&self.pool, None, deadline).await;
-        let answered = answers.iter().filter(|(_, r)| r.is_ok()).count();
-        if answered < self.pool.threshold() {
-            return Err(CoordError::Unavailable(format!(
-                "only {answered} nodes answered, {} needed to trust key metadata",
-                self.pool.threshold()
-            )));
-        }
-        let mut by_key: BTreeMap<String, Vec<(NodeId, pb::NodeKeyState)>> = BTreeMap::new();
-        for (node, state) in flatten(&answers) {
-            by_key.entry(state.key_id.clone()).or_default().push((node, state));
-        }
-        Ok(by_key
-            .iter()
-            .filter_map(|(k, states)| merge(k, states, self.pool.threshold()))
-            .map(|v| self.key_info(&v))
-            .collect())
+        let views = metadata::list::<Ec>(&self.pool, deadline).await?;
+        Ok(views.iter().map(|v| self.key_info(v)).collect())
     }
 
     /// `EnableKey` / `DisableKey` on every reachable node. Succeeds when enough nodes changed
@@ -133,21 +118,16 @@ impl Vault {
     pub async fn set_enabled(&self, key_id: &str, enabled: bool, request_id: &str) -> Result<pb::KeyInfo, CoordError> {
         hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         let deadline = self.deadline(None);
-        let mut calls = JoinSet::new();
-        for node in self.pool.all() {
-            let node = node.clone();
+        let answers = ask_every(&self.pool, Ask::EVERY, deadline, |node| {
             let req =
                 pb::SetKeyEnabledRequest { key_id: key_id.to_owned(), enabled, request_id: request_id.to_owned() };
-            calls.spawn(async move {
-                let mut request = tonic::Request::new(req);
-                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                (node.id, node.client().set_key_enabled(request).await)
-            });
-        }
+            async move { node.client().set_key_enabled(fanout::request(req, deadline)).await }
+        })
+        .await;
         let mut changed = 0;
         let mut failures = Vec::new();
         let mut not_found = 0;
-        while let Some(Ok((id, result))) = calls.join_next().await {
+        for (id, result) in answers {
             match result {
                 Ok(_) => changed += 1,
                 Err(s) if s.code() == tonic::Code::NotFound => not_found += 1,
@@ -180,11 +160,7 @@ impl Vault {
                     usages: Vec::new(),
                     primary_version: view.primary().map_or(0, |v| v.version),
                     versions: Vec::new(),
-                    state: if view.enabled_on.len() >= t {
-                        pb::KeyState::Enabled as i32
-                    } else {
-                        pb::KeyState::Disabled as i32
-                    },
+                    state: view.state(t) as i32,
                     threshold: t as u32,
                     nodes: n as u32,
                 })
@@ -197,7 +173,7 @@ impl Vault {
     pub async fn cluster_status(&self) -> pb::ClusterStatusResponse {
         let deadline = self.deadline(Some(Duration::from_secs(2)));
         self.pool.probe_all(Duration::from_secs(1)).await;
-        let answers = key_states(&self.pool, None, deadline).await;
+        let answers = read_states::<Ec>(&self.pool, None, deadline).await;
         let nodes: Vec<pb::NodeStatus> = self
             .pool
             .all()
@@ -219,7 +195,7 @@ impl Vault {
             })
             .collect();
         let mut keys: BTreeMap<String, BTreeMap<NodeId, pb::NodeKeyState>> = BTreeMap::new();
-        for (node, state) in flatten(&answers) {
+        for (node, state) in flatten::<Ec>(&answers) {
             keys.entry(state.key_id.clone()).or_default().insert(node, state);
         }
         let answered: std::collections::BTreeSet<NodeId> =

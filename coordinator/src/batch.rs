@@ -8,6 +8,7 @@
 //! A full queue is refused at once ([`Submit::Overloaded`]): the caller asks another node rather
 //! than waiting in an unbounded line.
 
+use crate::fanout::Reply;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use std::sync::Arc;
@@ -108,6 +109,21 @@ impl<K: BatchKind> Batcher<K> {
             mpsc::error::TrySendError::Closed(_) => Submit::Closed,
         })?;
         Ok(rx)
+    }
+
+    /// Queues `item` and waits for its result, as one node's [`Reply`] to a gather. A full
+    /// queue or a stopped worker is a failure of this node (not a transport failure), so the
+    /// gather asks another.
+    pub fn ask(&self, item: K::Item, deadline: Instant) -> impl Future<Output = Reply> + Send + use<K> {
+        let queued = self.submit(item, deadline);
+        async move {
+            match queued {
+                Ok(rx) => rx
+                    .await
+                    .map_or_else(|_| Reply::Failed(Status::aborted("batch worker dropped the item")), Reply::from),
+                Err(why) => Reply::Failed(Status::resource_exhausted(format!("node queue: {why:?}"))),
+            }
+        }
     }
 }
 

@@ -7,12 +7,12 @@
 //! key package.
 
 use crate::error::CoordError;
+use crate::fanout::{self, Ask, all_ok, ask_every};
 use crate::pool::{NodeHandle, Pool};
 use hyok_proto::v1 as pb;
 use rand::Rng;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::Status;
 
@@ -29,65 +29,21 @@ pub struct DkgRequest {
     pub request_id: String,
 }
 
-/// Calls `f` on every node concurrently; all must succeed, in node order.
-async fn on_all<T, F, Fut>(nodes: &[Arc<NodeHandle>], deadline: Instant, what: &str, f: F) -> Result<Vec<T>, CoordError>
+/// Calls `f` on every node concurrently; all must succeed (answers in configuration order).
+async fn on_all<T, F, Fut>(pool: &Pool, deadline: Instant, what: &str, f: F) -> Result<Vec<T>, CoordError>
 where
     T: Send + 'static,
     F: Fn(Arc<NodeHandle>) -> Fut,
     Fut: Future<Output = Result<T, Status>> + Send + 'static,
 {
-    let mut calls = JoinSet::new();
-    for (i, node) in nodes.iter().enumerate() {
-        let id = node.id.get();
-        let call = f(node.clone());
-        calls.spawn(async move {
-            let result = match tokio::time::timeout_at(deadline, call).await {
-                Ok(r) => r,
-                Err(_) => Err(Status::deadline_exceeded("no answer before the deadline")),
-            };
-            (i, id, result)
-        });
-    }
-    let mut out: Vec<Option<T>> = (0..nodes.len()).map(|_| None).collect();
-    let mut failures = Vec::new();
-    while let Some(joined) = calls.join_next().await {
-        match joined {
-            Ok((i, _, Ok(value))) => out[i] = Some(value),
-            Ok((_, id, Err(status))) => failures.push((id, status)),
-            Err(_) => failures.push((0, Status::internal("task failed"))),
-        }
-    }
-    if !failures.is_empty() {
-        failures.sort_by_key(|(id, _)| *id);
-        let detail: Vec<String> =
-            failures.iter().map(|(id, s)| format!("node {id}: {}: {}", s.code(), s.message())).collect();
-        let unreachable = failures.iter().any(|(_, s)| {
-            matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
-        });
-        let message = format!("{what} failed: {}", detail.join("; "));
-        return Err(if unreachable {
-            CoordError::Unavailable(message)
-        } else if failures.iter().all(|(_, s)| s.code() == tonic::Code::FailedPrecondition) {
-            CoordError::Precondition(message)
-        } else {
-            CoordError::Internal(message)
-        });
-    }
-    Ok(out.into_iter().flatten().collect())
-}
-
-fn with_timeout<T>(message: T, deadline: Instant) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-    request
+    all_ok(ask_every(pool, Ask::EVERY, deadline, f).await, what)
 }
 
 /// Runs the DKG for `req` across every node of `pool`; returns the agreed public key package.
 pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<u8>, CoordError> {
-    let nodes = pool.all().to_vec();
     let threshold = pool.threshold() as u32;
-    let identities = on_all(&nodes, deadline, "reaching every node", |node| async move {
-        node.client().get_identity(with_timeout(pb::GetIdentityRequest {}, deadline)).await.map(|r| r.into_inner())
+    let identities = on_all(pool, deadline, "reaching every node", |node| async move {
+        node.client().get_identity(fanout::request(pb::GetIdentityRequest {}, deadline)).await.map(|r| r.into_inner())
     })
     .await?;
     let participants: Vec<pb::Participant> = identities
@@ -97,15 +53,15 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
     let mut session_id = vec![0u8; 32];
     rand::rng().fill_bytes(&mut session_id);
 
-    let result = rounds(&nodes, &req, threshold, participants, &session_id, deadline).await;
+    let result = rounds(pool, &req, threshold, participants, &session_id, deadline).await;
     match result {
         Ok(package) => {
             let sid = session_id.clone();
             // Commit on every node. A node that fails here keeps its share PENDING (never used).
-            on_all(&nodes, deadline, "committing the key", move |node| {
+            on_all(pool, deadline, "committing the key", move |node| {
                 let sid = sid.clone();
                 async move {
-                    node.client().dkg_commit(with_timeout(pb::DkgCommitRequest { session_id: sid }, deadline)).await
+                    node.client().dkg_commit(fanout::request(pb::DkgCommitRequest { session_id: sid }, deadline)).await
                 }
             })
             .await?;
@@ -116,10 +72,12 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
             // Best effort: the nodes also drop stale sessions and PENDING versions on their own.
             let sid = session_id.clone();
             let abort_deadline = Instant::now() + std::time::Duration::from_secs(2);
-            let _ = on_all(&nodes, abort_deadline, "aborting", move |node| {
+            let _ = on_all(pool, abort_deadline, "aborting", move |node| {
                 let sid = sid.clone();
                 async move {
-                    node.client().dkg_abort(with_timeout(pb::DkgAbortRequest { session_id: sid }, abort_deadline)).await
+                    node.client()
+                        .dkg_abort(fanout::request(pb::DkgAbortRequest { session_id: sid }, abort_deadline))
+                        .await
                 }
             })
             .await;
@@ -130,7 +88,7 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
 }
 
 async fn rounds(
-    nodes: &[Arc<NodeHandle>],
+    pool: &Pool,
     req: &DkgRequest,
     threshold: u32,
     participants: Vec<pb::Participant>,
@@ -146,25 +104,26 @@ async fn rounds(
         usages: req.usages.clone(),
         request_id: req.request_id.clone(),
     };
-    let packages1: Vec<Vec<u8>> = on_all(nodes, deadline, "DKG round 1", |node| {
+    let packages1: Vec<Vec<u8>> = on_all(pool, deadline, "DKG round 1", |node| {
         let r = round1.clone();
-        async move { node.client().dkg_round1(with_timeout(r, deadline)).await.map(|r| r.into_inner().package) }
+        async move { node.client().dkg_round1(fanout::request(r, deadline)).await.map(|r| r.into_inner().package) }
     })
     .await?;
     let round2 = pb::DkgRound2Request { session_id: session_id.to_vec(), packages: packages1 };
-    let packages2: Vec<Vec<u8>> = on_all(nodes, deadline, "DKG round 2", |node| {
+    let packages2: Vec<Vec<u8>> = on_all(pool, deadline, "DKG round 2", |node| {
         let r = round2.clone();
-        async move { node.client().dkg_round2(with_timeout(r, deadline)).await.map(|r| r.into_inner().package) }
+        async move { node.client().dkg_round2(fanout::request(r, deadline)).await.map(|r| r.into_inner().package) }
     })
     .await?;
     let finish = pb::DkgFinishRequest { session_id: session_id.to_vec(), packages: packages2 };
-    let finished: Vec<pb::DkgFinishResponse> = on_all(nodes, deadline, "DKG finish", |node| {
+    let finished: Vec<pb::DkgFinishResponse> = on_all(pool, deadline, "DKG finish", |node| {
         let r = finish.clone();
-        async move { node.client().dkg_finish(with_timeout(r, deadline)).await.map(|r| r.into_inner()) }
+        async move { node.client().dkg_finish(fanout::request(r, deadline)).await.map(|r| r.into_inner()) }
     })
     .await?;
     let first = finished.first().ok_or_else(|| CoordError::Internal("no nodes".into()))?;
-    if let Some((node, _)) = nodes.iter().zip(&finished).find(|(_, f)| f.public_key_package != first.public_key_package)
+    if let Some((node, _)) =
+        pool.all().iter().zip(&finished).find(|(_, f)| f.public_key_package != first.public_key_package)
     {
         return Err(CoordError::Internal(format!("node {} derived a different public key package", node.id.get())));
     }

@@ -4,28 +4,29 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration; [`cli`]: the command line.
-//! - [`pool`]: channels to the nodes and their health; [`batch`]: per-node request batching.
-//! - [`gather`]: fan-out with hedging and retries within the deadline.
-//! - [`metadata`]: key metadata, trusted when t nodes agree.
-//! - [`vault`]: encrypt, decrypt, wrap, unwrap; [`admin`]: create, rotate, enable, disable,
-//!   status; [`dkg`]: the DKG relay.
-//! - [`rsa`]: threshold RSA — import a dealt key, RSA key metadata, decrypt.
-//! - [`service`]: the tonic adapter; [`error`]: errors → gRPC status codes.
+//! - `pool`: channels to the nodes and their health; `batch`: per-node request batching.
+//! - `fanout`: every way of asking nodes, once — gather t partials (any partial kind) with
+//!   hedging and retries within the deadline, ask every node, the timeout helper.
+//! - `metadata`: key metadata of both key families, trusted when t distinct nodes agree, cached.
+//! - `vault`: encrypt, decrypt, wrap, unwrap; `admin`: create, rotate, enable, disable,
+//!   status; `dkg`: the DKG relay.
+//! - `rsa`: threshold RSA — `view` (metadata), `import` (a dealt key), `decrypt`.
+//! - `service`: the tonic adapter; `error`: errors → gRPC status codes.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod admin;
-pub mod batch;
+mod admin;
+mod batch;
 pub mod cli;
 pub mod config;
-pub mod dkg;
-pub mod error;
-pub mod gather;
-pub mod metadata;
-pub mod pool;
-pub mod rsa;
-pub mod service;
-pub mod vault;
+mod dkg;
+mod error;
+mod fanout;
+mod metadata;
+mod pool;
+mod rsa;
+mod service;
+mod vault;
 
 pub use config::Config;
 pub use vault::Vault;

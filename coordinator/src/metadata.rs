@@ -1,47 +1,207 @@
-//! Key metadata, read from the nodes and cached. The coordinator stores nothing: a version's
-//! public key package is trusted only when at least t nodes hold it ACTIVE with identical bytes,
-//! so no single node (nor t − 1 colluding ones) can make the coordinator use a key of its choice.
+//! Key metadata, read from the nodes and cached, for both key families (EC keys made by DKG,
+//! threshold RSA keys made by the dealer ceremony). The coordinator stores nothing: a version's
+//! public package is trusted only when at least t **distinct** nodes hold it ACTIVE with
+//! identical bytes, so no single node (nor t − 1 colluding ones) can make the coordinator use a
+//! key of its choice. A node that contradicts itself (reports a key twice, or a version twice)
+//! counts for nothing and is named in [`View::inconsistent`].
 
 use crate::error::CoordError;
-use crate::pool::{Pool, is_transport_failure};
+use crate::fanout::{self, Answers, Ask};
+use crate::pool::Pool;
 use hyok_proto::v1 as pb;
+use hyok_proto::v1::node_client::NodeClient;
+use hyok_threshold::rsa::RsaPublicPackage;
 use hyok_threshold::{NodeId, PublicKeyPackage, Wire};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// One version as a node reports it.
+#[derive(Clone, Copy, Debug)]
+pub struct Reported<'a> {
+    /// Version number.
+    pub version: u32,
+    /// The public package's wire bytes.
+    pub package: &'a [u8],
+    /// ACTIVE (committed) rather than PENDING.
+    pub active: bool,
+    /// When the node stored it.
+    pub created_at_ms: u64,
+}
+
+/// What differs between the key families: how a node's state is read and what it says.
+pub trait Family: Send + Sync + 'static {
+    /// A node's state of one key.
+    type State: Clone + Send + Debug + 'static;
+    /// A trusted version's public package.
+    type Package: Send + Sync + Debug;
+    /// "key" or "RSA key", for messages.
+    const WHAT: &'static str;
+    /// The key's name.
+    fn name(state: &Self::State) -> &str;
+    /// Whether this node lets the key be used.
+    fn enabled(state: &Self::State) -> bool;
+    /// The key's usages (`KeyUsage` values); t nodes must agree on them.
+    fn usages(state: &Self::State) -> Vec<i32>;
+    /// The versions the node holds.
+    fn versions(state: &Self::State) -> impl Iterator<Item = Reported<'_>>;
+    /// Decodes a package; `None` if it does not decode.
+    fn decode(bytes: &[u8]) -> Option<Self::Package>;
+    /// The package's threshold.
+    fn threshold(package: &Self::Package) -> usize;
+    /// Reads one key's state (`Some`) or every key's (`None`) from a node.
+    fn read(
+        client: NodeClient<Channel>,
+        name: Option<String>,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Vec<Self::State>, Status>> + Send + 'static;
+}
+
+/// EC keys (DPRF, KEM), made by DKG.
+#[derive(Debug)]
+pub struct Ec;
+
+impl Family for Ec {
+    type State = pb::NodeKeyState;
+    type Package = PublicKeyPackage;
+    const WHAT: &'static str = "key";
+    fn name(state: &pb::NodeKeyState) -> &str {
+        &state.key_id
+    }
+    fn enabled(state: &pb::NodeKeyState) -> bool {
+        state.enabled
+    }
+    fn usages(state: &pb::NodeKeyState) -> Vec<i32> {
+        let mut usages = state.usages.clone();
+        usages.sort_unstable();
+        usages.dedup();
+        usages
+    }
+    fn versions(state: &pb::NodeKeyState) -> impl Iterator<Item = Reported<'_>> {
+        state.versions.iter().map(|v| Reported {
+            version: v.version,
+            package: &v.public_key_package,
+            active: v.active,
+            created_at_ms: v.created_at_ms,
+        })
+    }
+    fn decode(bytes: &[u8]) -> Option<PublicKeyPackage> {
+        PublicKeyPackage::from_bytes(bytes).ok()
+    }
+    fn threshold(package: &PublicKeyPackage) -> usize {
+        usize::from(package.threshold())
+    }
+    async fn read(
+        mut client: NodeClient<Channel>,
+        name: Option<String>,
+        deadline: Instant,
+    ) -> Result<Vec<pb::NodeKeyState>, Status> {
+        match name {
+            Some(key_id) => client
+                .get_key_state(fanout::request(pb::GetKeyStateRequest { key_id }, deadline))
+                .await
+                .map(|r| vec![r.into_inner()]),
+            None => client
+                .list_key_states(fanout::request(pb::ListKeyStatesRequest {}, deadline))
+                .await
+                .map(|r| r.into_inner().keys),
+        }
+    }
+}
+
+/// Threshold RSA keys (DKE), made by the dealer ceremony.
+#[derive(Debug)]
+pub struct Rsa;
+
+impl Family for Rsa {
+    type State = pb::NodeRsaKeyState;
+    type Package = RsaPublicPackage;
+    const WHAT: &'static str = "RSA key";
+    fn name(state: &pb::NodeRsaKeyState) -> &str {
+        &state.name
+    }
+    fn enabled(state: &pb::NodeRsaKeyState) -> bool {
+        state.enabled
+    }
+    fn usages(_: &pb::NodeRsaKeyState) -> Vec<i32> {
+        Vec::new()
+    }
+    fn versions(state: &pb::NodeRsaKeyState) -> impl Iterator<Item = Reported<'_>> {
+        state.versions.iter().map(|v| Reported {
+            version: v.version,
+            package: &v.public_package,
+            active: v.active,
+            created_at_ms: v.created_at_ms,
+        })
+    }
+    fn decode(bytes: &[u8]) -> Option<RsaPublicPackage> {
+        RsaPublicPackage::from_bytes(bytes).ok()
+    }
+    fn threshold(package: &RsaPublicPackage) -> usize {
+        usize::from(package.threshold())
+    }
+    async fn read(
+        mut client: NodeClient<Channel>,
+        name: Option<String>,
+        deadline: Instant,
+    ) -> Result<Vec<pb::NodeRsaKeyState>, Status> {
+        match name {
+            Some(name) => client
+                .get_rsa_key_state(fanout::request(pb::GetRsaKeyStateRequest { name }, deadline))
+                .await
+                .map(|r| vec![r.into_inner()]),
+            None => client
+                .list_rsa_key_states(fanout::request(pb::ListRsaKeyStatesRequest {}, deadline))
+                .await
+                .map(|r| r.into_inner().keys),
+        }
+    }
+}
 
 /// One trusted key version.
 #[derive(Debug)]
-pub struct TrustedVersion {
+pub struct Trusted<F: Family> {
     /// Version number.
     pub version: u32,
-    /// The public key package (t nodes agree on it).
-    pub package: PublicKeyPackage,
+    /// The public package (t distinct nodes agree on it).
+    pub package: F::Package,
     /// Its wire bytes.
     pub package_bytes: Vec<u8>,
     /// Creation time (the earliest any agreeing node reports).
     pub created_at_ms: u64,
 }
 
-/// A key as at least t nodes describe it.
+/// A key as at least t distinct nodes describe it.
 #[derive(Debug)]
-pub struct KeyView {
-    /// The key.
-    pub key_id: String,
-    /// Usages (as `KeyUsage` values), agreed by at least t nodes.
+pub struct View<F: Family> {
+    /// The key's name.
+    pub name: String,
+    /// Usages (as `KeyUsage` values), agreed by at least t nodes (empty for RSA keys).
     pub usages: Vec<i32>,
     /// Trusted versions.
-    pub versions: BTreeMap<u32, TrustedVersion>,
-    /// Nodes that report the key enabled.
+    pub versions: BTreeMap<u32, Trusted<F>>,
+    /// Consistent nodes that report the key enabled.
     pub enabled_on: Vec<NodeId>,
-    /// Nodes that answered about the key.
-    pub answered: Vec<NodeId>,
+    /// Nodes whose answers contradicted themselves (the key or a version listed twice); their
+    /// answers were not counted.
+    pub inconsistent: Vec<NodeId>,
 }
 
-impl KeyView {
-    /// The version new encryptions use: the highest trusted one.
-    pub fn primary(&self) -> Option<&TrustedVersion> {
+/// An EC key's trusted view.
+pub type KeyView = View<Ec>;
+/// A trusted EC key version.
+pub type TrustedVersion = Trusted<Ec>;
+/// A threshold RSA key's trusted view.
+pub type RsaKeyView = View<Rsa>;
+
+impl<F: Family> View<F> {
+    /// The version new operations use: the highest trusted one.
+    pub fn primary(&self) -> Option<&Trusted<F>> {
         self.versions.values().next_back()
     }
 
@@ -49,23 +209,39 @@ impl KeyView {
     pub fn allows(&self, usage: pb::KeyUsage) -> bool {
         self.usages.contains(&(usage as i32))
     }
+
+    /// ENABLED when at least `threshold` nodes let it be used.
+    pub fn state(&self, threshold: usize) -> pb::KeyState {
+        if self.enabled_on.len() >= threshold { pb::KeyState::Enabled } else { pb::KeyState::Disabled }
+    }
 }
 
-/// Builds the trusted view of one key from the nodes' answers; `None` when no version is held
-/// by t nodes (the key does not exist as far as the cluster can prove).
-pub fn merge(key_id: &str, answers: &[(NodeId, pb::NodeKeyState)], threshold: usize) -> Option<KeyView> {
-    // (version, package bytes) → nodes holding it ACTIVE, earliest creation time.
-    let mut tally: BTreeMap<(u32, &[u8]), (usize, u64)> = BTreeMap::new();
-    let mut usage_tally: HashMap<Vec<i32>, usize> = HashMap::new();
-    for (_, state) in answers {
-        if state.key_id != key_id {
-            continue;
+/// Builds the trusted view of key `name` from the nodes' answers; `None` when no version is
+/// held ACTIVE with identical bytes by `threshold` distinct nodes (the key does not exist as
+/// far as the cluster can prove), or no usage set has `threshold` supporters.
+pub fn merge<F: Family>(name: &str, answers: &[(NodeId, F::State)], threshold: usize) -> Option<View<F>> {
+    // Each node's one answer about this key; a node that answers twice, or lists a version
+    // twice, contradicts itself and is not counted at all.
+    let mut by_node: BTreeMap<NodeId, &F::State> = BTreeMap::new();
+    let mut inconsistent: BTreeSet<NodeId> = BTreeSet::new();
+    for (node, state) in answers.iter().filter(|(_, s)| F::name(s) == name) {
+        let mut seen = BTreeSet::new();
+        if by_node.insert(*node, state).is_some() || !F::versions(state).all(|v| seen.insert(v.version)) {
+            inconsistent.insert(*node);
         }
-        let mut usages = state.usages.clone();
-        usages.sort_unstable();
-        *usage_tally.entry(usages).or_default() += 1;
-        for v in state.versions.iter().filter(|v| v.active) {
-            let entry = tally.entry((v.version, v.public_key_package.as_slice())).or_insert((0, u64::MAX));
+    }
+    by_node.retain(|node, _| !inconsistent.contains(node));
+    if !inconsistent.is_empty() {
+        tracing::error!(name, nodes = ?inconsistent, "nodes contradict themselves about a key; not counted");
+    }
+
+    let mut usage_tally: HashMap<Vec<i32>, usize> = HashMap::new();
+    // (version, package bytes) → distinct nodes holding it ACTIVE, earliest creation time.
+    let mut tally: BTreeMap<(u32, &[u8]), (usize, u64)> = BTreeMap::new();
+    for state in by_node.values() {
+        *usage_tally.entry(F::usages(state)).or_default() += 1;
+        for v in F::versions(state).filter(|v| v.active) {
+            let entry = tally.entry((v.version, v.package)).or_insert((0, u64::MAX));
             entry.0 += 1;
             entry.1 = entry.1.min(v.created_at_ms);
         }
@@ -76,120 +252,36 @@ pub fn merge(key_id: &str, answers: &[(NodeId, pb::NodeKeyState)], threshold: us
         if count < threshold {
             continue;
         }
-        let Ok(package) = PublicKeyPackage::from_bytes(bytes) else {
-            tracing::error!(key_id, version, "t nodes agree on a package that does not decode");
+        let Some(package) = F::decode(bytes) else {
+            tracing::error!(name, version, what = F::WHAT, "t nodes agree on a package that does not decode");
             continue;
         };
-        if usize::from(package.threshold()) != threshold {
-            tracing::error!(key_id, version, "package threshold differs from the configured threshold");
+        if F::threshold(&package) != threshold {
+            tracing::error!(name, version, what = F::WHAT, "package threshold differs from the configured threshold");
             continue;
         }
-        versions.insert(version, TrustedVersion { version, package, package_bytes: bytes.to_vec(), created_at_ms });
+        versions.insert(version, Trusted { version, package, package_bytes: bytes.to_vec(), created_at_ms });
     }
     if versions.is_empty() {
         return None;
     }
-    let same_key = answers.iter().filter(|(_, s)| s.key_id == key_id);
-    Some(KeyView {
-        key_id: key_id.to_owned(),
+    Some(View {
+        name: name.to_owned(),
         usages,
         versions,
-        enabled_on: same_key.clone().filter(|(_, s)| s.enabled).map(|(n, _)| *n).collect(),
-        answered: same_key.map(|(n, _)| *n).collect(),
+        enabled_on: by_node.iter().filter(|(_, s)| F::enabled(s)).map(|(n, _)| *n).collect(),
+        inconsistent: inconsistent.into_iter().collect(),
     })
 }
 
-/// Cached key views.
-#[derive(Debug)]
-pub struct Metadata {
-    ttl: Duration,
-    cache: RwLock<HashMap<String, (Instant, Arc<KeyView>)>>,
+/// Asks reachable nodes for one key's state (`Some`) or every key's (`None`).
+pub async fn read_states<F: Family>(pool: &Pool, name: Option<&str>, deadline: Instant) -> Answers<Vec<F::State>> {
+    let name = name.map(str::to_owned);
+    fanout::ask_every(pool, Ask::STATE, deadline, |node| F::read(node.client(), name.clone(), deadline)).await
 }
 
-/// After t nodes have answered, how long to wait for the rest.
-const STRAGGLER_GRACE: Duration = Duration::from_millis(25);
-
-impl Metadata {
-    /// An empty cache whose entries live `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        Metadata { ttl, cache: RwLock::new(HashMap::new()) }
-    }
-
-    /// The key's view, from the cache when fresh.
-    pub async fn get(&self, pool: &Pool, key_id: &str, deadline: Instant) -> Result<Arc<KeyView>, CoordError> {
-        if let Ok(cache) = self.cache.read()
-            && let Some((at, view)) = cache.get(key_id)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(view.clone());
-        }
-        self.refresh(pool, key_id, deadline).await
-    }
-
-    /// The key's view with `version` in it: refreshes once if the cached view lacks it (a
-    /// rotation by another coordinator).
-    pub async fn get_version(
-        &self,
-        pool: &Pool,
-        key_id: &str,
-        version: u32,
-        deadline: Instant,
-    ) -> Result<Arc<KeyView>, CoordError> {
-        let view = self.get(pool, key_id, deadline).await?;
-        if view.versions.contains_key(&version) {
-            return Ok(view);
-        }
-        let view = self.refresh(pool, key_id, deadline).await?;
-        if view.versions.contains_key(&version) {
-            Ok(view)
-        } else {
-            Err(CoordError::VersionNotFound(format!("key {key_id} has no version {version}")))
-        }
-    }
-
-    /// Forgets a key (after a rotation, enable or disable through this coordinator).
-    pub fn invalidate(&self, key_id: &str) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.remove(key_id);
-        }
-    }
-
-    /// Reads the key from the nodes now.
-    pub async fn refresh(&self, pool: &Pool, key_id: &str, deadline: Instant) -> Result<Arc<KeyView>, CoordError> {
-        let answers = key_states(pool, Some(key_id), deadline).await;
-        let states = flatten(&answers);
-        match merge(key_id, &states, pool.threshold()) {
-            Some(view) => {
-                let view = Arc::new(view);
-                if let Ok(mut cache) = self.cache.write() {
-                    cache.insert(key_id.to_owned(), (Instant::now(), view.clone()));
-                }
-                Ok(view)
-            }
-            None => {
-                self.invalidate(key_id);
-                let not_found =
-                    answers.iter().filter(|(_, r)| matches!(r, Err(s) if s.code() == tonic::Code::NotFound)).count();
-                let answered = states.len() + not_found;
-                if answered < pool.threshold() {
-                    Err(CoordError::Unavailable(format!(
-                        "only {answered} of {} nodes answered; {} needed to trust key metadata",
-                        pool.all().len(),
-                        pool.threshold()
-                    )))
-                } else {
-                    Err(CoordError::NotFound(format!(
-                        "no key {key_id} (held by fewer than {} nodes)",
-                        pool.threshold()
-                    )))
-                }
-            }
-        }
-    }
-}
-
-/// The answers of [`key_states`] as `(node, state)` pairs.
-pub fn flatten(answers: &[(NodeId, Result<Vec<pb::NodeKeyState>, tonic::Status>)]) -> Vec<(NodeId, pb::NodeKeyState)> {
+/// The answers of [`read_states`] as `(node, state)` pairs.
+pub fn flatten<F: Family>(answers: &Answers<Vec<F::State>>) -> Vec<(NodeId, F::State)> {
     answers
         .iter()
         .filter_map(|(n, r)| r.as_ref().ok().map(|states| (n, states)))
@@ -197,57 +289,103 @@ pub fn flatten(answers: &[(NodeId, Result<Vec<pb::NodeKeyState>, tonic::Status>)
         .collect()
 }
 
-/// Asks reachable nodes for one key's state (`Some`) or every key's (`None`). Returns each
-/// node's answer (its key states); waits for every node, but no more than a short grace once t have answered.
-pub async fn key_states(
-    pool: &Pool,
-    key_id: Option<&str>,
-    deadline: Instant,
-) -> Vec<(NodeId, Result<Vec<pb::NodeKeyState>, tonic::Status>)> {
-    let mut calls = tokio::task::JoinSet::new();
-    let nodes = pool.ordered();
-    let up = nodes.iter().filter(|n| n.is_up()).count();
-    // Ask only reachable nodes, unless too few are: then ask everyone.
-    let asked: Vec<_> = if up >= pool.threshold() { nodes.into_iter().filter(|n| n.is_up()).collect() } else { nodes };
-    for node in asked {
-        let key_id = key_id.map(str::to_owned);
-        calls.spawn(async move {
-            let mut client = node.client();
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            let result = match key_id {
-                Some(key_id) => {
-                    let mut request = tonic::Request::new(pb::GetKeyStateRequest { key_id });
-                    request.set_timeout(timeout);
-                    client.get_key_state(request).await.map(|r| vec![r.into_inner()])
-                }
-                None => {
-                    let mut request = tonic::Request::new(pb::ListKeyStatesRequest {});
-                    request.set_timeout(timeout);
-                    client.list_key_states(request).await.map(|r| r.into_inner().keys)
-                }
-            };
-            if let Err(status) = &result
-                && is_transport_failure(status)
-            {
-                node.mark_down(Duration::from_secs(1), status.message());
-            }
-            (node.id, result)
-        });
+/// Every key of the family that t nodes agree on, by name.
+pub async fn list<F: Family>(pool: &Pool, deadline: Instant) -> Result<Vec<View<F>>, CoordError> {
+    let answers = read_states::<F>(pool, None, deadline).await;
+    let answered = answers.iter().filter(|(_, r)| r.is_ok()).count();
+    if answered < pool.threshold() {
+        return Err(CoordError::Unavailable(format!(
+            "only {answered} nodes answered, {} needed to trust key metadata",
+            pool.threshold()
+        )));
     }
-    let mut out = Vec::new();
-    let mut soft_deadline = deadline;
-    loop {
-        let next = tokio::time::timeout_at(soft_deadline, calls.join_next()).await;
-        let Ok(Some(Ok((id, result)))) = next else {
-            break;
-        };
-        out.push((id, result));
-        let ok = out.iter().filter(|(_, r)| r.is_ok()).count();
-        if ok >= pool.threshold() && soft_deadline == deadline {
-            soft_deadline = (Instant::now() + STRAGGLER_GRACE).min(deadline);
+    let mut by_name: BTreeMap<String, Vec<(NodeId, F::State)>> = BTreeMap::new();
+    for (node, state) in flatten::<F>(&answers) {
+        by_name.entry(F::name(&state).to_owned()).or_default().push((node, state));
+    }
+    Ok(by_name.iter().filter_map(|(name, states)| merge::<F>(name, states, pool.threshold())).collect())
+}
+
+/// A cached view and when it was read.
+type Cached<F> = (Instant, Arc<View<F>>);
+
+/// Cached key views of one family.
+#[derive(Debug)]
+pub struct Metadata<F: Family> {
+    ttl: Duration,
+    cache: RwLock<HashMap<String, Cached<F>>>,
+}
+
+impl<F: Family> Metadata<F> {
+    /// An empty cache whose entries live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Metadata { ttl, cache: RwLock::new(HashMap::new()) }
+    }
+
+    /// The key's view, from the cache when fresh.
+    pub async fn get(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
+        if let Ok(cache) = self.cache.read()
+            && let Some((at, view)) = cache.get(name)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(view.clone());
+        }
+        self.refresh(pool, name, deadline).await
+    }
+
+    /// The key's view with `version` in it: refreshes once if the cached view lacks it (a
+    /// rotation or import through another coordinator).
+    pub async fn get_version(
+        &self,
+        pool: &Pool,
+        name: &str,
+        version: u32,
+        deadline: Instant,
+    ) -> Result<Arc<View<F>>, CoordError> {
+        let view = self.get(pool, name, deadline).await?;
+        if view.versions.contains_key(&version) {
+            return Ok(view);
+        }
+        let view = self.refresh(pool, name, deadline).await?;
+        if view.versions.contains_key(&version) {
+            Ok(view)
+        } else {
+            Err(CoordError::VersionNotFound(format!("{} {name} has no version {version}", F::WHAT)))
         }
     }
-    out
+
+    /// Forgets a key (after a rotation, import, enable or disable through this coordinator).
+    pub fn invalidate(&self, name: &str) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(name);
+        }
+    }
+
+    /// Reads the key from the nodes now.
+    pub async fn refresh(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
+        let answers = read_states::<F>(pool, Some(name), deadline).await;
+        let states = flatten::<F>(&answers);
+        if let Some(view) = merge::<F>(name, &states, pool.threshold()) {
+            let view = Arc::new(view);
+            if let Ok(mut cache) = self.cache.write() {
+                cache.insert(name.to_owned(), (Instant::now(), view.clone()));
+            }
+            return Ok(view);
+        }
+        self.invalidate(name);
+        let not_found =
+            answers.iter().filter(|(_, r)| matches!(r, Err(s) if s.code() == tonic::Code::NotFound)).count();
+        let answered = states.len() + not_found;
+        if answered < pool.threshold() {
+            Err(CoordError::Unavailable(format!(
+                "only {answered} of {} nodes answered; {} needed to trust key metadata",
+                pool.all().len(),
+                pool.threshold()
+            )))
+        } else {
+            Err(CoordError::NotFound(format!("no {} {name} (held by fewer than {} nodes)", F::WHAT, pool.threshold())))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +393,10 @@ mod tests {
     use super::*;
     use curve25519_dalek::Scalar;
     use hyok_threshold::dealer::dangerous_deal;
+    use hyok_threshold::rsa::deal::{PrivateKey, deal};
+    use std::sync::OnceLock;
+
+    const PEM: &str = include_str!("../../crates/threshold/tests/fixtures/rsa2048-pkcs8.pem");
 
     fn node(i: u16) -> NodeId {
         NodeId::new(i).unwrap()
@@ -277,13 +419,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_version_is_trusted_only_when_t_nodes_agree() {
+    fn packages() -> (Vec<u8>, Vec<u8>) {
         let mut rng = rand::rng();
         let ids: Vec<NodeId> = (1..=5).map(node).collect();
         let (_, honest) = dangerous_deal(&Scalar::from(11u64), 3, &ids, &mut rng).unwrap();
         let (_, forged) = dangerous_deal(&Scalar::from(12u64), 3, &ids, &mut rng).unwrap();
-        let (h, f) = (honest.to_bytes(), forged.to_bytes());
+        (honest.to_bytes(), forged.to_bytes())
+    }
+
+    #[test]
+    fn a_version_is_trusted_only_when_t_nodes_agree() {
+        let (h, f) = packages();
         // Two nodes push a forged package for version 1 and a forged version 2.
         let answers = vec![
             (node(1), state("k", true, &[(1, &h)])),
@@ -292,14 +438,84 @@ mod tests {
             (node(4), state("k", true, &[(1, &f), (2, &f)])),
             (node(5), state("k", true, &[(1, &f), (2, &f)])),
         ];
-        let view = merge("k", &answers, 3).unwrap();
+        let view = merge::<Ec>("k", &answers, 3).unwrap();
         assert_eq!(view.versions.len(), 1, "the forged version 2 has only two supporters");
         assert_eq!(view.primary().unwrap().package_bytes, h);
         assert_eq!(view.enabled_on.len(), 4);
+        assert_eq!(view.state(3), pb::KeyState::Enabled);
         assert!(view.allows(pb::KeyUsage::Encrypt));
         assert!(!view.allows(pb::KeyUsage::Wrap));
+        assert!(view.inconsistent.is_empty());
         // With only two honest answers nothing is trusted.
-        assert!(merge("k", &answers[..2], 3).is_none());
-        assert!(merge("other", &answers, 3).is_none());
+        assert!(merge::<Ec>("k", &answers[..2], 3).is_none());
+        assert!(merge::<Ec>("other", &answers, 3).is_none());
+    }
+
+    #[test]
+    fn one_node_repeating_itself_counts_once_and_is_named() {
+        let (_, f) = packages();
+        // Node 4 answers three times with the forged version, and lists it twice as well.
+        let repeated = vec![
+            (node(4), state("k", true, &[(1, &f)])),
+            (node(4), state("k", true, &[(1, &f)])),
+            (node(4), state("k", true, &[(1, &f)])),
+        ];
+        assert!(merge::<Ec>("k", &repeated, 3).is_none(), "one node is one vote, however often it answers");
+        let listed_twice: Vec<_> = (0..3).map(|_| (node(5), state("k", true, &[(1, &f), (1, &f), (1, &f)]))).collect();
+        assert!(merge::<Ec>("k", &listed_twice, 3).is_none());
+        // Beside three honest nodes, the repeating node is named and not counted.
+        let (h, _) = packages();
+        let mut answers: Vec<_> = (1..=3).map(|i| (node(i), state("k", true, &[(1, &h)]))).collect();
+        answers.push((node(4), state("k", true, &[(1, &h), (1, &h)])));
+        let view = merge::<Ec>("k", &answers, 3).unwrap();
+        assert_eq!(view.inconsistent, vec![node(4)]);
+        assert_eq!(view.enabled_on, vec![node(1), node(2), node(3)]);
+    }
+
+    fn rsa_package() -> &'static RsaPublicPackage {
+        static SPLIT: OnceLock<RsaPublicPackage> = OnceLock::new();
+        SPLIT.get_or_init(|| deal(&PrivateKey::from_pem(PEM).unwrap(), 3, 5, &mut rand::rng()).unwrap().1)
+    }
+
+    fn rsa_state(name: &str, enabled: bool, versions: &[(u32, &[u8], bool)]) -> pb::NodeRsaKeyState {
+        pb::NodeRsaKeyState {
+            name: name.into(),
+            enabled,
+            versions: versions
+                .iter()
+                .map(|(v, p, active)| pb::NodeRsaKeyVersion {
+                    version: *v,
+                    public_package: p.to_vec(),
+                    active: *active,
+                    created_at_ms: 7,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_rsa_version_is_trusted_only_when_t_nodes_hold_it_active_with_identical_bytes() {
+        let package = rsa_package();
+        let honest = package.to_bytes();
+        let other_t = RsaPublicPackage::new(package.public_key().clone(), 2, 5).unwrap().to_bytes();
+        let answers = vec![
+            (node(1), rsa_state("dke", true, &[(1, &honest, true)])),
+            (node(2), rsa_state("dke", true, &[(1, &honest, true), (2, &honest, false)])),
+            (node(3), rsa_state("dke", false, &[(1, &honest, true), (2, &honest, false)])),
+            (node(4), rsa_state("dke", true, &[(1, &other_t, true), (2, &honest, true)])),
+            (node(5), rsa_state("dke", true, &[(1, &other_t, true), (2, &honest, true)])),
+        ];
+        let view = merge::<Rsa>("dke", &answers, 3).unwrap();
+        assert_eq!(view.versions.keys().copied().collect::<Vec<_>>(), vec![1], "version 2 is ACTIVE on two nodes");
+        assert_eq!(view.primary().unwrap().package_bytes, honest);
+        assert_eq!(view.enabled_on.len(), 4);
+        assert!(merge::<Rsa>("dke", &answers[..2], 3).is_none());
+        assert!(merge::<Rsa>("other", &answers, 3).is_none());
+        // Agreement on a package of another threshold is not trusted either.
+        let skewed: Vec<_> = (1..=3).map(|i| (node(i), rsa_state("dke", true, &[(1, &other_t, true)]))).collect();
+        assert!(merge::<Rsa>("dke", &skewed, 3).is_none());
+        // Nor one node saying it three times.
+        let repeated: Vec<_> = (0..3).map(|_| (node(1), rsa_state("dke", true, &[(1, &honest, true)]))).collect();
+        assert!(merge::<Rsa>("dke", &repeated, 3).is_none());
     }
 }

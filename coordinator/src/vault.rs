@@ -4,14 +4,14 @@
 
 use crate::config::Config;
 use crate::error::CoordError;
-use crate::gather::{Spread, Step, gather};
-use crate::metadata::{KeyView, Metadata, TrustedVersion};
+use crate::fanout::{Spread, Step, gather};
+use crate::metadata::{Ec, KeyView, Metadata, Rsa, TrustedVersion};
 use crate::pool::Pool;
 use hyok_proto::v1 as pb;
 use hyok_threshold::aead::{self, TAG_LEN};
 use hyok_threshold::dprf::{self, DprfInput, SEED_LEN};
 use hyok_threshold::kem::{self, WrappedKey};
-use hyok_threshold::{Error as ThresholdError, Wire};
+use hyok_threshold::{Error as ThresholdError, PartialEvaluation, Wire};
 use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,8 +41,8 @@ pub struct Detached {
 #[derive(Debug)]
 pub struct Vault {
     pub(crate) pool: Pool,
-    pub(crate) metadata: Metadata,
-    pub(crate) rsa_metadata: crate::rsa::RsaMetadata,
+    pub(crate) metadata: Metadata<Ec>,
+    pub(crate) rsa_metadata: Metadata<Rsa>,
     /// One RSA import at a time through this coordinator (two concurrent imports of one
     /// version would otherwise replace each other's PENDING shares node by node).
     pub(crate) rsa_import: tokio::sync::Mutex<()>,
@@ -61,7 +61,7 @@ fn require_usage(view: &KeyView, usage: pb::KeyUsage) -> Result<(), CoordError> 
     } else {
         Err(CoordError::UsageNotAllowed(format!(
             "key {} does not allow {}",
-            view.key_id,
+            view.name,
             usage.as_str_name().trim_start_matches("KEY_USAGE_").to_lowercase()
         )))
     }
@@ -77,7 +77,7 @@ impl Vault {
         Ok(Vault {
             pool: Pool::new(config)?,
             metadata: Metadata::new(Duration::from_millis(config.metadata_ttl_ms)),
-            rsa_metadata: crate::rsa::RsaMetadata::new(Duration::from_millis(config.metadata_ttl_ms)),
+            rsa_metadata: Metadata::new(Duration::from_millis(config.metadata_ttl_ms)),
             rsa_import: tokio::sync::Mutex::new(()),
             extra: usize::from(config.extra_nodes),
             hedge: Duration::from_millis(config.hedge_ms),
@@ -95,17 +95,8 @@ impl Vault {
         Instant::now() + caller.map_or(self.timeout, |c| c.min(self.timeout))
     }
 
-    /// Nodes asked beyond t at once.
-    pub(crate) fn extra(&self) -> usize {
-        self.extra
-    }
-
-    /// When to ask every remaining node.
-    pub(crate) fn hedge(&self) -> Duration {
-        self.hedge
-    }
-
-    fn spread(&self, deadline: Instant) -> Spread {
+    /// How a request with this deadline is spread over the nodes.
+    pub(crate) fn spread(&self, deadline: Instant) -> Spread {
         Spread { extra: self.extra, hedge: self.hedge, deadline }
     }
 
@@ -154,8 +145,8 @@ impl Vault {
             &self.pool,
             self.spread(deadline),
             (key_id, primary.version),
-            |node| node.evaluate.submit(item.clone(), deadline),
-            |partials| {
+            |node| node.evaluate.ask(item.clone(), deadline),
+            |partials: &[PartialEvaluation]| {
                 let t = self.pool.threshold();
                 match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
                     // The usual case: every partial valid, nothing copied.
@@ -167,16 +158,14 @@ impl Vault {
                         let valid: Vec<_> =
                             partials.iter().filter(|p| !culprits.contains(&p.node())).cloned().collect();
                         if valid.len() < t {
-                            return Step::Exclude(culprits);
+                            return Step::Retry { culprits, need: t };
                         }
                         match dprf::combine_unchecked(&primary.package, &valid) {
                             Ok(output) => Step::Done(output, culprits),
                             Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
                         }
                     }
-                    Err(ThresholdError::UnknownNode { node }) => {
-                        Step::Exclude(hyok_threshold::NodeId::new(node).into_iter().collect())
-                    }
+                    Err(e) if !e.culprits().is_empty() => Step::Retry { culprits: e.culprits(), need: t },
                     Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
                 }
             },
@@ -219,8 +208,8 @@ impl Vault {
             &self.pool,
             self.spread(deadline),
             (key_id, version),
-            |node| node.evaluate.submit(item.clone(), deadline),
-            |partials| {
+            |node| node.evaluate.ask(item.clone(), deadline),
+            |partials: &[PartialEvaluation]| {
                 opened(
                     aead::decrypt(&trusted.package, &input, partials, aad, ciphertext, &tag),
                     partials.len(),
@@ -279,8 +268,10 @@ impl Vault {
             &self.pool,
             self.spread(deadline),
             (key_id, version),
-            |node| node.unwrap.submit(item.clone(), deadline),
-            |partials| opened(kem::combine_unwrap(&trusted.package, &parsed, label, partials), partials.len(), trusted),
+            |node| node.unwrap.ask(item.clone(), deadline),
+            |partials: &[PartialEvaluation]| {
+                opened(kem::combine_unwrap(&trusted.package, &parsed, label, partials), partials.len(), trusted)
+            },
         )
         .await
     }
@@ -298,13 +289,11 @@ fn opened<T>(
     // `gathered ≥ t` here; the culprits are among them.
     match result {
         Ok(opened) => Step::Done(opened.value, opened.culprits),
-        Err(ThresholdError::DecryptionFailed { culprits }) if !culprits.is_empty() && gathered - culprits.len() < t => {
-            Step::Exclude(culprits)
+        // Every proof checked out, or enough valid partials remain: the ciphertext is wrong.
+        Err(ThresholdError::DecryptionFailed { culprits }) if culprits.is_empty() || gathered - culprits.len() >= t => {
+            Step::Fail(CoordError::DataLoss)
         }
-        Err(ThresholdError::DecryptionFailed { .. }) => Step::Fail(CoordError::DataLoss),
-        Err(ThresholdError::UnknownNode { node }) => {
-            Step::Exclude(hyok_threshold::NodeId::new(node).into_iter().collect())
-        }
+        Err(e) if !e.culprits().is_empty() => Step::Retry { culprits: e.culprits(), need: t },
         Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
     }
 }

@@ -117,3 +117,55 @@ pub enum Error {
 
 /// Result with this crate's [`Error`].
 pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+impl Error {
+    /// The parties this error blames, in the order it names them (empty when it blames none:
+    /// bad parameters, a malformed object, or a ciphertext that fails although every partial
+    /// checked out). An [`Error::UnknownNode`] of id 0 blames no one: 0 is no node.
+    ///
+    /// This is the one place that knows which variants carry a culprit, so callers never match
+    /// on individual variants to find one (frost-core's `Error::culprit`).
+    pub fn culprits(&self) -> Vec<NodeId> {
+        match self {
+            Error::UnknownNode { node } => NodeId::new(*node).into_iter().collect(),
+            Error::DuplicateNode { node }
+            | Error::InvalidProof { node }
+            | Error::InvalidSignature { node }
+            | Error::MissingMessage { node }
+            | Error::InconsistentView { node } => vec![*node],
+            Error::DecryptionFailed { culprits } | Error::RsaCombineFailed { culprits } => culprits.clone(),
+            Error::NotEnoughQualifiedDealers { disqualified, .. } => disqualified.clone(),
+            Error::InvalidParameters(_)
+            | Error::NotEnoughPartials { .. }
+            | Error::InvalidWrapProof
+            | Error::Malformed { .. }
+            | Error::UnsupportedVersion { .. }
+            | Error::SealedShareRejected
+            | Error::OaepDecodingFailed
+            | Error::InconsistentPackage => Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(i: u16) -> NodeId {
+        NodeId::new(i).unwrap()
+    }
+
+    #[test]
+    fn culprits_name_exactly_the_blamed_parties() {
+        assert_eq!(Error::InvalidProof { node: node(3) }.culprits(), vec![node(3)]);
+        assert_eq!(Error::UnknownNode { node: 9 }.culprits(), vec![node(9)]);
+        assert_eq!(Error::UnknownNode { node: 0 }.culprits(), vec![]);
+        assert_eq!(Error::DuplicateNode { node: node(2) }.culprits(), vec![node(2)]);
+        assert_eq!(Error::DecryptionFailed { culprits: vec![node(1), node(4)] }.culprits(), vec![node(1), node(4)]);
+        assert_eq!(Error::RsaCombineFailed { culprits: vec![] }.culprits(), vec![]);
+        let dealers = Error::NotEnoughQualifiedDealers { qualified: 1, needed: 3, disqualified: vec![node(5)] };
+        assert_eq!(dealers.culprits(), vec![node(5)]);
+        assert_eq!(Error::Malformed { what: "partial" }.culprits(), vec![]);
+        assert_eq!(Error::OaepDecodingFailed.culprits(), vec![]);
+    }
+}

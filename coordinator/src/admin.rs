@@ -25,16 +25,12 @@ impl Vault {
         pb::KeyInfo {
             key_id: view.name.clone(),
             usages: view.usages.clone(),
-            primary_version: view.primary().map_or(0, |v| v.version),
-            versions: view
-                .versions
-                .values()
-                .map(|v| pb::KeyVersion {
-                    version: v.version,
-                    public_key: v.package.group_key().as_bytes().to_vec(),
-                    created_at_ms: v.created_at_ms,
-                })
-                .collect(),
+            primary_version: view.primary_version(),
+            versions: view.each_version(|v| pb::KeyVersion {
+                version: v.version,
+                public_key: v.package.group_key().as_bytes().to_vec(),
+                created_at_ms: v.created_at_ms,
+            }),
             state: view.state(threshold) as i32,
             threshold: threshold as u32,
             nodes: self.pool.all().len() as u32,
@@ -101,15 +97,12 @@ impl Vault {
 
     /// `GetKey`: read fresh from the nodes.
     pub async fn get_key(&self, key_id: &str, deadline: Instant) -> Result<pb::KeyInfo, CoordError> {
-        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
-        let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
-        Ok(self.key_info(&view))
+        Ok(self.key_info(&*self.metadata.fresh(&self.pool, key_id, deadline).await?))
     }
 
     /// `ListKeys`: every key that t nodes agree on.
     pub async fn list_keys(&self, deadline: Instant) -> Result<Vec<pb::KeyInfo>, CoordError> {
-        let views = metadata::list::<Ec>(&self.pool, deadline).await?;
-        Ok(views.iter().map(|v| self.key_info(v)).collect())
+        Ok(metadata::list::<Ec>(&self.pool, deadline).await?.iter().map(|v| self.key_info(v)).collect())
     }
 
     /// `EnableKey` / `DisableKey` on every reachable node. Succeeds when enough nodes changed
@@ -158,7 +151,7 @@ impl Vault {
                 Ok(pb::KeyInfo {
                     key_id: key_id.to_owned(),
                     usages: Vec::new(),
-                    primary_version: view.primary().map_or(0, |v| v.version),
+                    primary_version: view.primary_version(),
                     versions: Vec::new(),
                     state: view.state(t) as i32,
                     threshold: t as u32,

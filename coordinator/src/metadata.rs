@@ -205,6 +205,16 @@ impl<F: Family> View<F> {
         self.versions.values().next_back()
     }
 
+    /// The primary version's number (0 when there is none).
+    pub fn primary_version(&self) -> u32 {
+        self.primary().map_or(0, |v| v.version)
+    }
+
+    /// `describe` applied to every trusted version, oldest first.
+    pub fn each_version<T>(&self, describe: impl Fn(&Trusted<F>) -> T) -> Vec<T> {
+        self.versions.values().map(describe).collect()
+    }
+
     /// Whether the key allows `usage`.
     pub fn allows(&self, usage: pb::KeyUsage) -> bool {
         self.usages.contains(&(usage as i32))
@@ -359,6 +369,12 @@ impl<F: Family> Metadata<F> {
         if let Ok(mut cache) = self.cache.write() {
             cache.remove(name);
         }
+    }
+
+    /// Checks the name, then reads the key from the nodes now (`GetKey`, `GetRsaKey`).
+    pub async fn fresh(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
+        hyok_proto::validate_key_id(name).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        self.refresh(pool, name, deadline).await
     }
 
     /// Reads the key from the nodes now.

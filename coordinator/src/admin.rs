@@ -187,29 +187,48 @@ impl Vault {
                 }
             })
             .collect();
-        let mut keys: BTreeMap<String, BTreeMap<NodeId, pb::NodeKeyState>> = BTreeMap::new();
+        let mut keys: BTreeMap<String, Vec<(NodeId, pb::NodeKeyState)>> = BTreeMap::new();
         for (node, state) in flatten::<Ec>(&answers) {
-            keys.entry(state.key_id.clone()).or_default().insert(node, state);
+            keys.entry(state.key_id.clone()).or_default().push((node, state));
         }
         let answered: std::collections::BTreeSet<NodeId> =
             answers.iter().filter(|(_, r)| r.is_ok()).map(|(n, _)| *n).collect();
+        let t = self.pool.threshold();
         let keys = keys
             .into_iter()
             .map(|(key_id, states)| {
-                let highest =
-                    states.values().flat_map(|s| s.versions.iter().filter(|v| v.active)).map(|v| v.version).max();
+                let view = merge::<Ec>(&key_id, &states, t);
+                // The trusted primary, so that one node reporting a high version cannot make the
+                // others look as if they lacked the share.
+                let primary = match &view {
+                    Some(view) => Some(view.primary_version()),
+                    None => {
+                        states.iter().flat_map(|(_, s)| s.versions.iter().filter(|v| v.active)).map(|v| v.version).max()
+                    }
+                };
                 let nodes = self
                     .pool
                     .all()
                     .iter()
                     .map(|node| {
-                        let state = states.get(&node.id);
+                        let state = states.iter().find(|(n, _)| *n == node.id).map(|(_, s)| s);
+                        let disagrees = |s: &pb::NodeKeyState| {
+                            view.as_ref().is_some_and(|view| {
+                                view.inconsistent.contains(&node.id)
+                                    || s.versions.iter().filter(|v| v.active).any(|v| {
+                                        view.versions
+                                            .get(&v.version)
+                                            .is_some_and(|t| t.package_bytes != v.public_key_package)
+                                    })
+                            })
+                        };
                         pb::KeyNodeState {
                             node_id: u32::from(node.id.get()),
                             reachable: answered.contains(&node.id),
                             has_share: state
-                                .is_some_and(|s| s.versions.iter().any(|v| v.active && Some(v.version) == highest)),
+                                .is_some_and(|s| s.versions.iter().any(|v| v.active && Some(v.version) == primary)),
                             enabled: state.is_some_and(|s| s.enabled),
+                            invalid: state.is_some_and(disagrees),
                         }
                     })
                     .collect();

@@ -67,6 +67,24 @@ fn require_usage(view: &KeyView, usage: pb::KeyUsage) -> Result<(), CoordError> 
     }
 }
 
+/// A fresh encryption nonce, hedged: SHA-256 over 32 random bytes, the plaintext and the AAD.
+/// A failing RNG then repeats a (key, seed) only for the same plaintext and AAD — the same
+/// ciphertext again, never two plaintexts under one AES-GCM key and nonce.
+fn hedged_nonce(plaintext: &[u8], aad: &[u8]) -> [u8; SEED_LEN] {
+    use sha2::{Digest, Sha256};
+    let mut random = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(random.as_mut());
+    let mut h = Sha256::new();
+    h.update(b"hyok/v1/coordinator/encryption-nonce");
+    h.update(*random);
+    h.update((plaintext.len() as u64).to_be_bytes());
+    h.update(plaintext);
+    h.update(aad);
+    let mut nonce = [0u8; SEED_LEN];
+    nonce.copy_from_slice(&h.finalize()[..SEED_LEN]);
+    nonce
+}
+
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
     DprfInput::new(key_id, version, seed).map_err(|e| CoordError::Invalid(e.to_string()))
 }
@@ -111,16 +129,6 @@ impl Vault {
         self.metadata.get_version(&self.pool, key_id, version, deadline).await
     }
 
-    fn evaluate_item(input: &DprfInput, operation: pb::Operation, request_id: &str) -> pb::EvaluateItem {
-        pb::EvaluateItem {
-            key_id: input.key_id().to_owned(),
-            version: input.version(),
-            seed: input.seed().to_vec(),
-            operation: operation as i32,
-            request_id: request_id.to_owned(),
-        }
-    }
-
     /// Encrypts under the key's primary version; the ciphertext is as long as the plaintext.
     pub async fn encrypt_detached(
         &self,
@@ -135,10 +143,17 @@ impl Vault {
         let view = self.view(key_id, deadline).await?;
         require_usage(&view, pb::KeyUsage::Encrypt)?;
         let primary = view.primary().ok_or_else(|| CoordError::NotFound(format!("key {key_id} has no version")))?;
-        let mut seed = [0u8; SEED_LEN];
-        rand::rng().fill_bytes(&mut seed);
+        let nonce = hedged_nonce(plaintext, aad);
+        let seed = dprf::encryption_seed(key_id, primary.version, &nonce);
         let input = input(key_id, primary.version, seed)?;
-        let item = Self::evaluate_item(&input, pb::Operation::Encrypt, request_id);
+        // The nodes derive the same seed from the nonce themselves.
+        let item = pb::EvaluateItem {
+            key_id: key_id.to_owned(),
+            version: primary.version,
+            seed: nonce.to_vec(),
+            operation: pb::Operation::Encrypt as i32,
+            request_id: request_id.to_owned(),
+        };
         // Encryption has no check on its result, so every partial used is verified first
         // (one batch verification), and only valid ones are combined.
         let output = gather(
@@ -203,7 +218,13 @@ impl Vault {
         require_usage(&view, pb::KeyUsage::Decrypt)?;
         let trusted = view.versions.get(&version).ok_or(CoordError::Internal("version vanished".into()))?;
         let input = input(key_id, version, seed)?;
-        let item = Self::evaluate_item(&input, pb::Operation::Decrypt, request_id);
+        let item = pb::EvaluateItem {
+            key_id: key_id.to_owned(),
+            version,
+            seed: seed.to_vec(),
+            operation: pb::Operation::Decrypt as i32,
+            request_id: request_id.to_owned(),
+        };
         gather(
             &self.pool,
             self.spread(deadline),

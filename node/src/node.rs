@@ -227,13 +227,18 @@ impl Node {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let r = (|| {
-                let (usage, op) = match pb::Operation::try_from(item.operation) {
-                    Ok(pb::Operation::Encrypt) => (Usages::ENCRYPT, "evaluate:encrypt"),
-                    Ok(pb::Operation::Decrypt) => (Usages::DECRYPT, "evaluate:decrypt"),
+                let given: [u8; 16] =
+                    item.seed.as_slice().try_into().map_err(|_| invalid_item("seed must be 16 bytes"))?;
+                // An encryption is evaluated on a seed this node derives from the caller's nonce,
+                // so ENCRYPT can never be steered onto an existing ciphertext's seed; only
+                // DECRYPT evaluates on the seed as given.
+                let (usage, op, seed) = match pb::Operation::try_from(item.operation) {
+                    Ok(pb::Operation::Encrypt) => {
+                        (Usages::ENCRYPT, "evaluate:encrypt", dprf::encryption_seed(&item.key_id, item.version, &given))
+                    }
+                    Ok(pb::Operation::Decrypt) => (Usages::DECRYPT, "evaluate:decrypt", given),
                     _ => return Err(invalid_item("operation must be ENCRYPT or DECRYPT")),
                 };
-                let seed: [u8; 16] =
-                    item.seed.as_slice().try_into().map_err(|_| invalid_item("seed must be 16 bytes"))?;
                 let input = DprfInput::new(&item.key_id, item.version, seed).map_err(|_| invalid_item("bad key id"))?;
                 let loaded = self.keys.usable(&self.store, &item.key_id, item.version, usage).map_err(item_error)?;
                 let partial = dprf::evaluate(&loaded.share, &input, &mut rng);

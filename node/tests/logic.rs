@@ -91,7 +91,8 @@ fn dkg_then_evaluate_then_per_node_disable() {
     let nodes = nodes(dir.path(), 3);
     let package = create_key(&nodes, "demo", 2);
     let item = evaluate_item("demo");
-    let input = DprfInput::new("demo", 1, [3; 16]).unwrap();
+    // An encryption: the nodes evaluate on the seed they derive from the nonce.
+    let input = DprfInput::new("demo", 1, dprf::encryption_seed("demo", 1, &[3; 16])).unwrap();
     let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &item).unwrap()).collect();
     assert!(dprf::vartime_find_invalid(&package, &input, &partials, &mut rand::rng()).unwrap().is_empty());
 
@@ -132,4 +133,28 @@ fn dkg_then_evaluate_then_per_node_disable() {
     assert!(audit.iter().any(|e| e.operation == "dkg:commit"));
     assert!(audit.iter().any(|e| e.operation == "evaluate:encrypt"));
     assert!(matches!(nodes[1].store().verify_audit().unwrap(), Ok(n) if n as usize == audit.len()));
+}
+
+#[test]
+fn an_encryption_is_evaluated_on_a_seed_the_node_derives_so_encrypt_never_decrypts() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    let package = create_key(&nodes, "demo", 2);
+    // A captured ciphertext's seed, sent as an ENCRYPT "nonce" by a caller allowed only to encrypt.
+    let captured_seed = [3u8; 16];
+    let item = evaluate_item("demo");
+    assert_eq!(item.seed, captured_seed.to_vec());
+    let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &item).unwrap()).collect();
+    // The partials are not evaluations on the captured seed (they would open the ciphertext) …
+    let on_captured = DprfInput::new("demo", 1, captured_seed).unwrap();
+    let culprits = dprf::vartime_find_invalid(&package, &on_captured, &partials, &mut rand::rng()).unwrap();
+    assert_eq!(culprits.len(), partials.len(), "no node evaluated on the caller's seed");
+    // … but on the seed every node derived from it.
+    let derived = DprfInput::new("demo", 1, dprf::encryption_seed("demo", 1, &captured_seed)).unwrap();
+    assert!(dprf::vartime_find_invalid(&package, &derived, &partials, &mut rand::rng()).unwrap().is_empty());
+    // DECRYPT evaluates on the seed as given.
+    let mut decrypt = item.clone();
+    decrypt.operation = pb::Operation::Decrypt as i32;
+    let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &decrypt).unwrap()).collect();
+    assert!(dprf::vartime_find_invalid(&package, &on_captured, &partials, &mut rand::rng()).unwrap().is_empty());
 }

@@ -37,7 +37,11 @@ pub fn render(status: &pb::ClusterStatusResponse) -> String {
         );
     }
     if !status.keys.is_empty() {
-        let _ = writeln!(out, "\n{:<32} per node (S = share, E = enabled, . = missing, ? = unreachable)", "KEY");
+        let _ = writeln!(
+            out,
+            "\n{:<32} per node (S = share, E = enabled, . = missing, ? = unreachable, INVALID = contradicts t others)",
+            "KEY"
+        );
         for k in &status.keys {
             let cells: Vec<String> = k
                 .nodes
@@ -45,6 +49,8 @@ pub fn render(status: &pb::ClusterStatusResponse) -> String {
                 .map(|n| {
                     let cell = if !n.reachable {
                         "?".to_owned()
+                    } else if n.invalid {
+                        "INVALID".to_owned()
                     } else {
                         format!("{}{}", if n.has_share { "S" } else { "." }, if n.enabled { "E" } else { "." })
                     };

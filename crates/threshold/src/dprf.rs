@@ -94,6 +94,24 @@ impl Wire for DprfInput {
     }
 }
 
+/// The seed of an encryption, derived from the encryption's `nonce`:
+/// `seed = SHA-512("hyok/v1/dprf/encryption-seed", key id, version, nonce)[..16]`.
+///
+/// A node asked to evaluate for an *encryption* evaluates on this derived seed, never on a seed
+/// the caller names, so whoever may only encrypt cannot steer an evaluation onto the seed of an
+/// existing ciphertext (that would need a preimage of the hash): the ENCRYPT/DECRYPT split is
+/// enforced by what the node computes, not by the caller's word.
+pub fn encryption_seed(key_id: &str, version: u32, nonce: &[u8; SEED_LEN]) -> [u8; SEED_LEN] {
+    let mut t = Transcript::new(b"hyok/v1/dprf/encryption-seed");
+    t.append(b"key-id", key_id.as_bytes());
+    t.append_u64(b"version", u64::from(version));
+    t.append(b"nonce", nonce);
+    let digest = t.digest();
+    let mut seed = [0u8; SEED_LEN];
+    seed.copy_from_slice(&digest[..SEED_LEN]);
+    seed
+}
+
 /// The combined DPRF value `Y = k·H(x)`: key material, so zeroized and never printed.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct DprfOutput(pub(crate) RistrettoPoint);

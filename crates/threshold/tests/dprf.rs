@@ -148,3 +148,15 @@ fn input_validation() {
     assert!(DprfInput::new(&"k".repeat(256), 1, [0; 16]).is_err());
     assert!(DprfInput::new(&"k".repeat(255), 1, [0; 16]).is_ok());
 }
+
+#[test]
+fn encryption_seeds_are_bound_to_key_version_and_nonce_and_pinned() {
+    let nonce = [7u8; 16];
+    let seed = dprf::encryption_seed("demo", 1, &nonce);
+    // Known answer: a change of derivation is a visible, deliberate diff.
+    assert_eq!(hex::encode(seed), "002a127bb0c8056f1856f22bb44da6b4");
+    assert_ne!(seed, nonce, "the nonce is never the seed");
+    assert_ne!(seed, dprf::encryption_seed("demo", 2, &nonce));
+    assert_ne!(seed, dprf::encryption_seed("demo2", 1, &nonce));
+    assert_ne!(seed, dprf::encryption_seed("demo", 1, &[8u8; 16]));
+}

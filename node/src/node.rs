@@ -41,6 +41,20 @@ pub enum NodeError {
     Internal,
 }
 
+impl NodeError {
+    /// The kind of failure, one lowercase word (for audit entries of refusals).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeError::Invalid(_) => "invalid",
+            NodeError::NotFound(_) => "not_found",
+            NodeError::Precondition(_) => "precondition",
+            NodeError::Disabled(_) => "disabled",
+            NodeError::Exists(_) => "exists",
+            NodeError::Internal => "internal",
+        }
+    }
+}
+
 impl From<hyok_store::Error> for NodeError {
     fn from(e: hyok_store::Error) -> Self {
         match e {
@@ -245,10 +259,33 @@ impl Node {
                 events.push(self.event(&item.key_id, item.version, op, &item.request_id, caller));
                 Ok(partial.to_bytes())
             })();
+            if let Err(e) = &r {
+                let op = match pb::Operation::try_from(item.operation) {
+                    Ok(pb::Operation::Encrypt) => "evaluate:encrypt",
+                    Ok(pb::Operation::Decrypt) => "evaluate:decrypt",
+                    _ => "evaluate",
+                };
+                events.push(self.refusal(&item.key_id, item.version, op, e, &item.request_id, caller));
+            }
             out.push(result(r));
         }
         self.audit(&events)?;
         Ok(out)
+    }
+
+    /// An audit entry for a refused item: `refused:OPERATION:REASON`.
+    fn refusal(
+        &self,
+        key_id: &str,
+        version: u32,
+        operation: &str,
+        error: &pb::ItemError,
+        request_id: &str,
+        caller: &str,
+    ) -> AuditEvent {
+        let reason =
+            pb::item_error::Code::try_from(error.code).map_or("UNKNOWN", |c| c.as_str_name()).to_ascii_lowercase();
+        self.event(key_id, version, &format!("refused:{operation}:{reason}"), request_id, caller)
     }
 
     /// `UnwrapBatch`: one KEM partial per item; a wrapped key whose proof of knowledge fails is
@@ -272,6 +309,9 @@ impl Node {
                 events.push(self.event(&item.key_id, item.version, "unwrap", &item.request_id, caller));
                 Ok(partial.to_bytes())
             })();
+            if let Err(e) = &r {
+                events.push(self.refusal(&item.key_id, item.version, "unwrap", e, &item.request_id, caller));
+            }
             out.push(result(r));
         }
         self.audit(&events)?;

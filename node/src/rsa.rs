@@ -117,17 +117,29 @@ impl Node {
     /// `RsaPartial`: `x_i = c^(2Δ·s_i) mod N` if the key is enabled here and the version is
     /// ACTIVE; audited (flushed) before it is returned.
     pub fn rsa_partial(&self, req: &pb::RsaPartialRequest, caller: &str) -> Result<pb::RsaPartialResponse, NodeError> {
-        check_name_version(&req.name, req.version)?;
-        let meta =
-            self.store().rsa_key(&req.name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {}", req.name)))?;
-        if !meta.enabled {
-            return Err(NodeError::Disabled(format!("RSA key {} is disabled on this node", req.name)));
+        let computed = (|| {
+            check_name_version(&req.name, req.version)?;
+            let meta =
+                self.store().rsa_key(&req.name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {}", req.name)))?;
+            if !meta.enabled {
+                return Err(NodeError::Disabled(format!("RSA key {} is disabled on this node", req.name)));
+            }
+            let loaded = self.rsa_loaded(&req.name, req.version)?;
+            partial::evaluate(&loaded.share, &loaded.package, &req.ciphertext)
+                .map_err(|_| NodeError::Invalid("ciphertext must be as long as the modulus and below it".into()))
+        })();
+        match computed {
+            Ok(x) => {
+                self.audit(&[self.event(&req.name, req.version, "rsa:partial", &req.request_id, caller)])?;
+                Ok(pb::RsaPartialResponse { partial: x.to_bytes() })
+            }
+            Err(e) => {
+                let operation = format!("refused:rsa:partial:{}", e.kind());
+                // A refusal that cannot be audited is still a refusal.
+                let _ = self.audit(&[self.event(&req.name, req.version, &operation, &req.request_id, caller)]);
+                Err(e)
+            }
         }
-        let loaded = self.rsa_loaded(&req.name, req.version)?;
-        let x = partial::evaluate(&loaded.share, &loaded.package, &req.ciphertext)
-            .map_err(|_| NodeError::Invalid("ciphertext must be as long as the modulus and below it".into()))?;
-        self.audit(&[self.event(&req.name, req.version, "rsa:partial", &req.request_id, caller)])?;
-        Ok(pb::RsaPartialResponse { partial: x.to_bytes() })
     }
 
     fn rsa_loaded(&self, name: &str, version: u32) -> Result<Arc<LoadedRsaVersion>, NodeError> {

@@ -118,6 +118,10 @@ fn dkg_then_evaluate_then_per_node_disable() {
         .unwrap();
     let err = partial(&nodes[0], &item).unwrap_err();
     assert_eq!(err.code, pb::item_error::Code::Disabled as i32);
+    // Refusals are audited too, with their reason.
+    let refused = nodes[0].read_audit(1, 100).unwrap();
+    assert!(refused.iter().any(|e| e.operation == "refused:evaluate:encrypt:disabled"), "{refused:?}");
+    assert!(refused.iter().any(|e| e.operation == "refused:unwrap:invalid"), "{refused:?}");
     assert!(partial(&nodes[1], &item).is_ok());
 
     // Malformed input is refused per item, never a panic.

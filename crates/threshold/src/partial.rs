@@ -23,12 +23,17 @@ pub struct PartialEvaluation {
 }
 
 /// A combined result together with the nodes whose partials failed verification on the way.
-#[derive(Debug)]
 pub struct Opened<T> {
-    /// The result.
+    /// The result (often a plaintext or key material: never printed).
     pub value: T,
     /// Nodes whose partials failed their proofs and were skipped (log and count them).
     pub culprits: Vec<NodeId>,
+}
+
+impl<T> std::fmt::Debug for Opened<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened").field("value", &"<redacted>").field("culprits", &self.culprits).finish()
+    }
 }
 
 impl PartialEvaluation {

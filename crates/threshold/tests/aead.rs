@@ -169,3 +169,10 @@ fn blob_round_trips_and_rejects_bad_encodings() {
     }
     assert_eq!(blob.input("key").unwrap().version(), 0x0102_0304);
 }
+
+#[test]
+fn an_opened_result_never_prints_its_value() {
+    let opened = hyok_threshold::Opened { value: b"plaintext!".to_vec(), culprits: vec![] };
+    let printed = format!("{opened:?}");
+    assert!(printed.contains("<redacted>") && !printed.contains("112, 108"), "{printed}");
+}

@@ -173,8 +173,7 @@ fn check_algorithm(value: Option<&str>) -> Result<(), XksError> {
     }
 }
 
-/// An Encrypt request, checked.
-#[derive(Debug)]
+/// An Encrypt request, checked. Its Debug shows sizes only.
 pub struct EncryptRequest {
     /// The plaintext (zeroized on drop; never logged).
     pub plaintext: Zeroizing<Vec<u8>>,
@@ -182,6 +181,16 @@ pub struct EncryptRequest {
     pub aad: Vec<u8>,
     /// Whether a CDIV (SHA-256) was asked for.
     pub cdiv: bool,
+}
+
+impl std::fmt::Debug for EncryptRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptRequest")
+            .field("plaintext", &format_args!("<{} bytes redacted>", self.plaintext.len()))
+            .field("aad", &format_args!("<{} bytes>", self.aad.len()))
+            .field("cdiv", &self.cdiv)
+            .finish()
+    }
 }
 
 impl EncryptJson {
@@ -430,5 +439,14 @@ mod tests {
         let body = decrypt_body(b"Hello World!");
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value, serde_json::json!({"plaintext": "SGVsbG8gV29ybGQh"}));
+    }
+
+    #[test]
+    fn an_encrypt_request_never_prints_its_plaintext() {
+        let request =
+            EncryptRequest { plaintext: Zeroizing::new(b"attack at dawn".to_vec()), aad: b"x".to_vec(), cdiv: false };
+        let printed = format!("{request:?}");
+        assert!(!printed.contains("attack") && !printed.contains("97, 116"), "{printed}");
+        assert!(printed.contains("14 bytes redacted"), "{printed}");
     }
 }

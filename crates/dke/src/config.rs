@@ -31,6 +31,8 @@
 //! ```
 
 use anyhow::{Context, Result, bail, ensure};
+use hyok_frontend::config::{ConfigFile, resolve};
+pub use hyok_frontend::config::{Coordinator, HttpsTls};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -64,33 +66,6 @@ pub struct Config {
     pub jwt: Jwt,
     /// The DKE keys.
     pub keys: Vec<Key>,
-}
-
-/// HTTPS server certificate.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpsTls {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
-
-/// The coordinator and this front-end's cluster certificate (role `frontend`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Coordinator {
-    /// `https://host:port`.
-    pub endpoint: String,
-    /// The cluster CA.
-    pub ca: PathBuf,
-    /// A certificate with the front-end role.
-    pub cert: PathBuf,
-    /// Its key.
-    pub key: PathBuf,
-    /// HTTP/2 connections to spread requests over.
-    #[serde(default = "defaults::connections")]
-    pub connections: usize,
 }
 
 /// JWT bearer validation (RS256 and ES256 only).
@@ -151,9 +126,6 @@ mod defaults {
     pub fn max_in_flight() -> usize {
         256
     }
-    pub fn connections() -> usize {
-        2
-    }
     pub fn leeway_s() -> u64 {
         60
     }
@@ -165,36 +137,31 @@ mod defaults {
 impl Config {
     /// Reads and validates a file; relative paths in it are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if let Some(dir) = path.parent() {
-            config.resolve_paths(dir);
-        }
-        config.validate()?;
-        Ok(config)
+        hyok_frontend::config::load(path)
+    }
+
+    /// The per-request budget.
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(self.budget_ms)
+    }
+}
+
+impl ConfigFile for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
-        for p in [
-            Some(&mut self.tls.cert),
-            Some(&mut self.tls.key),
-            Some(&mut self.coordinator.ca),
-            Some(&mut self.coordinator.cert),
-            Some(&mut self.coordinator.key),
-            self.jwt.jwks_file.as_mut(),
-            self.jwt.jwks_ca.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
+        self.tls.resolve_paths(dir);
+        self.coordinator.resolve_paths(dir);
+        for p in [self.jwt.jwks_file.as_mut(), self.jwt.jwks_ca.as_mut()].into_iter().flatten() {
+            resolve(dir, p);
         }
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
+        self.tls.validate()?;
+        self.coordinator.validate()?;
         let base = &self.public_base_url;
         let rest = base.strip_prefix("https://").context("public_base_url must start with https://")?;
         ensure!(
@@ -203,7 +170,6 @@ impl Config {
         );
         ensure!((1..=60_000).contains(&self.budget_ms), "budget_ms must be 1..=60000");
         ensure!(self.max_in_flight >= 1, "max_in_flight must be at least 1");
-        ensure!(self.coordinator.connections >= 1, "coordinator.connections must be at least 1");
         ensure!(!self.jwt.issuers.is_empty(), "jwt.issuers must name at least one issuer");
         ensure!(!self.jwt.audience.is_empty(), "jwt.audience must not be empty");
         ensure!(self.jwt.leeway_s <= 600, "jwt.leeway_s must be at most 600");
@@ -239,11 +205,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The per-request budget.
-    pub fn budget(&self) -> Duration {
-        Duration::from_millis(self.budget_ms)
     }
 }
 

@@ -616,9 +616,11 @@ async fn keys_added_to_the_jwks_file_are_trusted_without_a_restart_and_removed_o
 
 /// Serves `body` at `/keys` over HTTPS (the test server certificate) on `listener`.
 async fn serve_jwks(listener: tokio::net::TcpListener, dir: PathBuf, body: String) {
-    let tls = hyok_dke::tls::server_config(&hyok_dke::config::HttpsTls {
+    let tls = hyok_frontend::tls::server_config(&hyok_frontend::config::HttpsTls {
         cert: dir.join("server.pem"),
         key: dir.join("server-key.pem"),
+        client_ca: None,
+        client_subject: None,
     })
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);

@@ -25,7 +25,9 @@
 //! allowed_principals = ["arn:aws:iam::111122223333:role/*"]   # optional; `*` matches any run
 //! ```
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
+use hyok_frontend::config::{ConfigFile, resolve};
+pub use hyok_frontend::config::{Coordinator, HttpsTls};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -66,37 +68,6 @@ pub struct Config {
     /// The deep health check.
     #[serde(default)]
     pub health: Health,
-}
-
-/// HTTPS server certificate and optional mutual TLS.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpsTls {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-    /// PEM CA(s) a client certificate must chain to; set together with `client_subject`.
-    pub client_ca: Option<PathBuf>,
-    /// The subject name (DNS SAN or common name) a client certificate must carry.
-    pub client_subject: Option<String>,
-}
-
-/// The coordinator and this front-end's cluster certificate (role `frontend`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Coordinator {
-    /// `https://host:port`.
-    pub endpoint: String,
-    /// The cluster CA.
-    pub ca: PathBuf,
-    /// A certificate with the front-end role.
-    pub cert: PathBuf,
-    /// Its key.
-    pub key: PathBuf,
-    /// HTTP/2 connections to spread requests over.
-    #[serde(default = "defaults::connections")]
-    pub connections: usize,
 }
 
 /// The deep health check (`GetHealthStatus`).
@@ -202,9 +173,6 @@ mod defaults {
     pub fn max_aad() -> usize {
         16384
     }
-    pub fn connections() -> usize {
-        2
-    }
     pub fn health_refresh_ms() -> u64 {
         5000
     }
@@ -245,36 +213,31 @@ pub fn base_path(prefix: &str) -> String {
 impl Config {
     /// Reads and validates a file; relative paths in it are taken from the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if let Some(dir) = path.parent() {
-            config.resolve_paths(dir);
-        }
-        config.validate()?;
-        Ok(config)
+        hyok_frontend::config::load(path)
+    }
+
+    /// The per-request budget.
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(self.budget_ms)
+    }
+}
+
+impl ConfigFile for Config {
+    fn listen(&self) -> SocketAddr {
+        self.listen
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        };
-        fix(&mut self.tls.cert);
-        fix(&mut self.tls.key);
-        if let Some(ca) = self.tls.client_ca.as_mut() {
-            fix(ca);
-        }
-        fix(&mut self.coordinator.ca);
-        fix(&mut self.coordinator.cert);
-        fix(&mut self.coordinator.key);
+        self.tls.resolve_paths(dir);
+        self.coordinator.resolve_paths(dir);
         for store in &mut self.key_stores {
-            fix(&mut store.credentials_file);
+            resolve(dir, &mut store.credentials_file);
         }
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
+        self.tls.validate()?;
+        self.coordinator.validate()?;
         ensure!(!self.key_stores.is_empty(), "at least one [[key_stores]] is needed");
         ensure!((1..=10_000).contains(&self.budget_ms), "budget_ms must be 1..=10000");
         ensure!(self.max_in_flight >= 1, "max_in_flight must be at least 1");
@@ -283,11 +246,6 @@ impl Config {
         ensure!(
             (8192..=usize::from(u16::MAX)).contains(&self.max_aad),
             "max_aad must be 8192..=65535 (the spec's minimum; its length travels in two bytes)"
-        );
-        ensure!(self.coordinator.connections >= 1, "coordinator.connections must be at least 1");
-        ensure!(
-            self.tls.client_ca.is_some() == self.tls.client_subject.is_some(),
-            "tls.client_ca and tls.client_subject go together"
         );
         ensure!(self.health.max_age_ms <= 60_000, "health.max_age_ms must be at most 60000 (the spec's limit)");
         ensure!(self.health.refresh_ms >= 100, "health.refresh_ms must be at least 100");
@@ -313,11 +271,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The per-request budget.
-    pub fn budget(&self) -> Duration {
-        Duration::from_millis(self.budget_ms)
     }
 }
 

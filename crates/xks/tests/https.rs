@@ -254,3 +254,32 @@ async fn tls_1_2_clients_are_served() {
         assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version), "{:?}", version.version);
     }
 }
+
+#[tokio::test]
+async fn oversized_bodies_get_unsupported_operation_not_a_dropped_connection() {
+    let pki = Pki::new();
+    let cred = credential();
+    let creds = pki.path("creds.toml");
+    std::fs::write(&creds, hyok_xks::credentials::to_file_text(std::slice::from_ref(&cred)).as_bytes()).unwrap();
+    let url = start(&pki, false, &creds).await;
+    let target = target(&url, &cred);
+    for h2 in [false, true] {
+        // ~200 KB is read and discarded whole, and the connection serves on; ~2 MB is read up
+        // to the toolkit's bound, answered, and (HTTP/1.1) the connection closed.
+        for (size, drained) in [(200 * 1024, true), (2 * 1024 * 1024, false)] {
+            let conn = client::connect(&url, &pki.path("ca.pem"), h2, None).await.unwrap();
+            let body = vec![b' '; size];
+            let answer = conn
+                .post_signed(&target, "/keys/k/encrypt", &body, SystemTime::now())
+                .await
+                .unwrap_or_else(|e| panic!("{size} bytes over h2={h2}: {e:#}"));
+            assert_eq!(answer.status, 501, "{size} bytes over h2={h2}: {:?}", answer.json);
+            assert_eq!(answer.json["errorName"], "UnsupportedOperationException");
+            let closes = answer.headers.get(http::header::CONNECTION).is_some_and(|v| v == "close");
+            assert_eq!(closes, !h2 && !drained, "{size} bytes over h2={h2}");
+            if h2 || drained {
+                assert_eq!(health(&conn, &target).await.status, 200, "{size} bytes over h2={h2}");
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body_util::Full;
 use hyok_e2e::{Cluster, XksProcess, eventually};
+use hyok_frontend::ConfigFile as _;
 use hyok_proto::v1 as pb;
 use hyok_xks::client::{self, Answer, Connection, Target};
 use serde_json::{Value, json};

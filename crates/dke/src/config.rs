@@ -134,34 +134,18 @@ mod defaults {
     }
 }
 
-impl Config {
-    /// Reads and validates a file; relative paths in it are taken from the file's directory.
-    pub fn load(path: &Path) -> Result<Self> {
-        hyok_frontend::config::load(path)
-    }
-
-    /// The per-request budget.
-    pub fn budget(&self) -> Duration {
-        Duration::from_millis(self.budget_ms)
-    }
-}
-
 impl ConfigFile for Config {
-    fn listen(&self) -> SocketAddr {
-        self.listen
+    fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
+        (self.listen, &mut self.tls, &mut self.coordinator)
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
-        self.tls.resolve_paths(dir);
-        self.coordinator.resolve_paths(dir);
         for p in [self.jwt.jwks_file.as_mut(), self.jwt.jwks_ca.as_mut()].into_iter().flatten() {
             resolve(dir, p);
         }
     }
 
     fn validate(&self) -> Result<()> {
-        self.tls.validate()?;
-        self.coordinator.validate()?;
         let base = &self.public_base_url;
         let rest = base.strip_prefix("https://").context("public_base_url must start with https://")?;
         ensure!(
@@ -208,6 +192,13 @@ impl ConfigFile for Config {
     }
 }
 
+impl Config {
+    /// The per-request budget.
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(self.budget_ms)
+    }
+}
+
 impl Jwt {
     /// The `WWW-Authenticate` value of every 401:
     /// `Bearer resource="…", authorization="…", realm="…"`.
@@ -245,8 +236,8 @@ mod tests {
     "#;
 
     fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)?;
-        config.validate()?;
+        let mut config: Config = toml::from_str(text)?;
+        config.check()?;
         Ok(config)
     }
 

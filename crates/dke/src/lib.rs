@@ -6,7 +6,8 @@
 //!
 //! What is not DKE — the `[tls]` and `[coordinator]` tables, the HTTPS accept loop and its
 //! rustls configuration, the coordinator connection pool, bounded bodies, the binary's entry
-//! point — is the front-end toolkit's (`hyok_frontend`); [`App`] plugs this crate into it.
+//! point — is the front-end toolkit's (`hyok_frontend`): [`Config`] implements its
+//! `Frontend`, so `hyok_frontend::main::<Config>()` is the binary.
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration (keys and who may use them, token rules, and the
@@ -38,31 +39,34 @@ mod service;
 pub use config::Config;
 
 use anyhow::Result;
-use hyok_frontend::{ConfigFile, Frontend};
+use hyok_frontend::{Binary, ConfigFile, Frontend, Shutdown};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Serves DKE on `listener` until `shutdown` completes, with the coordinator of `config`.
+impl Frontend for Config {
+    const BINARY: Binary =
+        Binary::new("hyok-dke", "HYOK_DKE_CONFIG", "Microsoft 365 DKE key service for a hyok cluster");
+
+    /// Serves DKE on `listener` until `shutdown` completes, with the coordinator of the
+    /// configuration.
+    async fn run(self, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
+        let backend = Arc::new(backend::Coordinator::new(&self.coordinator)?);
+        run_with_backend(self, backend, listener, shutdown).await
+    }
+}
+
+/// `Frontend::run` over any [`backend::Backend`] (tests use an in-process threshold RSA fake).
 ///
 /// # Errors
 /// If the configuration, certificates or JWKS are unusable.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let backend = Arc::new(backend::Coordinator::new(&config.coordinator)?);
-    run_with_backend(config, backend, listener, shutdown).await
-}
-
-/// [`run`] over any [`backend::Backend`] (tests use an in-process threshold RSA fake).
-///
-/// # Errors
-/// As [`run`].
 pub async fn run_with_backend<B: backend::Backend>(
-    config: Config,
+    mut config: Config,
     backend: Arc<B>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    config.validate()?;
+    config.check()?;
     let tls = hyok_frontend::tls::server_config(&config.tls)?;
     let dke = Arc::new(service::Dke::new(&config, backend)?);
     let pipeline = Arc::new(server::Pipeline::new(dke, config.max_in_flight));
@@ -70,24 +74,5 @@ pub async fn run_with_backend<B: backend::Backend>(
     Ok(())
 }
 
-/// hyok-dke as a front-end of the toolkit: `hyok_frontend::main::<App>()` is the binary.
-#[derive(Debug)]
-pub enum App {}
-
-impl Frontend for App {
-    const NAME: &'static str = "hyok-dke";
-    const ABOUT: &'static str = "Microsoft 365 Double Key Encryption key service for a hyok cluster";
-    const CONFIG_ENV: &'static str = "HYOK_DKE_CONFIG";
-    type Config = Config;
-
-    fn run(
-        config: Config,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = Result<()>> + Send {
-        crate::run(config, listener, shutdown)
-    }
-}
-
 /// `hyok-dke --config FILE` (also `hyokctl dke serve`).
-pub type Args = hyok_frontend::Args<App>;
+pub type Args = hyok_frontend::Args<Config>;

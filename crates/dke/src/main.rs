@@ -2,5 +2,5 @@
 //! `hyok_dke` library.
 
 fn main() -> anyhow::Result<()> {
-    hyok_frontend::main::<hyok_dke::App>()
+    hyok_frontend::main::<hyok_dke::Config>()
 }

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use hyok_dke::backend::{Backend, BackendError};
 use hyok_dke::client::{self, Answer, Connection};
 use hyok_dke::jwt;
+use hyok_frontend::{ConfigFile as _, Frontend as _};
 use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::{RsaKeyShare, RsaPublicKey, RsaPublicPackage, combine, keygen, oaep, partial};
@@ -210,7 +211,7 @@ async fn start(cluster: Arc<FakeCluster>) -> Server {
 }
 
 /// [`start`] with extra lines in the `[jwt]` table and the given JWKS file; with `real`, over
-/// the real coordinator client (`hyok_dke::run`) pointed at a port where nothing listens.
+/// the real coordinator client (`Frontend::run`) pointed at a port where nothing listens.
 async fn start_with(cluster: Arc<FakeCluster>, jwt_extra: &str, jwks_doc: &Value, real: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
@@ -262,7 +263,7 @@ allowed_emails = ["alice@example.com"]
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     if real {
-        tokio::spawn(hyok_dke::run(config, listener, std::future::pending()));
+        tokio::spawn(config.run(listener, std::future::pending()));
     } else {
         tokio::spawn(hyok_dke::run_with_backend(config, cluster.clone(), listener, std::future::pending()));
     }

@@ -2,7 +2,7 @@
 //! variable), shared by each binary and by `hyokctl`, which runs the same code as
 //! `hyokctl xks serve` / `hyokctl dke serve`.
 
-use crate::config::{self, ConfigFile};
+use crate::config::ConfigFile;
 use anyhow::{Context, Result};
 use clap::{Arg, ArgMatches, Command, FromArgMatches, value_parser};
 use std::future::Future;
@@ -10,23 +10,36 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
 
-/// A front-end: its name, its configuration file, and how it serves.
-pub trait Frontend {
+/// What a front-end's binary is called and says about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Binary {
     /// The binary's name, e.g. `hyok-xks`; the readiness line is `NAME listening on ADDR`.
-    const NAME: &'static str;
-    /// One line for `--help`.
-    const ABOUT: &'static str;
+    pub name: &'static str,
     /// The environment variable that may give the configuration file instead of `--config`.
-    const CONFIG_ENV: &'static str;
-    /// The configuration file.
-    type Config: ConfigFile;
+    pub config_env: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+}
 
-    /// Serves on `listener` until `shutdown` completes.
-    fn run(
-        config: Self::Config,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = Result<()>> + Send;
+impl Binary {
+    /// `name`, `config_env`, `about`.
+    pub const fn new(name: &'static str, config_env: &'static str, about: &'static str) -> Self {
+        Binary { name, config_env, about }
+    }
+}
+
+/// What a front-end waits for to stop: Ctrl-C or SIGTERM in the binaries, anything in tests.
+pub trait Shutdown: Future<Output = ()> + Send + 'static {}
+
+impl<T: Future<Output = ()> + Send + 'static> Shutdown for T {}
+
+/// A front-end, named by its configuration file: its binary, and how it serves.
+pub trait Frontend: ConfigFile {
+    /// The binary.
+    const BINARY: Binary;
+
+    /// Checks the configuration and serves on `listener` until `shutdown` completes.
+    fn run(self, listener: TcpListener, shutdown: impl Shutdown) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// `--config FILE` of front-end `F`.
@@ -80,7 +93,7 @@ impl<F: Frontend> clap::Args for Args<F> {
             Arg::new(CONFIG)
                 .long(CONFIG)
                 .value_name("CONFIG")
-                .env(F::CONFIG_ENV)
+                .env(F::BINARY.config_env)
                 .required(true)
                 .value_parser(value_parser!(PathBuf))
                 .help("The TOML configuration file"),
@@ -98,11 +111,11 @@ impl<F: Frontend> clap::Args for Args<F> {
 /// # Errors
 /// If the configuration is invalid, the address cannot be bound or serving fails.
 pub async fn execute<F: Frontend>(args: Args<F>) -> Result<()> {
-    let config: F::Config = config::load(&args.config)?;
-    let listen = config.listen();
+    let mut config = F::load(&args.config)?;
+    let (listen, _, _) = config.frontend();
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    println!("{} listening on {}", F::NAME, listener.local_addr()?);
-    F::run(config, listener, hyok_proto::shutdown_signal()).await
+    println!("{} listening on {}", F::BINARY.name, listener.local_addr()?);
+    config.run(listener, hyok_proto::shutdown_signal()).await
 }
 
 /// The whole `main` of front-end `F`'s binary: logging, the command line, a Tokio runtime,
@@ -112,8 +125,9 @@ pub async fn execute<F: Frontend>(args: Args<F>) -> Result<()> {
 /// As [`execute`]; a bad command line prints its usage and exits.
 pub fn main<F: Frontend>() -> Result<()> {
     hyok_proto::init_logging("info");
-    let command =
-        <Args<F> as clap::Args>::augment_args(Command::new(F::NAME).version(env!("CARGO_PKG_VERSION")).about(F::ABOUT));
+    let command = <Args<F> as clap::Args>::augment_args(
+        Command::new(F::BINARY.name).version(env!("CARGO_PKG_VERSION")).about(F::BINARY.about),
+    );
     let args = Args::<F>::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit());
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(execute(args))
 }
@@ -121,17 +135,20 @@ pub fn main<F: Frontend>() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Coordinator, HttpsTls};
     use std::net::SocketAddr;
     use std::path::Path;
 
     #[derive(Debug, serde::Deserialize)]
-    struct Nothing {
+    struct Idle {
         listen: SocketAddr,
+        tls: HttpsTls,
+        coordinator: Coordinator,
     }
 
-    impl ConfigFile for Nothing {
-        fn listen(&self) -> SocketAddr {
-            self.listen
+    impl ConfigFile for Idle {
+        fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
+            (self.listen, &mut self.tls, &mut self.coordinator)
         }
         fn resolve_paths(&mut self, _: &Path) {}
         fn validate(&self) -> Result<()> {
@@ -139,14 +156,9 @@ mod tests {
         }
     }
 
-    struct Idle;
-
     impl Frontend for Idle {
-        const NAME: &'static str = "hyok-idle";
-        const ABOUT: &'static str = "does nothing";
-        const CONFIG_ENV: &'static str = "HYOK_IDLE_TEST_CONFIG";
-        type Config = Nothing;
-        async fn run(_: Nothing, _: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        const BINARY: Binary = Binary::new("hyok-idle", "HYOK_IDLE_TEST_CONFIG", "does nothing");
+        async fn run(self, _: TcpListener, shutdown: impl Shutdown) -> Result<()> {
             shutdown.await;
             Ok(())
         }

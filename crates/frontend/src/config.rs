@@ -104,32 +104,48 @@ pub fn resolve(dir: &Path, p: &mut PathBuf) {
 
 /// A front-end's whole configuration file.
 pub trait ConfigFile: DeserializeOwned {
-    /// `host:port` to serve HTTPS on.
-    fn listen(&self) -> SocketAddr;
+    /// The toolkit's part of the file: `listen` (`host:port` to serve HTTPS on), `[tls]` and
+    /// `[coordinator]`.
+    fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator);
 
-    /// Takes every relative path in the file from `dir` (the file's directory).
+    /// Takes the front-end's own relative paths from `dir` (the file's directory); the
+    /// toolkit's tables are done by [`ConfigFile::load`].
     fn resolve_paths(&mut self, dir: &Path);
 
-    /// Checks what the types cannot.
+    /// Checks the front-end's own settings; [`ConfigFile::check`] checks the rest.
     ///
     /// # Errors
     /// Naming the first setting that is out of range or inconsistent.
     fn validate(&self) -> Result<()>;
-}
 
-/// Reads, parses and validates the file at `path`; relative paths in it are taken from the
-/// file's directory.
-///
-/// # Errors
-/// If the file cannot be read, does not parse (unknown fields included) or does not validate.
-pub fn load<C: ConfigFile>(path: &Path) -> Result<C> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut config: C = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        config.resolve_paths(dir);
+    /// Checks the whole file: the toolkit's tables, then [`ConfigFile::validate`].
+    ///
+    /// # Errors
+    /// Naming the first setting that is out of range or inconsistent.
+    fn check(&mut self) -> Result<()> {
+        let (_, tls, coordinator) = self.frontend();
+        tls.validate()?;
+        coordinator.validate()?;
+        self.validate()
     }
-    config.validate()?;
-    Ok(config)
+
+    /// Reads, parses and checks the file at `path`; relative paths in it are taken from the
+    /// file's directory.
+    ///
+    /// # Errors
+    /// If the file cannot be read, does not parse (unknown fields included) or is not valid.
+    fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: Self = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if let Some(dir) = path.parent() {
+            let (_, tls, coordinator) = config.frontend();
+            tls.resolve_paths(dir);
+            coordinator.resolve_paths(dir);
+            config.resolve_paths(dir);
+        }
+        config.check()?;
+        Ok(config)
+    }
 }
 
 #[cfg(test)]
@@ -145,16 +161,12 @@ mod tests {
     }
 
     impl ConfigFile for File {
-        fn listen(&self) -> SocketAddr {
-            self.listen
+        fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
+            (self.listen, &mut self.tls, &mut self.coordinator)
         }
-        fn resolve_paths(&mut self, dir: &Path) {
-            self.tls.resolve_paths(dir);
-            self.coordinator.resolve_paths(dir);
-        }
+        fn resolve_paths(&mut self, _: &Path) {}
         fn validate(&self) -> Result<()> {
-            self.tls.validate()?;
-            self.coordinator.validate()
+            Ok(())
         }
     }
 
@@ -174,7 +186,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("frontend.toml");
         std::fs::write(&path, text).unwrap();
-        load(&path)
+        File::load(&path)
     }
 
     #[test]
@@ -182,12 +194,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("frontend.toml");
         std::fs::write(&path, MINIMAL).unwrap();
-        let file: File = load(&path).unwrap();
+        let mut file = File::load(&path).unwrap();
         assert_eq!(file.coordinator.connections, 2);
         assert_eq!(file.tls.cert, dir.path().join("c.pem"));
         assert_eq!(file.tls.key, PathBuf::from("/abs/k.pem"));
         assert_eq!(file.coordinator.tls_files().ca, dir.path().join("ca.pem"));
-        assert_eq!(file.listen().port(), 0);
+        assert_eq!(file.frontend().0.port(), 0);
     }
 
     #[test]
@@ -204,7 +216,7 @@ mod tests {
             let err = format!("{:#}", load_text(&text).unwrap_err());
             assert!(err.contains(named), "{to}: {err}");
         }
-        let err = format!("{:#}", load::<File>(Path::new("/nonexistent/frontend.toml")).unwrap_err());
+        let err = format!("{:#}", File::load(Path::new("/nonexistent/frontend.toml")).unwrap_err());
         assert!(err.contains("/nonexistent/frontend.toml"), "{err}");
     }
 }

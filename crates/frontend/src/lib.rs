@@ -1,6 +1,6 @@
 //! The toolkit of hyok's HTTPS front-ends (`hyok-xks`, `hyok-dke`): everything both need that is
-//! not their protocol. A front-end implements [`Frontend`] (its name, its configuration, its
-//! `run`), and its binary is `hyok_frontend::main::<App>()`.
+//! not their protocol. A front-end's configuration file implements [`ConfigFile`] and
+//! [`Frontend`] (its binary, its `run`), and its binary is `hyok_frontend::main::<Config>()`.
 //!
 //! # Layout
 //! - [`config`]: the `[tls]` and `[coordinator]` tables with their defaults and checks, and
@@ -14,7 +14,8 @@
 //!   up to [`body::DISCARD_LIMIT`] so that the client gets an answer), and the sanitised
 //!   message of error bodies.
 //! - [`calendar`]: proleptic Gregorian dates of day counts and back (no clock, no time zone).
-//! - `cli`: [`Args`] (`--config FILE`), [`execute`] and [`main`]: the binaries' entry point.
+//! - `cli`: [`Frontend`], [`Args`] (`--config FILE`), [`execute`] and [`main`]: the binaries'
+//!   entry point.
 //! - [`testing`] (feature `testing`): an HTTPS client as the cloud services call the
 //!   front-ends, for tests and benchmarks.
 #![forbid(unsafe_code)]
@@ -30,6 +31,6 @@ pub mod pool;
 pub mod testing;
 pub mod tls;
 
-pub use cli::{Args, Frontend, execute, main};
+pub use cli::{Args, Binary, Frontend, Shutdown, execute, main};
 pub use config::ConfigFile;
 pub use pool::{BackendError, Pool};

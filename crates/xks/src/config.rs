@@ -210,34 +210,18 @@ pub fn base_path(prefix: &str) -> String {
     if prefix.is_empty() { API_PATH.to_owned() } else { format!("/{prefix}{API_PATH}") }
 }
 
-impl Config {
-    /// Reads and validates a file; relative paths in it are taken from the file's directory.
-    pub fn load(path: &Path) -> Result<Self> {
-        hyok_frontend::config::load(path)
-    }
-
-    /// The per-request budget.
-    pub fn budget(&self) -> Duration {
-        Duration::from_millis(self.budget_ms)
-    }
-}
-
 impl ConfigFile for Config {
-    fn listen(&self) -> SocketAddr {
-        self.listen
+    fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
+        (self.listen, &mut self.tls, &mut self.coordinator)
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
-        self.tls.resolve_paths(dir);
-        self.coordinator.resolve_paths(dir);
         for store in &mut self.key_stores {
             resolve(dir, &mut store.credentials_file);
         }
     }
 
     fn validate(&self) -> Result<()> {
-        self.tls.validate()?;
-        self.coordinator.validate()?;
         ensure!(!self.key_stores.is_empty(), "at least one [[key_stores]] is needed");
         ensure!((1..=10_000).contains(&self.budget_ms), "budget_ms must be 1..=10000");
         ensure!(self.max_in_flight >= 1, "max_in_flight must be at least 1");
@@ -271,6 +255,13 @@ impl ConfigFile for Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The per-request budget.
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(self.budget_ms)
     }
 }
 
@@ -320,8 +311,8 @@ mod tests {
     "#;
 
     fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)?;
-        config.validate()?;
+        let mut config: Config = toml::from_str(text)?;
+        config.check()?;
         Ok(config)
     }
 

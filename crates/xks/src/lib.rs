@@ -3,7 +3,8 @@
 //! combines the nodes' partial results; this process holds no key material. What is not XKS —
 //! the `[tls]` and `[coordinator]` tables, the HTTPS accept loop and its rustls configuration,
 //! the coordinator connection pool, bounded bodies, the binary's entry point — is the
-//! front-end toolkit's (`hyok_frontend`); [`App`] plugs this crate into it.
+//! front-end toolkit's (`hyok_frontend`): [`Config`] implements its `Frontend`, so
+//! `hyok_frontend::main::<Config>()` is the binary and `config.run(listener, shutdown)` serves.
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration (key stores, key mapping, limits, and the toolkit's
@@ -39,46 +40,28 @@ pub use config::Config;
 pub use error::XksError;
 
 use anyhow::Result;
-use hyok_frontend::{ConfigFile, Frontend};
-use std::future::Future;
+use hyok_frontend::{Binary, ConfigFile, Frontend, Shutdown};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
-/// Serves the XKS API on `listener` until `shutdown` completes.
-///
-/// # Errors
-/// If the configuration, the certificates or the coordinator endpoint are unusable.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
-    config.validate()?;
-    let tls = hyok_frontend::tls::server_config(&config.tls)?;
-    let backend = Arc::new(backend::Backend::new(&config.coordinator)?);
-    let health = Arc::new(health::HealthMonitor::new(backend.clone(), config.health.clone()));
-    let xks = Arc::new(service::Xks::new(&config, backend, health.clone())?);
-    let monitor = tokio::spawn(health.run());
-    let pipeline = Arc::new(server::Pipeline::new(xks, config.max_in_flight));
-    server::serve(pipeline, tokio_rustls::TlsAcceptor::from(tls), listener, shutdown).await;
-    monitor.abort();
-    Ok(())
-}
+impl Frontend for Config {
+    const BINARY: Binary =
+        Binary::new("hyok-xks", "HYOK_XKS_CONFIG", "AWS KMS External Key Store proxy for a hyok cluster");
 
-/// hyok-xks as a front-end of the toolkit: `hyok_frontend::main::<App>()` is the binary.
-#[derive(Debug)]
-pub enum App {}
-
-impl Frontend for App {
-    const NAME: &'static str = "hyok-xks";
-    const ABOUT: &'static str = "AWS KMS External Key Store proxy for a hyok cluster";
-    const CONFIG_ENV: &'static str = "HYOK_XKS_CONFIG";
-    type Config = Config;
-
-    fn run(
-        config: Config,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> impl Future<Output = Result<()>> + Send {
-        crate::run(config, listener, shutdown)
+    /// Serves the XKS API on `listener` until `shutdown` completes.
+    async fn run(mut self, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
+        self.check()?;
+        let tls = hyok_frontend::tls::server_config(&self.tls)?;
+        let backend = Arc::new(backend::Backend::new(&self.coordinator)?);
+        let health = Arc::new(health::HealthMonitor::new(backend.clone(), self.health.clone()));
+        let xks = Arc::new(service::Xks::new(&self, backend, health.clone())?);
+        let monitor = tokio::spawn(health.run());
+        let pipeline = Arc::new(server::Pipeline::new(xks, self.max_in_flight));
+        server::serve(pipeline, tokio_rustls::TlsAcceptor::from(tls), listener, shutdown).await;
+        monitor.abort();
+        Ok(())
     }
 }
 
 /// `hyok-xks --config FILE` (also `hyokctl xks serve`).
-pub type Args = hyok_frontend::Args<App>;
+pub type Args = hyok_frontend::Args<Config>;

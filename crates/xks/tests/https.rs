@@ -2,6 +2,7 @@
 //! own — mutual TLS with a client CA and subject name, SigV4 credentials reloaded without a
 //! restart, and a clean DependencyTimeoutException when the coordinator cannot be reached.
 
+use hyok_frontend::{ConfigFile as _, Frontend as _};
 use hyok_xks::client::{self, Connection, Target};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
@@ -84,7 +85,7 @@ async fn start(pki: &Pki, mtls: bool, credentials: &Path) -> String {
     let config = hyok_xks::Config::load(&path).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(hyok_xks::run(config, listener, std::future::pending()));
+    tokio::spawn(config.run(listener, std::future::pending()));
     format!("https://localhost:{port}/test/kms/xks/v1")
 }
 

@@ -134,6 +134,13 @@ mod defaults {
     }
 }
 
+impl Config {
+    /// The per-request budget.
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(self.budget_ms)
+    }
+}
+
 impl ConfigFile for Config {
     fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
         (self.listen, &mut self.tls, &mut self.coordinator)
@@ -192,13 +199,6 @@ impl ConfigFile for Config {
     }
 }
 
-impl Config {
-    /// The per-request budget.
-    pub fn budget(&self) -> Duration {
-        Duration::from_millis(self.budget_ms)
-    }
-}
-
 impl Jwt {
     /// The `WWW-Authenticate` value of every 401:
     /// `Bearer resource="…", authorization="…", realm="…"`.
@@ -235,15 +235,9 @@ mod tests {
         allowed_emails = ["alice@example.com"]
     "#;
 
-    fn parse(text: &str) -> Result<Config> {
-        let mut config: Config = toml::from_str(text)?;
-        config.check()?;
-        Ok(config)
-    }
-
     #[test]
     fn minimal_file_takes_the_defaults_and_resolves_paths() {
-        let config = parse(MINIMAL).unwrap();
+        let config = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(config.cache_exp_s, 86_400);
         assert_eq!(config.jwt.leeway_s, 60);
         assert_eq!(
@@ -274,12 +268,12 @@ mod tests {
         ] {
             let text = MINIMAL.replace(from, to);
             assert_ne!(text, MINIMAL, "{from}");
-            assert!(parse(&text).is_err(), "{to}");
+            assert!(Config::from_toml(&text).is_err(), "{to}");
         }
         let url = MINIMAL
             .replace("jwks_file = \"jwks.json\"", "jwks_url = \"https://l.example.com/k\"\njwks_ca = \"ca.pem\"");
-        assert!(parse(&url).is_ok());
+        assert!(Config::from_toml(&url).is_ok());
         let twice = format!("{MINIMAL}\n[[keys]]\nname = \"confidential\"\nrsa_key = \"x\"\nallowed_roles = [\"r\"]\n");
-        assert!(parse(&twice).is_err());
+        assert!(Config::from_toml(&twice).is_err());
     }
 }

@@ -129,6 +129,16 @@ pub trait ConfigFile: DeserializeOwned {
         self.validate()
     }
 
+    /// Parses and checks `text` (relative paths stay as they are).
+    ///
+    /// # Errors
+    /// If `text` does not parse (unknown fields included) or is not valid.
+    fn from_toml(text: &str) -> Result<Self> {
+        let mut config: Self = toml::from_str(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
     /// Reads, parses and checks the file at `path`; relative paths in it are taken from the
     /// file's directory.
     ///

@@ -293,14 +293,8 @@ mod tests {
 
     const MINIMAL: &str = r#"
         listen = "127.0.0.1:0"
-        [tls]
-        cert = "c.pem"
-        key = "k.pem"
-        [coordinator]
-        endpoint = "https://127.0.0.1:1"
-        ca = "ca.pem"
-        cert = "f.pem"
-        key = "f-key.pem"
+        tls = { cert = "c.pem", key = "k.pem" }
+        coordinator = { endpoint = "https://127.0.0.1:1", ca = "ca.pem", cert = "f.pem", key = "f-key.pem" }
         [[key_stores]]
         uri_prefix = "example/uri/path/prefix"
         credentials_file = "creds.toml"
@@ -310,15 +304,9 @@ mod tests {
         usage = "encrypt_decrypt"
     "#;
 
-    fn parse(text: &str) -> Result<Config> {
-        let mut config: Config = toml::from_str(text)?;
-        config.check()?;
-        Ok(config)
-    }
-
     #[test]
     fn minimal_file_takes_the_defaults() {
-        let config = parse(MINIMAL).unwrap();
+        let config = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(config.budget_ms, 200);
         assert_eq!(config.max_plaintext, 8192);
         assert_eq!(config.health.max_age_ms, 60_000);
@@ -346,16 +334,16 @@ mod tests {
             ("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_plaintext = 4299"),
             ("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_aad = 70000"),
             ("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nunknown = 1"),
-            ("key = \"k.pem\"", "key = \"k.pem\"\nclient_ca = \"ca.pem\""),
+            ("key = \"k.pem\"", "key = \"k.pem\", client_ca = \"ca.pem\""),
         ] {
-            assert!(parse(&MINIMAL.replace(from, to)).is_err(), "{to}");
+            assert!(Config::from_toml(&MINIMAL.replace(from, to)).is_err(), "{to}");
         }
         let long = "p".repeat(MAX_URI_PATH - API_PATH.len());
-        assert!(parse(&MINIMAL.replace("example/uri/path/prefix", &long)).is_err());
-        assert!(parse(&MINIMAL.replace("example/uri/path/prefix", &long[1..])).is_ok());
+        assert!(Config::from_toml(&MINIMAL.replace("example/uri/path/prefix", &long)).is_err());
+        assert!(Config::from_toml(&MINIMAL.replace("example/uri/path/prefix", &long[1..])).is_ok());
         let twice =
             format!("{MINIMAL}\n[[key_stores]]\nuri_prefix = \"example/uri/path/prefix\"\ncredentials_file = \"c\"\n");
-        assert!(parse(&twice).is_err());
+        assert!(Config::from_toml(&twice).is_err());
     }
 
     #[test]

@@ -18,5 +18,5 @@ pub async fn execute(args: Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     // The readiness line tests and `hyokctl dev` wait for.
     println!("hyok-coordinator listening on {}", listener.local_addr()?);
-    crate::run(config, listener, hyok_client::shutdown_signal()).await
+    crate::run(config, listener, hyok_proto::shutdown_signal()).await
 }

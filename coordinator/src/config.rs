@@ -15,7 +15,7 @@
 //! ```
 
 use anyhow::{Context, Result, bail};
-use hyok_client::TlsFiles;
+use hyok_proto::TlsFiles;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

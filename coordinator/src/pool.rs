@@ -6,7 +6,7 @@
 use crate::batch::{Batcher, Evaluate, Unwrap};
 use crate::config::Config;
 use anyhow::{Context, Result};
-use hyok_client::Role;
+use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_threshold::NodeId;

@@ -2,8 +2,8 @@
 
 use crate::error::CoordError;
 use crate::vault::Vault;
-use hyok_client::Role;
-use hyok_client::tls::require_role;
+use hyok_proto::Role;
+use hyok_proto::tls::require_role;
 use hyok_proto::v1 as pb;
 use hyok_threshold::aead::Blob;
 use rand::Rng;

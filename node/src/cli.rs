@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use hyok_client::TlsFiles;
+use hyok_proto::TlsFiles;
 use hyok_threshold::NodeId;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,7 +61,7 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
             let addr = listener.local_addr()?;
             // The readiness line tests and `hyokctl dev` wait for.
             println!("hyok-node {id} listening on {addr}");
-            crate::server::run(node, &TlsFiles { ca, cert, key }, listener, hyok_client::shutdown_signal()).await?;
+            crate::server::run(node, &TlsFiles { ca, cert, key }, listener, hyok_proto::shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 use crate::node::Node;
 use crate::service::NodeService;
 use anyhow::{Context, Result, bail};
-use hyok_client::TlsFiles;
+use hyok_proto::TlsFiles;
 use hyok_proto::v1::node_server::NodeServer;
 use hyok_store::{SealKey, Store};
 use hyok_threshold::{IdentitySecret, NodeId};

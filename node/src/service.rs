@@ -2,8 +2,8 @@
 //! Errors become gRPC statuses in one place (`From<NodeError> for Status`).
 
 use crate::node::{Node, NodeError};
-use hyok_client::Role;
-use hyok_client::tls::require_role;
+use hyok_proto::Role;
+use hyok_proto::tls::require_role;
 use hyok_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};

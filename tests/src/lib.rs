@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result, bail};
 use hyok_cli::devfile::DevFile;
-use hyok_client::{Role, TlsFiles, VaultClient};
 use hyok_proto::v1::node_client::NodeClient;
+use hyok_proto::{Role, TlsFiles, VaultClient};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -149,7 +149,7 @@ impl Cluster {
 
     /// A KeyVault client with the admin certificate.
     pub async fn client(&self) -> Result<VaultClient> {
-        hyok_client::connect_vault(&self.dev.coordinator.endpoint, &self.admin_tls()).await
+        hyok_proto::connect_vault(&self.dev.coordinator.endpoint, &self.admin_tls()).await
     }
 
     /// The dev cluster's hyok-xks: where it answers and as whom (dev.json's `xks` section), and

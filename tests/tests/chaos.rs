@@ -215,7 +215,7 @@ async fn xks_traffic_survives_nodes_killed_and_restarted_up_to_n_minus_t_at_a_ti
 }
 
 /// Encrypts and decrypts through the coordinator with `key`; the plaintext must come back.
-async fn grpc_round_trip(client: &mut hyok_client::VaultClient, key: &str) -> Result<(), tonic::Status> {
+async fn grpc_round_trip(client: &mut hyok_proto::VaultClient, key: &str) -> Result<(), tonic::Status> {
     let plaintext = format!("for {key}").into_bytes();
     let sealed = client
         .encrypt(pb::EncryptRequest {

@@ -1,8 +1,8 @@
 //! End-to-end tests over the real binaries: a 3-of-5 cluster started by `hyokctl dev`.
 
-use hyok_client::{Role, TlsFiles};
 use hyok_e2e::{Cluster, eventually, hyokctl};
 use hyok_proto::v1 as pb;
+use hyok_proto::{Role, TlsFiles};
 use hyok_threshold::{GroupPublicKey, Wire, kem};
 use std::process::Command;
 use std::time::Duration;
@@ -11,11 +11,7 @@ use tonic::Code;
 
 const KEY: &str = "demo";
 
-async fn encrypt(
-    client: &mut hyok_client::VaultClient,
-    plaintext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, tonic::Status> {
+async fn encrypt(client: &mut hyok_proto::VaultClient, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let r = client
         .encrypt(pb::EncryptRequest {
             key_id: KEY.into(),
@@ -28,7 +24,7 @@ async fn encrypt(
 }
 
 async fn decrypt(
-    client: &mut hyok_client::VaultClient,
+    client: &mut hyok_proto::VaultClient,
     ciphertext: &[u8],
     aad: &[u8],
 ) -> Result<Vec<u8>, tonic::Status> {
@@ -44,7 +40,7 @@ async fn decrypt(
 }
 
 async fn unwrap(
-    client: &mut hyok_client::VaultClient,
+    client: &mut hyok_proto::VaultClient,
     version: u32,
     wrapped: &[u8],
     label: &[u8],
@@ -111,7 +107,7 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     assert_eq!(decrypt(&mut client, &blob, b"ctx").await.unwrap(), b"attack at dawn");
     assert_eq!(unwrap(&mut client, pk.version, &wrapped, b"label").await.unwrap(), data_key);
     // Creating a key needs every node: refused, and nothing half-made is left usable.
-    let create = |client: &mut hyok_client::VaultClient| {
+    let create = |client: &mut hyok_proto::VaultClient| {
         let mut client = client.clone();
         async move {
             client
@@ -253,7 +249,7 @@ async fn strangers_are_refused_and_roles_are_enforced() {
         key: foreign.path().join("admin-key.pem"),
     };
     let refused = async {
-        let mut client = hyok_client::connect_vault(&endpoint, &foreign_tls).await?;
+        let mut client = hyok_proto::connect_vault(&endpoint, &foreign_tls).await?;
         client.list_keys(pb::ListKeysRequest {}).await?;
         Ok::<_, anyhow::Error>(())
     }
@@ -287,7 +283,7 @@ async fn strangers_are_refused_and_roles_are_enforced() {
     assert!(names.contains(&"hyok.v1.KeyVault".to_string()), "{names:?}");
 
     // The front-end role may use keys but not administer them.
-    let mut frontend = hyok_client::connect_vault(&endpoint, &cluster.tls_for(Role::Frontend)).await.unwrap();
+    let mut frontend = hyok_proto::connect_vault(&endpoint, &cluster.tls_for(Role::Frontend)).await.unwrap();
     let blob = encrypt(&mut frontend, b"hi", b"").await.unwrap();
     assert_eq!(decrypt(&mut frontend, &blob, b"").await.unwrap(), b"hi");
     let denied = frontend
@@ -358,7 +354,7 @@ async fn keys_are_created_rotated_and_disabled_per_node() {
         .unwrap_err();
     assert_eq!(wrap.code(), Code::FailedPrecondition, "usage is fixed at creation");
 
-    let enc = |client: &mut hyok_client::VaultClient, text: &'static [u8]| {
+    let enc = |client: &mut hyok_proto::VaultClient, text: &'static [u8]| {
         let mut client = client.clone();
         async move {
             client
@@ -372,7 +368,7 @@ async fn keys_are_created_rotated_and_disabled_per_node() {
                 .map(|r| r.into_inner())
         }
     };
-    let dec = |client: &mut hyok_client::VaultClient, blob: Vec<u8>| {
+    let dec = |client: &mut hyok_proto::VaultClient, blob: Vec<u8>| {
         let mut client = client.clone();
         async move {
             client

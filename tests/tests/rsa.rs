@@ -31,7 +31,7 @@ fn import(cluster: &Cluster, name: &str, pem: &str) -> Output {
 }
 
 async fn decrypt(
-    client: &mut hyok_client::VaultClient,
+    client: &mut hyok_proto::VaultClient,
     name: &str,
     version: u32,
     ciphertext: &[u8],

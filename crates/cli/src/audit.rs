@@ -3,7 +3,7 @@
 
 use crate::target::Target;
 use anyhow::{Result, bail};
-use hyok_client::Role;
+use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_store::{AuditBreak, AuditEntry, AuditEvent};

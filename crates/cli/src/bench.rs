@@ -4,7 +4,7 @@
 
 use crate::target::Target;
 use anyhow::{Result, bail};
-use hyok_client::VaultClient;
+use hyok_proto::VaultClient;
 use hyok_proto::v1 as pb;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};

@@ -9,8 +9,8 @@
 use crate::devfile::{DevCoordinator, DevDke, DevFile, DevNode, DevTls, DevXks};
 use crate::pki::Pki;
 use anyhow::{Context, Result, bail};
-use hyok_client::{Role, TlsFiles};
 use hyok_proto::v1 as pb;
+use hyok_proto::{Role, TlsFiles};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -184,7 +184,7 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         return Err(e);
     }
 
-    let shutdown = hyok_client::shutdown_signal();
+    let shutdown = hyok_proto::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -257,7 +257,7 @@ async fn stop(pids: &[(String, u32)]) {
 /// Waits until the coordinator reaches every node, then creates the demo key and hyok-xks's
 /// keys unless they exist.
 pub async fn ensure_keys(endpoint: &str, tls: &TlsFiles) -> Result<()> {
-    let mut client = hyok_client::connect_vault(endpoint, tls).await?;
+    let mut client = hyok_proto::connect_vault(endpoint, tls).await?;
     let mut keys: Vec<(&str, &[pb::KeyUsage])> = vec![(DEMO_KEY, &[])];
     keys.extend(crate::xks::dev_cluster_keys());
     let mut last = String::new();
@@ -301,7 +301,7 @@ async fn start_dke(
     coordinator: &str,
     tls: &TlsFiles,
 ) -> Result<(Started, DevDke)> {
-    let mut client = hyok_client::connect_vault(coordinator, tls).await?;
+    let mut client = hyok_proto::connect_vault(coordinator, tls).await?;
     let rsa_key = crate::dke::DEV_RSA_KEY;
     match client.get_rsa_key(pb::GetRsaKeyRequest { name: rsa_key.into() }).await {
         Ok(_) => {}

@@ -7,6 +7,7 @@
 //! `dke` section (`issuer`, `audience`, `issuer_key`, `issuer_kid`), which [`dev_token`] reads.
 
 use anyhow::{Context, Result};
+use hyok_frontend::ConfigFile as _;
 use hyok_threshold::rsa::deal::PrivateKey;
 use hyok_threshold::rsa::keygen;
 use ring::signature::RsaKeyPair;

@@ -6,6 +6,7 @@ use hyok_cli::bench::{BenchOp, BenchOptions, BenchVia};
 use hyok_cli::dev::DevOptions;
 use hyok_cli::pki::Pki;
 use hyok_cli::target::{DEFAULT_DEV_DIR, Target};
+use hyok_proto::init_logging;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -261,7 +262,7 @@ enum DkeCommand {
     #[command(hide = true)]
     Serve {
         #[command(flatten)]
-        args: hyok_dke::cli::Args,
+        args: hyok_dke::Args,
     },
 }
 
@@ -282,7 +283,7 @@ enum XksCommand {
     #[command(hide = true)]
     Serve {
         #[command(flatten)]
-        args: hyok_xks::cli::Args,
+        args: hyok_xks::Args,
     },
 }
 
@@ -294,13 +295,6 @@ enum AuditCommand {
         #[arg(long)]
         node: Option<u16>,
     },
-}
-
-fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 #[tokio::main]
@@ -330,7 +324,7 @@ async fn main() -> Result<()> {
         Command::Probe { addr } => hyok_cli::compose::probe(&addr).await?,
         Command::Xks { command: XksCommand::Serve { args } } => {
             init_logging("info");
-            hyok_xks::cli::execute(args).await?;
+            hyok_frontend::execute(args).await?;
         }
         Command::Xks { command: XksCommand::Credentials { prefix, file } } => {
             println!("{}", hyok_cli::xks::credentials(&prefix, file.as_deref())?);
@@ -343,7 +337,7 @@ async fn main() -> Result<()> {
         }
         Command::Dke { command: DkeCommand::Serve { args } } => {
             init_logging("info");
-            hyok_dke::cli::execute(args).await?;
+            hyok_frontend::execute(args).await?;
         }
         Command::Dev { dir, nodes, threshold, command: None } => {
             init_logging("warn");

@@ -15,7 +15,7 @@
 //! `127.0.0.1` plus any extra names given, so a dev cluster on loopback needs nothing else.
 
 use anyhow::{Context, Result, bail};
-use hyok_client::Role;
+use hyok_proto::Role;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn servers_read_roles_from_these_certificates() {
-        use hyok_client::tls::has_role;
+        use hyok_proto::tls::has_role;
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         pki.init(&[1, 2], &[]).unwrap();

@@ -4,7 +4,7 @@
 use crate::devfile::DevFile;
 use anyhow::{Result, bail};
 use clap::Args;
-use hyok_client::{TlsFiles, VaultClient};
+use hyok_proto::{TlsFiles, VaultClient};
 use std::path::PathBuf;
 
 /// Default directory of `hyokctl dev`.
@@ -57,7 +57,7 @@ impl Target {
     /// A connected KeyVault client.
     pub async fn connect(&self) -> Result<VaultClient> {
         let (endpoint, tls) = self.resolve()?;
-        hyok_client::connect_vault(&endpoint, &tls).await
+        hyok_proto::connect_vault(&endpoint, &tls).await
     }
 
     /// The nodes (id, endpoint) and client TLS files, for commands that talk to nodes

@@ -2,6 +2,7 @@
 //! credentials and configuration).
 
 use anyhow::{Context, Result};
+use hyok_frontend::ConfigFile as _;
 use hyok_proto::v1 as pb;
 use hyok_xks::credentials::{self, Credential};
 use std::collections::BTreeMap;

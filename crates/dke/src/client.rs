@@ -1,59 +1,18 @@
 //! A small DKE client, as Office calls hyok-dke: GET a public key, POST a decrypt with a bearer
-//! token, over HTTPS (rustls), HTTP/2 or HTTP/1.1. For tests and tools; not used by the service.
+//! token, over the front-end toolkit's HTTPS test client (`hyok_frontend::testing`), HTTP/2 or
+//! HTTP/1.1. For tests and tools; not used by the service (feature `client`).
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::Result;
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use http::{Method, Request, header};
+use http_body_util::Full;
+use hyok_frontend::testing;
+pub use hyok_frontend::testing::Answer;
 use std::path::Path;
-use std::sync::Arc;
-use tokio::net::TcpStream;
 
-/// One HTTP connection to hyok-dke.
+/// One HTTP connection to hyok-dke (the toolkit's test client, with DKE's two calls on top).
 #[derive(Debug, Clone)]
-pub enum Connection {
-    /// HTTP/2: requests multiplexed (clone it freely).
-    H2 {
-        /// The sender.
-        send: http2::SendRequest<Full<Bytes>>,
-        /// `host:port`.
-        authority: String,
-    },
-    /// HTTP/1.1 keep-alive: one request at a time.
-    H1 {
-        /// The sender.
-        send: Arc<tokio::sync::Mutex<http1::SendRequest<Full<Bytes>>>>,
-        /// `host:port`.
-        authority: String,
-    },
-}
-
-/// An answer: status, headers and body (parsed as JSON when it is JSON).
-#[derive(Debug, Clone)]
-pub struct Answer {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Response headers.
-    pub headers: HeaderMap,
-    /// The body as JSON (`Null` when empty or not JSON).
-    pub json: serde_json::Value,
-    /// The raw body.
-    pub body: Bytes,
-}
-
-/// Splits `https://host:port[/path]` into (host, port).
-fn split_url(url: &str) -> Result<(String, u16)> {
-    let rest = url.strip_prefix("https://").ok_or_else(|| anyhow!("{url} is not an https:// URL"))?;
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-    match authority.rsplit_once(':') {
-        Some((h, p)) => Ok((h.to_owned(), p.parse().with_context(|| format!("port in {url}"))?)),
-        None => Ok((authority.to_owned(), 443)),
-    }
-}
+pub struct Connection(testing::Connection);
 
 /// Connects to the server of `base_url`, trusting the CA certificates in `ca` (PEM), offering
 /// HTTP/2 if `h2` (else HTTP/1.1 only).
@@ -61,39 +20,12 @@ fn split_url(url: &str) -> Result<(String, u16)> {
 /// # Errors
 /// If the CA cannot be read or the connection or handshake fails.
 pub async fn connect(base_url: &str, ca: &Path, h2: bool) -> Result<Connection> {
-    let (host, port) = split_url(base_url)?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))? {
-        roots.add(cert?)?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = if h2 { vec![b"h2".to_vec()] } else { vec![b"http/1.1".to_vec()] };
-    let tcp =
-        TcpStream::connect((host.as_str(), port)).await.with_context(|| format!("connecting to {host}:{port}"))?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(host.clone())?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await?;
-    let io = TokioIo::new(tls);
-    let authority = format!("{host}:{port}");
-    if h2 {
-        let (send, conn) = http2::handshake(TokioExecutor::new(), io).await?;
-        tokio::spawn(conn);
-        Ok(Connection::H2 { send, authority })
-    } else {
-        let (send, conn) = http1::handshake(io).await?;
-        tokio::spawn(conn);
-        Ok(Connection::H1 { send: Arc::new(tokio::sync::Mutex::new(send)), authority })
-    }
+    Ok(Connection(testing::connect(base_url, ca, h2, None).await?))
 }
 
 impl Connection {
     fn authority(&self) -> &str {
-        match self {
-            Connection::H2 { authority, .. } | Connection::H1 { authority, .. } => authority,
-        }
+        self.0.authority()
     }
 
     /// Sends `request` and reads the whole answer.
@@ -101,19 +33,7 @@ impl Connection {
     /// # Errors
     /// If the exchange fails.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Answer> {
-        let response = match self {
-            Connection::H2 { send, .. } => send.clone().send_request(request).await?,
-            Connection::H1 { send, .. } => {
-                let mut send = send.lock().await;
-                send.ready().await?;
-                send.send_request(request).await?
-            }
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await?.to_bytes();
-        let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-        Ok(Answer { status, headers, json, body })
+        self.0.send(request).await
     }
 
     /// A request to `path` (with any query) on this connection's server.

@@ -31,6 +31,8 @@
 //! ```
 
 use anyhow::{Context, Result, bail, ensure};
+use hyok_frontend::config::{ConfigFile, resolve};
+pub use hyok_frontend::config::{Coordinator, HttpsTls};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -64,33 +66,6 @@ pub struct Config {
     pub jwt: Jwt,
     /// The DKE keys.
     pub keys: Vec<Key>,
-}
-
-/// HTTPS server certificate.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpsTls {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-}
-
-/// The coordinator and this front-end's cluster certificate (role `frontend`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Coordinator {
-    /// `https://host:port`.
-    pub endpoint: String,
-    /// The cluster CA.
-    pub ca: PathBuf,
-    /// A certificate with the front-end role.
-    pub cert: PathBuf,
-    /// Its key.
-    pub key: PathBuf,
-    /// HTTP/2 connections to spread requests over.
-    #[serde(default = "defaults::connections")]
-    pub connections: usize,
 }
 
 /// JWT bearer validation (RS256 and ES256 only).
@@ -151,9 +126,6 @@ mod defaults {
     pub fn max_in_flight() -> usize {
         256
     }
-    pub fn connections() -> usize {
-        2
-    }
     pub fn leeway_s() -> u64 {
         60
     }
@@ -163,38 +135,24 @@ mod defaults {
 }
 
 impl Config {
-    /// Reads and validates a file; relative paths in it are taken from the file's directory.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if let Some(dir) = path.parent() {
-            config.resolve_paths(dir);
-        }
-        config.validate()?;
-        Ok(config)
+    /// The per-request budget.
+    pub fn budget(&self) -> Duration {
+        Duration::from_millis(self.budget_ms)
+    }
+}
+
+impl ConfigFile for Config {
+    fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
+        (self.listen, &mut self.tls, &mut self.coordinator)
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
-        for p in [
-            Some(&mut self.tls.cert),
-            Some(&mut self.tls.key),
-            Some(&mut self.coordinator.ca),
-            Some(&mut self.coordinator.cert),
-            Some(&mut self.coordinator.key),
-            self.jwt.jwks_file.as_mut(),
-            self.jwt.jwks_ca.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
+        for p in [self.jwt.jwks_file.as_mut(), self.jwt.jwks_ca.as_mut()].into_iter().flatten() {
+            resolve(dir, p);
         }
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         let base = &self.public_base_url;
         let rest = base.strip_prefix("https://").context("public_base_url must start with https://")?;
         ensure!(
@@ -203,7 +161,6 @@ impl Config {
         );
         ensure!((1..=60_000).contains(&self.budget_ms), "budget_ms must be 1..=60000");
         ensure!(self.max_in_flight >= 1, "max_in_flight must be at least 1");
-        ensure!(self.coordinator.connections >= 1, "coordinator.connections must be at least 1");
         ensure!(!self.jwt.issuers.is_empty(), "jwt.issuers must name at least one issuer");
         ensure!(!self.jwt.audience.is_empty(), "jwt.audience must not be empty");
         ensure!(self.jwt.leeway_s <= 600, "jwt.leeway_s must be at most 600");
@@ -239,11 +196,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The per-request budget.
-    pub fn budget(&self) -> Duration {
-        Duration::from_millis(self.budget_ms)
     }
 }
 
@@ -283,15 +235,9 @@ mod tests {
         allowed_emails = ["alice@example.com"]
     "#;
 
-    fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)?;
-        config.validate()?;
-        Ok(config)
-    }
-
     #[test]
     fn minimal_file_takes_the_defaults_and_resolves_paths() {
-        let config = parse(MINIMAL).unwrap();
+        let config = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(config.cache_exp_s, 86_400);
         assert_eq!(config.jwt.leeway_s, 60);
         assert_eq!(
@@ -322,12 +268,12 @@ mod tests {
         ] {
             let text = MINIMAL.replace(from, to);
             assert_ne!(text, MINIMAL, "{from}");
-            assert!(parse(&text).is_err(), "{to}");
+            assert!(Config::from_toml(&text).is_err(), "{to}");
         }
         let url = MINIMAL
             .replace("jwks_file = \"jwks.json\"", "jwks_url = \"https://l.example.com/k\"\njwks_ca = \"ca.pem\"");
-        assert!(parse(&url).is_ok());
+        assert!(Config::from_toml(&url).is_ok());
         let twice = format!("{MINIMAL}\n[[keys]]\nname = \"confidential\"\nrsa_key = \"x\"\nallowed_roles = [\"r\"]\n");
-        assert!(parse(&twice).is_err());
+        assert!(Config::from_toml(&twice).is_err());
     }
 }

@@ -74,12 +74,7 @@ impl DkeError {
     /// `{"error":"…","message":"…"}`, one line, printable ASCII, at most 500 characters of
     /// message.
     pub fn body(&self) -> Vec<u8> {
-        let message: String = self
-            .to_string()
-            .chars()
-            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
-            .take(500)
-            .collect();
+        let message = hyok_frontend::body::error_message(&self.to_string());
         serde_json::json!({ "error": self.name(), "message": message }).to_string().into_bytes()
     }
 }

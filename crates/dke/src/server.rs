@@ -1,13 +1,14 @@
-//! The HTTPS server: accept loop, TLS handshakes, HTTP/1.1 and HTTP/2 (hyper), the per-request
-//! pipeline (body → route → method → concurrency → service), one log line per request, the
-//! JWKS file watcher, and graceful shutdown.
+//! hyok-dke's HTTP side: the per-request pipeline (body → route → method → concurrency →
+//! service, one log line per request), the JWKS file watcher and URL refresher, over the
+//! front-end toolkit's HTTPS accept loop ([`hyok_frontend::https::serve`]).
 
 use crate::backend::Backend;
 use crate::error::DkeError;
 use crate::service::{Dke, Route, route};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
+use hyok_frontend::body::{self, BodyError};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
@@ -65,17 +66,20 @@ impl<B: Backend> Pipeline<B> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         // The body is read before any answer, even a refusal: an HTTP/2 client whose request
-        // body is left unread sees its stream reset instead of the answer.
-        let body = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(DkeError::PayloadTooLarge),
-            Err(_) => Err(DkeError::BadRequest("the request body could not be read".into())),
-        };
+        // body is left unread sees its stream reset instead of the answer. An oversized one is
+        // read and discarded up to a bound (413); beyond that the answer also closes the
+        // connection.
+        let read = body::read(body, MAX_BODY).await;
+        let close = read.as_ref().is_err_and(BodyError::must_close);
+        let body = read.map_err(|e| match e {
+            BodyError::TooLarge { .. } => DkeError::PayloadTooLarge,
+            _ => DkeError::BadRequest(e.to_string()),
+        });
         let path = parts.uri.path();
         let result = self.serve(&parts.method, path, &parts.headers, body, started).await;
         let elapsed_us = started.elapsed().as_micros() as u64;
         let shown: String = path.chars().take(200).collect();
-        match result {
+        let mut response = match result {
             Ok(answer) => {
                 tracing::info!(method = %parts.method, path = %shown, status = 200, elapsed_us, "served");
                 respond(StatusCode::OK, answer.to_vec())
@@ -87,7 +91,11 @@ impl<B: Backend> Pipeline<B> {
                 );
                 self.error_response(&error)
             }
+        };
+        if close {
+            body::close_connection(parts.version, &mut response);
         }
+        response
     }
 
     async fn serve(
@@ -159,7 +167,7 @@ pub async fn serve<B: Backend>(
         let pipeline = pipeline.clone();
         async move { pipeline.handle(request).await }
     };
-    hyok_client::https::serve(handle, acceptor, listener, shutdown).await;
+    hyok_frontend::https::serve(handle, acceptor, listener, shutdown).await;
     watcher_task.abort();
     refresher_task.abort();
 }

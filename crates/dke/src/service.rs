@@ -8,6 +8,7 @@ use crate::jwt::{self, Claims, KeySet, Rules};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
+use hyok_frontend::calendar;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -113,19 +114,9 @@ fn bad(message: &str) -> DkeError {
 
 /// `yyyy-MM-ddTHH:mm:ss` (UTC, no zone suffix) of `secs` since the epoch.
 pub fn format_utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem / 60 % 60, rem % 60)
+    let (days, hour, minute, second) = calendar::split_seconds(secs);
+    let (year, month, day) = calendar::civil_from_days(days);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}")
 }
 
 fn unix_seconds(t: SystemTime) -> u64 {
@@ -377,7 +368,10 @@ impl<B: Backend> Dke<B> {
             BackendError::VersionNotFound => bad("unknown key id"),
             BackendError::Malformed | BackendError::DecryptionFailed => bad(DECRYPTION_FAILED),
             BackendError::Disabled => DkeError::Forbidden("the key is disabled".into()),
-            BackendError::Unavailable => DkeError::Unavailable("the hyok cluster cannot answer now; retry".into()),
+            BackendError::UsageNotAllowed => DkeError::Forbidden("the key does not allow this operation".into()),
+            BackendError::Unavailable | BackendError::TimedOut => {
+                DkeError::Unavailable("the hyok cluster cannot answer now; retry".into())
+            }
             _ => DkeError::Internal("the hyok cluster failed the request".into()),
         }
     }

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use hyok_dke::backend::{Backend, BackendError};
 use hyok_dke::client::{self, Answer, Connection};
 use hyok_dke::jwt;
+use hyok_frontend::{ConfigFile as _, Frontend as _};
 use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::{RsaKeyShare, RsaPublicKey, RsaPublicPackage, combine, keygen, oaep, partial};
@@ -210,7 +211,7 @@ async fn start(cluster: Arc<FakeCluster>) -> Server {
 }
 
 /// [`start`] with extra lines in the `[jwt]` table and the given JWKS file; with `real`, over
-/// the real coordinator client (`hyok_dke::run`) pointed at a port where nothing listens.
+/// the real coordinator client (`Frontend::run`) pointed at a port where nothing listens.
 async fn start_with(cluster: Arc<FakeCluster>, jwt_extra: &str, jwks_doc: &Value, real: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
@@ -262,7 +263,7 @@ allowed_emails = ["alice@example.com"]
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     if real {
-        tokio::spawn(hyok_dke::run(config, listener, std::future::pending()));
+        tokio::spawn(config.run(listener, std::future::pending()));
     } else {
         tokio::spawn(hyok_dke::run_with_backend(config, cluster.clone(), listener, std::future::pending()));
     }
@@ -616,9 +617,11 @@ async fn keys_added_to_the_jwks_file_are_trusted_without_a_restart_and_removed_o
 
 /// Serves `body` at `/keys` over HTTPS (the test server certificate) on `listener`.
 async fn serve_jwks(listener: tokio::net::TcpListener, dir: PathBuf, body: String) {
-    let tls = hyok_dke::tls::server_config(&hyok_dke::config::HttpsTls {
+    let tls = hyok_frontend::tls::server_config(&hyok_frontend::config::HttpsTls {
         cert: dir.join("server.pem"),
         key: dir.join("server-key.pem"),
+        client_ca: None,
+        client_subject: None,
     })
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -690,4 +693,26 @@ async fn an_unreachable_coordinator_is_a_503_not_a_500() {
     assert_eq!(answer.status, 503, "{:?}", answer.json);
     // Token checks happen before the cluster is asked.
     assert_eq!(conn.post("/confidential/1/decrypt", None, &decrypt_body(&[0x01; 256])).await.unwrap().status, 401);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_a_413_not_a_dropped_connection() {
+    let (server, _) = started_with_v1().await;
+    let token = rs256(&claims_for("alice@example.com"));
+    let (small, large) = (200 * 1024, 2 * 1024 * 1024);
+    for (h2, size) in [(false, small), (false, large), (true, small), (true, large)] {
+        let what = format!("{size} bytes over {}", if h2 { "HTTP/2" } else { "HTTP/1.1" });
+        let conn = server.connect(h2).await;
+        let answer = match conn.post("/confidential/1/decrypt", Some(&token), &vec![b'A'; size]).await {
+            Ok(answer) => answer,
+            Err(e) => panic!("{what}: {e:#}"),
+        };
+        assert_eq!((answer.status.as_u16(), answer.json["error"].as_str()), (413, Some("payload_too_large")), "{what}");
+        // Past the toolkit's bound an HTTP/1.1 answer is the connection's last; else it serves on.
+        let last = !h2 && size > hyok_frontend::body::DISCARD_LIMIT;
+        assert_eq!(answer.headers.contains_key(http::header::CONNECTION), last, "{what}");
+        if !last {
+            assert_eq!(conn.get("/confidential").await.unwrap().status, 200, "{what}: the next request");
+        }
+    }
 }

@@ -1,12 +1,29 @@
-//! hyok's gRPC API, generated from `proto/hyok/v1/*.proto` by protox + tonic-prost-build.
+//! hyok's gRPC API, generated from `proto/hyok/v1/*.proto` by protox + tonic-prost-build, and
+//! the cluster's conventions around it that every component shares (node, coordinator,
+//! front-ends, `hyokctl`, tests).
 //!
 //! # Layout
 //! - [`v1`]: the generated messages, the `KeyVault` and `Node` clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for gRPC reflection.
 //! - [`validate_key_id`]: the one key-id syntax every component enforces.
 //! - [`Reason`]: why a `KeyVault` call failed, where the status code alone is ambiguous.
+//! - [`roles`]: the roles in the cluster and how certificates carry them ([`Role`]).
+//! - [`tls`]: mutual-TLS configuration for servers and clients ([`TlsFiles`]), and role checks
+//!   on callers.
+//! - [`connect`]: a typed `KeyVault` client over mutual TLS ([`connect_vault`]).
+//! - `process`: what every binary's `main` needs: [`init_logging`] and [`shutdown_signal`].
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod connect;
+mod process;
+pub mod roles;
+pub mod tls;
+
+pub use connect::{VaultClient, connect_vault};
+pub use process::{init_logging, shutdown_signal};
+pub use roles::Role;
+pub use tls::TlsFiles;
 
 /// Generated code for package `hyok.v1`.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]

@@ -25,7 +25,9 @@
 //! allowed_principals = ["arn:aws:iam::111122223333:role/*"]   # optional; `*` matches any run
 //! ```
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
+use hyok_frontend::config::{ConfigFile, resolve};
+pub use hyok_frontend::config::{Coordinator, HttpsTls};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -66,37 +68,6 @@ pub struct Config {
     /// The deep health check.
     #[serde(default)]
     pub health: Health,
-}
-
-/// HTTPS server certificate and optional mutual TLS.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpsTls {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key.
-    pub key: PathBuf,
-    /// PEM CA(s) a client certificate must chain to; set together with `client_subject`.
-    pub client_ca: Option<PathBuf>,
-    /// The subject name (DNS SAN or common name) a client certificate must carry.
-    pub client_subject: Option<String>,
-}
-
-/// The coordinator and this front-end's cluster certificate (role `frontend`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Coordinator {
-    /// `https://host:port`.
-    pub endpoint: String,
-    /// The cluster CA.
-    pub ca: PathBuf,
-    /// A certificate with the front-end role.
-    pub cert: PathBuf,
-    /// Its key.
-    pub key: PathBuf,
-    /// HTTP/2 connections to spread requests over.
-    #[serde(default = "defaults::connections")]
-    pub connections: usize,
 }
 
 /// The deep health check (`GetHealthStatus`).
@@ -202,9 +173,6 @@ mod defaults {
     pub fn max_aad() -> usize {
         16384
     }
-    pub fn connections() -> usize {
-        2
-    }
     pub fn health_refresh_ms() -> u64 {
         5000
     }
@@ -242,39 +210,18 @@ pub fn base_path(prefix: &str) -> String {
     if prefix.is_empty() { API_PATH.to_owned() } else { format!("/{prefix}{API_PATH}") }
 }
 
-impl Config {
-    /// Reads and validates a file; relative paths in it are taken from the file's directory.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if let Some(dir) = path.parent() {
-            config.resolve_paths(dir);
-        }
-        config.validate()?;
-        Ok(config)
+impl ConfigFile for Config {
+    fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
+        (self.listen, &mut self.tls, &mut self.coordinator)
     }
 
     fn resolve_paths(&mut self, dir: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
-        };
-        fix(&mut self.tls.cert);
-        fix(&mut self.tls.key);
-        if let Some(ca) = self.tls.client_ca.as_mut() {
-            fix(ca);
-        }
-        fix(&mut self.coordinator.ca);
-        fix(&mut self.coordinator.cert);
-        fix(&mut self.coordinator.key);
         for store in &mut self.key_stores {
-            fix(&mut store.credentials_file);
+            resolve(dir, &mut store.credentials_file);
         }
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         ensure!(!self.key_stores.is_empty(), "at least one [[key_stores]] is needed");
         ensure!((1..=10_000).contains(&self.budget_ms), "budget_ms must be 1..=10000");
         ensure!(self.max_in_flight >= 1, "max_in_flight must be at least 1");
@@ -283,11 +230,6 @@ impl Config {
         ensure!(
             (8192..=usize::from(u16::MAX)).contains(&self.max_aad),
             "max_aad must be 8192..=65535 (the spec's minimum; its length travels in two bytes)"
-        );
-        ensure!(self.coordinator.connections >= 1, "coordinator.connections must be at least 1");
-        ensure!(
-            self.tls.client_ca.is_some() == self.tls.client_subject.is_some(),
-            "tls.client_ca and tls.client_subject go together"
         );
         ensure!(self.health.max_age_ms <= 60_000, "health.max_age_ms must be at most 60000 (the spec's limit)");
         ensure!(self.health.refresh_ms >= 100, "health.refresh_ms must be at least 100");
@@ -314,7 +256,9 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     /// The per-request budget.
     pub fn budget(&self) -> Duration {
         Duration::from_millis(self.budget_ms)
@@ -349,14 +293,8 @@ mod tests {
 
     const MINIMAL: &str = r#"
         listen = "127.0.0.1:0"
-        [tls]
-        cert = "c.pem"
-        key = "k.pem"
-        [coordinator]
-        endpoint = "https://127.0.0.1:1"
-        ca = "ca.pem"
-        cert = "f.pem"
-        key = "f-key.pem"
+        tls = { cert = "c.pem", key = "k.pem" }
+        coordinator = { endpoint = "https://127.0.0.1:1", ca = "ca.pem", cert = "f.pem", key = "f-key.pem" }
         [[key_stores]]
         uri_prefix = "example/uri/path/prefix"
         credentials_file = "creds.toml"
@@ -366,15 +304,9 @@ mod tests {
         usage = "encrypt_decrypt"
     "#;
 
-    fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)?;
-        config.validate()?;
-        Ok(config)
-    }
-
     #[test]
     fn minimal_file_takes_the_defaults() {
-        let config = parse(MINIMAL).unwrap();
+        let config = Config::from_toml(MINIMAL).unwrap();
         assert_eq!(config.budget_ms, 200);
         assert_eq!(config.max_plaintext, 8192);
         assert_eq!(config.health.max_age_ms, 60_000);
@@ -402,16 +334,16 @@ mod tests {
             ("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_plaintext = 4299"),
             ("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nmax_aad = 70000"),
             ("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nunknown = 1"),
-            ("key = \"k.pem\"", "key = \"k.pem\"\nclient_ca = \"ca.pem\""),
+            ("key = \"k.pem\"", "key = \"k.pem\", client_ca = \"ca.pem\""),
         ] {
-            assert!(parse(&MINIMAL.replace(from, to)).is_err(), "{to}");
+            assert!(Config::from_toml(&MINIMAL.replace(from, to)).is_err(), "{to}");
         }
         let long = "p".repeat(MAX_URI_PATH - API_PATH.len());
-        assert!(parse(&MINIMAL.replace("example/uri/path/prefix", &long)).is_err());
-        assert!(parse(&MINIMAL.replace("example/uri/path/prefix", &long[1..])).is_ok());
+        assert!(Config::from_toml(&MINIMAL.replace("example/uri/path/prefix", &long)).is_err());
+        assert!(Config::from_toml(&MINIMAL.replace("example/uri/path/prefix", &long[1..])).is_ok());
         let twice =
             format!("{MINIMAL}\n[[key_stores]]\nuri_prefix = \"example/uri/path/prefix\"\ncredentials_file = \"c\"\n");
-        assert!(parse(&twice).is_err());
+        assert!(Config::from_toml(&twice).is_err());
     }
 
     #[test]

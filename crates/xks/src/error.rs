@@ -64,6 +64,13 @@ impl XksError {
         }
     }
 
+    /// The response body: `{"errorName":"…","errorMessage":"…"}`, one line; the message is
+    /// cut to fewer than 512 printable ASCII characters, as the spec requires.
+    pub fn body(&self) -> Vec<u8> {
+        let message = hyok_frontend::body::error_message(&self.to_string());
+        serde_json::json!({ "errorName": self.name(), "errorMessage": message }).to_string().into_bytes()
+    }
+
     /// The HTTP status the spec gives the error.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -79,18 +86,6 @@ impl XksError {
             XksError::UnsupportedOperation(_) => StatusCode::NOT_IMPLEMENTED,
             XksError::DependencyTimeout(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
-    }
-
-    /// The response body: `{"errorName":"…","errorMessage":"…"}`, one line; the message is
-    /// cut to fewer than 512 printable ASCII characters, as the spec requires.
-    pub fn body(&self) -> Vec<u8> {
-        let message: String = self
-            .to_string()
-            .chars()
-            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
-            .take(500)
-            .collect();
-        serde_json::json!({ "errorName": self.name(), "errorMessage": message }).to_string().into_bytes()
     }
 }
 

@@ -1,13 +1,14 @@
-//! The HTTPS server: accept loop, TLS handshakes, HTTP/1.1 and HTTP/2 (hyper), the per-request
-//! pipeline (route → method → concurrency → body → SigV4 → API), one log line per request, and
-//! graceful shutdown.
+//! hyok-xks's HTTP side: the per-request pipeline (body → route → method → concurrency → SigV4
+//! → API, one log line per request) and the credentials reloader, over the front-end toolkit's
+//! HTTPS accept loop ([`hyok_frontend::https::serve`]).
 
 use crate::api::RequestMetadata;
 use crate::error::XksError;
 use crate::service::Xks;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
+use hyok_frontend::body::{self, BodyError};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
@@ -54,8 +55,7 @@ impl Pipeline {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path();
-        if path == PING_PATH {
+        if parts.uri.path() == PING_PATH {
             // HEAD gets no body: HTTP/2 would send one anyway and the client resets the stream.
             return match parts.method {
                 Method::GET => respond(StatusCode::OK, Bytes::from_static(b"OK\n"), "text/plain"),
@@ -64,15 +64,30 @@ impl Pipeline {
             };
         }
         // The body is read before any answer, even a refusal: an HTTP/2 client whose request
-        // body is left unread sees its stream reset instead of the answer.
-        let max_body = self.xks.max_body();
-        let body = match Limited::new(body, max_body).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                Err(XksError::UnsupportedOperation(format!("request body is larger than {max_body} bytes")))
-            }
-            Err(_) => Err(XksError::Validation("the request body could not be read".into())),
-        };
+        // body is left unread sees its stream reset instead of the answer. An oversized one is
+        // read and discarded up to a bound (UnsupportedOperationException, as the spec says
+        // for inputs larger than supported); beyond that the answer also closes the connection.
+        let read = body::read(body, self.xks.max_body()).await;
+        let close = read.as_ref().is_err_and(BodyError::must_close);
+        let body = read.map_err(|e| match e {
+            BodyError::TooLarge { .. } => XksError::UnsupportedOperation(e.to_string()),
+            _ => XksError::Validation(e.to_string()),
+        });
+        let mut response = self.answer(&parts, body, started).await;
+        if close {
+            body::close_connection(parts.version, &mut response);
+        }
+        response
+    }
+
+    /// The answer to a request (not `/ping`) whose body has been read.
+    async fn answer(
+        &self,
+        parts: &http::request::Parts,
+        body: Result<Bytes, XksError>,
+        started: Instant,
+    ) -> Response<Full<Bytes>> {
+        let path = parts.uri.path();
         let route = match self.xks.route(path) {
             Ok(route) => route,
             Err(e) => {
@@ -85,7 +100,10 @@ impl Pipeline {
         }
         let body = match body {
             Ok(body) => body,
-            Err(e) => return error_response(&e),
+            Err(e) => {
+                tracing::info!(api = route.api.name(), status = e.status().as_u16(), error = e.name(), message = %e, "refused");
+                return error_response(&e);
+            }
         };
         // Bounded concurrency: a full house is ThrottlingException at once, never a queue.
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
@@ -161,6 +179,6 @@ pub async fn serve(
         let pipeline = pipeline.clone();
         async move { pipeline.handle(request).await }
     };
-    hyok_client::https::serve(handle, acceptor, listener, shutdown).await;
+    hyok_frontend::https::serve(handle, acceptor, listener, shutdown).await;
     reloader.abort();
 }

@@ -2,6 +2,7 @@
 //! own — mutual TLS with a client CA and subject name, SigV4 credentials reloaded without a
 //! restart, and a clean DependencyTimeoutException when the coordinator cannot be reached.
 
+use hyok_frontend::{ConfigFile as _, Frontend as _};
 use hyok_xks::client::{self, Connection, Target};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
@@ -84,7 +85,7 @@ async fn start(pki: &Pki, mtls: bool, credentials: &Path) -> String {
     let config = hyok_xks::Config::load(&path).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(hyok_xks::run(config, listener, std::future::pending()));
+    tokio::spawn(config.run(listener, std::future::pending()));
     format!("https://localhost:{port}/test/kms/xks/v1")
 }
 
@@ -252,5 +253,34 @@ async fn tls_1_2_clients_are_served() {
         let name = rustls::pki_types::ServerName::try_from(host.clone()).unwrap();
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();
         assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version), "{:?}", version.version);
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_unsupported_operation_not_a_dropped_connection() {
+    let pki = Pki::new();
+    let cred = credential();
+    let creds = pki.path("creds.toml");
+    std::fs::write(&creds, hyok_xks::credentials::to_file_text(std::slice::from_ref(&cred)).as_bytes()).unwrap();
+    let url = start(&pki, false, &creds).await;
+    let target = target(&url, &cred);
+    for h2 in [false, true] {
+        // ~200 KB is read and discarded whole, and the connection serves on; ~2 MB is read up
+        // to the toolkit's bound, answered, and (HTTP/1.1) the connection closed.
+        for (size, drained) in [(200 * 1024, true), (2 * 1024 * 1024, false)] {
+            let conn = client::connect(&url, &pki.path("ca.pem"), h2, None).await.unwrap();
+            let body = vec![b' '; size];
+            let answer = conn
+                .post_signed(&target, "/keys/k/encrypt", &body, SystemTime::now())
+                .await
+                .unwrap_or_else(|e| panic!("{size} bytes over h2={h2}: {e:#}"));
+            assert_eq!(answer.status, 501, "{size} bytes over h2={h2}: {:?}", answer.json);
+            assert_eq!(answer.json["errorName"], "UnsupportedOperationException");
+            let closes = answer.headers.get(http::header::CONNECTION).is_some_and(|v| v == "close");
+            assert_eq!(closes, !h2 && !drained, "{size} bytes over h2={h2}");
+            if h2 || drained {
+                assert_eq!(health(&conn, &target).await.status, 200, "{size} bytes over h2={h2}");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
-//! The HTTPS accept loop the front-ends (hyok-xks, hyok-dke) share: a time limit on each TLS
-//! handshake, HTTP/1.1 and HTTP/2 on every connection (hyper), and a graceful shutdown that
-//! lets open connections finish for a few seconds.
+//! The HTTPS accept loop of the front-ends: a time limit on each TLS handshake, HTTP/1.1 and
+//! HTTP/2 on every connection (hyper), and a graceful shutdown that lets open connections finish
+//! for a few seconds. The TLS configuration comes from [`crate::tls::server_config`]; the
+//! handler reads bodies with [`crate::body::read`].
 
 use bytes::Bytes;
 use http::{Request, Response};

@@ -2,7 +2,7 @@
 
 use crate::roles::Role;
 use crate::tls::TlsFiles;
-use hyok_proto::v1::key_vault_client::KeyVaultClient;
+use crate::v1::key_vault_client::KeyVaultClient;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 

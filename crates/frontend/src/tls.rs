@@ -1,7 +1,8 @@
-//! HTTPS for hyok-xks: rustls (ring), TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`, and optional
-//! mutual TLS that ends the handshake unless the client certificate chains to the configured CA
-//! *and* carries the configured subject name (as a DNS SAN or as the subject common name: KMS
-//! presents `cks.kms.<region>.amazonaws.com`).
+//! The front-ends' HTTPS server configuration: rustls (ring), TLS 1.2 and 1.3, ALPN `h2` and
+//! `http/1.1`, and optional mutual TLS that ends the handshake unless the client certificate
+//! chains to the configured CA *and* carries the configured subject name (as a DNS SAN or as the
+//! subject common name: KMS presents `cks.kms.<region>.amazonaws.com`). Without `client_ca`
+//! (hyok-dke: Office authenticates with a bearer token) no client certificate is asked for.
 
 use crate::config::HttpsTls;
 use anyhow::{Context, Result};
@@ -14,6 +15,9 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConf
 use std::sync::Arc;
 
 /// The server configuration for `tls`.
+///
+/// # Errors
+/// If the files cannot be read or do not fit together.
 pub fn server_config(tls: &HttpsTls) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = CertificateDer::pem_file_iter(&tls.cert)

@@ -15,6 +15,14 @@ use tokio::time::Instant;
 const ALL_USAGES: [pb::KeyUsage; 4] =
     [pb::KeyUsage::Encrypt, pb::KeyUsage::Decrypt, pb::KeyUsage::Wrap, pb::KeyUsage::Unwrap];
 
+/// The version after `highest` (a number read from nodes): refused, never wrapped to 0, when
+/// `highest` is already `u32::MAX`.
+fn next_version(key_id: &str, highest: u32) -> Result<u32, CoordError> {
+    highest
+        .checked_add(1)
+        .ok_or_else(|| CoordError::Precondition(format!("key {key_id} is at the highest version number ({highest})")))
+}
+
 /// DKGs get more time than single operations.
 const DKG_BUDGET: Duration = Duration::from_secs(30);
 
@@ -80,13 +88,9 @@ impl Vault {
             CoordError::NotFound(format!("no key {key_id} (held by fewer than {} nodes)", self.pool.threshold()))
         })?;
         let highest = answers.iter().flat_map(|(_, s)| s.versions.iter().map(|v| v.version)).max().unwrap_or(0);
-        let version = highest
-            .max(view.primary().map_or(0, |v| v.version))
-            .checked_add(1)
-            .ok_or_else(|| CoordError::Precondition(format!("key {key_id} has no version number left")))?;
         let req = DkgRequest {
             key_id: key_id.to_owned(),
-            version,
+            version: next_version(key_id, highest.max(view.primary().map_or(0, |v| v.version)))?,
             usages: view.usages.clone(),
             request_id: request_id.to_owned(),
         };
@@ -241,5 +245,17 @@ impl Vault {
             keys,
             coordinator_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_after_the_highest_number_is_refused_not_wrapped() {
+        assert_eq!(next_version("k", 0).unwrap(), 1);
+        assert_eq!(next_version("k", u32::MAX - 1).unwrap(), u32::MAX);
+        assert!(matches!(next_version("k", u32::MAX), Err(CoordError::Precondition(_))));
     }
 }

@@ -169,7 +169,7 @@ impl Config {
         Ok(())
     }
 
-    /// The TLS files as `hyok-client` takes them.
+    /// The TLS files as `hyok_proto::TlsFiles` takes them.
     pub fn tls_files(&self) -> TlsFiles {
         TlsFiles { ca: self.tls.ca.clone(), cert: self.tls.cert.clone(), key: self.tls.key.clone() }
     }

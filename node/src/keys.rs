@@ -39,24 +39,67 @@ pub enum KeyError {
 #[derive(Debug, Default)]
 pub struct KeyCache {
     versions: RwLock<HashMap<(String, u32), Arc<LoadedVersion>>>,
-    policies: RwLock<HashMap<String, KeyMeta>>,
+    policies: RwLock<Policies>,
+}
+
+/// Cached key policies, and a count of policy changes. A reader that missed the cache notes
+/// the count before it reads the store and caches what it read only if the count is unchanged:
+/// a change committed in between (store written and flushed, then the count bumped, under this
+/// lock) may have written the store after the read, so what was read may be the old policy.
+#[derive(Debug, Default)]
+struct Policies {
+    by_key: HashMap<String, KeyMeta>,
+    changes: u64,
 }
 
 impl KeyCache {
     /// The policy of `key_id` (cached).
     pub fn policy(&self, store: &Store, key_id: &str) -> Result<KeyMeta, KeyError> {
-        if let Some(meta) = self.policies.read().map_err(|_| KeyError::Internal)?.get(key_id) {
-            return Ok(*meta);
-        }
-        let meta = store
-            .key(key_id)
+        self.policy_from(key_id, || store.ec().key(key_id))
+    }
+
+    /// The cached policy of `key_id`, or what `read` finds in the store, cached unless a policy
+    /// change committed since this call began (see [`Policies`]).
+    fn policy_from(
+        &self,
+        key_id: &str,
+        read: impl FnOnce() -> hyok_store::Result<Option<KeyMeta>>,
+    ) -> Result<KeyMeta, KeyError> {
+        let changes = {
+            let policies = self.policies.read().map_err(|_| KeyError::Internal)?;
+            if let Some(meta) = policies.by_key.get(key_id) {
+                return Ok(*meta);
+            }
+            policies.changes
+        };
+        let meta = read()
             .map_err(|e| {
                 tracing::error!(error = %e, key_id, "reading key policy");
                 KeyError::Internal
             })?
             .ok_or(KeyError::NotFound)?;
-        self.policies.write().map_err(|_| KeyError::Internal)?.insert(key_id.to_owned(), meta);
+        let mut policies = self.policies.write().map_err(|_| KeyError::Internal)?;
+        if policies.changes == changes {
+            policies.by_key.insert(key_id.to_owned(), meta);
+        }
         Ok(meta)
+    }
+
+    /// Turns the EC key `key_id` on or off in the store (flushed), then drops its cached policy
+    /// so that no read in flight can cache the old one. Returns the new policy.
+    pub fn set_enabled(&self, store: &Store, key_id: &str, enabled: bool) -> hyok_store::Result<KeyMeta> {
+        let meta = store.ec().set_enabled(key_id, enabled)?;
+        self.policy_changed(key_id);
+        Ok(meta)
+    }
+
+    /// Records that `key_id`'s policy changed in the store: forgets the cached policy and counts
+    /// the change, so a read that began before it caches nothing. Call it after the store write
+    /// is flushed. A poisoned lock is taken over rather than skipped: the change must land.
+    fn policy_changed(&self, key_id: &str) {
+        let mut policies = self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        policies.changes = policies.changes.wrapping_add(1);
+        policies.by_key.remove(key_id);
     }
 
     /// Checks policy (`enabled`, `usage`) and returns the unsealed version.
@@ -72,7 +115,7 @@ impl KeyCache {
         if let Some(v) = self.versions.read().map_err(|_| KeyError::Internal)?.get(&cache_key) {
             return Ok(v.clone());
         }
-        let (share_bytes, package_bytes) = store.active_share(key_id, version).map_err(|e| match e {
+        let (share_bytes, package_bytes) = store.ec().active_share(key_id, version).map_err(|e| match e {
             hyok_store::Error::NotFound(_) => KeyError::NotFound,
             hyok_store::Error::Pending(_) => KeyError::Pending,
             other => {
@@ -86,11 +129,55 @@ impl KeyCache {
         self.versions.write().map_err(|_| KeyError::Internal)?.insert(cache_key, loaded.clone());
         Ok(loaded)
     }
+}
 
-    /// Forgets a key's cached policy (after it changed in the store).
-    pub fn invalidate_policy(&self, key_id: &str) {
-        if let Ok(mut p) = self.policies.write() {
-            p.remove(key_id);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyok_store::{SealKey, Usages};
+
+    fn store_with_key(dir: &std::path::Path) -> Store {
+        let seal = SealKey::create(dir.join("seal.key")).unwrap();
+        let store = Store::open(dir.join("db"), seal).unwrap();
+        store.ec().put_pending("k", 1, Usages::ALL, b"share", b"package", 1).unwrap();
+        store.ec().activate("k", 1).unwrap();
+        store
+    }
+
+    /// The race: a partial misses the cache and reads the policy (enabled); the operator's
+    /// disable is written, flushed and the cache entry dropped; then the partial caches what it
+    /// read. The disable must still hold for every later request.
+    #[test]
+    fn a_policy_read_that_raced_a_disable_does_not_cache_the_old_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_key(dir.path());
+        let cache = KeyCache::default();
+        let before = store.ec().key("k").unwrap();
+        assert!(before.is_some_and(|m| m.enabled));
+        let raced = cache
+            .policy_from("k", || {
+                // Between the partial's store read and its cache insert, the disable commits.
+                assert!(!cache.set_enabled(&store, "k", false).unwrap().enabled);
+                Ok(before)
+            })
+            .unwrap();
+        assert!(raced.enabled, "the racing read itself was ordered before the disable");
+        assert!(!cache.policy(&store, "k").unwrap().enabled, "the disable is not lost");
+        assert_eq!(cache.usable(&store, "k", 1, Usages::ENCRYPT).unwrap_err(), KeyError::Disabled);
+    }
+
+    #[test]
+    fn a_policy_read_with_no_change_in_between_is_cached_and_a_change_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_key(dir.path());
+        let cache = KeyCache::default();
+        assert!(cache.policy(&store, "k").unwrap().enabled);
+        let cached = cache.policy_from("k", || panic!("a cached policy is not read again")).unwrap();
+        assert!(cached.enabled);
+        cache.set_enabled(&store, "k", false).unwrap();
+        assert!(!cache.policy(&store, "k").unwrap().enabled);
+        cache.set_enabled(&store, "k", true).unwrap();
+        assert!(cache.policy(&store, "k").unwrap().enabled);
+        assert_eq!(cache.policy(&store, "none").unwrap_err(), KeyError::NotFound);
     }
 }

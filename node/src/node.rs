@@ -201,13 +201,13 @@ impl Node {
     /// `GetIdentity`.
     pub fn identity(&self) -> Result<pb::GetIdentityResponse, NodeError> {
         let mut key_count = 0u32;
-        for key_id in self.store.list_keys()? {
-            if self.store.versions(&key_id)?.iter().any(|v| v.active) {
+        for key_id in self.store.ec().list()? {
+            if self.store.ec().versions(&key_id)?.iter().any(|v| v.active) {
                 key_count += 1;
             }
         }
-        for name in self.store.list_rsa_keys()? {
-            if self.store.rsa_versions(&name)?.iter().any(|v| v.active) {
+        for name in self.store.rsa().list()? {
+            if self.store.rsa().versions(&name)?.iter().any(|v| v.active) {
                 key_count += 1;
             }
         }
@@ -387,22 +387,22 @@ impl Node {
         if usages == 0 {
             return Err(NodeError::Invalid("a key needs at least one usage".into()));
         }
-        if let Some(meta) = self.store.key(&req.key_id)?
+        if let Some(meta) = self.store.ec().key(&req.key_id)?
             && meta.usages.0 != usages
         {
             return Err(NodeError::Precondition("usage differs from the key's existing usage".into()));
         }
-        if self.store.versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active) {
+        if self.store.ec().versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active) {
             return Err(NodeError::Precondition(format!("{}/{} already exists", req.key_id, req.version)));
         }
         // A PENDING version of this key and version is left over from a run that never
         // committed: this new run replaces it (and any session still open for it).
-        if self.store.versions(&req.key_id)?.iter().any(|v| v.version == req.version && !v.active) {
+        if self.store.ec().versions(&req.key_id)?.iter().any(|v| v.version == req.version && !v.active) {
             self.with_sessions(|order, map| {
                 map.retain(|_, s| !(s.meta().key_id == req.key_id && s.meta().version == req.version));
                 order.retain(|id| map.contains_key(id));
             })?;
-            self.store.remove_pending_version(&req.key_id, req.version)?;
+            self.store.ec().remove_pending(&req.key_id, req.version)?;
         }
         let mut participants = BTreeMap::new();
         for p in &req.participants {
@@ -447,7 +447,7 @@ impl Node {
         };
         let output = secret.finish(&packages).map_err(|e| NodeError::Precondition(e.to_string()))?;
         let package = output.package.to_bytes();
-        self.store.put_pending_version(
+        self.store.ec().put_pending(
             &meta.key_id,
             meta.version,
             meta.usages,
@@ -467,7 +467,7 @@ impl Node {
             self.put_session(&req.session_id, session)?;
             return Err(NodeError::Precondition("DKG session is not finished".into()));
         };
-        self.store.activate_version(&meta.key_id, meta.version)?;
+        self.store.ec().activate(&meta.key_id, meta.version)?;
         self.audit(&[self.event(&meta.key_id, meta.version, "dkg:commit", "", caller)])?;
         Ok(())
     }
@@ -477,7 +477,7 @@ impl Node {
         if let Ok(session) = self.take_session(&req.session_id) {
             let meta = session.meta();
             if matches!(session, Session::Finished(_)) {
-                self.store.remove_pending_version(&meta.key_id, meta.version)?;
+                self.store.ec().remove_pending(&meta.key_id, meta.version)?;
             }
         }
         Ok(())
@@ -485,9 +485,10 @@ impl Node {
 
     /// This node's view of one key.
     pub fn key_state(&self, key_id: &str) -> Result<pb::NodeKeyState, NodeError> {
-        let meta = self.store.key(key_id)?.ok_or_else(|| NodeError::NotFound(key_id.to_owned()))?;
+        let meta = self.store.ec().key(key_id)?.ok_or_else(|| NodeError::NotFound(key_id.to_owned()))?;
         let versions = self
             .store
+            .ec()
             .versions(key_id)?
             .into_iter()
             .map(|v| pb::NodeKeyVersion {
@@ -507,7 +508,7 @@ impl Node {
 
     /// Every key on this node.
     pub fn key_states(&self) -> Result<Vec<pb::NodeKeyState>, NodeError> {
-        self.store.list_keys()?.iter().map(|k| self.key_state(k)).collect()
+        self.store.ec().list()?.iter().map(|k| self.key_state(k)).collect()
     }
 
     /// `SetKeyEnabled` (flushed and audited).
@@ -518,17 +519,16 @@ impl Node {
     /// `GetRsaKeyState`).
     pub fn set_enabled(&self, req: &pb::SetKeyEnabledRequest, caller: &str) -> Result<pb::NodeKeyState, NodeError> {
         hyok_proto::validate_key_id(&req.key_id).map_err(|e| NodeError::Invalid(e.to_owned()))?;
-        let ec = self.store.key(&req.key_id)?.is_some();
-        let rsa = self.store.rsa_key(&req.key_id)?.is_some();
+        let ec = self.store.ec().key(&req.key_id)?.is_some();
+        let rsa = self.store.rsa().key(&req.key_id)?.is_some();
         if !ec && !rsa {
             return Err(NodeError::NotFound(req.key_id.clone()));
         }
         if ec {
-            self.store.set_enabled(&req.key_id, req.enabled)?;
-            self.keys.invalidate_policy(&req.key_id);
+            self.keys.set_enabled(&self.store, &req.key_id, req.enabled)?;
         }
         if rsa {
-            self.store.set_rsa_enabled(&req.key_id, req.enabled)?;
+            self.store.rsa().set_enabled(&req.key_id, req.enabled)?;
         }
         let op = if req.enabled { "enable" } else { "disable" };
         self.audit(&[self.event(&req.key_id, 0, op, &req.request_id, caller)])?;

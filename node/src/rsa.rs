@@ -7,6 +7,7 @@
 
 use crate::node::{Node, NodeError, now_ms};
 use hyok_proto::v1 as pb;
+use hyok_store::Usages;
 use hyok_threshold::Wire;
 use hyok_threshold::rsa::seal::{SealedRsaShare, ShareBinding};
 use hyok_threshold::rsa::{RsaKeyShare, RsaPublicPackage, partial};
@@ -75,19 +76,20 @@ impl Node {
         }
         partial::evaluate(&share, &package, &probe)
             .map_err(|_| NodeError::Invalid("RSA share does not fit its package".into()))?;
-        match self.store().rsa_version(&req.name, req.version)? {
+        match self.store().rsa().version(&req.name, req.version)? {
             Some(v) if v.active => {
                 return Err(NodeError::Exists(format!("RSA key {}/{} already exists", req.name, req.version)));
             }
             Some(_) => {
-                self.store().remove_pending_rsa_version(&req.name, req.version)?;
+                self.store().rsa().remove_pending(&req.name, req.version)?;
                 self.rsa_keys().forget(&req.name, req.version);
             }
             None => {}
         }
-        self.store().put_pending_rsa_version(
+        self.store().rsa().put_pending(
             &req.name,
             req.version,
+            Usages(Usages::DECRYPT),
             &share.to_secret_bytes(),
             &package.to_bytes(),
             now_ms(),
@@ -101,12 +103,12 @@ impl Node {
     pub fn rsa_commit(&self, req: &pb::RsaCommitRequest, caller: &str) -> Result<pb::RsaCommitResponse, NodeError> {
         check_name_version(&req.name, req.version)?;
         if req.commit {
-            self.store().activate_rsa_version(&req.name, req.version)?;
+            self.store().rsa().activate(&req.name, req.version)?;
         } else {
-            if self.store().rsa_version(&req.name, req.version)?.is_some_and(|v| v.active) {
+            if self.store().rsa().version(&req.name, req.version)?.is_some_and(|v| v.active) {
                 return Err(NodeError::Exists(format!("RSA key {}/{} is active", req.name, req.version)));
             }
-            self.store().remove_pending_rsa_version(&req.name, req.version)?;
+            self.store().rsa().remove_pending(&req.name, req.version)?;
             self.rsa_keys().forget(&req.name, req.version);
         }
         let op = if req.commit { "rsa:commit" } else { "rsa:abort" };
@@ -119,8 +121,11 @@ impl Node {
     pub fn rsa_partial(&self, req: &pb::RsaPartialRequest, caller: &str) -> Result<pb::RsaPartialResponse, NodeError> {
         let computed = (|| {
             check_name_version(&req.name, req.version)?;
-            let meta =
-                self.store().rsa_key(&req.name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {}", req.name)))?;
+            let meta = self
+                .store()
+                .rsa()
+                .key(&req.name)?
+                .ok_or_else(|| NodeError::NotFound(format!("RSA key {}", req.name)))?;
             if !meta.enabled {
                 return Err(NodeError::Disabled(format!("RSA key {} is disabled on this node", req.name)));
             }
@@ -146,7 +151,7 @@ impl Node {
         if let Some(v) = self.rsa_keys().get(name, version) {
             return Ok(v);
         }
-        let (share, package) = self.store().active_rsa_share(name, version).map_err(|e| match e {
+        let (share, package) = self.store().rsa().active_share(name, version).map_err(|e| match e {
             hyok_store::Error::NotFound(_) => NodeError::NotFound(format!("RSA key version {name}/{version}")),
             hyok_store::Error::Pending(_) => {
                 NodeError::Precondition(format!("RSA key version {name}/{version} is pending"))
@@ -169,10 +174,11 @@ impl Node {
     /// This node's view of one RSA key.
     pub fn rsa_key_state(&self, name: &str) -> Result<pb::NodeRsaKeyState, NodeError> {
         hyok_proto::validate_key_id(name).map_err(|e| NodeError::Invalid(e.to_owned()))?;
-        let meta = self.store().rsa_key(name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {name}")))?;
+        let meta = self.store().rsa().key(name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {name}")))?;
         let versions = self
             .store()
-            .rsa_versions(name)?
+            .rsa()
+            .versions(name)?
             .into_iter()
             .map(|v| pb::NodeRsaKeyVersion {
                 version: v.version,
@@ -186,6 +192,6 @@ impl Node {
 
     /// Every RSA key on this node.
     pub fn rsa_key_states(&self) -> Result<Vec<pb::NodeRsaKeyState>, NodeError> {
-        self.store().list_rsa_keys()?.iter().map(|k| self.rsa_key_state(k)).collect()
+        self.store().rsa().list()?.iter().map(|k| self.rsa_key_state(k)).collect()
     }
 }

@@ -17,6 +17,10 @@ fn nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
 }
 
 fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {
+    create_key_version(nodes, key_id, 1, t)
+}
+
+fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> PublicKeyPackage {
     let participants: Vec<pb::Participant> = nodes
         .iter()
         .map(|n| {
@@ -31,7 +35,7 @@ fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {
             let req = pb::DkgRound1Request {
                 session_id: session.clone(),
                 key_id: key_id.into(),
-                version: 1,
+                version,
                 threshold: t,
                 participants: participants.clone(),
                 usages: vec![pb::KeyUsage::Encrypt as i32, pb::KeyUsage::Decrypt as i32],
@@ -55,7 +59,7 @@ fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {
         })
         .collect();
     assert!(packages.iter().all(|p| p == &packages[0]), "every node agrees on the public package");
-    let item = evaluate_item(key_id);
+    let item = pb::EvaluateItem { version, ..evaluate_item(key_id) };
     // Pending until committed: no node serves it yet.
     assert!(matches!(
         nodes[0].evaluate_batch(&[item], "admin").unwrap()[0].result,
@@ -161,4 +165,30 @@ fn an_encryption_is_evaluated_on_a_seed_the_node_derives_so_encrypt_never_decryp
     decrypt.operation = pb::Operation::Decrypt as i32;
     let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &decrypt).unwrap()).collect();
     assert!(dprf::vartime_find_invalid(&package, &on_captured, &partials, &mut rand::rng()).unwrap().is_empty());
+}
+
+#[test]
+fn a_key_at_the_highest_version_number_is_created_served_and_listed_and_version_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 2);
+    let package = create_key_version(&nodes, "top", u32::MAX, 2);
+    let item = pb::EvaluateItem { version: u32::MAX, ..evaluate_item("top") };
+    let input = DprfInput::new("top", u32::MAX, dprf::encryption_seed("top", u32::MAX, &[3; 16])).unwrap();
+    let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &item).unwrap()).collect();
+    assert!(dprf::vartime_find_invalid(&package, &input, &partials, &mut rand::rng()).unwrap().is_empty());
+    let state = nodes[0].key_state("top").unwrap();
+    assert_eq!(state.versions.iter().map(|v| (v.version, v.active)).collect::<Vec<_>>(), vec![(u32::MAX, true)]);
+    assert_eq!(nodes[0].identity().unwrap().key_count, 1);
+    // A version that does not exist (0 wrapped from u32::MAX + 1 would be one) is refused.
+    assert_eq!(partial(&nodes[0], &evaluate_item("top")).unwrap_err().code, pb::item_error::Code::NotFound as i32);
+    let round1 = pb::DkgRound1Request {
+        session_id: b"s0".to_vec(),
+        key_id: "top".into(),
+        version: 0,
+        threshold: 2,
+        participants: Vec::new(),
+        usages: vec![pb::KeyUsage::Encrypt as i32],
+        request_id: "r".into(),
+    };
+    assert!(matches!(nodes[0].dkg_round1(&round1, "admin"), Err(hyok_node::node::NodeError::Invalid(_))));
 }

@@ -208,3 +208,20 @@ fn hostile_rsa_requests_are_refused_without_a_panic() {
     }
     assert_eq!(nodes[0].rsa_key_state("dke").unwrap().versions.len(), 1, "nothing was stored");
 }
+
+#[test]
+fn an_rsa_key_at_the_highest_version_number_is_stored_committed_and_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 2);
+    let (requests, package) = ceremony(&nodes, "dke", u32::MAX, 2);
+    for (node, req) in nodes.iter().zip(&requests) {
+        node.rsa_store(req, "admin").unwrap();
+        commit(node, "dke", u32::MAX, true).unwrap();
+    }
+    let ciphertext = oaep::encrypt(package.public_key(), b"top", &mut rand::rng()).unwrap();
+    let partials: Vec<RsaPartial> =
+        nodes.iter().map(|n| partial(n, &partial_req("dke", u32::MAX, &ciphertext)).unwrap()).collect();
+    assert_eq!(&combine::decrypt(&package, &ciphertext, &partials).unwrap().value[..], b"top");
+    assert_eq!(nodes[0].rsa_key_state("dke").unwrap().versions[0].version, u32::MAX);
+    assert!(matches!(partial(&nodes[0], &partial_req("dke", 0, &ciphertext)), Err(NodeError::Invalid(_))));
+}

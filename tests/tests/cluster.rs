@@ -199,10 +199,10 @@ async fn a_node_with_a_corrupted_share_is_named_and_outvoted() {
         let data = cluster.data_dir(2).unwrap();
         let seal = hyok_store::SealKey::load(data.join("seal.key")).unwrap();
         let store = hyok_store::Store::open(data.join("db"), seal).unwrap();
-        let (share, _) = store.active_share(KEY, 1).unwrap();
+        let (share, _) = store.ec().active_share(KEY, 1).unwrap();
         let mut wrong = share.to_vec();
         wrong[4] ^= 1; // the scalar's lowest byte: still a canonical scalar, now the wrong one
-        store.dangerous_replace_share(KEY, 1, &wrong).unwrap();
+        store.ec().dangerous_replace_share(KEY, 1, &wrong).unwrap();
     }
     cluster.restart_node(2).unwrap();
 

@@ -203,10 +203,10 @@ async fn a_node_with_a_corrupted_rsa_share_is_outvoted_and_named() {
         let data = cluster.data_dir(2).unwrap();
         let seal = hyok_store::SealKey::load(data.join("seal.key")).unwrap();
         let store = hyok_store::Store::open(data.join("db"), seal).unwrap();
-        let (share, _) = store.active_rsa_share("dke", 1).unwrap();
+        let (share, _) = store.rsa().active_share("dke", 1).unwrap();
         let mut wrong = share.to_vec();
         *wrong.last_mut().unwrap() ^= 1;
-        store.dangerous_replace_rsa_share("dke", 1, &wrong).unwrap();
+        store.rsa().dangerous_replace_share("dke", 1, &wrong).unwrap();
     }
     cluster.restart_node(2).unwrap();
 

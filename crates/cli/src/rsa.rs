@@ -124,7 +124,12 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, pins: &BTree
 
     // The next version: one more than the highest the cluster trusts (1 for a new name).
     let version = match client.get_rsa_key(pb::GetRsaKeyRequest { name: name.into() }).await {
-        Ok(info) => info.into_inner().versions.iter().map(|v| v.version).max().unwrap_or(0) + 1,
+        Ok(info) => {
+            let highest = info.into_inner().versions.iter().map(|v| v.version).max().unwrap_or(0);
+            highest
+                .checked_add(1)
+                .ok_or_else(|| anyhow::anyhow!("RSA key {name} is at the highest version ({highest})"))?
+        }
         Err(s) if s.code() == tonic::Code::NotFound => 1,
         Err(s) => bail!("reading RSA key {name}: {}: {}", s.code(), s.message()),
     };

@@ -1,6 +1,7 @@
-//! Key records: ids, usages, per-key policy, per-version records, and their byte encodings.
+//! Key records: ids, usages, per-key policy, per-version records, their byte encodings, and the
+//! key families ([`Family`]: [`Ec`], [`Rsa`]) that keep them in separate trees.
 //!
-//! Two sled trees hold them (see [`crate::store`]):
+//! Each family has two sled trees (see [`crate::store`]), with the same layout:
 //!
 //! ```text
 //! keys:     key_id                           → 0x01 ‖ usages ‖ enabled ‖ u64be(created_at_ms)
@@ -8,13 +9,16 @@
 //!                                              ‖ u32be(len package) ‖ package ‖ sealed share
 //! ```
 //!
-//! `state` is `0` (pending) or `1` (active). A key id never contains `0x00`, so a scan of
-//! `key_id ‖ 0x00` sees exactly that key's versions, in ascending version order. The sealed
-//! share's associated data is `"hyok/v1/share/{key_id}/{version}"`, so a share sealed for one
-//! key version does not open as another's, nor as the identity secret (`"hyok/v1/identity"`).
+//! | family  | policy tree | versions tree  | share sealed under                        | usages       |
+//! |---------|-------------|----------------|-------------------------------------------|--------------|
+//! | [`Ec`]  | `keys`      | `versions`     | `"hyok/v1/share/{key_id}/{version}"`      | chosen       |
+//! | [`Rsa`] | `rsa_keys`  | `rsa_versions` | `"hyok/v1/rsa-share/{key_id}/{version}"`  | decrypt only |
 //!
-//! Threshold RSA keys use the same layout in two more trees, `rsa_keys` and `rsa_versions`,
-//! with shares sealed under `"hyok/v1/rsa-share/{name}/{version}"` (usages: decrypt only).
+//! `state` is `0` (pending) or `1` (active). A key id never contains `0x00`, so a scan of
+//! `key_id ‖ 0x00` sees exactly that key's versions, in ascending version order. A share's
+//! associated data names its family, key id and version, so a share sealed for one key version
+//! does not open as another's, nor as the other family's, nor as the identity secret
+//! (`"hyok/v1/identity"`). A name may exist in both families; the two never see each other.
 
 use crate::error::{Error, Result};
 
@@ -93,15 +97,57 @@ pub struct VersionInfo {
 
 const RECORD_FORMAT: u8 = 0x01;
 
-/// The associated data a share is sealed under: the record kind, key id and version.
-pub(crate) fn share_aad(key_id: &str, version: u32) -> Vec<u8> {
-    format!("hyok/v1/share/{key_id}/{version}").into_bytes()
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Ec {}
+    impl Sealed for super::Rsa {}
 }
 
-/// The associated data an RSA share is sealed under: distinct from EC shares', so a name in
-/// both families never lets one open as the other.
-pub(crate) fn rsa_share_aad(name: &str, version: u32) -> Vec<u8> {
-    format!("hyok/v1/rsa-share/{name}/{version}").into_bytes()
+/// A family of keys: what differs between EC and threshold RSA keys in the store (the table in
+/// the [module docs](self)). Everything else — records, life cycle, locking, flushing — is one
+/// implementation, reached through [`crate::store::Keys`]. Sealed: the families are the store's.
+pub trait Family: sealed::Sealed + 'static {
+    /// What the family is called in logs and docs.
+    const NAME: &'static str;
+    /// The tree of per-key policy records.
+    const KEYS_TREE: &'static str;
+    /// The tree of version records.
+    const VERSIONS_TREE: &'static str;
+    /// The record kind in a share's associated data, `"hyok/v1/{SHARE_KIND}/{key_id}/{version}"`.
+    const SHARE_KIND: &'static str;
+    /// The usages every key of the family has, if the family fixes them; `None` lets each key
+    /// choose its own at creation.
+    const FIXED_USAGES: Option<Usages>;
+}
+
+/// EC keys (Ristretto255 shares from the DKG): DPRF encrypt/decrypt, wrap/unwrap.
+#[derive(Debug)]
+pub enum Ec {}
+
+/// Threshold RSA keys (Shoup shares from the dealer ceremony): decrypt only.
+#[derive(Debug)]
+pub enum Rsa {}
+
+impl Family for Ec {
+    const NAME: &'static str = "EC";
+    const KEYS_TREE: &'static str = "keys";
+    const VERSIONS_TREE: &'static str = "versions";
+    const SHARE_KIND: &'static str = "share";
+    const FIXED_USAGES: Option<Usages> = None;
+}
+
+impl Family for Rsa {
+    const NAME: &'static str = "RSA";
+    const KEYS_TREE: &'static str = "rsa_keys";
+    const VERSIONS_TREE: &'static str = "rsa_versions";
+    const SHARE_KIND: &'static str = "rsa-share";
+    const FIXED_USAGES: Option<Usages> = Some(Usages(Usages::DECRYPT));
+}
+
+/// The associated data a share of family `F` is sealed under: the record kind, key id and
+/// version.
+pub(crate) fn share_aad<F: Family>(key_id: &str, version: u32) -> Vec<u8> {
+    format!("hyok/v1/{}/{key_id}/{version}", F::SHARE_KIND).into_bytes()
 }
 
 /// The associated data the identity secret is sealed under.

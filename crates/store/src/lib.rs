@@ -6,11 +6,13 @@
 //! - [`seal`]: the node seal key ([`SealKey`], its own file, mode 0600) and AES-256-GCM sealing
 //!   of secrets with the record's identity as associated data.
 //! - [`keys`]: key ids and size limits, [`Usages`], [`KeyMeta`] (per-key policy),
-//!   [`VersionInfo`], and the byte layout of the `keys` and `versions` trees.
+//!   [`VersionInfo`], the byte layout of a family's policy and versions trees, and the key
+//!   families: [`Family`] (what differs: trees, share sealing, usages), [`Ec`], [`Rsa`].
 //! - [`audit`]: the hash-chained audit log's format, limits and verification.
 //! - [`store`]: [`Store`] — the sled database (trees `meta`, `keys`, `versions`, `rsa_keys`,
-//!   `rsa_versions`, `audit`), its
-//!   transactions, locking and flushing.
+//!   `rsa_versions`, `audit`), its transactions, locking and flushing — and [`Keys`], the
+//!   handle on one family's keys ([`Store::ec`], [`Store::rsa`]) on which every key operation
+//!   is written once for both families.
 //! - `error`: [`Error`], the one error type; it never carries secret bytes.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
@@ -23,6 +25,6 @@ pub mod store;
 
 pub use audit::{AuditBreak, AuditEntry, AuditEvent};
 pub use error::{Error, Result};
-pub use keys::{KeyMeta, Usages, VersionInfo};
+pub use keys::{Ec, Family, KeyMeta, Rsa, Usages, VersionInfo};
 pub use seal::SealKey;
-pub use store::Store;
+pub use store::{Keys, Store};

@@ -1,25 +1,30 @@
 //! The store itself: one sled database per node.
 //!
 //! Trees: `meta` (the sealed identity secret under `identity`, the audit chain's head under
-//! `audit_head`), `keys` and `versions` for EC keys and `rsa_keys` and `rsa_versions` for
-//! threshold RSA keys (see [`crate::keys`]), `audit` (the chain, see
-//! [`crate::audit`]).
+//! `audit_head`), a policy tree and a versions tree per key family — `keys` and `versions` for
+//! EC keys, `rsa_keys` and `rsa_versions` for threshold RSA keys (see [`crate::keys`]) — and
+//! `audit` (the chain, see [`crate::audit`]).
+//!
+//! Key records are reached through a family handle, [`Store::ec`] or [`Store::rsa`]: a
+//! [`Keys`] over that family's trees, on which every key operation is written once.
 //!
 //! **Every mutating method flushes sled to disk before it returns `Ok`** — including calls that
 //! find nothing left to change, since an earlier call may have changed it and then failed to
 //! flush — so a node that acknowledges a change has made it durable. Multi-record changes are
-//! sled transactions, so a crash leaves all of a change or none of it; a lock per record family
-//! serializes writers, so check-then-write sequences do not race.
+//! sled transactions, so a crash leaves all of a change or none of it; one lock serializes the
+//! writers of key records (both families) and another audit appends, so check-then-write
+//! sequences do not race.
 
 use crate::audit::{self, AuditBreak, AuditEntry, AuditEvent, Head};
 use crate::error::{Error, Result};
 use crate::keys::{
-    IDENTITY_AAD, KeyMeta, MAX_PACKAGE, MAX_SHARE, Usages, VersionInfo, VersionRecord, check_key_id, decode_meta,
-    encode_meta, rsa_share_aad, share_aad, version_key, version_prefix,
+    Ec, Family, IDENTITY_AAD, KeyMeta, MAX_PACKAGE, MAX_SHARE, Rsa, Usages, VersionInfo, VersionRecord, check_key_id,
+    decode_meta, encode_meta, share_aad, version_key, version_prefix,
 };
 use crate::seal::SealKey;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
+use std::marker::PhantomData;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use zeroize::Zeroizing;
@@ -27,26 +32,29 @@ use zeroize::Zeroizing;
 const IDENTITY: &[u8] = b"identity";
 const AUDIT_HEAD: &[u8] = b"audit_head";
 
-/// One family of keys: its policy tree, its versions tree, and the associated data its shares
-/// are sealed under. EC and RSA keys are separate families with the same record layout, so a
-/// name may exist in both and a share of one never opens as the other's.
-struct Family {
+/// One family's two trees (see [`Family`]).
+struct Trees {
     keys: sled::Tree,
     versions: sled::Tree,
-    aad: fn(&str, u32) -> Vec<u8>,
+}
+
+impl Trees {
+    fn open<F: Family>(db: &sled::Db) -> Result<Self> {
+        Ok(Trees { keys: db.open_tree(F::KEYS_TREE)?, versions: db.open_tree(F::VERSIONS_TREE)? })
+    }
 }
 
 /// A node's store. Share it between threads by reference (`&Store` / `Arc<Store>`).
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
-    /// EC keys (`keys`, `versions`).
-    ec: Family,
-    /// Threshold RSA keys (`rsa_keys`, `rsa_versions`).
-    rsa: Family,
+    /// EC keys ([`Ec`]).
+    ec: Trees,
+    /// Threshold RSA keys ([`Rsa`]).
+    rsa: Trees,
     audit: sled::Tree,
     seal: SealKey,
-    /// Serializes writers of `keys` and `versions`.
+    /// Serializes writers of key records (every family's trees).
     key_writes: Mutex<()>,
     /// Serializes audit appends.
     audit_writes: Mutex<()>,
@@ -82,12 +90,8 @@ impl Store {
         let db = sled::Config::new().path(dir.as_ref()).flush_every_ms(None).open()?;
         Ok(Store {
             meta: db.open_tree("meta")?,
-            ec: Family { keys: db.open_tree("keys")?, versions: db.open_tree("versions")?, aad: share_aad },
-            rsa: Family {
-                keys: db.open_tree("rsa_keys")?,
-                versions: db.open_tree("rsa_versions")?,
-                aad: rsa_share_aad,
-            },
+            ec: Trees::open::<Ec>(&db)?,
+            rsa: Trees::open::<Rsa>(&db)?,
             audit: db.open_tree("audit")?,
             db,
             seal,
@@ -122,144 +126,16 @@ impl Store {
         Ok(Some(out))
     }
 
-    // ---- EC key versions (DKG) ---------------------------------------------------------
+    // ---- keys ------------------------------------------------------------------------
 
-    /// Stores a new EC key version as PENDING: its share sealed under
-    /// `"hyok/v1/share/{key_id}/{version}"`, its public package, `created_at_ms`. A new key also
-    /// gets its policy record (enabled, with `usages`); an existing key's usages must equal
-    /// `usages`. One transaction; flushed.
-    ///
-    /// Errors: [`Error::Invalid`] for a bad key id, empty or unknown usages, a share over
-    /// [`MAX_SHARE`] or a package over [`MAX_PACKAGE`] bytes, or usages that differ from the
-    /// key's; [`Error::Exists`] if the version exists (pending or active).
-    pub fn put_pending_version(
-        &self,
-        key_id: &str,
-        version: u32,
-        usages: Usages,
-        share: &[u8],
-        package: &[u8],
-        created_at_ms: u64,
-    ) -> Result<()> {
-        self.put_pending_in(&self.ec, key_id, version, usages, share, package, created_at_ms)
+    /// EC keys (shares from the DKG).
+    pub fn ec(&self) -> Keys<'_, Ec> {
+        Keys { store: self, trees: &self.ec, family: PhantomData }
     }
 
-    /// PENDING → ACTIVE (the DKG committed). Idempotent; flushed.
-    /// [`Error::NotFound`] if the version does not exist.
-    pub fn activate_version(&self, key_id: &str, version: u32) -> Result<()> {
-        self.activate_in(&self.ec, key_id, version)
-    }
-
-    /// Removes a PENDING version (an aborted DKG), and the key's policy record if no version is
-    /// left. An ACTIVE version is never removed ([`Error::Exists`]); a missing one is `Ok`.
-    /// One transaction; flushed.
-    pub fn remove_pending_version(&self, key_id: &str, version: u32) -> Result<()> {
-        self.remove_pending_in(&self.ec, key_id, version)
-    }
-
-    /// The unsealed share and public package of an ACTIVE version: the only lookup operations
-    /// use. A PENDING version is [`Error::Pending`] and a missing one [`Error::NotFound`], so an
-    /// uncommitted key is never used.
-    pub fn active_share(&self, key_id: &str, version: u32) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
-        self.active_share_in(&self.ec, key_id, version)
-    }
-
-    /// Test-only: replaces an existing version's share with `share`, sealed like a real one —
-    /// what an attacker holding the seal key could do. Flushed.
-    #[cfg(feature = "dangerous-testing")]
-    pub fn dangerous_replace_share(&self, key_id: &str, version: u32, share: &[u8]) -> Result<()> {
-        self.dangerous_replace_share_in(&self.ec, key_id, version, share)
-    }
-
-    /// One version's public side (pending or active), if it exists.
-    pub fn version(&self, key_id: &str, version: u32) -> Result<Option<VersionInfo>> {
-        self.version_in(&self.ec, key_id, version)
-    }
-
-    /// Every version of a key (pending ones included), ascending.
-    pub fn versions(&self, key_id: &str) -> Result<Vec<VersionInfo>> {
-        self.versions_in(&self.ec, key_id)
-    }
-
-    /// A key's local policy, if the key exists.
-    pub fn key(&self, key_id: &str) -> Result<Option<KeyMeta>> {
-        self.key_in(&self.ec, key_id)
-    }
-
-    /// Every key id (with at least one version, pending or active), ascending.
-    pub fn list_keys(&self) -> Result<Vec<String>> {
-        self.list_keys_in(&self.ec)
-    }
-
-    /// Turns this node's service of a key on or off; returns the new policy. Flushed.
-    pub fn set_enabled(&self, key_id: &str, enabled: bool) -> Result<KeyMeta> {
-        self.set_enabled_in(&self.ec, key_id, enabled)
-    }
-
-    // ---- threshold RSA key versions (dealer ceremony) ----------------------------------
-    //
-    // The same records, PENDING → ACTIVE life cycle and flushing as EC keys, in their own trees
-    // (`rsa_keys`, `rsa_versions`), with shares sealed under `"hyok/v1/rsa-share/{name}/{version}"`.
-    // An RSA key's policy record has usages [`Usages::DECRYPT`] and its own enabled flag.
-
-    /// Stores a new RSA key version as PENDING (see [`Store::put_pending_version`]); a new name
-    /// also gets its (enabled) policy record. [`Error::Exists`] if the version exists.
-    pub fn put_pending_rsa_version(
-        &self,
-        name: &str,
-        version: u32,
-        share: &[u8],
-        package: &[u8],
-        created_at_ms: u64,
-    ) -> Result<()> {
-        self.put_pending_in(&self.rsa, name, version, Usages(Usages::DECRYPT), share, package, created_at_ms)
-    }
-
-    /// PENDING → ACTIVE for an RSA version. Idempotent; flushed.
-    pub fn activate_rsa_version(&self, name: &str, version: u32) -> Result<()> {
-        self.activate_in(&self.rsa, name, version)
-    }
-
-    /// Removes a PENDING RSA version (an aborted ceremony); see [`Store::remove_pending_version`].
-    pub fn remove_pending_rsa_version(&self, name: &str, version: u32) -> Result<()> {
-        self.remove_pending_in(&self.rsa, name, version)
-    }
-
-    /// The unsealed share and public package of an ACTIVE RSA version ([`Error::Pending`] /
-    /// [`Error::NotFound`] otherwise).
-    pub fn active_rsa_share(&self, name: &str, version: u32) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
-        self.active_share_in(&self.rsa, name, version)
-    }
-
-    /// Test-only: replaces an RSA version's share (see [`Store::dangerous_replace_share`]).
-    #[cfg(feature = "dangerous-testing")]
-    pub fn dangerous_replace_rsa_share(&self, name: &str, version: u32, share: &[u8]) -> Result<()> {
-        self.dangerous_replace_share_in(&self.rsa, name, version, share)
-    }
-
-    /// One RSA version's public side (pending or active), if it exists.
-    pub fn rsa_version(&self, name: &str, version: u32) -> Result<Option<VersionInfo>> {
-        self.version_in(&self.rsa, name, version)
-    }
-
-    /// Every version of an RSA key (pending ones included), ascending.
-    pub fn rsa_versions(&self, name: &str) -> Result<Vec<VersionInfo>> {
-        self.versions_in(&self.rsa, name)
-    }
-
-    /// An RSA key's local policy, if the key exists.
-    pub fn rsa_key(&self, name: &str) -> Result<Option<KeyMeta>> {
-        self.key_in(&self.rsa, name)
-    }
-
-    /// Every RSA key name (with at least one version), ascending.
-    pub fn list_rsa_keys(&self) -> Result<Vec<String>> {
-        self.list_keys_in(&self.rsa)
-    }
-
-    /// Turns this node's service of an RSA key on or off; returns the new policy. Flushed.
-    pub fn set_rsa_enabled(&self, name: &str, enabled: bool) -> Result<KeyMeta> {
-        self.set_enabled_in(&self.rsa, name, enabled)
+    /// Threshold RSA keys (shares from the dealer ceremony; usages [`Usages::DECRYPT`]).
+    pub fn rsa(&self) -> Keys<'_, Rsa> {
+        Keys { store: self, trees: &self.rsa, family: PhantomData }
     }
 
     // ---- audit -------------------------------------------------------------------------
@@ -340,19 +216,43 @@ impl Store {
     }
 }
 
-/// The family-generic record operations behind the EC and RSA methods above.
-impl Store {
-    /// Stores a new version as PENDING: its share sealed under `"hyok/v1/share/{key_id}/{version}"`,
-    /// its public package, `created_at_ms`. A new key also gets its policy record (enabled, with
-    /// `usages`); an existing key's usages must equal `usages`. One transaction; flushed.
+/// One key family's records in a [`Store`]: [`Store::ec`] or [`Store::rsa`]. Each family has its
+/// own trees and share sealing (see [`Family`]), so a name may exist in both and a share of one
+/// never opens as the other's; the life cycle is the same: a version is stored PENDING (its
+/// DKG or ceremony not yet committed), becomes ACTIVE on commit, and only ACTIVE versions are
+/// ever used.
+pub struct Keys<'s, F: Family> {
+    store: &'s Store,
+    trees: &'s Trees,
+    family: PhantomData<F>,
+}
+
+impl<F: Family> Clone for Keys<'_, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F: Family> Copy for Keys<'_, F> {}
+
+impl<F: Family> std::fmt::Debug for Keys<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("family", &F::NAME).finish_non_exhaustive()
+    }
+}
+
+impl<F: Family> Keys<'_, F> {
+    /// Stores a new version as PENDING: its share sealed under
+    /// `"hyok/v1/{F::SHARE_KIND}/{key_id}/{version}"`, its public package, `created_at_ms`. A new
+    /// key also gets its policy record (enabled, with `usages`); an existing key's usages must
+    /// equal `usages`. One transaction; flushed.
     ///
-    /// Errors: [`Error::Invalid`] for a bad key id, empty or unknown usages, a share over
-    /// [`MAX_SHARE`] or a package over [`MAX_PACKAGE`] bytes, or usages that differ from the
-    /// key's; [`Error::Exists`] if the version exists (pending or active).
-    #[allow(clippy::too_many_arguments)]
-    fn put_pending_in(
+    /// Errors: [`Error::Invalid`] for a bad key id, empty or unknown usages, usages other than
+    /// the family's [fixed ones](Family::FIXED_USAGES), a share over [`MAX_SHARE`] or a package
+    /// over [`MAX_PACKAGE`] bytes, or usages that differ from the key's; [`Error::Exists`] if
+    /// the version exists (pending or active).
+    pub fn put_pending(
         &self,
-        fam: &Family,
         key_id: &str,
         version: u32,
         usages: Usages,
@@ -361,7 +261,7 @@ impl Store {
         created_at_ms: u64,
     ) -> Result<()> {
         check_key_id(key_id)?;
-        if !usages.is_valid() {
+        if !usages.is_valid() || F::FIXED_USAGES.is_some_and(|fixed| fixed != usages) {
             return Err(Error::Invalid("usages"));
         }
         if share.len() > MAX_SHARE {
@@ -370,12 +270,12 @@ impl Store {
         if package.len() > MAX_PACKAGE {
             return Err(Error::Invalid("package too large"));
         }
-        let sealed = self.seal.seal(&(fam.aad)(key_id, version), share)?;
+        let sealed = self.store.seal.seal(&share_aad::<F>(key_id, version), share)?;
         let record = VersionRecord { active: false, created_at_ms, package, sealed: &sealed }.encode();
         let meta = encode_meta(&KeyMeta { usages, enabled: true, created_at_ms });
         let vkey = version_key(key_id, version);
-        let _guard = lock(&self.key_writes);
-        (&fam.keys, &fam.versions)
+        let _guard = lock(&self.store.key_writes);
+        (&self.trees.keys, &self.trees.versions)
             .transaction(|(keys, versions)| {
                 if versions.get(&vkey)?.is_some() {
                     return Err(ConflictableTransactionError::Abort(Error::Exists(name(key_id, version))));
@@ -397,39 +297,40 @@ impl Store {
                 Ok(())
             })
             .map_err(tx_error)?;
-        self.flush()
+        self.store.flush()
     }
 
     /// PENDING → ACTIVE (the DKG or ceremony committed). Idempotent; flushed.
     /// [`Error::NotFound`] if the version does not exist.
-    fn activate_in(&self, fam: &Family, key_id: &str, version: u32) -> Result<()> {
+    pub fn activate(&self, key_id: &str, version: u32) -> Result<()> {
         check_key_id(key_id)?;
         let vkey = version_key(key_id, version);
         let name = name(key_id, version);
-        let _guard = lock(&self.key_writes);
-        let value = fam.versions.get(&vkey)?.ok_or_else(|| Error::NotFound(name.clone()))?;
+        let _guard = lock(&self.store.key_writes);
+        let value = self.trees.versions.get(&vkey)?.ok_or_else(|| Error::NotFound(name.clone()))?;
         let r = VersionRecord::decode(&name, &value)?;
         if !r.active {
-            fam.versions.insert(vkey, VersionRecord { active: true, ..r }.encode())?;
+            self.trees.versions.insert(vkey, VersionRecord { active: true, ..r }.encode())?;
         }
-        self.flush()
+        self.store.flush()
     }
 
-    /// Removes a PENDING version (an aborted DKG), and the key's policy record if no version is
-    /// left. An ACTIVE version is never removed ([`Error::Exists`]); a missing one is `Ok`.
-    /// One transaction; flushed.
-    fn remove_pending_in(&self, fam: &Family, key_id: &str, version: u32) -> Result<()> {
+    /// Removes a PENDING version (an aborted DKG or ceremony), and the key's policy record if no
+    /// version is left. An ACTIVE version is never removed ([`Error::Exists`]); a missing one is
+    /// `Ok`. One transaction; flushed.
+    pub fn remove_pending(&self, key_id: &str, version: u32) -> Result<()> {
         check_key_id(key_id)?;
         let vkey = version_key(key_id, version);
         let name = name(key_id, version);
-        let _guard = lock(&self.key_writes);
-        if let Some(value) = fam.versions.get(&vkey)? {
+        let _guard = lock(&self.store.key_writes);
+        if let Some(value) = self.trees.versions.get(&vkey)? {
             if VersionRecord::decode(&name, &value)?.active {
                 return Err(Error::Exists(name));
             }
             // Writers are serialized, so no version can appear between this scan and the commit.
-            let others = fam.versions.scan_prefix(version_prefix(key_id)).keys().any(|k| k.is_ok_and(|k| k != vkey));
-            (&fam.keys, &fam.versions)
+            let others =
+                self.trees.versions.scan_prefix(version_prefix(key_id)).keys().any(|k| k.is_ok_and(|k| k != vkey));
+            (&self.trees.keys, &self.trees.versions)
                 .transaction(|(keys, versions)| {
                     versions.remove(vkey.as_slice())?;
                     if !others {
@@ -439,51 +340,52 @@ impl Store {
                 })
                 .map_err(tx_error)?;
         }
-        self.flush()
+        self.store.flush()
     }
 
     /// The unsealed share and public package of an ACTIVE version: the only lookup operations
     /// use. A PENDING version is [`Error::Pending`] and a missing one [`Error::NotFound`], so an
     /// uncommitted key is never used.
-    fn active_share_in(&self, fam: &Family, key_id: &str, version: u32) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
+    pub fn active_share(&self, key_id: &str, version: u32) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>)> {
         check_key_id(key_id)?;
         let name = name(key_id, version);
-        let value = fam.versions.get(version_key(key_id, version))?.ok_or_else(|| Error::NotFound(name.clone()))?;
+        let value =
+            self.trees.versions.get(version_key(key_id, version))?.ok_or_else(|| Error::NotFound(name.clone()))?;
         let r = VersionRecord::decode(&name, &value)?;
         if !r.active {
             return Err(Error::Pending(name));
         }
-        let share = self.seal.open(&(fam.aad)(key_id, version), r.sealed)?;
+        let share = self.store.seal.open(&share_aad::<F>(key_id, version), r.sealed)?;
         Ok((share, r.package.to_vec()))
     }
 
     /// Test-only: replaces an existing version's share with `share`, sealed like a real one —
     /// what an attacker holding the seal key could do. Flushed.
     #[cfg(feature = "dangerous-testing")]
-    fn dangerous_replace_share_in(&self, fam: &Family, key_id: &str, version: u32, share: &[u8]) -> Result<()> {
+    pub fn dangerous_replace_share(&self, key_id: &str, version: u32, share: &[u8]) -> Result<()> {
         let vkey = version_key(key_id, version);
         let name = name(key_id, version);
-        let _guard = lock(&self.key_writes);
-        let value = fam.versions.get(&vkey)?.ok_or_else(|| Error::NotFound(name.clone()))?;
+        let _guard = lock(&self.store.key_writes);
+        let value = self.trees.versions.get(&vkey)?.ok_or_else(|| Error::NotFound(name.clone()))?;
         let r = VersionRecord::decode(&name, &value)?;
-        let sealed = self.seal.seal(&(fam.aad)(key_id, version), share)?;
-        fam.versions.insert(vkey, VersionRecord { sealed: &sealed, ..r }.encode())?;
-        self.flush()
+        let sealed = self.store.seal.seal(&share_aad::<F>(key_id, version), share)?;
+        self.trees.versions.insert(vkey, VersionRecord { sealed: &sealed, ..r }.encode())?;
+        self.store.flush()
     }
 
     /// One version's public side (pending or active), if it exists.
-    fn version_in(&self, fam: &Family, key_id: &str, version: u32) -> Result<Option<VersionInfo>> {
+    pub fn version(&self, key_id: &str, version: u32) -> Result<Option<VersionInfo>> {
         check_key_id(key_id)?;
-        let Some(value) = fam.versions.get(version_key(key_id, version))? else { return Ok(None) };
+        let Some(value) = self.trees.versions.get(version_key(key_id, version))? else { return Ok(None) };
         Ok(Some(VersionRecord::decode(&name(key_id, version), &value)?.info(version)))
     }
 
     /// Every version of a key (pending ones included), ascending.
-    fn versions_in(&self, fam: &Family, key_id: &str) -> Result<Vec<VersionInfo>> {
+    pub fn versions(&self, key_id: &str) -> Result<Vec<VersionInfo>> {
         check_key_id(key_id)?;
         let prefix = version_prefix(key_id);
         let mut out = Vec::new();
-        for item in fam.versions.scan_prefix(&prefix) {
+        for item in self.trees.versions.scan_prefix(&prefix) {
             let (k, v) = item?;
             let version = k
                 .get(prefix.len()..)
@@ -498,24 +400,25 @@ impl Store {
     // ---- per-key policy ----------------------------------------------------------------
 
     /// A key's local policy, if the key exists.
-    fn key_in(&self, fam: &Family, key_id: &str) -> Result<Option<KeyMeta>> {
+    pub fn key(&self, key_id: &str) -> Result<Option<KeyMeta>> {
         check_key_id(key_id)?;
-        fam.keys.get(key_id)?.map(|v| decode_meta(key_id, &v)).transpose()
+        self.trees.keys.get(key_id)?.map(|v| decode_meta(key_id, &v)).transpose()
     }
 
     /// Every key id (with at least one version, pending or active), ascending.
-    fn list_keys_in(&self, fam: &Family) -> Result<Vec<String>> {
-        fam.keys.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
+    pub fn list(&self) -> Result<Vec<String>> {
+        self.trees.keys.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
     }
 
     /// Turns this node's service of a key on or off; returns the new policy. Flushed.
-    fn set_enabled_in(&self, fam: &Family, key_id: &str, enabled: bool) -> Result<KeyMeta> {
+    /// [`Error::NotFound`] if the key does not exist.
+    pub fn set_enabled(&self, key_id: &str, enabled: bool) -> Result<KeyMeta> {
         check_key_id(key_id)?;
-        let _guard = lock(&self.key_writes);
-        let mut meta = self.key_in(fam, key_id)?.ok_or_else(|| Error::NotFound(key_id.into()))?;
+        let _guard = lock(&self.store.key_writes);
+        let mut meta = self.key(key_id)?.ok_or_else(|| Error::NotFound(key_id.into()))?;
         meta.enabled = enabled;
-        fam.keys.insert(key_id, encode_meta(&meta))?;
-        self.flush()?;
+        self.trees.keys.insert(key_id, encode_meta(&meta))?;
+        self.store.flush()?;
         Ok(meta)
     }
 }

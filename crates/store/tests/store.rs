@@ -1,7 +1,7 @@
 //! The store: durability across reopen, pending versions, policy, size limits, and the audit
 //! chain — including tampering done directly on the sled trees while the store is closed.
 
-use hyok_store::{AuditBreak, AuditEvent, Error, SealKey, Store, Usages, VersionInfo};
+use hyok_store::{AuditBreak, AuditEvent, Error, Family, Keys, SealKey, Store, Usages, VersionInfo};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
@@ -58,77 +58,83 @@ fn pending_versions_are_invisible_until_activated_and_everything_survives_reopen
         let store = open(dir.path());
         assert!(store.identity().unwrap().is_none());
         store.put_identity(&[9; 32]).unwrap();
-        store.put_pending_version("k", 1, Usages::ALL, b"share-1", b"package-1", 5).unwrap();
-        assert!(matches!(store.active_share("k", 1), Err(Error::Pending(_))));
-        assert!(matches!(store.active_share("k", 2), Err(Error::NotFound(_))));
-        assert!(matches!(store.activate_version("k", 2), Err(Error::NotFound(_))));
-        store.activate_version("k", 1).unwrap();
-        store.activate_version("k", 1).unwrap(); // idempotent
-        let (share, package) = store.active_share("k", 1).unwrap();
+        store.ec().put_pending("k", 1, Usages::ALL, b"share-1", b"package-1", 5).unwrap();
+        assert!(matches!(store.ec().active_share("k", 1), Err(Error::Pending(_))));
+        assert!(matches!(store.ec().active_share("k", 2), Err(Error::NotFound(_))));
+        assert!(matches!(store.ec().activate("k", 2), Err(Error::NotFound(_))));
+        store.ec().activate("k", 1).unwrap();
+        store.ec().activate("k", 1).unwrap(); // idempotent
+        let (share, package) = store.ec().active_share("k", 1).unwrap();
         assert_eq!((&share[..], &package[..]), (&b"share-1"[..], &b"package-1"[..]));
-        assert!(matches!(store.put_pending_version("k", 1, Usages::ALL, b"x", b"y", 6), Err(Error::Exists(_))));
-        store.put_pending_version("k", 2, Usages::ALL, b"share-2", b"package-2", 7).unwrap();
-        assert!(matches!(store.put_pending_version("k", 2, Usages::ALL, b"x", b"y", 8), Err(Error::Exists(_))));
-        assert!(!store.set_enabled("k", false).unwrap().enabled);
+        assert!(matches!(store.ec().put_pending("k", 1, Usages::ALL, b"x", b"y", 6), Err(Error::Exists(_))));
+        store.ec().put_pending("k", 2, Usages::ALL, b"share-2", b"package-2", 7).unwrap();
+        assert!(matches!(store.ec().put_pending("k", 2, Usages::ALL, b"x", b"y", 8), Err(Error::Exists(_))));
+        assert!(!store.ec().set_enabled("k", false).unwrap().enabled);
     }
     let store = open(dir.path());
     assert_eq!(*store.identity().unwrap().unwrap(), [9; 32]);
-    assert_eq!(&store.active_share("k", 1).unwrap().0[..], b"share-1");
-    assert!(matches!(store.active_share("k", 2), Err(Error::Pending(_))));
-    let meta = store.key("k").unwrap().unwrap();
+    assert_eq!(&store.ec().active_share("k", 1).unwrap().0[..], b"share-1");
+    assert!(matches!(store.ec().active_share("k", 2), Err(Error::Pending(_))));
+    let meta = store.ec().key("k").unwrap().unwrap();
     assert_eq!((meta.enabled, meta.usages, meta.created_at_ms), (false, Usages::ALL, 5));
     assert_eq!(
-        store.version("k", 2).unwrap(),
+        store.ec().version("k", 2).unwrap(),
         Some(VersionInfo { version: 2, package: b"package-2".to_vec(), active: false, created_at_ms: 7 })
     );
-    assert_eq!(store.version("k", 3).unwrap(), None);
-    let versions = store.versions("k").unwrap();
+    assert_eq!(store.ec().version("k", 3).unwrap(), None);
+    let versions = store.ec().versions("k").unwrap();
     assert_eq!(versions.iter().map(|v| (v.version, v.active)).collect::<Vec<_>>(), vec![(1, true), (2, false)]);
     // Aborting removes only the pending version; an active one is never removed.
-    store.remove_pending_version("k", 2).unwrap();
-    store.remove_pending_version("k", 2).unwrap(); // already gone: Ok
-    assert!(matches!(store.remove_pending_version("k", 1), Err(Error::Exists(_))));
-    assert_eq!(store.versions("k").unwrap().len(), 1);
-    assert_eq!(store.list_keys().unwrap(), vec!["k".to_string()]);
+    store.ec().remove_pending("k", 2).unwrap();
+    store.ec().remove_pending("k", 2).unwrap(); // already gone: Ok
+    assert!(matches!(store.ec().remove_pending("k", 1), Err(Error::Exists(_))));
+    assert_eq!(store.ec().versions("k").unwrap().len(), 1);
+    assert_eq!(store.ec().list().unwrap(), vec!["k".to_string()]);
     // Re-enabling persists too.
-    store.set_enabled("k", true).unwrap();
+    store.ec().set_enabled("k", true).unwrap();
     drop(store);
-    assert!(open(dir.path()).key("k").unwrap().unwrap().enabled);
+    assert!(open(dir.path()).ec().key("k").unwrap().unwrap().enabled);
 }
 
 #[test]
 fn versions_of_keys_sharing_a_prefix_stay_apart() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.put_pending_version("k", 1, Usages::ALL, b"a", b"pa", 1).unwrap();
-    store.put_pending_version("k.a", 1, Usages::ALL, b"b", b"pb", 1).unwrap();
-    store.put_pending_version("k", 300, Usages::ALL, b"c", b"pc", 1).unwrap();
-    assert_eq!(store.versions("k").unwrap().iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 300]);
-    assert_eq!(store.versions("k.a").unwrap().len(), 1);
-    assert_eq!(store.list_keys().unwrap(), vec!["k".to_string(), "k.a".to_string()]);
-    assert!(store.versions("none").unwrap().is_empty());
-    assert!(matches!(store.set_enabled("none", false), Err(Error::NotFound(_))));
+    store.ec().put_pending("k", 1, Usages::ALL, b"a", b"pa", 1).unwrap();
+    store.ec().put_pending("k.a", 1, Usages::ALL, b"b", b"pb", 1).unwrap();
+    store.ec().put_pending("k", 300, Usages::ALL, b"c", b"pc", 1).unwrap();
+    assert_eq!(store.ec().versions("k").unwrap().iter().map(|v| v.version).collect::<Vec<_>>(), vec![1, 300]);
+    assert_eq!(store.ec().versions("k.a").unwrap().len(), 1);
+    assert_eq!(store.ec().list().unwrap(), vec!["k".to_string(), "k.a".to_string()]);
+    assert!(store.ec().versions("none").unwrap().is_empty());
+    assert!(matches!(store.ec().set_enabled("none", false), Err(Error::NotFound(_))));
+}
+
+/// A key whose only version was aborted has no policy record left, in either family.
+fn assert_an_aborted_new_key_leaves_no_trace<F: Family>(keys: Keys<'_, F>, usages: Usages) {
+    keys.put_pending("fresh", 1, usages, b"s", b"p", 1).unwrap();
+    keys.remove_pending("fresh", 1).unwrap();
+    assert!(keys.key("fresh").unwrap().is_none(), "{keys:?}");
+    assert!(keys.list().unwrap().is_empty(), "{keys:?}");
 }
 
 #[test]
 fn an_aborted_new_key_leaves_no_trace() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.put_pending_version("fresh", 1, Usages(Usages::ENCRYPT), b"s", b"p", 1).unwrap();
-    store.remove_pending_version("fresh", 1).unwrap();
-    assert!(store.key("fresh").unwrap().is_none());
-    assert!(store.list_keys().unwrap().is_empty());
+    assert_an_aborted_new_key_leaves_no_trace(store.ec(), Usages(Usages::ENCRYPT));
+    assert_an_aborted_new_key_leaves_no_trace(store.rsa(), Usages(Usages::DECRYPT));
 }
 
 #[test]
 fn a_new_version_must_keep_the_keys_usages() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.put_pending_version("k", 1, Usages(Usages::WRAP | Usages::UNWRAP), b"s", b"p", 1).unwrap();
-    let r = store.put_pending_version("k", 2, Usages::ALL, b"s", b"p", 2);
+    store.ec().put_pending("k", 1, Usages(Usages::WRAP | Usages::UNWRAP), b"s", b"p", 1).unwrap();
+    let r = store.ec().put_pending("k", 2, Usages::ALL, b"s", b"p", 2);
     assert!(matches!(r, Err(Error::Invalid(_))));
-    assert!(store.version("k", 2).unwrap().is_none());
-    store.put_pending_version("k", 2, Usages(Usages::WRAP | Usages::UNWRAP), b"s", b"p", 2).unwrap();
+    assert!(store.ec().version("k", 2).unwrap().is_none());
+    store.ec().put_pending("k", 2, Usages(Usages::WRAP | Usages::UNWRAP), b"s", b"p", 2).unwrap();
 }
 
 #[test]
@@ -137,8 +143,8 @@ fn shares_are_sealed_at_rest_under_the_seal_key() {
     {
         let store = open(dir.path());
         store.put_identity(&[0x5a; 32]).unwrap();
-        store.put_pending_version("k", 1, Usages::ALL, b"very-secret-share-bytes", b"pkg", 1).unwrap();
-        store.activate_version("k", 1).unwrap();
+        store.ec().put_pending("k", 1, Usages::ALL, b"very-secret-share-bytes", b"pkg", 1).unwrap();
+        store.ec().activate("k", 1).unwrap();
     }
     // Neither the plaintext share nor the identity secret is anywhere in the database files.
     for entry in walk(&dir.path().join("db")) {
@@ -149,7 +155,7 @@ fn shares_are_sealed_at_rest_under_the_seal_key() {
     // With another seal key, nothing opens.
     std::fs::remove_file(dir.path().join("seal.key")).unwrap();
     let store = open(dir.path());
-    assert!(matches!(store.active_share("k", 1), Err(Error::Unseal(_))));
+    assert!(matches!(store.ec().active_share("k", 1), Err(Error::Unseal(_))));
     assert!(matches!(store.identity(), Err(Error::Unseal(_))));
 }
 
@@ -158,11 +164,11 @@ fn a_sealed_share_moved_to_another_record_does_not_open() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
-        store.put_pending_version("k", 1, Usages::ALL, b"share-1", b"p", 1).unwrap();
-        store.put_pending_version("k", 2, Usages::ALL, b"share-2", b"p", 1).unwrap();
-        store.put_pending_version("j", 1, Usages::ALL, b"share-j", b"p", 1).unwrap();
+        store.ec().put_pending("k", 1, Usages::ALL, b"share-1", b"p", 1).unwrap();
+        store.ec().put_pending("k", 2, Usages::ALL, b"share-2", b"p", 1).unwrap();
+        store.ec().put_pending("j", 1, Usages::ALL, b"share-j", b"p", 1).unwrap();
         for (k, v) in [("k", 1), ("k", 2), ("j", 1)] {
-            store.activate_version(k, v).unwrap();
+            store.ec().activate(k, v).unwrap();
         }
     }
     with_raw_db(dir.path(), |db| {
@@ -172,9 +178,9 @@ fn a_sealed_share_moved_to_another_record_does_not_open() {
         versions.insert(version_key("j", 1), k1).unwrap();
     });
     let store = open(dir.path());
-    assert_eq!(&store.active_share("k", 1).unwrap().0[..], b"share-1");
-    assert!(matches!(store.active_share("k", 2), Err(Error::Unseal(_))), "moved to another version");
-    assert!(matches!(store.active_share("j", 1), Err(Error::Unseal(_))), "moved to another key");
+    assert_eq!(&store.ec().active_share("k", 1).unwrap().0[..], b"share-1");
+    assert!(matches!(store.ec().active_share("k", 2), Err(Error::Unseal(_))), "moved to another version");
+    assert!(matches!(store.ec().active_share("j", 1), Err(Error::Unseal(_))), "moved to another key");
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -192,18 +198,18 @@ fn invalid_key_ids_and_oversized_inputs_are_refused() {
     let store = open(dir.path());
     let long = "x".repeat(129);
     for bad in ["", "a/b", "a b", "a\0b", "ключ", long.as_str()] {
-        assert!(matches!(store.put_pending_version(bad, 1, Usages::ALL, b"s", b"p", 1), Err(Error::Invalid(_))));
-        assert!(matches!(store.active_share(bad, 1), Err(Error::Invalid(_))));
-        assert!(matches!(store.key(bad), Err(Error::Invalid(_))));
-        assert!(matches!(store.versions(bad), Err(Error::Invalid(_))));
+        assert!(matches!(store.ec().put_pending(bad, 1, Usages::ALL, b"s", b"p", 1), Err(Error::Invalid(_))));
+        assert!(matches!(store.ec().active_share(bad, 1), Err(Error::Invalid(_))));
+        assert!(matches!(store.ec().key(bad), Err(Error::Invalid(_))));
+        assert!(matches!(store.ec().versions(bad), Err(Error::Invalid(_))));
     }
-    store.put_pending_version(&"x".repeat(128), 1, Usages::ALL, b"s", b"p", 1).unwrap();
+    store.ec().put_pending(&"x".repeat(128), 1, Usages::ALL, b"s", b"p", 1).unwrap();
     for usages in [Usages(0), Usages(0x10)] {
-        assert!(matches!(store.put_pending_version("k", 1, usages, b"s", b"p", 1), Err(Error::Invalid(_))));
+        assert!(matches!(store.ec().put_pending("k", 1, usages, b"s", b"p", 1), Err(Error::Invalid(_))));
     }
     let huge = vec![0u8; 64 * 1024 + 1];
-    assert!(matches!(store.put_pending_version("k", 1, Usages::ALL, &huge, b"p", 1), Err(Error::Invalid(_))));
-    assert!(store.key("k").unwrap().is_none(), "a refused version leaves no record");
+    assert!(matches!(store.ec().put_pending("k", 1, Usages::ALL, &huge, b"p", 1), Err(Error::Invalid(_))));
+    assert!(store.ec().key("k").unwrap().is_none(), "a refused version leaves no record");
 
     type Edit = fn(&mut AuditEvent);
     let too_long: [Edit; 5] = [
@@ -282,7 +288,7 @@ fn concurrent_puts_of_one_version_store_it_once() {
     let results: Vec<_> = (0..4u8)
         .map(|t| {
             let store = Arc::clone(&store);
-            std::thread::spawn(move || store.put_pending_version("k", 1, Usages::ALL, &[t], b"p", 1).is_ok())
+            std::thread::spawn(move || store.ec().put_pending("k", 1, Usages::ALL, &[t], b"p", 1).is_ok())
         })
         .collect::<Vec<_>>()
         .into_iter()
@@ -444,55 +450,56 @@ fn rsa_versions_are_pending_until_activated_survive_reopen_and_live_apart_from_e
     {
         let store = open(dir.path());
         // The same name as an EC key: the two families do not see each other.
-        store.put_pending_version("dke", 1, Usages::ALL, b"ec-share", b"ec-pkg", 1).unwrap();
-        store.put_pending_rsa_version("dke", 1, b"rsa-share-1", b"rsa-pkg-1", 5).unwrap();
-        assert!(matches!(store.active_rsa_share("dke", 1), Err(Error::Pending(_))));
-        assert!(matches!(store.active_rsa_share("dke", 2), Err(Error::NotFound(_))));
-        assert!(matches!(store.put_pending_rsa_version("dke", 1, b"again", b"rsa-pkg-1", 6), Err(Error::Exists(_))));
-        store.activate_rsa_version("dke", 1).unwrap();
-        store.activate_rsa_version("dke", 1).unwrap(); // idempotent
-        store.put_pending_rsa_version("dke", 2, b"rsa-share-2", b"rsa-pkg-2", 7).unwrap();
-        assert!(matches!(store.activate_rsa_version("dke", 3), Err(Error::NotFound(_))));
+        store.ec().put_pending("dke", 1, Usages::ALL, b"ec-share", b"ec-pkg", 1).unwrap();
+        store.rsa().put_pending("dke", 1, Usages(Usages::DECRYPT), b"rsa-share-1", b"rsa-pkg-1", 5).unwrap();
+        assert!(matches!(store.rsa().active_share("dke", 1), Err(Error::Pending(_))));
+        assert!(matches!(store.rsa().active_share("dke", 2), Err(Error::NotFound(_))));
+        assert!(matches!(
+            store.rsa().put_pending("dke", 1, Usages(Usages::DECRYPT), b"again", b"rsa-pkg-1", 6),
+            Err(Error::Exists(_))
+        ));
+        store.rsa().activate("dke", 1).unwrap();
+        store.rsa().activate("dke", 1).unwrap(); // idempotent
+        store.rsa().put_pending("dke", 2, Usages(Usages::DECRYPT), b"rsa-share-2", b"rsa-pkg-2", 7).unwrap();
+        assert!(matches!(store.rsa().activate("dke", 3), Err(Error::NotFound(_))));
         // The EC version is still pending: RSA activation did not touch it.
-        assert!(matches!(store.active_share("dke", 1), Err(Error::Pending(_))));
+        assert!(matches!(store.ec().active_share("dke", 1), Err(Error::Pending(_))));
     }
     let store = open(dir.path());
-    let (share, package) = store.active_rsa_share("dke", 1).unwrap();
+    let (share, package) = store.rsa().active_share("dke", 1).unwrap();
     assert_eq!((&share[..], &package[..]), (&b"rsa-share-1"[..], &b"rsa-pkg-1"[..]));
     assert_eq!(
-        store.rsa_versions("dke").unwrap(),
+        store.rsa().versions("dke").unwrap(),
         vec![
             VersionInfo { version: 1, package: b"rsa-pkg-1".to_vec(), active: true, created_at_ms: 5 },
             VersionInfo { version: 2, package: b"rsa-pkg-2".to_vec(), active: false, created_at_ms: 7 },
         ]
     );
-    assert_eq!(store.list_rsa_keys().unwrap(), vec!["dke".to_owned()]);
-    assert_eq!(store.list_keys().unwrap(), vec!["dke".to_owned()]);
-    assert_eq!(store.rsa_key("dke").unwrap().unwrap().usages, Usages(Usages::DECRYPT));
-    assert!(!store.rsa_version("dke", 2).unwrap().unwrap().active);
+    assert_eq!(store.rsa().list().unwrap(), vec!["dke".to_owned()]);
+    assert_eq!(store.ec().list().unwrap(), vec!["dke".to_owned()]);
+    assert_eq!(store.rsa().key("dke").unwrap().unwrap().usages, Usages(Usages::DECRYPT));
+    assert!(!store.rsa().version("dke", 2).unwrap().unwrap().active);
     // Dropping the pending version 2 keeps version 1; an active one is never dropped.
-    store.remove_pending_rsa_version("dke", 2).unwrap();
-    assert!(store.rsa_version("dke", 2).unwrap().is_none());
-    assert!(matches!(store.remove_pending_rsa_version("dke", 1), Err(Error::Exists(_))));
-    assert_eq!(store.active_rsa_share("dke", 1).unwrap().1, b"rsa-pkg-1");
+    store.rsa().remove_pending("dke", 2).unwrap();
+    assert!(store.rsa().version("dke", 2).unwrap().is_none());
+    assert!(matches!(store.rsa().remove_pending("dke", 1), Err(Error::Exists(_))));
+    assert_eq!(store.rsa().active_share("dke", 1).unwrap().1, b"rsa-pkg-1");
 }
 
 #[test]
-fn an_aborted_new_rsa_key_leaves_no_trace_and_rsa_disable_is_per_family() {
+fn rsa_disable_is_per_family() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.put_pending_rsa_version("gone", 1, b"s", b"p", 1).unwrap();
-    store.remove_pending_rsa_version("gone", 1).unwrap();
-    assert!(store.rsa_key("gone").unwrap().is_none());
-    assert!(store.list_rsa_keys().unwrap().is_empty());
-
-    store.put_pending_version("k", 1, Usages::ALL, b"ec", b"p", 1).unwrap();
-    store.put_pending_rsa_version("k", 1, b"rsa", b"p", 1).unwrap();
-    assert!(!store.set_rsa_enabled("k", false).unwrap().enabled);
-    assert!(!store.rsa_key("k").unwrap().unwrap().enabled);
-    assert!(store.key("k").unwrap().unwrap().enabled, "disabling the RSA key leaves the EC key alone");
-    assert!(matches!(store.set_rsa_enabled("nope", false), Err(Error::NotFound(_))));
-    assert!(matches!(store.put_pending_rsa_version("a/b", 1, b"s", b"p", 1), Err(Error::Invalid(_))));
+    store.ec().put_pending("k", 1, Usages::ALL, b"ec", b"p", 1).unwrap();
+    store.rsa().put_pending("k", 1, Usages(Usages::DECRYPT), b"rsa", b"p", 1).unwrap();
+    assert!(!store.rsa().set_enabled("k", false).unwrap().enabled);
+    assert!(!store.rsa().key("k").unwrap().unwrap().enabled);
+    assert!(store.ec().key("k").unwrap().unwrap().enabled, "disabling the RSA key leaves the EC key alone");
+    assert!(matches!(store.rsa().set_enabled("nope", false), Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.rsa().put_pending("a/b", 1, Usages(Usages::DECRYPT), b"s", b"p", 1),
+        Err(Error::Invalid(_))
+    ));
 }
 
 #[test]
@@ -500,10 +507,10 @@ fn an_rsa_share_is_sealed_at_rest_and_does_not_open_as_an_ec_share() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
-        store.put_pending_rsa_version("k", 1, b"very-secret-rsa-share!!", b"p", 1).unwrap();
-        store.activate_rsa_version("k", 1).unwrap();
-        store.put_pending_version("k", 1, Usages::ALL, b"ec-share", b"p", 1).unwrap();
-        store.activate_version("k", 1).unwrap();
+        store.rsa().put_pending("k", 1, Usages(Usages::DECRYPT), b"very-secret-rsa-share!!", b"p", 1).unwrap();
+        store.rsa().activate("k", 1).unwrap();
+        store.ec().put_pending("k", 1, Usages::ALL, b"ec-share", b"p", 1).unwrap();
+        store.ec().activate("k", 1).unwrap();
     }
     for entry in walk(&dir.path().join("db")) {
         let bytes = std::fs::read(&entry).unwrap();
@@ -515,6 +522,59 @@ fn an_rsa_share_is_sealed_at_rest_and_does_not_open_as_an_ec_share() {
         db.open_tree("versions").unwrap().insert(version_key("k", 1), rsa).unwrap();
     });
     let store = open(dir.path());
-    assert!(matches!(store.active_share("k", 1), Err(Error::Unseal(_))));
-    assert_eq!(&store.active_rsa_share("k", 1).unwrap().0[..], b"very-secret-rsa-share!!");
+    assert!(matches!(store.ec().active_share("k", 1), Err(Error::Unseal(_))));
+    assert_eq!(&store.rsa().active_share("k", 1).unwrap().0[..], b"very-secret-rsa-share!!");
+}
+
+#[test]
+fn an_rsa_key_has_decrypt_usage_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for usages in [Usages::ALL, Usages(Usages::ENCRYPT), Usages(Usages::DECRYPT | Usages::UNWRAP)] {
+        assert!(matches!(store.rsa().put_pending("k", 1, usages, b"s", b"p", 1), Err(Error::Invalid(_))));
+    }
+    assert!(store.rsa().key("k").unwrap().is_none(), "a refused version leaves no record");
+    // EC keys choose their own usages.
+    store.ec().put_pending("k", 1, Usages(Usages::ENCRYPT), b"s", b"p", 1).unwrap();
+}
+
+/// The bytes on disk, per family: tree names, record layout and the associated data each share
+/// is sealed under. Data directories written before the family handles must keep opening.
+#[test]
+fn the_on_disk_format_of_both_families_is_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.ec().put_pending("k", 7, Usages(Usages::WRAP | Usages::UNWRAP), b"ec-share", b"ec-pkg", 0x0102).unwrap();
+        store.ec().activate("k", 7).unwrap();
+        store.rsa().put_pending("k", 9, Usages(Usages::DECRYPT), b"rsa-share", b"rsa-pkg", 0x0304).unwrap();
+    }
+    let seal = SealKey::load(dir.path().join("seal.key")).unwrap();
+    with_raw_db(dir.path(), |db| {
+        let cases = [
+            ("keys", "versions", 7u32, 12u8, 0x0102u64, 1u8, &b"ec-pkg"[..], "hyok/v1/share/k/7", &b"ec-share"[..]),
+            ("rsa_keys", "rsa_versions", 9, 2, 0x0304, 0, b"rsa-pkg", "hyok/v1/rsa-share/k/9", b"rsa-share"),
+        ];
+        for (keys, versions, version, usages, created, state, package, aad, share) in cases {
+            let meta = db.open_tree(keys).unwrap().get("k").unwrap().unwrap();
+            assert_eq!(&meta[..], [&[1, usages, 1][..], &created.to_be_bytes()].concat(), "{keys}");
+            let record = db.open_tree(versions).unwrap().get(version_key("k", version)).unwrap().unwrap();
+            let header =
+                [&[1, state][..], &created.to_be_bytes(), &(package.len() as u32).to_be_bytes(), package].concat();
+            assert_eq!(&record[..header.len()], header, "{versions}");
+            assert_eq!(&seal.open(aad.as_bytes(), &record[header.len()..]).unwrap()[..], share, "{aad}");
+        }
+    });
+}
+
+#[test]
+fn the_highest_version_number_is_stored_and_listed_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.ec().put_pending("k", u32::MAX, Usages::ALL, b"s-max", b"p", 1).unwrap();
+    store.ec().put_pending("k", 1, Usages::ALL, b"s-1", b"p", 1).unwrap();
+    store.ec().activate("k", u32::MAX).unwrap();
+    assert_eq!(&store.ec().active_share("k", u32::MAX).unwrap().0[..], b"s-max");
+    let listed: Vec<_> = store.ec().versions("k").unwrap().iter().map(|v| (v.version, v.active)).collect();
+    assert_eq!(listed, vec![(1, false), (u32::MAX, true)]);
 }

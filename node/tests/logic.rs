@@ -1,5 +1,11 @@
 //! The node's logic without a network: three nodes run a DKG through the Node API's messages,
 //! then serve partial evaluations that the threshold crate combines; policy is enforced per node.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_node::Node;
 use hyok_proto::v1 as pb;

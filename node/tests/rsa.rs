@@ -1,6 +1,12 @@
 //! Threshold RSA on nodes without a network: a dealt share sealed to each node is stored
 //! PENDING, refused until committed, then partials from any t nodes combine to the OAEP
 //! plaintext; sealed shares for another node or key are refused; per-node disable; audit.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_node::Node;
 use hyok_node::node::NodeError;

@@ -1,6 +1,12 @@
 //! A harness for the end-to-end tests: a whole cluster started by the real `hyokctl dev`
 //! (real `hyok-node` and `hyok-coordinator` processes on loopback), driven by its `dev.json`:
 //! nodes are killed by pid and restarted with the exact `argv` it records.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "the end-to-end test harness: a broken setup fails the test"
+)]
 
 use anyhow::{Context, Result, bail};
 use hyok_cli::devfile::DevFile;

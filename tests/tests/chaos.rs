@@ -3,6 +3,12 @@
 //! every plaintext must come back byte for byte; ciphertexts from before the chaos must still
 //! decrypt after it. Key creation killed midway leaves no half key. Runs are bounded in time
 //! and print one summary line each.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

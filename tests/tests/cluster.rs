@@ -1,4 +1,10 @@
 //! End-to-end tests over the real binaries: a 3-of-5 cluster started by `hyokctl dev`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_e2e::{Cluster, eventually, hyokctl};
 use hyok_proto::v1 as pb;

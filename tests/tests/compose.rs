@@ -1,6 +1,12 @@
 //! Chaos over Docker Compose: the real `docker-compose.yml` (five nodes, the coordinator,
 //! hyok-xks, the key bootstrap) on an image built FROM scratch from this build's `hyokctl`.
 //! Skipped, with a message saying so, where no Docker engine or docker-compose is available.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -4,6 +4,12 @@
 //! public key, RSA-OAEP-256-encrypt with it (with OpenSSL where it is installed, and with
 //! hyok-threshold's OAEP encoder, which shares nothing with the threshold decryption path), and
 //! ask the service to decrypt.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,9 +1,15 @@
 //! The rogue suite: a harness holds one party's credentials from the cluster's PKI and plays that
 //! party lying, against real node processes. Every attack gets a clear refusal (or a result
 //! that is useless to the attacker), stores nothing, and is named in the node's audit log.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
-use hyok_proto::Role;
 use hyok_e2e::Cluster;
+use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_threshold::dprf::{self, DprfInput};

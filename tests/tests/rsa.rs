@@ -1,6 +1,12 @@
 //! Threshold RSA end to end over `hyokctl dev` (3-of-5): `hyokctl rsa import` of OpenSSL test
 //! keys, OAEP-SHA256 encryption independent of the cluster, RsaDecrypt through the
 //! coordinator; rotation by re-import; two nodes killed; bad ciphertexts refused cleanly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_e2e::{Cluster, eventually, hyokctl};
 use hyok_proto::v1 as pb;

@@ -2,6 +2,12 @@
 //! `hyokctl dev` starts a 3-of-5 cluster and hyok-xks in front of it; these tests call hyok-xks
 //! as KMS does (SigV4-signed JSON over HTTPS) and check status codes, `errorName`s and the
 //! bytes that come back — what the AWS conformance client never checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

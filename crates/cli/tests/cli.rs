@@ -1,4 +1,10 @@
 //! The `hyokctl` binary itself (this test also makes cargo build it for the end-to-end tests).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use std::process::Command;
 

@@ -2,6 +2,12 @@
 //! RSA (a fixture key dealt 2-of-3, partials evaluated and combined per request): the public key
 //! JSON, decryption of ciphertexts made independently with `oaep::encrypt`, rotation, every JWT
 //! refusal, per-key authorization, and bad bodies (400, never 500).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

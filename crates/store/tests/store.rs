@@ -1,5 +1,11 @@
 //! The store: durability across reopen, pending versions, policy, size limits, and the audit
 //! chain — including tampering done directly on the sled trees while the store is closed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_store::{AuditBreak, AuditEvent, Error, Family, Keys, SealKey, Store, Usages, VersionInfo};
 use sha2::{Digest, Sha256};

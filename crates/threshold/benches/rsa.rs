@@ -4,6 +4,7 @@
 //! include a bad one (subset search and culprit naming over 4 partials).
 //!
 //! `cargo bench -p hyok-threshold --bench rsa`
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmarks: a failed setup should stop the run")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use hyok_threshold::rsa::deal::{PrivateKey, deal};

@@ -2,6 +2,7 @@
 //! verification (one, and a batch of t), and the coordinator's combine, for t = 3, 5, 11.
 //!
 //! `cargo bench -p hyok-threshold`
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmarks: a failed setup should stop the run")]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use curve25519_dalek::Scalar;

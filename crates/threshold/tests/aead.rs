@@ -1,4 +1,10 @@
 //! DPRF-keyed AES-256-GCM: round trips, lengths, tampering, blobs, culprits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,10 @@
 //! Distributed key generation: agreement, correctness, cheaters caught, relay blind.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 mod common;
 

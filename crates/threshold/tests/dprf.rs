@@ -1,4 +1,10 @@
 //! DPRF: evaluation, verification (single and batch) and combination in the exponent.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,10 @@
 //! Wire encodings: round trips, canonical-only decoding, no panics on hostile bytes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 mod common;
 

@@ -1,4 +1,10 @@
 //! Threshold KEM: offline wrap, node-side proof check, threshold unwrap.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 mod common;
 

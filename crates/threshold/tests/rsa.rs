@@ -4,6 +4,12 @@
 //!
 //! Fixtures (`tests/fixtures/`) are throwaway test keys made with the openssl CLI; see the
 //! README there.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::{RsaKeyShare, RsaPartial, RsaPublicKey, RsaPublicPackage, combine, oaep, partial};

@@ -1,5 +1,11 @@
 //! RSA key generation: generated keys pass the import checks, survive a PKCS#8 round trip,
 //! deal and decrypt through the threshold path, and differ from one another.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::{combine, keygen, oaep, partial};

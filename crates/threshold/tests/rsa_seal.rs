@@ -1,5 +1,11 @@
 //! Sealed RSA shares: a share opens only for its node, key name, version and package; tampering
 //! and hostile bytes are refused without a panic. Fingerprints match OpenSSL's.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::seal::{SealedRsaShare, ShareBinding, seal};

@@ -6,6 +6,12 @@
 //! hyok-threshold --test vectors` and review the diff. The stored bytes are also decoded and used
 //! independently of the generator (verify, decrypt, unwrap), so the file is checked, not just
 //! echoed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! hyok-xks in-process over real HTTPS, with no cluster behind it: what the proxy decides on its
 //! own — mutual TLS with a client CA and subject name, SigV4 credentials reloaded without a
 //! restart, and a clean DependencyTimeoutException when the coordinator cannot be reached.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
 
 use hyok_frontend::{ConfigFile as _, Frontend as _};
 use hyok_xks::client::{self, Connection, Target};

@@ -1,5 +1,6 @@
 //! Helpers shared by the threshold crate's integration tests.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "shared helpers of the integration tests")]
 
 use curve25519_dalek::Scalar;
 use hyok_threshold::dealer::dangerous_deal;

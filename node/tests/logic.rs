@@ -21,7 +21,11 @@ fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {
         .iter()
         .map(|n| {
             let id = n.identity().unwrap();
-            pb::Participant { node_id: id.node_id, identity_public_key: id.identity_public_key }
+            pb::Participant {
+                node_id: id.node_id,
+                identity_public_key: id.identity_public_key,
+                key_bundle: id.key_bundle,
+            }
         })
         .collect();
     let session = b"session-1".to_vec();

@@ -109,6 +109,20 @@ impl NodeSecrets {
         })
     }
 
+    /// Decodes what a node stored: a [`NodeSecrets::to_secret_bytes`] encoding, or — from a data
+    /// directory made before keys per purpose — a bare 32-byte identity secret, which is kept
+    /// and completed with fresh transport, seal and audit keys. The flag is `true` for the
+    /// latter: the caller must store the new encoding (and flush) before using the keys.
+    pub fn from_stored<R: CryptoRng + ?Sized>(bytes: &[u8], rng: &mut R) -> Result<(Self, bool)> {
+        if bytes.len() == 32 {
+            let mut legacy = Zeroizing::new([0u8; 32]);
+            legacy.copy_from_slice(bytes);
+            let identity = IdentitySecret::from_secret_bytes(*legacy)?;
+            return Ok((NodeSecrets::from_identity(identity, rng), true));
+        }
+        Ok((NodeSecrets::from_secret_bytes(bytes)?, false))
+    }
+
     /// This node's public keys, signed with its identity key.
     pub fn key_bundle<R: CryptoRng + ?Sized>(&self, node: NodeId, rng: &mut R) -> SignedKeyBundle {
         let keys = KeyBundle {
@@ -118,8 +132,7 @@ impl NodeSecrets {
             seal: self.seal.public_key(),
             audit: self.audit.public_key(),
         };
-        let signature =
-            schnorr::Proof::prove(self.identity.scalar(), &keys.identity.0, &keys.signature_context(), rng);
+        let signature = schnorr::Proof::prove(self.identity.scalar(), &keys.identity.0, &keys.signature_context(), rng);
         SignedKeyBundle { keys, signature }
     }
 }

@@ -14,7 +14,7 @@ use common::{Cluster, RelayLog, honest, rng, run_dkg};
 use hyok_threshold::dkg::{self, round1, round2};
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::seal::{SealedRsaShare, ShareBinding, seal};
-use hyok_threshold::rsa::{RsaPublicPackage, RsaKeyShare};
+use hyok_threshold::rsa::{RsaKeyShare, RsaPublicPackage};
 use hyok_threshold::{Error, NodeId, Wire};
 use rand_chacha::ChaCha20Rng;
 
@@ -132,8 +132,7 @@ fn complaint_values_open_nothing_outside_their_own_run() {
     // Run C with complaints: dealer 1 corrupts node 2's sub-share (a justified complaint by 2)
     // and node 3 falsely accuses dealer 4 (a complaint revealing a channel that was fine).
     let run_c = run_a.rerun(b"run-C");
-    let (states, c_packages) =
-        round1_with(&run_c, node(1), round1::DangerousFault::CorruptShareFor(node(2)), &mut r);
+    let (states, c_packages) = round1_with(&run_c, node(1), round1::DangerousFault::CorruptShareFor(node(2)), &mut r);
     let mut c_round2: Vec<round2::Package> = Vec::new();
     for (id, state) in states {
         let (_, p) = if id == node(3) {

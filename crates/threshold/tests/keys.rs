@@ -91,7 +91,10 @@ fn a_bundle_for_another_node_or_under_another_identity_is_refused() {
     let s = NodeSecrets::generate(&mut r);
     let other = NodeSecrets::generate(&mut r);
     let signed = s.key_bundle(node(1), &mut r);
-    assert_eq!(signed.verify(node(2), &s.identity().public_key()).unwrap_err(), Error::InvalidKeyBundle { node: node(2) });
+    assert_eq!(
+        signed.verify(node(2), &s.identity().public_key()).unwrap_err(),
+        Error::InvalidKeyBundle { node: node(2) }
+    );
     assert_eq!(
         signed.verify(node(1), &other.identity().public_key()).unwrap_err(),
         Error::InvalidKeyBundle { node: node(1) }
@@ -151,4 +154,19 @@ proptest! {
             prop_assert!(NodeSecrets::from_secret_bytes(b).is_err() || b.len() == 130);
         }
     }
+}
+
+#[test]
+fn stored_secrets_decode_and_a_legacy_identity_is_upgraded() {
+    let mut r = rng(10);
+    let s = NodeSecrets::generate(&mut r);
+    let (back, upgraded) = NodeSecrets::from_stored(&s.to_secret_bytes(), &mut r).unwrap();
+    assert!(!upgraded);
+    assert_eq!(back.seal().public_key(), s.seal().public_key());
+    let legacy = IdentitySecret::generate(&mut r);
+    let (up, upgraded) = NodeSecrets::from_stored(&legacy.to_secret_bytes()[..], &mut r).unwrap();
+    assert!(upgraded);
+    assert_eq!(up.identity().public_key(), legacy.public_key());
+    assert!(NodeSecrets::from_stored(&[0u8; 32], &mut r).is_err(), "a zero identity is refused");
+    assert!(NodeSecrets::from_stored(&[1u8; 31], &mut r).is_err());
 }

@@ -84,7 +84,10 @@ fn sealed_share_is_refused_by_another_node_or_under_another_binding() {
     let b = ShareBinding::new("dke", 1, node(1), &other_t);
     assert_eq!(sealed.open(f.identities[0].seal(), &b, &other_t).unwrap_err(), Error::SealedShareRejected);
     // A binding made for one package but checked against another.
-    assert_eq!(sealed.open(f.identities[0].seal(), &binding("dke", 1, 1), &other_t).unwrap_err(), Error::SealedShareRejected);
+    assert_eq!(
+        sealed.open(f.identities[0].seal(), &binding("dke", 1, 1), &other_t).unwrap_err(),
+        Error::SealedShareRejected
+    );
     let other_key = PrivateKey::from_pem(PKCS1_PEM).unwrap();
     let other = RsaPublicPackage::new(other_key.public_key().clone(), 2, 3).unwrap();
     let b = ShareBinding::new("dke", 1, node(1), &other);

@@ -289,9 +289,10 @@ impl ForeignEphemeral {
     }
 }
 
-
 /// Ways a cheating dealer can misbehave, for tests that prove the DKG catches them.
 #[cfg(feature = "dangerous-testing")]
+// Test-only and passed by value once per dealer: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum DangerousFault {
     /// Deal `f(i) + 1` to node `i` (correctly encrypted and signed, but off the polynomial).

@@ -124,12 +124,7 @@ impl SealedRsaShare {
     /// binding (wrong node, name, version or package; sealed to another key; tampering), or
     /// opens to a share of
     /// another node or one outside the package's node ids.
-    pub fn open(
-        &self,
-        seal: &SealSecret,
-        binding: &ShareBinding,
-        package: &RsaPublicPackage,
-    ) -> Result<RsaKeyShare> {
+    pub fn open(&self, seal: &SealSecret, binding: &ShareBinding, package: &RsaPublicPackage) -> Result<RsaKeyShare> {
         let dh = self.ephemeral.point * seal.scalar();
         self.open_with(&seal.public_key(), &dh, binding, package)
     }
@@ -144,7 +139,8 @@ impl SealedRsaShare {
         binding: &ShareBinding,
         package: &RsaPublicPackage,
     ) -> Result<RsaKeyShare> {
-        let dh = curve25519_dalek::ristretto::CompressedRistretto(*dh).decompress().ok_or(Error::SealedShareRejected)?;
+        let dh =
+            curve25519_dalek::ristretto::CompressedRistretto(*dh).decompress().ok_or(Error::SealedShareRejected)?;
         self.open_with(recipient, &dh, binding, package)
     }
 

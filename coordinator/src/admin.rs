@@ -188,6 +188,7 @@ impl Vault {
                     error: probe.error,
                     invalid_partials: node.invalid_partials.load(std::sync::atomic::Ordering::Relaxed),
                     identity_public_key: if probe.reachable { identity.identity_public_key } else { Vec::new() },
+                    key_bundle: if probe.reachable { identity.key_bundle } else { Vec::new() },
                 }
             })
             .collect();

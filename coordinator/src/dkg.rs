@@ -48,7 +48,11 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
     .await?;
     let participants: Vec<pb::Participant> = identities
         .iter()
-        .map(|id| pb::Participant { node_id: id.node_id, identity_public_key: id.identity_public_key.clone() })
+        .map(|id| pb::Participant {
+            node_id: id.node_id,
+            identity_public_key: id.identity_public_key.clone(),
+            key_bundle: id.key_bundle.clone(),
+        })
         .collect();
     let mut session_id = vec![0u8; 32];
     rand::rng().fill_bytes(&mut session_id);

@@ -8,7 +8,7 @@ use hyok_store::{AuditEvent, Store, Usages};
 use hyok_threshold::dkg::{self, round1, round2};
 use hyok_threshold::dprf::{self, DprfInput};
 use hyok_threshold::kem::{self, WrappedKey};
-use hyok_threshold::{IdentityPublicKey, IdentitySecret, NodeId, Wire};
+use hyok_threshold::{IdentityPublicKey, NodeId, NodeSecrets, SignedKeyBundle, Wire};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -130,7 +130,9 @@ type Sessions = (Vec<Vec<u8>>, HashMap<Vec<u8>, Session>);
 /// One hyok node.
 pub struct Node {
     id: NodeId,
-    identity: IdentitySecret,
+    secrets: NodeSecrets,
+    /// This node's signed key bundle (wire encoding), made once at start.
+    key_bundle: Vec<u8>,
     store: Store,
     keys: KeyCache,
     rsa_keys: RsaKeyCache,
@@ -168,11 +170,13 @@ fn result(r: Result<Vec<u8>, pb::ItemError>) -> pb::PartialResult {
 }
 
 impl Node {
-    /// A node with identity `identity` over `store`.
-    pub fn new(id: NodeId, identity: IdentitySecret, store: Store) -> Self {
+    /// A node with the long-term keys `secrets` over `store`.
+    pub fn new(id: NodeId, secrets: NodeSecrets, store: Store) -> Self {
+        let key_bundle = secrets.key_bundle(id, &mut rand::rng()).to_bytes();
         Node {
             id,
-            identity,
+            secrets,
+            key_bundle,
             store,
             keys: KeyCache::default(),
             rsa_keys: RsaKeyCache::default(),
@@ -190,8 +194,8 @@ impl Node {
         &self.store
     }
 
-    pub(crate) fn identity_secret(&self) -> &IdentitySecret {
-        &self.identity
+    pub(crate) fn secrets(&self) -> &NodeSecrets {
+        &self.secrets
     }
 
     pub(crate) fn rsa_keys(&self) -> &RsaKeyCache {
@@ -213,9 +217,10 @@ impl Node {
         }
         Ok(pb::GetIdentityResponse {
             node_id: u32::from(self.id.get()),
-            identity_public_key: self.identity.public_key().as_bytes().to_vec(),
+            identity_public_key: self.secrets.identity().public_key().as_bytes().to_vec(),
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             key_count,
+            key_bundle: self.key_bundle.clone(),
         })
     }
 
@@ -412,14 +417,26 @@ impl Node {
                 .ok_or_else(|| NodeError::Invalid("bad participant id".into()))?;
             let key = IdentityPublicKey::from_slice(&p.identity_public_key)
                 .map_err(|_| NodeError::Invalid("bad participant identity key".into()))?;
-            if participants.insert(id, key).is_some() {
+            // Every participant's transport key only ever comes from a bundle its identity key
+            // signed: a relay cannot make this node encrypt a sub-share to a key of its choosing.
+            let keys = SignedKeyBundle::from_bytes(&p.key_bundle).and_then(|bundle| bundle.verify(id, &key));
+            let keys = match keys {
+                Ok(keys) => keys,
+                Err(_) => {
+                    self.audit(&[self.event(&req.key_id, req.version, "dkg:refused", &req.request_id, caller)])?;
+                    return Err(NodeError::Invalid(format!(
+                        "participant {id}'s key bundle does not verify under its identity key"
+                    )));
+                }
+            };
+            if participants.insert(id, keys).is_some() {
                 return Err(NodeError::Invalid("duplicate participant".into()));
             }
         }
         let threshold = u16::try_from(req.threshold).map_err(|_| NodeError::Invalid("bad threshold".into()))?;
-        let params = dkg::Parameters::new(threshold, participants, &req.session_id)
+        let params = dkg::Parameters::new(threshold, participants.into_values(), &req.session_id)
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let (secret, package) = dkg::part1(self.id, &self.identity, params, &mut rand::rng())
+        let (secret, package) = dkg::part1(self.id, &self.secrets, params, &mut rand::rng())
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
         let meta = SessionMeta { key_id: req.key_id.clone(), version: req.version, usages: Usages(usages) };
         self.put_session(&req.session_id, Session::Round1(meta, Box::new(secret)))?;

@@ -1,7 +1,8 @@
 //! The node's threshold RSA operations: store a sealed dealer share (PENDING), commit or drop
 //! it, serve partial decryptions under this node's own policy, and report key state.
 //!
-//! A share arrives sealed to this node's identity key and bound to (name, version, node id,
+//! A share arrives sealed to this node's seal key (published in its signed key bundle; never
+//! the identity or DKG transport key) and bound to (name, version, node id,
 //! public package); it is opened here, checked, re-sealed at rest under the node seal key and
 //! flushed before the answer. Every partial is audited (flushed) before it is returned.
 
@@ -55,7 +56,7 @@ fn check_name_version(name: &str, version: u32) -> Result<(), NodeError> {
 }
 
 impl Node {
-    /// `RsaStore`: opens this node's sealed share of `name`/`version` with the identity secret,
+    /// `RsaStore`: opens this node's sealed share of `name`/`version` with the seal secret,
     /// checks it is this node's share of the given package, and stores it PENDING (flushed,
     /// audited). A PENDING leftover of an aborted ceremony is replaced; an ACTIVE version is
     /// [`NodeError::Exists`].
@@ -66,9 +67,9 @@ impl Node {
         let sealed = SealedRsaShare::from_bytes(&req.sealed_share)
             .map_err(|_| NodeError::Invalid("malformed sealed RSA share".into()))?;
         let binding = ShareBinding::new(&req.name, req.version, self.id(), &package);
-        let share = sealed
-            .open(self.identity_secret(), &binding, &package)
-            .map_err(|_| NodeError::Invalid("sealed RSA share does not open for this node, key and version".into()))?;
+        let share = sealed.open(self.secrets().seal(), &binding, &package).map_err(|_| {
+            NodeError::Invalid("sealed RSA share does not open for this node's seal key, key and version".into())
+        })?;
         // The share must work with the package: a partial of a fixed test value computes.
         let mut probe = vec![0u8; package.public_key().size()];
         if let Some(last) = probe.last_mut() {

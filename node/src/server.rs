@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use hyok_proto::TlsFiles;
 use hyok_proto::v1::node_server::NodeServer;
 use hyok_store::{SealKey, Store};
-use hyok_threshold::{IdentitySecret, NodeId};
+use hyok_threshold::{NodeId, NodeSecrets};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,14 +23,14 @@ fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
 }
 
-/// `hyok-node init`: a seal key (its own file, mode 0600) and a fresh identity, sealed in the
-/// store. Refuses an initialized directory.
+/// `hyok-node init`: a seal key (its own file, mode 0600) and fresh long-term keys (identity,
+/// DKG transport, RSA seal, audit), sealed in the store. Refuses an initialized directory.
 pub fn init(data_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let seal = SealKey::create(seal_key_path(data_dir)).context("creating the seal key (already initialized?)")?;
     let store = Store::open(db_path(data_dir), seal)?;
-    let identity = IdentitySecret::generate(&mut rand::rng());
-    store.put_identity(&identity.to_secret_bytes())?;
+    let secrets = NodeSecrets::generate(&mut rand::rng());
+    store.put_identity(&secrets.to_secret_bytes())?;
     Ok(())
 }
 
@@ -50,11 +50,17 @@ pub fn open(id: NodeId, data_dir: &Path) -> Result<Node> {
             Err(e) => return Err(e.into()),
         }
     };
-    let Some(secret) = store.identity()? else {
+    let Some(stored) = store.identity()? else {
         bail!("no identity in {} (run `hyok-node init` first)", data_dir.display());
     };
-    let identity = IdentitySecret::from_secret_bytes(*secret)?;
-    Ok(Node::new(id, identity, store))
+    let (secrets, upgraded) = NodeSecrets::from_stored(&stored, &mut rand::rng()).context("the stored node keys")?;
+    if upgraded {
+        // A data directory from before keys per purpose held only the identity secret: it is
+        // kept (operators pinned it); the new keys are written back before the node serves.
+        store.put_identity(&secrets.to_secret_bytes()).context("storing the upgraded node keys")?;
+        tracing::info!(node = id.get(), "added DKG transport, seal and audit keys to a legacy identity");
+    }
+    Ok(Node::new(id, secrets, store))
 }
 
 /// Serves `node` on `listener` with `tls` until `shutdown` completes.
@@ -65,7 +71,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     if let Ok(identity) = node.identity() {
-        // Public: operators compare it with what `hyokctl rsa import` sealed shares to.
+        // Public: operators pin it (`hyokctl rsa --expect-identity`); every other key of the node
+        // is certified under it in the key bundle.
         let hex: String = identity.identity_public_key.iter().map(|b| format!("{b:02x}")).collect();
         tracing::info!(node = identity.node_id, identity_public_key = hex, "node identity");
     }

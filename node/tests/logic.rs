@@ -31,7 +31,11 @@ fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> Pub
         .iter()
         .map(|n| {
             let id = n.identity().unwrap();
-            pb::Participant { node_id: id.node_id, identity_public_key: id.identity_public_key }
+            pb::Participant {
+                node_id: id.node_id,
+                identity_public_key: id.identity_public_key,
+                key_bundle: id.key_bundle,
+            }
         })
         .collect();
     let session = b"session-1".to_vec();

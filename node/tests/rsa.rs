@@ -14,7 +14,7 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::seal::{ShareBinding, seal};
 use hyok_threshold::rsa::{RsaPartial, RsaPublicPackage, combine, oaep};
-use hyok_threshold::{IdentityPublicKey, NodeId, Wire};
+use hyok_threshold::{IdentityPublicKey, NodeId, SealPublicKey, SignedKeyBundle, Wire};
 
 const PEM: &str = include_str!("../../crates/threshold/tests/fixtures/rsa2048-pkcs8.pem");
 
@@ -32,6 +32,13 @@ fn identity(node: &Node) -> IdentityPublicKey {
     IdentityPublicKey::from_slice(&node.identity().unwrap().identity_public_key).unwrap()
 }
 
+/// The node's seal key, from its key bundle verified under its identity key (as hyokctl does).
+fn seal_key(node: &Node) -> SealPublicKey {
+    let answer = node.identity().unwrap();
+    let bundle = SignedKeyBundle::from_bytes(&answer.key_bundle).unwrap();
+    *bundle.verify(node.id(), &identity(node)).unwrap().seal()
+}
+
 /// Deals the fixture key t-of-n and returns each node's RsaStore request, and the package.
 fn ceremony(nodes: &[Node], name: &str, version: u32, t: u16) -> (Vec<pb::RsaStoreRequest>, RsaPublicPackage) {
     let key = PrivateKey::from_pem(PEM).unwrap();
@@ -42,7 +49,7 @@ fn ceremony(nodes: &[Node], name: &str, version: u32, t: u16) -> (Vec<pb::RsaSto
         .zip(nodes)
         .map(|(share, node)| {
             let binding = ShareBinding::new(name, version, share.node(), &package);
-            let sealed = seal(share, &identity(node), &binding, &mut rng).unwrap();
+            let sealed = seal(share, &seal_key(node), &binding, &mut rng).unwrap();
             pb::RsaStoreRequest {
                 name: name.into(),
                 version,
@@ -140,6 +147,31 @@ fn a_share_sealed_for_another_node_key_or_version_is_refused_and_nothing_is_stor
     }
     assert!(nodes[0].rsa_key_states().unwrap().is_empty());
     assert!(matches!(nodes[0].rsa_key_state("dke"), Err(NodeError::NotFound(_))));
+}
+
+#[test]
+fn a_share_sealed_to_the_nodes_identity_key_instead_of_its_seal_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    let key = PrivateKey::from_pem(PEM).unwrap();
+    let mut rng = rand::rng();
+    let (shares, package) = deal(&key, 2, 3, &mut rng).unwrap();
+    let binding = ShareBinding::new("dke", 1, shares[0].node(), &package);
+    // What the old ceremony (or a hostile one) did: seal to the identity key.
+    let wrong = SealPublicKey::from_slice(identity(&nodes[0]).as_bytes()).unwrap();
+    let sealed = seal(&shares[0], &wrong, &binding, &mut rng).unwrap();
+    let req = pb::RsaStoreRequest {
+        name: "dke".into(),
+        version: 1,
+        public_package: package.to_bytes(),
+        sealed_share: sealed.to_bytes(),
+        request_id: "import".into(),
+    };
+    assert!(matches!(nodes[0].rsa_store(&req, "admin"), Err(NodeError::Invalid(_))));
+    assert!(nodes[0].rsa_key_states().unwrap().is_empty());
+    // The control: sealed to the seal key from the verified bundle, the same share is taken.
+    let sealed = seal(&shares[0], &seal_key(&nodes[0]), &binding, &mut rng).unwrap();
+    nodes[0].rsa_store(&pb::RsaStoreRequest { sealed_share: sealed.to_bytes(), ..req }, "admin").unwrap();
 }
 
 #[test]

@@ -360,16 +360,16 @@ async fn main() -> Result<()> {
             RsaCommand::Create { name, bits, expect_identity } => {
                 let pins = hyok_cli::rsa::parse_pins(&expect_identity)?;
                 let imported = hyok_cli::rsa::create(&target, &name, bits, &pins).await?;
-                for (node, identity) in &imported.identities {
-                    eprintln!("node {node}: share sealed to identity key {identity}");
+                for ((node, identity), (_, seal)) in imported.identities.iter().zip(&imported.seal_keys) {
+                    eprintln!("node {node}: share sealed to seal key {seal} (certified by identity key {identity})");
                 }
                 println!("rsa key {name} version {} fingerprint {}", imported.version, imported.fingerprint);
             }
             RsaCommand::Import { name, pem, expect_identity } => {
                 let pins = hyok_cli::rsa::parse_pins(&expect_identity)?;
                 let imported = hyok_cli::rsa::import(&target, &name, &pem, &pins).await?;
-                for (node, identity) in &imported.identities {
-                    eprintln!("node {node}: share sealed to identity key {identity}");
+                for ((node, identity), (_, seal)) in imported.identities.iter().zip(&imported.seal_keys) {
+                    eprintln!("node {node}: share sealed to seal key {seal} (certified by identity key {identity})");
                 }
                 println!("rsa key {name} version {} fingerprint {}", imported.version, imported.fingerprint);
             }

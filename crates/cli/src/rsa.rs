@@ -2,12 +2,15 @@
 //!
 //! `rsa import` is **the one place a whole RSA private key exists**, briefly, on the operator's
 //! machine: it reads the PEM, splits `d` into one share per node ([`deal`]), seals each share
-//! to its node's identity key (bound to the key name, version, node and public package), drops
+//! to its node's **seal key** (bound to the key name, version, node and public package), drops
 //! the private key and the shares (both zeroized on drop), and only then sends the sealed
 //! shares through the coordinator, which can open none of them.
 //!
-//! The node identity keys come from the coordinator's `ClusterStatus`; they are printed so an
-//! operator can compare them with each node's own (`hyok-node` logs its identity at start).
+//! The node identity keys and key bundles come from the coordinator's `ClusterStatus`. Each
+//! bundle must verify under its node's identity key, and each identity key must match the
+//! operator's `--expect-identity` pin when one is given; the seal key is taken from the verified
+//! bundle only. The identity keys are printed so an operator can compare them with each node's
+//! own (`hyok-node` logs its identity at start).
 
 use crate::target::Target;
 use anyhow::{Context, Result, bail};
@@ -15,7 +18,7 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::seal::{ShareBinding, seal};
 use hyok_threshold::rsa::{RsaPublicKey, fingerprint};
-use hyok_threshold::{IdentityPublicKey, NodeId, Wire};
+use hyok_threshold::{IdentityPublicKey, KeyBundle, NodeId, SignedKeyBundle, Wire};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -75,8 +78,10 @@ pub struct Imported {
     pub version: u32,
     /// SHA-256 of its SubjectPublicKeyInfo, hex.
     pub fingerprint: String,
-    /// The identity key each share was sealed to, hex.
+    /// Each node's identity key (which certified the seal key its share was sealed to), hex.
     pub identities: Vec<(u16, String)>,
+    /// The seal key each share was sealed to, hex.
+    pub seal_keys: Vec<(u16, String)>,
 }
 
 /// Parses `--expect-identity ID=HEX` pins: the identity key an operator read from node ID's own
@@ -134,28 +139,13 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, pins: &BTree
         Err(s) => bail!("reading RSA key {name}: {}: {}", s.code(), s.message()),
     };
 
-    // Every node's identity key; every node must be reachable to get its share.
+    // Every node's verified keys; every node must be reachable to get its share.
     let status = client.cluster_status(pb::ClusterStatusRequest {}).await.context("cluster status")?.into_inner();
     let n = u16::try_from(status.nodes.len()).context("too many nodes")?;
     let t = u16::try_from(status.threshold).context("bad threshold")?;
-    let mut identities: BTreeMap<NodeId, IdentityPublicKey> = BTreeMap::new();
-    for node in &status.nodes {
-        let id = u16::try_from(node.node_id).ok().and_then(|i| NodeId::new(i).ok()).context("bad node id")?;
-        if !node.reachable || node.identity_public_key.is_empty() {
-            bail!("node {} is unreachable ({}); every node must take its share", node.node_id, node.error);
-        }
-        let identity = IdentityPublicKey::from_slice(&node.identity_public_key)
-            .with_context(|| format!("node {} has a malformed identity key", node.node_id))?;
-        identities.insert(id, identity);
-    }
-    if identities.keys().map(|id| id.get()).ne(1..=n) {
+    let keys = verified_bundles(&status, pins)?;
+    if keys.keys().map(|id| id.get()).ne(1..=n) {
         bail!("the cluster's node ids must be 1..={n}");
-    }
-    for (id, expected) in pins {
-        let reported = NodeId::new(*id).ok().and_then(|id| identities.get(&id)).map(|k| hex(k.as_bytes()));
-        if reported.as_deref() != Some(expected.as_str()) {
-            bail!("node {id}'s identity key is not the expected one: nothing was dealt");
-        }
     }
 
     // The ceremony proper: deal, drop the key, seal each share to its node, drop the shares.
@@ -163,9 +153,9 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, pins: &BTree
     drop(key);
     let mut sealed = Vec::with_capacity(shares.len());
     for share in &shares {
-        let identity = identities.get(&share.node()).context("a share for an unknown node")?;
+        let node_keys = keys.get(&share.node()).context("a share for an unknown node")?;
         let binding = ShareBinding::new(name, version, share.node(), &package);
-        let s = seal(share, identity, &binding, &mut rand::rng()).context("sealing a share")?;
+        let s = seal(share, node_keys.seal(), &binding, &mut rand::rng()).context("sealing a share")?;
         sealed.push(pb::SealedRsaShare { node_id: u32::from(share.node().get()), sealed: s.to_bytes() });
     }
     drop(shares);
@@ -186,8 +176,45 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, pins: &BTree
     if agreed.as_deref() != Some(fingerprint.as_str()) {
         bail!("the cluster does not report version {version} with fingerprint {fingerprint}");
     }
-    let identities = identities.iter().map(|(id, key)| (id.get(), hex(key.as_bytes()))).collect();
-    Ok(Imported { version, fingerprint, identities })
+    let identities = keys.iter().map(|(id, k)| (id.get(), hex(k.identity().as_bytes()))).collect();
+    let seal_keys = keys.iter().map(|(id, k)| (id.get(), hex(k.seal().as_bytes()))).collect();
+    Ok(Imported { version, fingerprint, identities, seal_keys })
+}
+
+/// Every node's keys from `ClusterStatus`: each node reachable, its identity key equal to the
+/// operator's pin when one is given, and its key bundle verified under that identity key. Any
+/// failure refuses the whole ceremony before anything is dealt.
+pub fn verified_bundles(
+    status: &pb::ClusterStatusResponse,
+    pins: &BTreeMap<u16, String>,
+) -> Result<BTreeMap<NodeId, KeyBundle>> {
+    let mut keys = BTreeMap::new();
+    for node in &status.nodes {
+        let id = u16::try_from(node.node_id).ok().and_then(|i| NodeId::new(i).ok()).context("bad node id")?;
+        if !node.reachable || node.identity_public_key.is_empty() {
+            bail!("node {} is unreachable ({}); every node must take its share", node.node_id, node.error);
+        }
+        let identity = IdentityPublicKey::from_slice(&node.identity_public_key)
+            .with_context(|| format!("node {id} has a malformed identity key"))?;
+        if let Some(expected) = pins.get(&id.get())
+            && hex(identity.as_bytes()) != *expected
+        {
+            bail!("node {id}'s identity key is not the expected one: nothing was dealt");
+        }
+        let bundle =
+            SignedKeyBundle::from_bytes(&node.key_bundle).and_then(|b| b.verify(id, &identity)).with_context(|| {
+                format!("node {id}'s key bundle does not verify under its identity key: nothing was dealt")
+            })?;
+        if keys.insert(id, bundle).is_some() {
+            bail!("node {id} appears twice in the cluster status");
+        }
+    }
+    for id in pins.keys() {
+        if !keys.keys().any(|k| k.get() == *id) {
+            bail!("node {id}'s identity key is not the expected one: nothing was dealt");
+        }
+    }
+    Ok(keys)
 }
 
 /// `rsa list`.

@@ -1,6 +1,6 @@
 //! The store itself: one sled database per node.
 //!
-//! Trees: `meta` (the sealed identity secret under `identity`, the audit chain's head under
+//! Trees: `meta` (the node's sealed long-term secrets under `identity`, the audit chain's head under
 //! `audit_head`), a policy tree and a versions tree per key family — `keys` and `versions` for
 //! EC keys, `rsa_keys` and `rsa_versions` for threshold RSA keys (see [`crate::keys`]) — and
 //! `audit` (the chain, see [`crate::audit`]).
@@ -30,6 +30,8 @@ use std::sync::{Mutex, MutexGuard};
 use zeroize::Zeroizing;
 
 const IDENTITY: &[u8] = b"identity";
+/// Longest long-term secrets blob accepted.
+const MAX_IDENTITY_LEN: usize = 1024;
 const AUDIT_HEAD: &[u8] = b"audit_head";
 
 /// One family's two trees (see [`Family`]).
@@ -107,23 +109,25 @@ impl Store {
 
     // ---- identity ----------------------------------------------------------------------
 
-    /// Stores (or replaces) the node's 32-byte identity secret, sealed under
-    /// `"hyok/v1/identity"`. Flushed.
-    pub fn put_identity(&self, secret: &[u8; 32]) -> Result<()> {
-        self.meta.insert(IDENTITY, self.seal.seal(IDENTITY_AAD, secret)?)?;
+    /// Stores (or replaces) the node's long-term secrets (an encoded `NodeSecrets`; a legacy
+    /// store holds a bare 32-byte identity secret here), sealed under `"hyok/v1/identity"`.
+    /// Flushed.
+    pub fn put_identity(&self, secrets: &[u8]) -> Result<()> {
+        if secrets.is_empty() || secrets.len() > MAX_IDENTITY_LEN {
+            return Err(Error::Corrupt("identity".into()));
+        }
+        self.meta.insert(IDENTITY, self.seal.seal(IDENTITY_AAD, secrets)?)?;
         self.flush()
     }
 
-    /// The node's identity secret, if one was stored.
-    pub fn identity(&self) -> Result<Option<Zeroizing<[u8; 32]>>> {
+    /// The node's long-term secrets as stored by [`Store::put_identity`], if any.
+    pub fn identity(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let Some(sealed) = self.meta.get(IDENTITY)? else { return Ok(None) };
         let bytes = self.seal.open(IDENTITY_AAD, &sealed)?;
-        let mut out = Zeroizing::new([0u8; 32]);
-        if bytes.len() != out.len() {
+        if bytes.is_empty() || bytes.len() > MAX_IDENTITY_LEN {
             return Err(Error::Corrupt("identity".into()));
         }
-        out.copy_from_slice(&bytes);
-        Ok(Some(out))
+        Ok(Some(bytes))
     }
 
     // ---- keys ------------------------------------------------------------------------

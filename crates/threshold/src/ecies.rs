@@ -1,7 +1,8 @@
-//! The one key derivation for encrypting to a node's identity key: an AES-256-GCM key from
-//! an ECDH value `dh = e·ID_i = id_i·E` on Ristretto255, `key = HKDF-SHA256(salt, ikm = dh, info)`.
+//! The one key derivation for encrypting to a node's long-term key: an AES-256-GCM key from
+//! an ECDH value `dh = e·P_i = p_i·E` on Ristretto255, `key = HKDF-SHA256(salt, ikm = dh, info)`.
 //!
-//! Shared by the DKG (sub-shares) and threshold RSA (sealed dealer shares). Every key derived
+//! Shared by the DKG (sub-shares, to the DKG transport key) and threshold RSA (sealed dealer
+//! shares, to the seal key); never used with the identity key, which only signs. Every key derived
 //! here encrypts exactly one message (the ephemeral `E` is fresh per message and is bound into
 //! `info`), so callers use the all-zero nonce.
 

@@ -60,6 +60,12 @@ pub(crate) fn decode<T>(
     Ok(value)
 }
 
+/// A canonical compressed point from exactly 32 bytes.
+#[cfg(feature = "dangerous-testing")]
+pub(crate) fn decode_point(bytes: &[u8; 32], what: &'static str) -> Result<(RistrettoPoint, CompressedRistretto)> {
+    Reader { buf: bytes, what }.point()
+}
+
 /// Appends fields to a buffer.
 #[derive(Debug)]
 pub struct Writer(pub(crate) Vec<u8>);

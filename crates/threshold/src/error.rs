@@ -70,6 +70,21 @@ pub enum Error {
         /// The node the message claims to come from.
         node: NodeId,
     },
+    /// A dealer's DKG ephemeral `E_j` without a valid proof of knowledge of `log_G E_j` bound to
+    /// this run: a replayed or foreign ephemeral (another run's, a sealed RSA share's). It is
+    /// refused before any secret touches it, so no complaint is filed. The run must be aborted.
+    #[error("DKG dealer {node} sent an ephemeral key without a valid proof of knowledge for this run")]
+    InvalidEphemeralProof {
+        /// The dealer whose package carries it.
+        node: NodeId,
+    },
+    /// A node key bundle that names another node or identity key, or whose signature does not
+    /// verify under the node's identity key.
+    #[error("key bundle of node {node} does not verify under its identity key")]
+    InvalidKeyBundle {
+        /// The node the bundle was presented for.
+        node: NodeId,
+    },
     /// A DKG message missing from a round, or one from a node that is not a participant.
     #[error("DKG round is missing the message of node {node}")]
     MissingMessage {
@@ -131,6 +146,8 @@ impl Error {
             Error::DuplicateNode { node }
             | Error::InvalidProof { node }
             | Error::InvalidSignature { node }
+            | Error::InvalidEphemeralProof { node }
+            | Error::InvalidKeyBundle { node }
             | Error::MissingMessage { node }
             | Error::InconsistentView { node } => vec![*node],
             Error::DecryptionFailed { culprits } | Error::RsaCombineFailed { culprits } => culprits.clone(),
@@ -161,6 +178,8 @@ mod tests {
         assert_eq!(Error::UnknownNode { node: 9 }.culprits(), vec![node(9)]);
         assert_eq!(Error::UnknownNode { node: 0 }.culprits(), vec![]);
         assert_eq!(Error::DuplicateNode { node: node(2) }.culprits(), vec![node(2)]);
+        assert_eq!(Error::InvalidEphemeralProof { node: node(2) }.culprits(), vec![node(2)]);
+        assert_eq!(Error::InvalidKeyBundle { node: node(5) }.culprits(), vec![node(5)]);
         assert_eq!(Error::DecryptionFailed { culprits: vec![node(1), node(4)] }.culprits(), vec![node(1), node(4)]);
         assert_eq!(Error::RsaCombineFailed { culprits: vec![] }.culprits(), vec![]);
         let dealers = Error::NotEnoughQualifiedDealers { qualified: 1, needed: 3, disqualified: vec![node(5)] };

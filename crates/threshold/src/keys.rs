@@ -251,63 +251,123 @@ impl Wire for PublicKeyPackage {
     }
 }
 
-/// A node's long-term identity secret: signs its DKG messages and decrypts the sub-shares
-/// other nodes deal to it. Zeroized on drop; `Debug` prints `<redacted>`.
-#[derive(Zeroize, ZeroizeOnDrop)]
-pub struct IdentitySecret(Scalar);
+/// One pair of long-term node key types, secret and public, for one purpose. Every purpose has
+/// its own pair of types so that a key made for one job cannot be handed to another.
+macro_rules! long_term_key {
+    ($(#[$sdoc:meta])* $secret:ident, $(#[$pdoc:meta])* $public:ident, $what:literal) => {
+        $(#[$sdoc])*
+        ///
+        /// Zeroized on drop, not `Clone`; `Debug` prints `<redacted>`.
+        #[derive(Zeroize, ZeroizeOnDrop)]
+        pub struct $secret(Scalar);
 
-impl IdentitySecret {
-    /// A fresh identity.
-    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        IdentitySecret(Scalar::random(rng))
-    }
-    /// The public half.
-    pub fn public_key(&self) -> IdentityPublicKey {
-        IdentityPublicKey(Element::new(RistrettoPoint::mul_base(&self.0)))
-    }
-    pub(crate) fn scalar(&self) -> &Scalar {
-        &self.0
-    }
-    pub(crate) fn from_scalar_unchecked(s: Scalar) -> Self {
-        IdentitySecret(s)
-    }
-    /// 32 secret bytes, for sealing at rest; zeroized on drop.
-    pub fn to_secret_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.0.to_bytes())
-    }
-    /// Decodes [`IdentitySecret::to_secret_bytes`]; rejects a non-canonical or zero scalar.
-    pub fn from_secret_bytes(bytes: [u8; 32]) -> Result<Self> {
-        let s: Option<Scalar> = Scalar::from_canonical_bytes(bytes).into();
-        match s {
-            Some(s) if s != Scalar::ZERO => Ok(IdentitySecret(s)),
-            _ => Err(Error::Malformed { what: "identity secret" }),
+        impl $secret {
+            /// A fresh, non-zero key.
+            pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+                loop {
+                    let s = Scalar::random(rng);
+                    if s != Scalar::ZERO {
+                        return $secret(s);
+                    }
+                }
+            }
+            /// The public half, `s·G`.
+            pub fn public_key(&self) -> $public {
+                $public(Element::new(RistrettoPoint::mul_base(&self.0)))
+            }
+            #[allow(dead_code)]
+            pub(crate) fn scalar(&self) -> &Scalar {
+                &self.0
+            }
+            /// A second zeroizing copy, for state machines that must own one.
+            #[allow(dead_code)]
+            pub(crate) fn copy_secret(&self) -> Self {
+                $secret(self.0)
+            }
+            /// 32 secret bytes, for sealing at rest; zeroized on drop.
+            pub fn to_secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+                Zeroizing::new(self.0.to_bytes())
+            }
+            /// Decodes [`Self::to_secret_bytes`]; rejects a non-canonical or zero scalar.
+            pub fn from_secret_bytes(bytes: [u8; 32]) -> Result<Self> {
+                let bytes = Zeroizing::new(bytes);
+                let s: Option<Scalar> = Scalar::from_canonical_bytes(*bytes).into();
+                match s {
+                    Some(s) if s != Scalar::ZERO => Ok($secret(s)),
+                    _ => Err(Error::Malformed { what: $what }),
+                }
+            }
         }
-    }
-}
 
-impl fmt::Debug for IdentitySecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("IdentitySecret(<redacted>)")
-    }
-}
-
-/// A node's public identity key `ID_i = id_i·G`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdentityPublicKey(pub(crate) Element);
-
-impl IdentityPublicKey {
-    /// The 32-byte compressed encoding.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.compressed.as_bytes()
-    }
-    /// Decodes 32 bytes, rejecting non-canonical encodings and the identity element.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self> {
-        let bad = Error::Malformed { what: "identity public key" };
-        let c = CompressedRistretto::from_slice(bytes).map_err(|_| bad.clone())?;
-        let point = c.decompress().ok_or(bad.clone())?;
-        if point == RistrettoPoint::default() {
-            return Err(bad);
+        impl fmt::Debug for $secret {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($secret), "(<redacted>)"))
+            }
         }
-        Ok(IdentityPublicKey(Element { point, compressed: c }))
-    }
+
+        $(#[$pdoc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $public(pub(crate) Element);
+
+        impl $public {
+            /// The 32-byte compressed encoding.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                self.0.compressed.as_bytes()
+            }
+            /// Decodes 32 bytes, rejecting non-canonical encodings and the identity element.
+            pub fn from_slice(bytes: &[u8]) -> Result<Self> {
+                let bad = Error::Malformed { what: $what };
+                let c = CompressedRistretto::from_slice(bytes).map_err(|_| bad.clone())?;
+                let point = c.decompress().ok_or(bad.clone())?;
+                if point == RistrettoPoint::default() {
+                    return Err(bad);
+                }
+                Ok($public(Element { point, compressed: c }))
+            }
+            pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
+                let e = Element::read(r)?;
+                if e.point == RistrettoPoint::default() {
+                    return Err(Error::Malformed { what: $what });
+                }
+                Ok($public(e))
+            }
+        }
+    };
 }
+
+long_term_key!(
+    /// A node's long-term identity secret `id_i`. It **only signs**: DKG messages and the node's
+    /// [`crate::node_keys::SignedKeyBundle`]. It is never multiplied by a point another party chose.
+    IdentitySecret,
+    /// A node's public identity key `ID_i = id_i·G`: what operators pin and what every other
+    /// node key is certified under.
+    IdentityPublicKey,
+    "identity key"
+);
+
+long_term_key!(
+    /// A node's long-term DKG transport secret `tr_i`: sub-shares are encrypted to it, and a
+    /// complaint reveals `tr_i·E_j` only for an ephemeral `E_j` whose dealer proved, in that run,
+    /// that it knows `log_G E_j`.
+    TransportSecret,
+    /// The public DKG transport key `T_i = tr_i·G`, certified in the node's key bundle.
+    TransportPublicKey,
+    "DKG transport key"
+);
+
+long_term_key!(
+    /// A node's long-term seal secret: opens the RSA shares a dealer ceremony sealed to it. Used
+    /// for nothing else, and nothing computed with it is ever published.
+    SealSecret,
+    /// The public seal key, certified in the node's key bundle: what `hyokctl rsa` seals to.
+    SealPublicKey,
+    "seal key"
+);
+
+long_term_key!(
+    /// A node's long-term audit secret: signs the node's audit chain heads.
+    AuditSecret,
+    /// The public audit key, certified in the node's key bundle.
+    AuditPublicKey,
+    "audit key"
+);

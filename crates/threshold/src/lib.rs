@@ -6,7 +6,10 @@
 //!
 //! # Layout
 //! - [`keys`]: types by role — [`NodeId`], [`KeyShare`] (secret), [`VerificationKey`] (`K_i`),
-//!   [`GroupPublicKey`] (`K`), [`PublicKeyPackage`], and node identity keys.
+//!   [`GroupPublicKey`] (`K`), [`PublicKeyPackage`], and a node's long-term keys, one type pair
+//!   per purpose (identity, DKG transport, seal, audit).
+//! - [`node_keys`]: [`NodeSecrets`] (all of a node's long-term secrets) and the
+//!   [`SignedKeyBundle`] that certifies its public keys under its identity key.
 //! - [`dkg`]: distributed key generation, a per-node state machine (`part1` → `round1` →
 //!   `round2` → [`dkg::Output`]).
 //! - [`dprf`]: the distributed PRF `k·H(x)`: node [`dprf::evaluate`], coordinator
@@ -18,7 +21,7 @@
 //!   combine with the `y^e ≡ c` check, on crypto-bigint.
 //! - [`encoding`]: the versioned wire format ([`Wire`]).
 //! - internal: `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
-//!   `ecies` (ECDH + HKDF key for encrypting to a node identity), `lagrange` (interpolation in
+//!   `ecies` (ECDH + HKDF key for encrypting to a node's transport or seal key), `lagrange` (interpolation in
 //!   the exponent), `feldman` (vsss-rs glue), `transcript`.
 
 pub mod aead;
@@ -34,6 +37,7 @@ mod feldman;
 pub mod kem;
 pub mod keys;
 mod lagrange;
+pub mod node_keys;
 pub mod partial;
 pub mod rsa;
 mod schnorr;
@@ -43,6 +47,8 @@ pub use dleq::DleqProof;
 pub use encoding::Wire;
 pub use error::{Error, Result};
 pub use keys::{
-    GroupPublicKey, IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage, VerificationKey,
+    AuditPublicKey, AuditSecret, GroupPublicKey, IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage,
+    SealPublicKey, SealSecret, TransportPublicKey, TransportSecret, VerificationKey,
 };
+pub use node_keys::{KeyBundle, NodeSecrets, SignedKeyBundle};
 pub use partial::{Opened, PartialEvaluation};

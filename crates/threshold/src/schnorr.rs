@@ -58,6 +58,13 @@ impl Proof {
         RistrettoPoint::vartime_double_scalar_mul_basepoint(&(-c), &public.point, &self.z) == self.a.point
     }
 
+    /// A proof that verifies for nothing: what someone replaying a point whose logarithm they
+    /// do not know can send.
+    #[cfg(feature = "dangerous-testing")]
+    pub(crate) fn dangerous_forged(public: &Element) -> Self {
+        Proof { a: *public, z: Scalar::ONE }
+    }
+
     pub(crate) fn write(&self, w: &mut Writer) {
         self.a.write(w);
         w.scalar(&self.z);

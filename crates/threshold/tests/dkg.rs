@@ -12,7 +12,7 @@ use common::{Cluster, RelayLog, honest, rng, run_dkg, subsets};
 use curve25519_dalek::{RistrettoPoint, Scalar, traits::Identity};
 use hyok_threshold::dkg::{self, Parameters, round1};
 use hyok_threshold::dprf::{self, DprfInput};
-use hyok_threshold::{Error, IdentitySecret, NodeId, PartialEvaluation, Wire};
+use hyok_threshold::{Error, NodeId, NodeSecrets, PartialEvaluation, Wire};
 
 fn node(i: u16) -> NodeId {
     NodeId::new(i).unwrap()
@@ -279,18 +279,34 @@ fn a_missing_round1_message_is_reported() {
 fn part1_refuses_an_identity_that_is_not_the_registered_one() {
     let mut r = rng(8);
     let cluster = Cluster::new(2, 3, b"s", &mut r);
-    let stranger = IdentitySecret::generate(&mut r);
+    let stranger = NodeSecrets::generate(&mut r);
     assert!(matches!(dkg::part1(node(1), &stranger, cluster.params.clone(), &mut r), Err(Error::InvalidParameters(_))));
+    // The registered identity, but another transport key: also refused.
+    let same_identity = NodeSecrets::from_identity(
+        hyok_threshold::IdentitySecret::from_secret_bytes(*cluster.identities[&node(1)].identity().to_secret_bytes())
+            .unwrap(),
+        &mut r,
+    );
+    assert!(matches!(
+        dkg::part1(node(1), &same_identity, cluster.params.clone(), &mut r),
+        Err(Error::InvalidParameters(_))
+    ));
 }
 
 #[test]
 fn parameters_are_validated() {
     let mut r = rng(9);
-    let keys: std::collections::BTreeMap<NodeId, _> =
-        (1..=3).map(|i| (node(i), IdentitySecret::generate(&mut r).public_key())).collect();
+    let keys: Vec<_> = (1..=3)
+        .map(|i| {
+            let s = NodeSecrets::generate(&mut r);
+            s.key_bundle(node(i), &mut r).verify(node(i), &s.identity().public_key()).unwrap()
+        })
+        .collect();
     assert!(Parameters::new(0, keys.clone(), b"s").is_err());
     assert!(Parameters::new(4, keys.clone(), b"s").is_err());
     assert!(Parameters::new(2, keys.clone(), b"").is_err());
     assert!(Parameters::new(2, keys.clone(), &[0; 257]).is_err());
-    assert!(Parameters::new(3, keys, b"s").is_ok());
+    assert!(Parameters::new(3, keys.clone(), b"s").is_ok());
+    let twice = vec![keys[0], keys[1], keys[0]];
+    assert_eq!(Parameters::new(2, twice, b"s").unwrap_err(), Error::DuplicateNode { node: node(1) });
 }

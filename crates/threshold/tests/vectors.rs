@@ -45,6 +45,8 @@ struct Vectors {
     unwrap_partials: BTreeMap<u16, String>,
     dkg_round1_packages: Vec<String>,
     dkg_round2_packages: Vec<String>,
+    key_bundle_identity: String,
+    key_bundle: String,
 }
 
 fn generate() -> Vectors {
@@ -71,6 +73,9 @@ fn generate() -> Vectors {
     let mut log = RelayLog::default();
     let (outputs, _) = run_dkg(&cluster, &mut r, honest, &mut log);
     assert!(outputs.values().all(Result::is_ok));
+    let bundle_node = NodeId::new(1).unwrap();
+    let bundle_keys = &cluster.identities[&bundle_node];
+    let bundle = bundle_keys.key_bundle(bundle_node, &mut r);
 
     Vectors {
         comment: "hyok-threshold wire format v1; regenerate only for a deliberate format change".into(),
@@ -91,6 +96,8 @@ fn generate() -> Vectors {
         unwrap_partials: unwrap_partials.iter().map(|p| (p.node().get(), hex::encode(p.to_bytes()))).collect(),
         dkg_round1_packages: log.messages[..2].iter().map(hex::encode).collect(),
         dkg_round2_packages: log.messages[2..].iter().map(hex::encode).collect(),
+        key_bundle_identity: hex::encode(bundle_keys.identity().public_key().as_bytes()),
+        key_bundle: hex::encode(bundle.to_bytes()),
     }
 }
 
@@ -142,4 +149,7 @@ fn pinned_vectors_decode_verify_and_decrypt() {
     for p in v.dkg_round2_packages {
         hyok_threshold::dkg::round2::Package::from_bytes(&h(&p)).unwrap();
     }
+    let identity = hyok_threshold::IdentityPublicKey::from_slice(&h(&v.key_bundle_identity)).unwrap();
+    let bundle = hyok_threshold::SignedKeyBundle::from_bytes(&h(&v.key_bundle)).unwrap();
+    bundle.verify(NodeId::new(1).unwrap(), &identity).unwrap();
 }

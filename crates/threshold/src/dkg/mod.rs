@@ -10,23 +10,33 @@
 //! ```
 //!
 //! Every node `j` deals a random polynomial `f_j` of degree `t − 1`, broadcasts Feldman
-//! commitments `C_jk = a_jk·G`, a Schnorr proof of knowledge of `a_j0`, and each sub-share
-//! `f_j(i)` encrypted to recipient `i` (ECDH between a fresh ephemeral `E_j = e_j·G` and `i`'s
-//! identity key, HKDF, AES-256-GCM). The whole package is signed with `j`'s identity key, so the
-//! coordinator that relays it can neither read a sub-share nor forge or alter a message.
+//! commitments `C_jk = a_jk·G`, a Schnorr proof of knowledge of `a_j0`, a fresh ephemeral
+//! `E_j = e_j·G` with a Schnorr proof of knowledge of `e_j` bound to this run (session, `t`,
+//! every participant's keys, dealer id), and each sub-share `f_j(i)` encrypted to recipient
+//! `i`'s **DKG transport key** `T_i` (ECDH `e_j·T_i`, HKDF over the run transcript,
+//! AES-256-GCM). The whole package is signed with `j`'s identity key, so the coordinator that
+//! relays it can neither read a sub-share nor forge or alter a message. The participants' keys
+//! come in [`KeyBundle`]s, verified under each participant's identity key before the run starts.
 //!
-//! A recipient whose sub-share fails the Feldman check files a complaint that reveals the
-//! ECDH value `id_i·E_j` with a DLEQ proof: anyone can then decrypt that one sub-share and see
-//! who lied. Dealers with a failed proof of knowledge or a justified complaint, and nodes with an
-//! unjustified complaint, are disqualified. Every node's share is `k_i = Σ_{j∈QUAL} f_j(i)`,
-//! the group key `K = Σ_{j∈QUAL} C_j0`. At least `t` dealers must qualify, so at least one honest
-//! dealer's randomness is in the key.
+//! Every recipient checks the ephemeral's proof **before anything else touches `E_j`**: a
+//! replayed ephemeral (another run's, a sealed RSA share's) fails with
+//! [`Error::InvalidEphemeralProof`] and is never multiplied by a secret. A recipient whose
+//! sub-share fails the Feldman check files a complaint that reveals `tr_i·E_j` with a DLEQ
+//! proof against `T_i`: anyone can then decrypt that one sub-share and see who lied. Because the
+//! dealer proved it knows `e_j`, the complaint tells it nothing it could not compute itself
+//! (`e_j·T_i`), and it tells everyone else only how to open this run's sub-share: the node is no
+//! Diffie–Hellman oracle, and its identity and seal keys are never involved. Dealers with a
+//! failed proof of knowledge of `a_j0` or a justified complaint, and nodes with an unjustified
+//! complaint, are disqualified. Every node's share is `k_i = Σ_{j∈QUAL} f_j(i)`, the group key
+//! `K = Σ_{j∈QUAL} C_j0`. At least `t` dealers must qualify, so at least one honest dealer's
+//! randomness is in the key.
 
 pub mod round1;
 pub mod round2;
 
 use crate::error::{Error, Result};
-use crate::keys::{IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage};
+use crate::keys::{IdentityPublicKey, KeyShare, NodeId, PublicKeyPackage, TransportPublicKey};
+use crate::node_keys::KeyBundle;
 use crate::transcript::Transcript;
 use std::collections::BTreeMap;
 
@@ -39,14 +49,21 @@ pub const MAX_SESSION_LEN: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parameters {
     threshold: u16,
-    participants: BTreeMap<NodeId, IdentityPublicKey>,
+    participants: BTreeMap<NodeId, KeyBundle>,
     session: Vec<u8>,
 }
 
 impl Parameters {
-    /// `threshold` of the given participants (node id → identity key), for the run named by
-    /// `session` (unique per run: e.g. key id, version and a random nonce).
-    pub fn new(threshold: u16, participants: BTreeMap<NodeId, IdentityPublicKey>, session: &[u8]) -> Result<Self> {
+    /// `threshold` of the given participants (each one's verified key bundle), for the run named
+    /// by `session` (unique per run: e.g. key id, version and a random nonce).
+    pub fn new(threshold: u16, participants: impl IntoIterator<Item = KeyBundle>, session: &[u8]) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for bundle in participants {
+            if map.insert(bundle.node(), bundle).is_some() {
+                return Err(Error::DuplicateNode { node: bundle.node() });
+            }
+        }
+        let participants = map;
         if threshold == 0 || usize::from(threshold) > participants.len() {
             return Err(Error::InvalidParameters("threshold must satisfy 1 ≤ t ≤ n"));
         }
@@ -66,17 +83,25 @@ impl Parameters {
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.participants.keys().copied()
     }
-    fn identity(&self, node: NodeId) -> Result<&IdentityPublicKey> {
+    fn bundle(&self, node: NodeId) -> Result<&KeyBundle> {
         self.participants.get(&node).ok_or(Error::UnknownNode { node: node.get() })
     }
-    /// A transcript bound to this run: the session id, `t`, and every participant's identity.
+    fn identity(&self, node: NodeId) -> Result<&IdentityPublicKey> {
+        Ok(self.bundle(node)?.identity())
+    }
+    fn transport(&self, node: NodeId) -> Result<&TransportPublicKey> {
+        Ok(self.bundle(node)?.transport())
+    }
+    /// A transcript bound to this run: the session id, `t`, and every participant's identity
+    /// and transport keys.
     fn transcript(&self, domain: &[u8]) -> Transcript {
         let mut t = Transcript::new(domain);
         t.append(b"session", &self.session);
         t.append_u64(b"threshold", u64::from(self.threshold));
-        for (id, key) in &self.participants {
+        for (id, keys) in &self.participants {
             t.append_u64(b"node", u64::from(id.get()));
-            t.append_point(b"identity", &key.0.compressed);
+            t.append_point(b"identity", &keys.identity().0.compressed);
+            t.append_point(b"transport", &keys.transport().0.compressed);
         }
         t
     }
@@ -91,9 +116,4 @@ pub struct Output {
     pub package: PublicKeyPackage,
     /// Participants disqualified as dealers (bad proof, bad sub-share, false complaint).
     pub disqualified: Vec<NodeId>,
-}
-
-/// The state machine keeps its own zeroizing copy of the identity secret (which is not `Clone`).
-fn copy_identity(identity: &IdentitySecret) -> IdentitySecret {
-    IdentitySecret::from_scalar_unchecked(*identity.scalar())
 }

@@ -1,13 +1,15 @@
-//! DKG round 1: deal a polynomial, commit to it, prove knowledge of its constant term, and
-//! encrypt each sub-share to its recipient.
+//! DKG round 1: deal a polynomial, commit to it, prove knowledge of its constant term and of a
+//! fresh ephemeral key for this run, and encrypt each sub-share to its recipient's DKG
+//! transport key.
 
-use super::{Parameters, copy_identity, round2};
+use super::{Parameters, round2};
 use crate::dleq::{DleqProof, Statement};
 use crate::ecies;
 use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
 use crate::error::{Error, Result};
 use crate::feldman;
-use crate::keys::{Element, IdentitySecret, NodeId};
+use crate::keys::{Element, IdentitySecret, NodeId, TransportSecret};
+use crate::node_keys::NodeSecrets;
 use crate::schnorr;
 use crate::transcript::Transcript;
 use aes_gcm::{AeadInOut, Aes256Gcm};
@@ -31,6 +33,7 @@ struct Body {
     commitments: Vec<Element>,
     proof_of_knowledge: schnorr::Proof,
     ephemeral: Element,
+    ephemeral_proof: schnorr::Proof,
     shares: BTreeMap<NodeId, EncryptedShare>,
 }
 
@@ -43,6 +46,7 @@ impl Body {
         }
         self.proof_of_knowledge.write(w);
         self.ephemeral.write(w);
+        self.ephemeral_proof.write(w);
         w.u16(self.shares.len() as u16);
         for (id, s) in &self.shares {
             w.node(*id);
@@ -85,15 +89,27 @@ impl Package {
         self.body.commitments.iter().map(|c| c.point).collect()
     }
 
-    /// Checks everything about the package that anyone can check: its signature (failure aborts
-    /// the run), its shape, and — as a `bool`, since failure disqualifies rather than aborts —
-    /// the dealer's proof of knowledge.
-    pub(crate) fn check(&self, params: &Parameters) -> Result<bool> {
+    /// Checks what must hold before any secret touches the package, and aborts the run if it
+    /// does not: the dealer's signature, then the proof that the dealer knows `e_j` for this
+    /// run's `E_j` (a replayed or foreign ephemeral fails here).
+    pub(crate) fn check_signature_and_ephemeral(&self, params: &Parameters) -> Result<()> {
         let body = &self.body;
         let identity = params.identity(body.dealer)?;
         if !self.signature.vartime_verify(&identity.0, &body.signature_context(params)) {
             return Err(Error::InvalidSignature { node: body.dealer });
         }
+        if !body.ephemeral_proof.vartime_verify(&body.ephemeral, &ephemeral_context(params, body.dealer)) {
+            return Err(Error::InvalidEphemeralProof { node: body.dealer });
+        }
+        Ok(())
+    }
+
+    /// Checks everything about the package that anyone can check: signature and ephemeral
+    /// (failure aborts the run), its shape, and — as a `bool`, since failure disqualifies rather
+    /// than aborts — the dealer's proof of knowledge of its constant term.
+    pub(crate) fn check(&self, params: &Parameters) -> Result<bool> {
+        self.check_signature_and_ephemeral(params)?;
+        let body = &self.body;
         let shape_ok = body.commitments.len() == usize::from(params.threshold)
             && body.shares.keys().copied().eq(params.nodes().filter(|n| *n != body.dealer));
         if !shape_ok {
@@ -102,7 +118,7 @@ impl Package {
         Ok(body.proof_of_knowledge.vartime_verify(&body.commitments[0], &pok_context(params, body.dealer)))
     }
 
-    /// Decrypts the sub-share for `recipient` given the ECDH value `id_i·E_j`; `None` if the
+    /// Decrypts the sub-share for `recipient` given the ECDH value `tr_i·E_j`; `None` if the
     /// ciphertext does not open.
     pub(crate) fn open_share(
         &self,
@@ -119,6 +135,20 @@ impl Package {
             .ok()?;
         Option::from(Scalar::from_canonical_bytes(*buffer)).map(Zeroizing::new)
     }
+
+    /// This package's ephemeral and its proof, as an attacker would copy them into another run.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_ephemeral(&self) -> ForeignEphemeral {
+        ForeignEphemeral { ephemeral: self.body.ephemeral, proof: self.body.ephemeral_proof }
+    }
+
+    /// Tries to open `recipient`'s sub-share with a given ECDH value (e.g. one a complaint
+    /// revealed), for tests that prove such values open nothing outside their own run.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_open_share(&self, params: &Parameters, recipient: NodeId, dh: &[u8; 32]) -> Option<Scalar> {
+        let dh = curve25519_dalek::ristretto::CompressedRistretto(*dh).decompress()?;
+        self.open_share(params, recipient, &dh).map(|s| *s)
+    }
 }
 
 impl Wire for Package {
@@ -134,6 +164,7 @@ impl Wire for Package {
         let commitments = (0..n).map(|_| Element::read(r)).collect::<Result<Vec<_>>>()?;
         let proof_of_knowledge = schnorr::Proof::read(r)?;
         let ephemeral = Element::read(r)?;
+        let ephemeral_proof = schnorr::Proof::read(r)?;
         let m = r.count(MAX_NODES)?;
         let mut shares = BTreeMap::new();
         for _ in 0..m {
@@ -144,12 +175,23 @@ impl Wire for Package {
             }
         }
         let signature = schnorr::Proof::read(r)?;
-        Ok(Package { body: Body { dealer, commitments, proof_of_knowledge, ephemeral, shares }, signature })
+        Ok(Package {
+            body: Body { dealer, commitments, proof_of_knowledge, ephemeral, ephemeral_proof, shares },
+            signature,
+        })
     }
 }
 
 fn pok_context(params: &Parameters, dealer: NodeId) -> Transcript {
     let mut t = params.transcript(b"hyok/v1/dkg/proof-of-knowledge");
+    t.append_u64(b"dealer", u64::from(dealer.get()));
+    t
+}
+
+/// The context of the dealer's proof of knowledge of `e_j`: this run (session, `t`, every
+/// participant's keys) and the dealer, so a proof made for any other run or dealer fails.
+fn ephemeral_context(params: &Parameters, dealer: NodeId) -> Transcript {
+    let mut t = params.transcript(b"hyok/v1/dkg/ephemeral");
     t.append_u64(b"dealer", u64::from(dealer.get()));
     t
 }
@@ -173,7 +215,7 @@ fn share_cipher(
     ecies::cipher(b"hyok/v1/dkg", dh, &t.digest())
 }
 
-/// The complaint context: a DLEQ proof that `dh = id_i·E_j` for the accuser's identity.
+/// The complaint context: a DLEQ proof that `dh = tr_i·E_j` for the accuser's transport key.
 pub(crate) fn complaint_context(params: &Parameters, accuser: NodeId, accused: NodeId) -> Transcript {
     let mut t = params.transcript(b"hyok/v1/dkg/complaint");
     t.append_u64(b"accuser", u64::from(accuser.get()));
@@ -181,24 +223,28 @@ pub(crate) fn complaint_context(params: &Parameters, accuser: NodeId, accused: N
     t
 }
 
+/// `tr_i·E_j` with its DLEQ proof against `T_i`. Only ever called for a package whose ephemeral
+/// proof verified in this run ([`Package::check_signature_and_ephemeral`]).
 pub(crate) fn prove_dh<R: CryptoRng + ?Sized>(
     params: &Parameters,
-    identity: &IdentitySecret,
+    transport: &TransportSecret,
     me: NodeId,
     accused: &Package,
     rng: &mut R,
 ) -> (Element, DleqProof) {
-    let my_key = identity.public_key();
-    let dh = Element::new(accused.ephemeral().point * identity.scalar());
+    let my_key = transport.public_key();
+    let dh = Element::new(accused.ephemeral().point * transport.scalar());
     let statement = Statement { x: &my_key.0, h: accused.ephemeral(), y: &dh };
-    let proof = DleqProof::prove(identity.scalar(), statement, &complaint_context(params, me, accused.dealer()), rng);
+    let proof = DleqProof::prove(transport.scalar(), statement, &complaint_context(params, me, accused.dealer()), rng);
     (dh, proof)
 }
 
-/// What a dealer keeps between round 1 and round 2: its identity, and its own sub-share.
+/// What a dealer keeps between round 1 and round 2: its identity (to sign) and transport
+/// (to open sub-shares) secrets, and its own sub-share.
 pub struct SecretPackage {
     pub(super) me: NodeId,
     pub(super) identity: IdentitySecret,
+    pub(super) transport: TransportSecret,
     pub(super) params: Parameters,
     pub(super) own_share: Zeroizing<Scalar>,
     pub(super) own_package: Package,
@@ -212,36 +258,63 @@ impl fmt::Debug for SecretPackage {
     }
 }
 
-/// Round 1 for node `me`: deal, commit, prove, encrypt, sign.
+/// Round 1 for node `me`: deal, commit, prove, encrypt, sign. Uses only the identity (to sign)
+/// and transport (kept, to open sub-shares in round 2) secrets of `keys`.
 pub fn part1<R: CryptoRng + ?Sized>(
     me: NodeId,
-    identity: &IdentitySecret,
+    keys: &NodeSecrets,
     params: Parameters,
     rng: &mut R,
 ) -> Result<(SecretPackage, Package)> {
-    deal(me, identity, params, None, rng)
+    deal(me, keys, params, None, rng)
+}
+
+/// Another package's (or a sealed RSA share's) ephemeral and proof, as an attacker replays it.
+#[cfg(feature = "dangerous-testing")]
+#[derive(Clone, Copy, Debug)]
+pub struct ForeignEphemeral {
+    ephemeral: Element,
+    proof: schnorr::Proof,
+}
+
+#[cfg(feature = "dangerous-testing")]
+impl ForeignEphemeral {
+    /// A point seen elsewhere (e.g. a sealed RSA share's `E`) with a made-up proof: whoever
+    /// replays it does not know its discrete logarithm.
+    pub fn dangerous_from_point(point: &[u8; 32]) -> Result<Self> {
+        let (point, compressed) = crate::encoding::decode_point(point, "ephemeral")?;
+        let ephemeral = Element { point, compressed };
+        let forged = schnorr::Proof::dangerous_forged(&ephemeral);
+        Ok(ForeignEphemeral { ephemeral, proof: forged })
+    }
 }
 
 /// Ways a cheating dealer can misbehave, for tests that prove the DKG catches them.
 #[cfg(feature = "dangerous-testing")]
+// Test-only and passed by value once per dealer: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum DangerousFault {
     /// Deal `f(i) + 1` to node `i` (correctly encrypted and signed, but off the polynomial).
     CorruptShareFor(NodeId),
     /// Send a proof of knowledge for the wrong constant term.
     BadProofOfKnowledge,
+    /// Replay another run's (or a sealed RSA share's) ephemeral `E` instead of a fresh one,
+    /// with garbage sub-shares: the attack that would make every recipient complain with
+    /// `key·E`, the value that opens what `E` encrypted elsewhere.
+    ReplayEphemeral(ForeignEphemeral),
 }
 
 /// Round 1 for a dealer that cheats in the given way (and signs its cheating properly).
 #[cfg(feature = "dangerous-testing")]
 pub fn dangerous_part1_with_fault<R: CryptoRng + ?Sized>(
     me: NodeId,
-    identity: &IdentitySecret,
+    keys: &NodeSecrets,
     params: Parameters,
     fault: DangerousFault,
     rng: &mut R,
 ) -> Result<(SecretPackage, Package)> {
-    deal(me, identity, params, Some(fault), rng)
+    deal(me, keys, params, Some(fault), rng)
 }
 
 #[cfg(not(feature = "dangerous-testing"))]
@@ -251,13 +324,17 @@ type Fault = DangerousFault;
 
 fn deal<R: CryptoRng + ?Sized>(
     me: NodeId,
-    identity: &IdentitySecret,
+    keys: &NodeSecrets,
     params: Parameters,
     fault: Option<Fault>,
     rng: &mut R,
 ) -> Result<(SecretPackage, Package)> {
+    let identity = keys.identity();
     if params.identity(me)? != &identity.public_key() {
         return Err(Error::InvalidParameters("identity secret does not match this node's registered key"));
+    }
+    if params.transport(me)? != &keys.transport().public_key() {
+        return Err(Error::InvalidParameters("transport secret does not match this node's registered key"));
     }
     let ids: Vec<NodeId> = params.nodes().collect();
     let secret = Zeroizing::new(Scalar::random(rng));
@@ -274,7 +351,15 @@ fn deal<R: CryptoRng + ?Sized>(
     let _ = fault;
 
     let e = Zeroizing::new(Scalar::random(rng));
-    let ephemeral = Element::new(RistrettoPoint::mul_base(&e));
+    #[allow(unused_mut)]
+    let mut ephemeral = Element::new(RistrettoPoint::mul_base(&e));
+    #[allow(unused_mut)]
+    let mut ephemeral_proof = schnorr::Proof::prove(&e, &ephemeral, &ephemeral_context(&params, me), rng);
+    #[cfg(feature = "dangerous-testing")]
+    if let Some(DangerousFault::ReplayEphemeral(foreign)) = fault {
+        ephemeral = foreign.ephemeral;
+        ephemeral_proof = foreign.proof;
+    }
     let mut shares = BTreeMap::new();
     let mut own_share = Zeroizing::new(Scalar::ZERO);
     for (id, value) in &sub_shares {
@@ -282,7 +367,7 @@ fn deal<R: CryptoRng + ?Sized>(
             *own_share = **value;
             continue;
         }
-        let dh = params.identity(*id)?.0.point * *e;
+        let dh = params.transport(*id)?.0.point * *e;
         let cipher = share_cipher(&params, me, *id, &ephemeral, &commitments, &dh);
         #[allow(unused_mut)]
         let mut value = Zeroizing::new(**value);
@@ -293,19 +378,28 @@ fn deal<R: CryptoRng + ?Sized>(
             *value += Scalar::ONE;
         }
         let mut buffer = value.to_bytes();
-        let tag = cipher
+        #[allow(unused_mut)]
+        let mut tag: [u8; 16] = cipher
             .encrypt_inout_detached(&ecies::NONCE.into(), &[], buffer.as_mut_slice().into())
-            .map_err(|_| Error::InvalidParameters("sub-share encryption failed"))?;
-        shares.insert(*id, EncryptedShare { ciphertext: buffer, tag: tag.into() });
+            .map_err(|_| Error::InvalidParameters("sub-share encryption failed"))?
+            .into();
+        #[cfg(feature = "dangerous-testing")]
+        if let Some(DangerousFault::ReplayEphemeral(_)) = fault {
+            // Not knowing the replayed `e`, the attacker can only send garbage.
+            rng.fill_bytes(&mut buffer);
+            rng.fill_bytes(&mut tag);
+        }
+        shares.insert(*id, EncryptedShare { ciphertext: buffer, tag });
     }
-    let body = Body { dealer: me, commitments, proof_of_knowledge, ephemeral, shares };
+    let body = Body { dealer: me, commitments, proof_of_knowledge, ephemeral, ephemeral_proof, shares };
     let signature =
         schnorr::Proof::prove(identity.scalar(), &identity.public_key().0, &body.signature_context(&params), rng);
     let package = Package { body, signature };
 
     let secret_package = SecretPackage {
         me,
-        identity: copy_identity(identity),
+        identity: identity.copy_secret(),
+        transport: keys.transport().copy_secret(),
         params,
         own_share,
         own_package: package.clone(),
@@ -374,6 +468,11 @@ impl SecretPackage {
         }
         all.insert(self.me, self.own_package.clone());
 
+        // Every signature and every ephemeral proof first: nothing secret touches a package
+        // until all of them hold, so a replayed ephemeral aborts the run before any complaint.
+        for package in all.values() {
+            package.check_signature_and_ephemeral(&self.params)?;
+        }
         let mut received = BTreeMap::new();
         let mut complaints = Vec::new();
         let mut bad_proofs = Vec::new();
@@ -386,7 +485,7 @@ impl SecretPackage {
                 received.insert(self.me, Zeroizing::new(*self.own_share));
                 continue;
             }
-            let dh = package.ephemeral().point * self.identity.scalar();
+            let dh = package.ephemeral().point * self.transport.scalar();
             let share = package
                 .open_share(&self.params, self.me, &dh)
                 .filter(|s| feldman::verify(&package.commitment_points(), self.me, s));
@@ -395,13 +494,13 @@ impl SecretPackage {
                     received.insert(*dealer, s);
                 }
                 None => {
-                    let (dh, proof) = prove_dh(&self.params, &self.identity, self.me, package, rng);
+                    let (dh, proof) = prove_dh(&self.params, &self.transport, self.me, package, rng);
                     complaints.push(round2::Complaint { accused: *dealer, dh, proof });
                 }
             }
         }
         if let Some(accused) = false_accusation.and_then(|id| all.get(&id)) {
-            let (dh, proof) = prove_dh(&self.params, &self.identity, self.me, accused, rng);
+            let (dh, proof) = prove_dh(&self.params, &self.transport, self.me, accused, rng);
             complaints.push(round2::Complaint { accused: accused.dealer(), dh, proof });
         }
         round2::SecretPackage::new(self, all, received, bad_proofs, complaints, rng)

@@ -14,9 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use zeroize::Zeroizing;
 
-/// "The sub-share `accused` dealt me does not verify": reveals the ECDH value `id_i·E_j` of that
-/// one channel, with a DLEQ proof that it is correct, so anyone can decrypt the sub-share and
-/// judge who lied. Reveals nothing about any other channel or run.
+/// "The sub-share `accused` dealt me does not verify": reveals the ECDH value `tr_i·E_j` of that
+/// one channel (`tr_i` the accuser's DKG transport secret), with a DLEQ proof against `T_i`, so
+/// anyone can decrypt the sub-share and judge who lied. `E_j` carries a proof of knowledge
+/// bound to this run, so the value is one the dealer could compute itself: it opens nothing in
+/// any other run, and nothing sealed to the node's identity or seal key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Complaint {
     pub(crate) accused: NodeId,
@@ -28,6 +30,11 @@ impl Complaint {
     /// The dealer accused.
     pub fn accused(&self) -> NodeId {
         self.accused
+    }
+    /// The revealed ECDH value, for tests that try to misuse it elsewhere.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_dh(&self) -> [u8; 32] {
+        self.dh.compressed.to_bytes()
     }
 }
 
@@ -152,7 +159,7 @@ impl SecretPackage {
         if complaint.accused == accuser {
             return Ok(false);
         }
-        let accuser_key = self.params.identity(accuser)?;
+        let accuser_key = self.params.transport(accuser)?;
         let statement = Statement { x: &accuser_key.0, h: accused.ephemeral(), y: &complaint.dh };
         let context = round1::complaint_context(&self.params, accuser, complaint.accused);
         if !complaint.proof.vartime_verify(statement, &context) {

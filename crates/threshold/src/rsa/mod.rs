@@ -20,7 +20,7 @@
 //! - [`deal`]: PEM import ([`deal::PrivateKey`]) and the dealer — the one place a whole RSA
 //!   private key exists.
 //! - [`partial`]: the node's exponentiation.
-//! - [`seal`]: a dealt share sealed to its node's identity key, bound to (name, version, node,
+//! - [`seal`]: a dealt share sealed to its node's seal key, bound to (name, version, node,
 //!   package); and [`fingerprint`], the SHA-256 of the key's `SubjectPublicKeyInfo`.
 //! - [`combine`]: integer Lagrange interpolation in the exponent, the Euclid step, the check,
 //!   and culprit search over other subsets.

@@ -1,11 +1,14 @@
-//! Sealing a dealt [`RsaKeyShare`] to its node's identity key, so that the coordinator relaying
+//! Sealing a dealt [`RsaKeyShare`] to its node's **seal key** (from the node's key bundle,
+//! verified under its identity key; never the identity or DKG transport key), so that the coordinator relaying
 //! it (and every other node) learns nothing, and the share cannot be replayed under another
 //! key name, version, node or public package.
 //!
 //! The dealer (the `hyokctl rsa` ceremony) picks a fresh ephemeral `e`, sends `E = e·G`, and
 //! encrypts the share's encoding with AES-256-GCM under
-//! `HKDF-SHA256(salt = "hyok/v1/rsa-share", ikm = e·ID_i, info = ID_i ‖ E)` (the derivation the
-//! DKG uses for its sub-shares); node `i` recomputes `id_i·E`. The additional data is the
+//! `HKDF-SHA256(salt = "hyok/v1/rsa-share", ikm = e·S_i, info = S_i ‖ E)` (the derivation the
+//! DKG uses for its sub-shares); node `i` recomputes `s_i·E` with its seal secret, which serves
+//! nothing else and whose products are never published (a DKG complaint reveals values of the
+//! transport key only, so it can never open a sealed share). The additional data is the
 //! [`ShareBinding`]: `("hyok/v1/rsa-share", name, version, node id, SHA-256(public package))`.
 //! Each key seals one message, so the nonce is zero.
 
@@ -13,7 +16,7 @@ use super::keys::{MAX_MODULUS_BITS, RsaKeyShare, RsaPublicPackage};
 use crate::ecies;
 use crate::encoding::{Reader, Wire, Writer};
 use crate::error::{Error, Result};
-use crate::keys::{Element, IdentityPublicKey, IdentitySecret, NodeId};
+use crate::keys::{Element, NodeId, SealPublicKey, SealSecret};
 use aes_gcm::AeadInOut;
 use curve25519_dalek::{RistrettoPoint, Scalar};
 use rand_core::CryptoRng;
@@ -61,8 +64,8 @@ impl ShareBinding {
     }
 }
 
-/// An [`RsaKeyShare`] sealed to one node's identity key: the ephemeral `E` and the AES-GCM
-/// ciphertext of the share's encoding with its tag. Public: it reveals nothing without `id_i`.
+/// An [`RsaKeyShare`] sealed to one node's seal key: the ephemeral `E` and the AES-GCM
+/// ciphertext of the share's encoding with its tag. Public: it reveals nothing without `s_i`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SealedRsaShare {
     ephemeral: Element,
@@ -78,20 +81,21 @@ impl std::fmt::Debug for SealedRsaShare {
     }
 }
 
-fn cipher(recipient: &IdentityPublicKey, ephemeral: &Element, dh: &RistrettoPoint) -> aes_gcm::Aes256Gcm {
+fn cipher(recipient: &SealPublicKey, ephemeral: &Element, dh: &RistrettoPoint) -> aes_gcm::Aes256Gcm {
     let mut info = Vec::with_capacity(64);
     info.extend_from_slice(recipient.as_bytes());
     info.extend_from_slice(ephemeral.compressed.as_bytes());
     ecies::cipher(DOMAIN, dh, &info)
 }
 
-/// Seals `share` to `recipient` (the identity key of `binding.node()`).
+/// Seals `share` to `recipient`, the seal key of `binding.node()` taken from its verified
+/// [`crate::KeyBundle`].
 ///
 /// # Errors
 /// [`Error::InvalidParameters`] if the share belongs to another node than the binding names.
 pub fn seal<R: CryptoRng + ?Sized>(
     share: &RsaKeyShare,
-    recipient: &IdentityPublicKey,
+    recipient: &SealPublicKey,
     binding: &ShareBinding,
     rng: &mut R,
 ) -> Result<SealedRsaShare> {
@@ -113,15 +117,43 @@ pub fn seal<R: CryptoRng + ?Sized>(
 }
 
 impl SealedRsaShare {
-    /// Opens the share with the node's identity secret, checking it against `binding`.
+    /// Opens the share with the node's seal secret, checking it against `binding`.
     ///
     /// # Errors
     /// [`Error::SealedShareRejected`] if the ciphertext does not open for this identity and
-    /// binding (wrong node, name, version or package; tampering), or opens to a share of
+    /// binding (wrong node, name, version or package; sealed to another key; tampering), or
+    /// opens to a share of
     /// another node or one outside the package's node ids.
-    pub fn open(
+    pub fn open(&self, seal: &SealSecret, binding: &ShareBinding, package: &RsaPublicPackage) -> Result<RsaKeyShare> {
+        let dh = self.ephemeral.point * seal.scalar();
+        self.open_with(&seal.public_key(), &dh, binding, package)
+    }
+
+    /// Tries to open the share with a given ECDH value (e.g. one a DKG complaint revealed), for
+    /// tests that prove such values open no sealed share.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_open_with_dh(
         &self,
-        identity: &IdentitySecret,
+        recipient: &SealPublicKey,
+        dh: &[u8; 32],
+        binding: &ShareBinding,
+        package: &RsaPublicPackage,
+    ) -> Result<RsaKeyShare> {
+        let dh =
+            curve25519_dalek::ristretto::CompressedRistretto(*dh).decompress().ok_or(Error::SealedShareRejected)?;
+        self.open_with(recipient, &dh, binding, package)
+    }
+
+    /// The share's ephemeral `E`, as an attacker would replay it into a DKG.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_ephemeral(&self) -> [u8; 32] {
+        self.ephemeral.compressed.to_bytes()
+    }
+
+    fn open_with(
+        &self,
+        recipient: &SealPublicKey,
+        dh: &RistrettoPoint,
         binding: &ShareBinding,
         package: &RsaPublicPackage,
     ) -> Result<RsaKeyShare> {
@@ -134,8 +166,7 @@ impl SealedRsaShare {
         let (body, tag) = self.ciphertext.split_at(self.ciphertext.len() - TAG_LEN);
         let mut tag_bytes = [0u8; TAG_LEN];
         tag_bytes.copy_from_slice(tag);
-        let dh = self.ephemeral.point * identity.scalar();
-        let cipher = cipher(&identity.public_key(), &self.ephemeral, &dh);
+        let cipher = cipher(recipient, &self.ephemeral, dh);
         let mut buffer = Zeroizing::new(body.to_vec());
         cipher
             .decrypt_inout_detached(

@@ -5,7 +5,7 @@
 use curve25519_dalek::Scalar;
 use hyok_threshold::dealer::dangerous_deal;
 use hyok_threshold::dkg::{self, Parameters, round1, round2};
-use hyok_threshold::{IdentitySecret, KeyShare, NodeId, PublicKeyPackage, Wire};
+use hyok_threshold::{KeyBundle, KeyShare, NodeId, NodeSecrets, PublicKeyPackage, Wire};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::collections::BTreeMap;
@@ -43,19 +43,34 @@ pub fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
     out
 }
 
-/// The DKG's participants: identity keys for nodes 1..=n.
+/// The DKG's participants: every long-term key of nodes 1..=n, and their verified bundles.
 pub struct Cluster {
-    pub identities: BTreeMap<NodeId, IdentitySecret>,
+    pub identities: BTreeMap<NodeId, NodeSecrets>,
+    pub bundles: Vec<KeyBundle>,
     pub params: Parameters,
 }
 
 impl Cluster {
     pub fn new(t: u16, n: u16, session: &[u8], rng: &mut ChaCha20Rng) -> Self {
-        let identities: BTreeMap<NodeId, IdentitySecret> =
-            ids(n).into_iter().map(|id| (id, IdentitySecret::generate(rng))).collect();
-        let participants = identities.iter().map(|(id, s)| (*id, s.public_key())).collect();
-        let params = Parameters::new(t, participants, session).unwrap();
-        Cluster { identities, params }
+        let identities: BTreeMap<NodeId, NodeSecrets> =
+            ids(n).into_iter().map(|id| (id, NodeSecrets::generate(rng))).collect();
+        let bundles: Vec<KeyBundle> = identities
+            .iter()
+            .map(|(id, s)| s.key_bundle(*id, rng).verify(*id, &s.identity().public_key()).unwrap())
+            .collect();
+        let params = Parameters::new(t, bundles.clone(), session).unwrap();
+        Cluster { identities, bundles, params }
+    }
+
+    /// The same nodes, with the same long-term keys, in another run.
+    pub fn rerun(&self, session: &[u8]) -> Cluster {
+        let identities = self
+            .identities
+            .iter()
+            .map(|(id, s)| (*id, NodeSecrets::from_secret_bytes(&s.to_secret_bytes()).unwrap()))
+            .collect();
+        let params = Parameters::new(self.params.threshold(), self.bundles.clone(), session).unwrap();
+        Cluster { identities, bundles: self.bundles.clone(), params }
     }
 }
 
@@ -75,7 +90,7 @@ pub fn run_dkg(
     rng: &mut ChaCha20Rng,
     mut faulty: impl FnMut(
         NodeId,
-        &IdentitySecret,
+        &NodeSecrets,
         Parameters,
         &mut ChaCha20Rng,
     ) -> Option<(round1::SecretPackage, round1::Package)>,
@@ -110,7 +125,7 @@ pub fn run_dkg(
 
 pub fn honest(
     _: NodeId,
-    _: &IdentitySecret,
+    _: &NodeSecrets,
     _: Parameters,
     _: &mut ChaCha20Rng,
 ) -> Option<(round1::SecretPackage, round1::Package)> {

@@ -218,10 +218,7 @@ pub async fn request(data_dir: &Path, request: &OperatorRequest) -> Result<Vec<V
     let path = socket_path(data_dir);
     let exchange = async {
         let mut stream = UnixStream::connect(&path).await.with_context(|| {
-            format!(
-                "connecting to {} (is the node running, and is this its operator's account?)",
-                path.display()
-            )
+            format!("connecting to {} (is the node running, and is this its operator's account?)", path.display())
         })?;
         let mut line = serde_json::to_vec(request)?;
         line.push(b'\n');

@@ -19,9 +19,7 @@ impl Node {
     pub fn veto(&self, key_id: &str, reason: &str, caller: &str) -> Result<Veto, NodeError> {
         hyok_proto::validate_key_id(key_id).map_err(|e| NodeError::Invalid(e.to_owned()))?;
         if reason.len() > MAX_VETO_REASON || reason.chars().any(char::is_control) {
-            return Err(NodeError::Invalid(format!(
-                "a veto reason is one line of at most {MAX_VETO_REASON} bytes"
-            )));
+            return Err(NodeError::Invalid(format!("a veto reason is one line of at most {MAX_VETO_REASON} bytes")));
         }
         if self.store().ec().key(key_id)?.is_none() && self.store().rsa().key(key_id)?.is_none() {
             return Err(NodeError::NotFound(format!("no key {key_id} on this node")));

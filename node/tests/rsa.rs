@@ -237,7 +237,9 @@ fn a_vetoed_rsa_key_is_refused_until_its_operator_lifts_it_whatever_the_admin_se
     }
     let ciphertext = oaep::encrypt(package.public_key(), b"m", &mut rand::rng()).unwrap();
     nodes[0].veto("dke", "revoked consent", "local-operator:uid=1").unwrap();
-    assert!(matches!(partial(&nodes[0], &partial_req("dke", 1, &ciphertext)), Err(NodeError::Disabled(m)) if m.contains("vetoed")));
+    assert!(
+        matches!(partial(&nodes[0], &partial_req("dke", 1, &ciphertext)), Err(NodeError::Disabled(m)) if m.contains("vetoed"))
+    );
     let enable = pb::SetKeyEnabledRequest { key_id: "dke".into(), enabled: true, request_id: "undo".into() };
     let state = nodes[0].set_enabled(&enable, "coordinator").unwrap();
     assert!(!state.enabled && state.vetoed, "{state:?}");

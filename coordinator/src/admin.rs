@@ -26,6 +26,62 @@ fn next_version(key_id: &str, highest: u32) -> Result<u32, CoordError> {
 /// DKGs get more time than single operations.
 const DKG_BUDGET: Duration = Duration::from_secs(30);
 
+/// What the nodes answered to one `SetKeyEnabled` fan-out.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Nodes whose effective state is now the one asked for.
+    changed: usize,
+    /// Nodes that report their operator's veto.
+    vetoed: Vec<u16>,
+    /// Nodes without the key.
+    not_found: usize,
+    /// Other failures, per node.
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn of(enabled: bool, answers: fanout::Answers<pb::NodeKeyState>) -> Self {
+        let mut tally = Tally::default();
+        for (id, result) in answers {
+            match result {
+                Ok(state) => {
+                    if state.vetoed {
+                        tally.vetoed.push(id.get());
+                    }
+                    if state.enabled == enabled {
+                        tally.changed += 1;
+                    }
+                }
+                Err(s) if s.code() == tonic::Code::NotFound => tally.not_found += 1,
+                Err(s) => tally.failures.push(format!("node {}: {}", id.get(), s.message())),
+            }
+        }
+        tally
+    }
+
+    /// Enough nodes for the change to hold: t serving (enable), n − t + 1 refusing (disable).
+    fn verdict(&self, key_id: &str, enabled: bool, n: usize, t: usize) -> Result<(), CoordError> {
+        let needed = if enabled { t } else { n - t + 1 };
+        if self.changed == 0 && self.not_found > 0 && self.vetoed.is_empty() {
+            return Err(CoordError::NotFound(format!("no key {key_id}")));
+        }
+        if self.changed >= needed {
+            return Ok(());
+        }
+        let mut why = self.failures.clone();
+        if enabled && !self.vetoed.is_empty() {
+            let nodes: Vec<String> = self.vetoed.iter().map(u16::to_string).collect();
+            why.insert(0, format!("vetoed by the operators of nodes {}", nodes.join(", ")));
+            return Err(CoordError::Disabled(format!(
+                "key {key_id} is served by {} nodes, {needed} needed: {}",
+                self.changed,
+                why.join("; ")
+            )));
+        }
+        Err(CoordError::Unavailable(format!("changed on {} nodes, {needed} needed: {}", self.changed, why.join("; "))))
+    }
+}
+
 impl Vault {
     /// `KeyInfo` for a trusted view.
     pub fn key_info(&self, view: &KeyView) -> pb::KeyInfo {
@@ -109,43 +165,29 @@ impl Vault {
         Ok(metadata::list::<Ec>(&self.pool, deadline).await?.iter().map(|v| self.key_info(v)).collect())
     }
 
-    /// `EnableKey` / `DisableKey` on every reachable node. Succeeds when enough nodes changed
-    /// for the key to be usable (enable: t) or unusable (disable: n − t + 1). Nodes apply it to
-    /// the EC key and the threshold RSA key of that name alike.
+    /// `EnableKey` / `DisableKey` on every reachable node. Succeeds when enough nodes now
+    /// serve the key for it to be usable (enable: t) or refuse it for it to be unusable
+    /// (disable: n − t + 1), counted from each node's answer, which is its effective state.
+    /// Nodes apply it to the EC key and the threshold RSA key of that name alike. It sets the
+    /// admin's flag only: a node whose operator vetoed the key answers disabled and vetoed, and
+    /// an enable that cannot reach t serving nodes because of vetoes fails as key-disabled,
+    /// naming the vetoing nodes.
     pub async fn set_enabled(&self, key_id: &str, enabled: bool, request_id: &str) -> Result<pb::KeyInfo, CoordError> {
         hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         let deadline = self.deadline(None);
         let answers = ask_every(&self.pool, Ask::EVERY, deadline, |node| {
             let req =
                 pb::SetKeyEnabledRequest { key_id: key_id.to_owned(), enabled, request_id: request_id.to_owned() };
-            async move { node.client().set_key_enabled(fanout::request(req, deadline)).await }
+            async move { node.client().set_key_enabled(fanout::request(req, deadline)).await.map(|r| r.into_inner()) }
         })
         .await;
-        let mut changed = 0;
-        let mut failures = Vec::new();
-        let mut not_found = 0;
-        for (id, result) in answers {
-            match result {
-                Ok(_) => changed += 1,
-                Err(s) if s.code() == tonic::Code::NotFound => not_found += 1,
-                Err(s) => failures.push(format!("node {}: {}", id.get(), s.message())),
-            }
-        }
+        let tally = Tally::of(enabled, answers);
         self.metadata.invalidate(key_id);
         // Nodes apply SetKeyEnabled to an RSA key of the same name too.
         self.rsa_metadata.invalidate(key_id);
         let n = self.pool.all().len();
         let t = self.pool.threshold();
-        let needed = if enabled { t } else { n - t + 1 };
-        if changed == 0 && not_found > 0 {
-            return Err(CoordError::NotFound(format!("no key {key_id}")));
-        }
-        if changed < needed {
-            return Err(CoordError::Unavailable(format!(
-                "changed on {changed} nodes, {needed} needed: {}",
-                failures.join("; ")
-            )));
-        }
+        tally.verdict(key_id, enabled, n, t)?;
         match self.metadata.refresh(&self.pool, key_id, deadline).await {
             Ok(view) => Ok(self.key_info(&view)),
             // Only a threshold RSA key has this name: describe its state (RSA versions are in
@@ -234,6 +276,7 @@ impl Vault {
                                 .is_some_and(|s| s.versions.iter().any(|v| v.active && Some(v.version) == primary)),
                             enabled: state.is_some_and(|s| s.enabled),
                             invalid: state.is_some_and(disagrees),
+                            vetoed: state.is_some_and(|s| s.vetoed),
                         }
                     })
                     .collect();
@@ -252,6 +295,44 @@ impl Vault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(id: u16, enabled: bool, vetoed: bool) -> (NodeId, Result<pb::NodeKeyState, tonic::Status>) {
+        let state = pb::NodeKeyState { key_id: "k".into(), enabled, vetoed, ..Default::default() };
+        (NodeId::new(id).unwrap(), Ok(state))
+    }
+
+    #[test]
+    fn an_enable_that_vetoes_keep_below_t_fails_as_disabled_and_names_the_vetoing_nodes() {
+        // 5 nodes, t = 3: three operators vetoed, so only two serve after the enable.
+        let answers = vec![
+            answer(1, false, true),
+            answer(2, false, true),
+            answer(3, false, true),
+            answer(4, true, false),
+            answer(5, true, false),
+        ];
+        let tally = Tally::of(true, answers);
+        assert_eq!((tally.changed, tally.vetoed.clone()), (2, vec![1, 2, 3]));
+        match tally.verdict("k", true, 5, 3) {
+            Err(CoordError::Disabled(m)) => assert!(m.contains("vetoed by the operators of nodes 1, 2, 3"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Two vetoes leave three serving nodes: the enable holds.
+        let answers = vec![
+            answer(1, false, true),
+            answer(2, false, true),
+            answer(3, true, false),
+            answer(4, true, false),
+            answer(5, true, false),
+        ];
+        assert!(Tally::of(true, answers).verdict("k", true, 5, 3).is_ok());
+        // A disable counts vetoed nodes as refusing.
+        let answers = vec![answer(1, false, true), answer(2, false, false), answer(3, false, false)];
+        assert!(Tally::of(false, answers).verdict("k", false, 5, 3).is_ok());
+        // Without vetoes, too few answers is unavailability, as before.
+        let answers = vec![answer(1, true, false), answer(2, true, false)];
+        assert!(matches!(Tally::of(true, answers).verdict("k", true, 5, 3), Err(CoordError::Unavailable(_))));
+    }
 
     #[test]
     fn the_version_after_the_highest_number_is_refused_not_wrapped() {

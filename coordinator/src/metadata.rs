@@ -432,6 +432,7 @@ mod tests {
                     created_at_ms: 7,
                 })
                 .collect(),
+            vetoed: false,
         }
     }
 
@@ -506,6 +507,7 @@ mod tests {
                     created_at_ms: 7,
                 })
                 .collect(),
+            vetoed: false,
         }
     }
 

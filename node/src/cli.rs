@@ -42,6 +42,72 @@ pub enum NodeCommand {
         #[arg(long)]
         init: bool,
     },
+    /// As this node's operator: veto KEY on this node alone (EC and RSA keys of that name). No
+    /// cluster credential can lift it; only `lift` on this node does.
+    Veto {
+        #[command(flatten)]
+        at: OperatorAt,
+        /// The key name.
+        key: String,
+        /// Why (recorded in the audit log).
+        reason: Option<String>,
+    },
+    /// As this node's operator: lift this node's veto of KEY.
+    Lift {
+        #[command(flatten)]
+        at: OperatorAt,
+        /// The key name.
+        key: String,
+    },
+    /// As this node's operator: list this node's vetoes.
+    Vetoes {
+        #[command(flatten)]
+        at: OperatorAt,
+    },
+}
+
+/// Where the node whose operator speaks keeps its data (its `operator.sock`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OperatorAt {
+    /// The node's data directory (`hyokctl node` can find it with --dev-dir and --node).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl NodeCommand {
+    /// The data directory option of an operator command (`veto`, `lift`, `vetoes`).
+    pub fn operator_at(&mut self) -> Option<&mut OperatorAt> {
+        match self {
+            NodeCommand::Veto { at, .. } | NodeCommand::Lift { at, .. } | NodeCommand::Vetoes { at } => Some(at),
+            NodeCommand::Init { .. } | NodeCommand::Run { .. } => None,
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn operator(at: &OperatorAt, request: crate::operator::OperatorRequest) -> Result<()> {
+    let Some(data_dir) = &at.data_dir else { anyhow::bail!("--data-dir DIR is required (the node's data directory)") };
+    let vetoes = crate::operator::request(data_dir, &request).await?;
+    let verb = match request {
+        crate::operator::OperatorRequest::Veto { .. } => "vetoed",
+        crate::operator::OperatorRequest::Lift { .. } => "lifted the veto of",
+        crate::operator::OperatorRequest::List => {
+            if vetoes.is_empty() {
+                println!("no vetoes");
+            }
+            "vetoed"
+        }
+    };
+    for v in vetoes {
+        let reason = if v.reason.is_empty() { String::new() } else { format!(": {}", v.reason) };
+        println!("{verb} {} (since {} ms){reason}", v.key, v.time_ms);
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn operator(_: &OperatorAt, _: ()) -> Result<()> {
+    anyhow::bail!("the node-local operator endpoint is a Unix domain socket; this platform has none")
 }
 
 /// Runs one subcommand to completion (`run`: until Ctrl-C or SIGTERM).
@@ -59,9 +125,40 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
             let node = Arc::new(crate::server::open(NodeId::new(id)?, &data_dir)?);
             let listener = tokio::net::TcpListener::bind(listen).await?;
             let addr = listener.local_addr()?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            // The operator endpoint is up before the readiness line.
+            #[cfg(unix)]
+            let operator = {
+                let endpoint = crate::operator::Endpoint::bind(&data_dir)?;
+                eprintln!("hyok-node {id}: operator endpoint {}", endpoint.path().display());
+                tokio::spawn(endpoint.serve(node.clone(), stop.clone().cancelled_owned()))
+            };
             // The readiness line tests and `hyokctl dev` wait for.
             println!("hyok-node {id} listening on {addr}");
-            crate::server::run(node, &TlsFiles { ca, cert, key }, listener, hyok_proto::shutdown_signal()).await?;
+            let served = crate::server::run(node, &TlsFiles { ca, cert, key }, listener, async {
+                tokio::select! {
+                    () = hyok_proto::shutdown_signal() => {}
+                    () = stop.cancelled() => {}
+                }
+            })
+            .await;
+            stop.cancel();
+            // A clean stop removes the socket.
+            #[cfg(unix)]
+            let _ = operator.await;
+            served?;
+        }
+        #[cfg(unix)]
+        NodeCommand::Veto { at, key, reason } => {
+            operator(&at, crate::operator::OperatorRequest::Veto { key, reason: reason.unwrap_or_default() }).await?;
+        }
+        #[cfg(unix)]
+        NodeCommand::Lift { at, key } => operator(&at, crate::operator::OperatorRequest::Lift { key }).await?,
+        #[cfg(unix)]
+        NodeCommand::Vetoes { at } => operator(&at, crate::operator::OperatorRequest::List).await?,
+        #[cfg(not(unix))]
+        NodeCommand::Veto { at, .. } | NodeCommand::Lift { at, .. } | NodeCommand::Vetoes { at } => {
+            operator(&at, ()).await?
         }
     }
     Ok(())

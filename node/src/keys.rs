@@ -1,7 +1,8 @@
-//! The node's in-memory view of its keys: unsealed shares and policy, loaded from the store on
-//! first use and kept until the policy changes. Shares are zeroized when an entry is dropped.
+//! The node's in-memory view of its keys: unsealed shares and policy (the admin's flag and the
+//! operator's veto), loaded from the store on first use and kept until the policy changes.
+//! Shares are zeroized when an entry is dropped.
 
-use hyok_store::{KeyMeta, Store};
+use hyok_store::{KeyMeta, Store, Veto};
 use hyok_threshold::{KeyShare, PublicKeyPackage, Wire};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,15 +25,35 @@ pub enum KeyError {
     /// Its DKG was not committed.
     #[error("key version is pending")]
     Pending,
-    /// Disabled on this node.
+    /// Disabled on this node (the admin's flag).
     #[error("key is disabled on this node")]
     Disabled,
+    /// Vetoed on this node by its operator.
+    #[error("key is vetoed on this node by its operator")]
+    Vetoed,
     /// Usage does not allow the operation.
     #[error("key usage does not allow this operation")]
     UsageNotAllowed,
     /// Storage trouble (details logged, not returned).
     #[error("internal storage error")]
     Internal,
+}
+
+/// A key's policy on this node: the admin's record (usages, enabled flag) and whether the
+/// node's operator vetoes it. The key is usable only if it is enabled **and** not vetoed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The key's record, with the admin's `enabled` flag.
+    pub meta: KeyMeta,
+    /// This node's operator vetoed the key name.
+    pub vetoed: bool,
+}
+
+impl Policy {
+    /// Enabled by the admin and not vetoed: what this node reports as `enabled`.
+    pub fn serves(&self) -> bool {
+        self.meta.enabled && !self.vetoed
+    }
 }
 
 /// Cache of unsealed versions and key policies.
@@ -46,16 +67,20 @@ pub struct KeyCache {
 /// the count before it reads the store and caches what it read only if the count is unchanged:
 /// a change committed in between (store written and flushed, then the count bumped, under this
 /// lock) may have written the store after the read, so what was read may be the old policy.
+/// Admin flag changes and operator vetoes and lifts all count as changes.
 #[derive(Debug, Default)]
 struct Policies {
-    by_key: HashMap<String, KeyMeta>,
+    by_key: HashMap<String, Policy>,
     changes: u64,
 }
 
 impl KeyCache {
-    /// The policy of `key_id` (cached).
-    pub fn policy(&self, store: &Store, key_id: &str) -> Result<KeyMeta, KeyError> {
-        self.policy_from(key_id, || store.ec().key(key_id))
+    /// The policy of the EC key `key_id` (cached).
+    pub fn policy(&self, store: &Store, key_id: &str) -> Result<Policy, KeyError> {
+        self.policy_from(key_id, || {
+            let Some(meta) = store.ec().key(key_id)? else { return Ok(None) };
+            Ok(Some(Policy { meta, vetoed: store.vetoed(key_id)?.is_some() }))
+        })
     }
 
     /// The cached policy of `key_id`, or what `read` finds in the store, cached unless a policy
@@ -63,16 +88,16 @@ impl KeyCache {
     fn policy_from(
         &self,
         key_id: &str,
-        read: impl FnOnce() -> hyok_store::Result<Option<KeyMeta>>,
-    ) -> Result<KeyMeta, KeyError> {
+        read: impl FnOnce() -> hyok_store::Result<Option<Policy>>,
+    ) -> Result<Policy, KeyError> {
         let changes = {
             let policies = self.policies.read().map_err(|_| KeyError::Internal)?;
-            if let Some(meta) = policies.by_key.get(key_id) {
-                return Ok(*meta);
+            if let Some(policy) = policies.by_key.get(key_id) {
+                return Ok(*policy);
             }
             policies.changes
         };
-        let meta = read()
+        let policy = read()
             .map_err(|e| {
                 tracing::error!(error = %e, key_id, "reading key policy");
                 KeyError::Internal
@@ -80,9 +105,9 @@ impl KeyCache {
             .ok_or(KeyError::NotFound)?;
         let mut policies = self.policies.write().map_err(|_| KeyError::Internal)?;
         if policies.changes == changes {
-            policies.by_key.insert(key_id.to_owned(), meta);
+            policies.by_key.insert(key_id.to_owned(), policy);
         }
-        Ok(meta)
+        Ok(policy)
     }
 
     /// Turns the EC key `key_id` on or off in the store (flushed), then drops its cached policy
@@ -91,6 +116,23 @@ impl KeyCache {
         let meta = store.ec().set_enabled(key_id, enabled)?;
         self.policy_changed(key_id);
         Ok(meta)
+    }
+
+    /// Records this node's operator's veto of the key name `key_id` (EC and RSA alike) in the
+    /// store (flushed), then drops its cached policy the same way as [`KeyCache::set_enabled`],
+    /// so that no read in flight can cache the policy from before the veto.
+    pub fn veto(&self, store: &Store, key_id: &str, reason: &str, time_ms: u64) -> hyok_store::Result<Veto> {
+        let veto = store.veto(key_id, reason, time_ms)?;
+        self.policy_changed(key_id);
+        Ok(veto)
+    }
+
+    /// Removes the operator's veto of `key_id` from the store (flushed), then drops its cached
+    /// policy. Returns the veto removed, if any.
+    pub fn lift(&self, store: &Store, key_id: &str) -> hyok_store::Result<Option<Veto>> {
+        let lifted = store.lift(key_id)?;
+        self.policy_changed(key_id);
+        Ok(lifted)
     }
 
     /// Records that `key_id`'s policy changed in the store: forgets the cached policy and counts
@@ -102,13 +144,16 @@ impl KeyCache {
         policies.by_key.remove(key_id);
     }
 
-    /// Checks policy (`enabled`, `usage`) and returns the unsealed version.
+    /// Checks policy (`enabled`, not vetoed, `usage`) and returns the unsealed version.
     pub fn usable(&self, store: &Store, key_id: &str, version: u32, usage: u8) -> Result<Arc<LoadedVersion>, KeyError> {
-        let meta = self.policy(store, key_id)?;
-        if !meta.enabled {
+        let policy = self.policy(store, key_id)?;
+        if policy.vetoed {
+            return Err(KeyError::Vetoed);
+        }
+        if !policy.meta.enabled {
             return Err(KeyError::Disabled);
         }
-        if !meta.usages.allows(usage) {
+        if !policy.meta.usages.allows(usage) {
             return Err(KeyError::UsageNotAllowed);
         }
         let cache_key = (key_id.to_owned(), version);
@@ -152,8 +197,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_key(dir.path());
         let cache = KeyCache::default();
-        let before = store.ec().key("k").unwrap();
-        assert!(before.is_some_and(|m| m.enabled));
+        let before = store.ec().key("k").unwrap().map(|meta| Policy { meta, vetoed: false });
+        assert!(before.is_some_and(|p| p.serves()));
         let raced = cache
             .policy_from("k", || {
                 // Between the partial's store read and its cache insert, the disable commits.
@@ -161,8 +206,8 @@ mod tests {
                 Ok(before)
             })
             .unwrap();
-        assert!(raced.enabled, "the racing read itself was ordered before the disable");
-        assert!(!cache.policy(&store, "k").unwrap().enabled, "the disable is not lost");
+        assert!(raced.meta.enabled, "the racing read itself was ordered before the disable");
+        assert!(!cache.policy(&store, "k").unwrap().meta.enabled, "the disable is not lost");
         assert_eq!(cache.usable(&store, "k", 1, Usages::ENCRYPT).unwrap_err(), KeyError::Disabled);
     }
 
@@ -171,13 +216,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_key(dir.path());
         let cache = KeyCache::default();
-        assert!(cache.policy(&store, "k").unwrap().enabled);
+        assert!(cache.policy(&store, "k").unwrap().serves());
         let cached = cache.policy_from("k", || panic!("a cached policy is not read again")).unwrap();
-        assert!(cached.enabled);
+        assert!(cached.serves());
         cache.set_enabled(&store, "k", false).unwrap();
-        assert!(!cache.policy(&store, "k").unwrap().enabled);
+        assert!(!cache.policy(&store, "k").unwrap().serves());
         cache.set_enabled(&store, "k", true).unwrap();
-        assert!(cache.policy(&store, "k").unwrap().enabled);
+        assert!(cache.policy(&store, "k").unwrap().serves());
         assert_eq!(cache.policy(&store, "none").unwrap_err(), KeyError::NotFound);
+    }
+
+    /// The same race with a veto: a read that missed the cache before the operator's veto
+    /// committed must not cache the unvetoed policy, and an admin enable after it changes only
+    /// the admin flag.
+    #[test]
+    fn a_policy_read_that_raced_a_veto_does_not_cache_the_old_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_key(dir.path());
+        let cache = KeyCache::default();
+        let before = store.ec().key("k").unwrap().map(|meta| Policy { meta, vetoed: false });
+        let raced = cache
+            .policy_from("k", || {
+                cache.veto(&store, "k", "hold", 1).unwrap();
+                Ok(before)
+            })
+            .unwrap();
+        assert!(!raced.vetoed, "the racing read itself was ordered before the veto");
+        assert!(cache.policy(&store, "k").unwrap().vetoed, "the veto is not lost");
+        assert_eq!(cache.usable(&store, "k", 1, Usages::ENCRYPT).unwrap_err(), KeyError::Vetoed);
+        cache.set_enabled(&store, "k", true).unwrap();
+        let policy = cache.policy(&store, "k").unwrap();
+        assert!(policy.meta.enabled && policy.vetoed && !policy.serves());
+        assert_eq!(cache.usable(&store, "k", 1, Usages::ENCRYPT).unwrap_err(), KeyError::Vetoed);
+        assert!(cache.lift(&store, "k").unwrap().is_some());
+        // Lifted: the policy lets it through (the test share itself does not decode).
+        assert!(cache.policy(&store, "k").unwrap().serves());
+        assert!(!matches!(cache.usable(&store, "k", 1, Usages::ENCRYPT), Err(KeyError::Vetoed | KeyError::Disabled)));
     }
 }

@@ -6,6 +6,8 @@
 //!   the DKG state machine per session, key state, audit reads.
 //! - `keys`: the cache of unsealed shares and key policies.
 //! - `rsa`: threshold RSA — store a sealed dealer share, commit, partial decryptions, state.
+//! - `veto`: the sovereign veto — this node's operator refuses a key here; only they lift it.
+//! - `operator`: the node-local operator endpoint (`DATA_DIR/operator.sock`) that reaches it.
 //! - `service`: the tonic adapter (role checks, conversions, error mapping).
 //! - `server`: `init` / `open` a data directory and `run` the mTLS server until shutdown.
 //! - `cli`: the command line (shared by `hyok-node` and `hyokctl node`).
@@ -13,8 +15,11 @@
 pub mod cli;
 pub mod keys;
 pub mod node;
+#[cfg(unix)]
+pub mod operator;
 pub mod rsa;
 pub mod server;
 pub mod service;
+pub mod veto;
 
 pub use node::Node;

@@ -149,7 +149,8 @@ fn item_error(e: KeyError) -> pb::ItemError {
     let code = match e {
         KeyError::NotFound => pb::item_error::Code::NotFound,
         KeyError::Pending => pb::item_error::Code::Pending,
-        KeyError::Disabled => pb::item_error::Code::Disabled,
+        // A veto is refused exactly like a disabled key; the message tells them apart.
+        KeyError::Disabled | KeyError::Vetoed => pb::item_error::Code::Disabled,
         KeyError::UsageNotAllowed => pb::item_error::Code::UsageNotAllowed,
         KeyError::Internal => pb::item_error::Code::Internal,
     };
@@ -200,6 +201,10 @@ impl Node {
 
     pub(crate) fn rsa_keys(&self) -> &RsaKeyCache {
         &self.rsa_keys
+    }
+
+    pub(crate) fn keys(&self) -> &KeyCache {
+        &self.keys
     }
 
     /// `GetIdentity`.
@@ -500,9 +505,11 @@ impl Node {
         Ok(())
     }
 
-    /// This node's view of one key.
+    /// This node's view of one key: `enabled` is the effective state (the admin's flag, unless
+    /// the operator vetoed the key here), `vetoed` the veto.
     pub fn key_state(&self, key_id: &str) -> Result<pb::NodeKeyState, NodeError> {
         let meta = self.store.ec().key(key_id)?.ok_or_else(|| NodeError::NotFound(key_id.to_owned()))?;
+        let vetoed = self.store.vetoed(key_id)?.is_some();
         let versions = self
             .store
             .ec()
@@ -517,9 +524,10 @@ impl Node {
             .collect();
         Ok(pb::NodeKeyState {
             key_id: key_id.to_owned(),
-            enabled: meta.enabled,
+            enabled: meta.enabled && !vetoed,
             usages: usages_to_proto(meta.usages),
             versions,
+            vetoed,
         })
     }
 
@@ -528,12 +536,14 @@ impl Node {
         self.store.ec().list()?.iter().map(|k| self.key_state(k)).collect()
     }
 
-    /// `SetKeyEnabled` (flushed and audited).
+    /// `SetKeyEnabled` (flushed and audited): the admin's flag only.
     ///
     /// The name is looked up among EC keys and threshold RSA keys alike: every key of that name
     /// is turned on or off (an operator disables "the key named X" on their node). For a name
     /// that is only an RSA key, the answer lists no usages and no versions (those are in
-    /// `GetRsaKeyState`).
+    /// `GetRsaKeyState`). The node operator's veto is a separate record this never touches: an
+    /// enable of a vetoed key sets the flag, is audited as `enable:vetoed`, and answers with the
+    /// effective state (disabled, vetoed).
     pub fn set_enabled(&self, req: &pb::SetKeyEnabledRequest, caller: &str) -> Result<pb::NodeKeyState, NodeError> {
         hyok_proto::validate_key_id(&req.key_id).map_err(|e| NodeError::Invalid(e.to_owned()))?;
         let ec = self.store.ec().key(&req.key_id)?.is_some();
@@ -547,16 +557,22 @@ impl Node {
         if rsa {
             self.store.rsa().set_enabled(&req.key_id, req.enabled)?;
         }
-        let op = if req.enabled { "enable" } else { "disable" };
+        let vetoed = self.store.vetoed(&req.key_id)?.is_some();
+        let op = match (req.enabled, vetoed) {
+            (true, true) => "enable:vetoed",
+            (true, false) => "enable",
+            (false, _) => "disable",
+        };
         self.audit(&[self.event(&req.key_id, 0, op, &req.request_id, caller)])?;
         if ec {
             self.key_state(&req.key_id)
         } else {
             Ok(pb::NodeKeyState {
                 key_id: req.key_id.clone(),
-                enabled: req.enabled,
+                enabled: req.enabled && !vetoed,
                 usages: Vec::new(),
                 versions: Vec::new(),
+                vetoed,
             })
         }
     }

@@ -117,8 +117,8 @@ impl Node {
         Ok(pb::RsaCommitResponse {})
     }
 
-    /// `RsaPartial`: `x_i = c^(2Δ·s_i) mod N` if the key is enabled here and the version is
-    /// ACTIVE; audited (flushed) before it is returned.
+    /// `RsaPartial`: `x_i = c^(2Δ·s_i) mod N` if the key is enabled here, not vetoed by this
+    /// node's operator, and the version is ACTIVE; audited (flushed) before it is returned.
     pub fn rsa_partial(&self, req: &pb::RsaPartialRequest, caller: &str) -> Result<pb::RsaPartialResponse, NodeError> {
         let computed = (|| {
             check_name_version(&req.name, req.version)?;
@@ -127,6 +127,12 @@ impl Node {
                 .rsa()
                 .key(&req.name)?
                 .ok_or_else(|| NodeError::NotFound(format!("RSA key {}", req.name)))?;
+            if self.store().vetoed(&req.name)?.is_some() {
+                return Err(NodeError::Disabled(format!(
+                    "RSA key {} is vetoed on this node by its operator",
+                    req.name
+                )));
+            }
             if !meta.enabled {
                 return Err(NodeError::Disabled(format!("RSA key {} is disabled on this node", req.name)));
             }
@@ -172,10 +178,11 @@ impl Node {
         Ok(loaded)
     }
 
-    /// This node's view of one RSA key.
+    /// This node's view of one RSA key (`enabled` effective, as in [`Node::key_state`]).
     pub fn rsa_key_state(&self, name: &str) -> Result<pb::NodeRsaKeyState, NodeError> {
         hyok_proto::validate_key_id(name).map_err(|e| NodeError::Invalid(e.to_owned()))?;
         let meta = self.store().rsa().key(name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {name}")))?;
+        let vetoed = self.store().vetoed(name)?.is_some();
         let versions = self
             .store()
             .rsa()
@@ -188,7 +195,7 @@ impl Node {
                 created_at_ms: v.created_at_ms,
             })
             .collect();
-        Ok(pb::NodeRsaKeyState { name: name.to_owned(), enabled: meta.enabled, versions })
+        Ok(pb::NodeRsaKeyState { name: name.to_owned(), enabled: meta.enabled && !vetoed, versions, vetoed })
     }
 
     /// Every RSA key on this node.

@@ -202,3 +202,152 @@ fn a_key_at_the_highest_version_number_is_created_served_and_listed_and_version_
     };
     assert!(matches!(nodes[0].dkg_round1(&round1, "admin"), Err(hyok_node::node::NodeError::Invalid(_))));
 }
+
+fn enable(node: &Node, key_id: &str, enabled: bool, caller: &str) -> pb::NodeKeyState {
+    let req = pb::SetKeyEnabledRequest { key_id: key_id.into(), enabled, request_id: "enable-it".into() };
+    node.set_enabled(&req, caller).unwrap()
+}
+
+#[test]
+fn a_vetoed_key_is_refused_no_admin_enable_clears_the_veto_and_only_a_lift_serves_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    create_key(&nodes, "demo", 2);
+    let item = evaluate_item("demo");
+    let veto = nodes[0].veto("demo", "legal hold", "local-operator:uid=1").unwrap();
+    assert_eq!(veto.reason, "legal hold");
+
+    // Refused like a disabled key, the message naming the veto; other nodes still serve.
+    let refused = partial(&nodes[0], &item).unwrap_err();
+    assert_eq!(refused.code, pb::item_error::Code::Disabled as i32);
+    assert!(refused.message.contains("vetoed"), "{refused:?}");
+    assert!(partial(&nodes[1], &item).is_ok());
+    let state = nodes[0].key_state("demo").unwrap();
+    assert!(!state.enabled && state.vetoed, "effective state and the veto: {state:?}");
+
+    // The coordinator (or an admin) turning the key on changes only the admin flag.
+    for caller in ["coordinator:coordinator", "admin:admin"] {
+        let state = enable(&nodes[0], "demo", true, caller);
+        assert!(!state.enabled && state.vetoed, "{caller}: {state:?}");
+        assert_eq!(partial(&nodes[0], &item).unwrap_err().code, pb::item_error::Code::Disabled as i32);
+    }
+    assert!(!enable(&nodes[0], "demo", false, "admin").enabled);
+    assert!(!enable(&nodes[0], "demo", true, "admin").enabled);
+    assert!(nodes[0].key_states().unwrap().iter().all(|s| s.vetoed && !s.enabled));
+
+    // The local operator lifts it: served again (the admin flag is on).
+    assert_eq!(nodes[0].lift("demo", "local-operator:uid=1").unwrap(), veto);
+    assert!(partial(&nodes[0], &item).is_ok());
+    let state = nodes[0].key_state("demo").unwrap();
+    assert!(state.enabled && !state.vetoed);
+
+    // A lift does not override the admin: a key the admin disabled stays disabled.
+    nodes[0].veto("demo", "", "local-operator:uid=1").unwrap();
+    enable(&nodes[0], "demo", false, "admin");
+    nodes[0].lift("demo", "local-operator:uid=1").unwrap();
+    assert!(!nodes[0].key_state("demo").unwrap().enabled);
+    assert_eq!(partial(&nodes[0], &item).unwrap_err().code, pb::item_error::Code::Disabled as i32);
+
+    // Veto and lift, the refusals and the enable that found a veto are all in the chain.
+    let audit = nodes[0].read_audit(1, 1000).unwrap();
+    let ops: Vec<&str> = audit.iter().map(|e| e.operation.as_str()).collect();
+    for op in ["veto", "lift", "enable:vetoed", "refused:evaluate:encrypt:disabled"] {
+        assert!(ops.contains(&op), "{op} missing from {ops:?}");
+    }
+    let vetoed = audit.iter().find(|e| e.operation == "veto").unwrap();
+    assert_eq!((vetoed.key_id.as_str(), vetoed.request_id.as_str()), ("demo", "legal hold"));
+    assert_eq!(vetoed.caller, "local-operator:uid=1");
+    assert!(matches!(nodes[0].store().verify_audit().unwrap(), Ok(n) if n as usize == audit.len()));
+}
+
+#[test]
+fn a_veto_survives_a_restart_of_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let item = evaluate_item("demo");
+    {
+        let nodes = nodes(dir.path(), 3);
+        create_key(&nodes, "demo", 2);
+        nodes[0].veto("demo", "before restart", "local-operator:uid=1").unwrap();
+    }
+    let reopened = hyok_node::server::open(NodeId::new(1).unwrap(), &dir.path().join("node-1")).unwrap();
+    assert_eq!(partial(&reopened, &item).unwrap_err().code, pb::item_error::Code::Disabled as i32);
+    let state = enable(&reopened, "demo", true, "coordinator");
+    assert!(!state.enabled && state.vetoed);
+    let vetoes = reopened.vetoes().unwrap();
+    assert_eq!(vetoes.len(), 1);
+    assert_eq!((vetoes[0].0.as_str(), vetoes[0].1.reason.as_str()), ("demo", "before restart"));
+    assert!(reopened.read_audit(1, 1000).unwrap().iter().any(|e| e.operation == "veto"));
+    assert!(reopened.store().verify_audit().unwrap().is_ok());
+}
+
+#[test]
+fn vetoes_of_unknown_keys_bad_reasons_and_lifts_of_unvetoed_keys_are_refused() {
+    use hyok_node::node::NodeError;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 2);
+    create_key(&nodes, "demo", 2);
+    assert!(matches!(nodes[0].veto("nope", "", "op"), Err(NodeError::NotFound(_))));
+    assert!(matches!(nodes[0].veto("a/b", "", "op"), Err(NodeError::Invalid(_))));
+    assert!(matches!(nodes[0].veto("demo", "two\nlines", "op"), Err(NodeError::Invalid(_))));
+    assert!(matches!(nodes[0].veto("demo", &"x".repeat(257), "op"), Err(NodeError::Invalid(_))));
+    assert!(matches!(nodes[0].lift("demo", "op"), Err(NodeError::NotFound(_))));
+    assert!(nodes[0].vetoes().unwrap().is_empty());
+    // Vetoing twice keeps the first veto.
+    let first = nodes[0].veto("demo", "first", "op").unwrap();
+    assert_eq!(nodes[0].veto("demo", "second", "op").unwrap(), first);
+}
+
+/// The node-local endpoint: a Unix socket in the data directory, mode 0600, that vetoes, lists
+/// and lifts; removed when the endpoint stops.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_socket_vetoes_lists_and_lifts_and_is_removed_on_stop() {
+    use hyok_node::operator::{Endpoint, OperatorRequest, request, socket_path};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 2);
+    create_key(&nodes, "demo", 2);
+    let node = std::sync::Arc::new(nodes.into_iter().next().unwrap());
+    let data_dir = dir.path().join("node-1");
+    // A stale socket left by a crash is replaced.
+    drop(std::os::unix::net::UnixListener::bind(socket_path(&data_dir)).unwrap());
+    let endpoint = Endpoint::bind(&data_dir).unwrap();
+    let mode = std::fs::metadata(socket_path(&data_dir)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only the node's account may connect");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(endpoint.serve(node.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let veto = OperatorRequest::Veto { key: "demo".into(), reason: "hold".into() };
+    let answer = request(&data_dir, &veto).await.unwrap();
+    assert_eq!((answer[0].key.as_str(), answer[0].reason.as_str()), ("demo", "hold"));
+    // Acknowledged means in force (and flushed): the next partial is refused.
+    assert_eq!(partial(&node, &evaluate_item("demo")).unwrap_err().code, pb::item_error::Code::Disabled as i32);
+    assert_eq!(request(&data_dir, &OperatorRequest::List).await.unwrap(), answer);
+    // The node's refusals come back as errors with its message, never a panic.
+    let unknown = request(&data_dir, &OperatorRequest::Veto { key: "nope".into(), reason: String::new() }).await;
+    assert!(unknown.unwrap_err().to_string().contains("nope"));
+    let garbage = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::UnixStream::connect(socket_path(&data_dir)).await.unwrap();
+        s.write_all(b"{\"op\":\"format-disk\"}\n").await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    assert!(garbage.contains("\"status\":\"error\""), "{garbage}");
+
+    request(&data_dir, &OperatorRequest::Lift { key: "demo".into() }).await.unwrap();
+    assert!(partial(&node, &evaluate_item("demo")).is_ok());
+    assert!(request(&data_dir, &OperatorRequest::List).await.unwrap().is_empty());
+    let audit = node.read_audit(1, 1000).unwrap();
+    let by_operator: Vec<&str> =
+        audit.iter().filter(|e| e.caller.starts_with("local-operator:uid=")).map(|e| e.operation.as_str()).collect();
+    assert_eq!(by_operator, vec!["veto", "lift"]);
+
+    stop.send(()).unwrap();
+    served.await.unwrap();
+    assert!(!socket_path(&data_dir).exists(), "a clean stop removes the socket");
+    assert!(request(&data_dir, &OperatorRequest::List).await.is_err(), "no node, no answer");
+}

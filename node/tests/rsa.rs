@@ -263,3 +263,31 @@ fn an_rsa_key_at_the_highest_version_number_is_stored_committed_and_served() {
     assert_eq!(nodes[0].rsa_key_state("dke").unwrap().versions[0].version, u32::MAX);
     assert!(matches!(partial(&nodes[0], &partial_req("dke", 0, &ciphertext)), Err(NodeError::Invalid(_))));
 }
+
+#[test]
+fn a_vetoed_rsa_key_is_refused_until_its_operator_lifts_it_whatever_the_admin_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 2);
+    let (requests, package) = ceremony(&nodes, "dke", 1, 2);
+    for (node, req) in nodes.iter().zip(&requests) {
+        node.rsa_store(req, "admin").unwrap();
+        commit(node, "dke", 1, true).unwrap();
+    }
+    let ciphertext = oaep::encrypt(package.public_key(), b"m", &mut rand::rng()).unwrap();
+    nodes[0].veto("dke", "revoked consent", "local-operator:uid=1").unwrap();
+    assert!(
+        matches!(partial(&nodes[0], &partial_req("dke", 1, &ciphertext)), Err(NodeError::Disabled(m)) if m.contains("vetoed"))
+    );
+    let enable = pb::SetKeyEnabledRequest { key_id: "dke".into(), enabled: true, request_id: "undo".into() };
+    let state = nodes[0].set_enabled(&enable, "coordinator").unwrap();
+    assert!(!state.enabled && state.vetoed, "{state:?}");
+    let rsa = nodes[0].rsa_key_state("dke").unwrap();
+    assert!(!rsa.enabled && rsa.vetoed);
+    assert!(matches!(partial(&nodes[0], &partial_req("dke", 1, &ciphertext)), Err(NodeError::Disabled(_))));
+    nodes[0].lift("dke", "local-operator:uid=1").unwrap();
+    assert!(partial(&nodes[0], &partial_req("dke", 1, &ciphertext)).is_ok());
+    let ops: Vec<String> = nodes[0].read_audit(1, 100).unwrap().into_iter().map(|e| e.operation).collect();
+    for op in ["veto", "enable:vetoed", "refused:rsa:partial:disabled", "lift"] {
+        assert!(ops.iter().any(|o| o == op), "{op} missing from {ops:?}");
+    }
+}

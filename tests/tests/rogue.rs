@@ -140,3 +140,141 @@ async fn a_rogue_coordinator_cannot_decrypt_with_an_encrypt_only_key() {
         );
     }
 }
+
+/// Runs one of the real operator commands and returns its stdout; panics with its stderr if it
+/// fails.
+fn operator_command(program: std::path::PathBuf, args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn assert_disabled(status: &tonic::Status, what: &str) {
+    assert_eq!(
+        (status.code(), hyok_proto::Reason::of(status)),
+        (tonic::Code::FailedPrecondition, Some(hyok_proto::Reason::KeyDisabled)),
+        "{what}: {status:?}"
+    );
+}
+
+/// The sovereign veto: the operators of n − t + 1 = 3 of 5 nodes veto a key through their
+/// node-local endpoints. A harness with the coordinator's certificate then turns the key on at
+/// every node, and the admin enables it through the coordinator: the key stays unusable, every
+/// vetoing node still reports the veto, and their audit logs name the veto and the refusals.
+/// Only a vetoing operator's lift brings it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn once_n_minus_t_plus_1_operators_veto_a_key_neither_the_coordinator_nor_an_admin_can_use_it() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let mut admin = cluster.client().await.unwrap();
+    admin
+        .create_key(pb::CreateKeyRequest { key_id: "sovereign".into(), usages: vec![], request_id: "setup".into() })
+        .await
+        .unwrap();
+    let sealed = admin
+        .encrypt_detached(pb::EncryptDetachedRequest {
+            key_id: "sovereign".into(),
+            plaintext: b"customer records".to_vec(),
+            aad: b"eu".to_vec(),
+            request_id: "setup".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let decrypt = pb::DecryptDetachedRequest {
+        key_id: "sovereign".into(),
+        seed: sealed.seed.clone(),
+        ciphertext: sealed.ciphertext.clone(),
+        tag: sealed.tag.clone(),
+        version: sealed.version,
+        aad: b"eu".to_vec(),
+        request_id: "after-veto".into(),
+    };
+
+    // Three operators veto through their own node's socket: two with `hyokctl node --node N`
+    // (the dev cluster's operators), one with `hyok-node veto --data-dir`.
+    let dev_dir = cluster.dir.path().as_os_str();
+    for id in ["1", "2"] {
+        let args = ["--dev-dir", "", "node", "veto", "--node", id, "sovereign", "data leaves the EU"];
+        let mut args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        args[1] = dev_dir;
+        let out = operator_command(hyok_e2e::hyokctl(), &args);
+        assert!(out.contains("vetoed sovereign"), "{out}");
+    }
+    let data_dir = cluster.data_dir(3).unwrap();
+    let args: Vec<&std::ffi::OsStr> =
+        vec!["veto".as_ref(), "--data-dir".as_ref(), data_dir.as_os_str(), "sovereign".as_ref()];
+    operator_command(hyok_e2e::bin_dir().join("hyok-node"), &args);
+
+    // The rogue coordinator turns the key on at every node directly: each answers, but a
+    // vetoing node's effective state stays disabled.
+    let rogue = Rogue { cluster: &cluster, role: Role::Coordinator };
+    for id in 1..=5u16 {
+        let req =
+            pb::SetKeyEnabledRequest { key_id: "sovereign".into(), enabled: true, request_id: "rogue-enable".into() };
+        let state = rogue.node(id).await.set_key_enabled(req).await.unwrap().into_inner();
+        assert_eq!((state.enabled, state.vetoed), (id > 3, id <= 3), "node {id}: {state:?}");
+    }
+    // The admin's EnableKey through the coordinator cannot reach t serving nodes, and says why.
+    let refused = admin
+        .enable_key(pb::EnableKeyRequest { key_id: "sovereign".into(), request_id: "admin-enable".into() })
+        .await
+        .unwrap_err();
+    assert_disabled(&refused, "EnableKey");
+    assert!(refused.message().contains("vetoed by the operators of nodes 1, 2, 3"), "{refused:?}");
+
+    // Nothing works through the coordinator …
+    let encrypt = pb::EncryptDetachedRequest {
+        key_id: "sovereign".into(),
+        plaintext: b"more".to_vec(),
+        aad: vec![],
+        request_id: "after-veto".into(),
+    };
+    assert_disabled(&admin.encrypt_detached(encrypt.clone()).await.unwrap_err(), "Encrypt");
+    assert_disabled(&admin.decrypt_detached(decrypt.clone()).await.unwrap_err(), "Decrypt");
+    // … nor asked of a vetoing node directly with the coordinator's certificate.
+    for id in 1..=3 {
+        let item = item("sovereign", sealed.version, &sealed.seed, pb::Operation::Decrypt, "rogue-decrypt");
+        let refused = rogue.evaluate(id, item).await.unwrap_err();
+        assert_eq!(refused.code, pb::item_error::Code::Disabled as i32, "node {id}: {refused:?}");
+    }
+
+    // Every vetoing node still reports the veto, and the status shows it.
+    for id in 1..=3 {
+        let state = rogue.node(id).await.get_key_state(pb::GetKeyStateRequest { key_id: "sovereign".into() }).await;
+        let state = state.unwrap().into_inner();
+        assert!(state.vetoed && !state.enabled, "node {id}: {state:?}");
+    }
+    let status = admin.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+    let key = status.keys.iter().find(|k| k.key_id == "sovereign").unwrap();
+    let vetoed: Vec<u32> = key.nodes.iter().filter(|n| n.vetoed).map(|n| n.node_id).collect();
+    assert_eq!(vetoed, vec![1, 2, 3]);
+    assert!(hyok_cli::status::render(&status).contains("1:SV"));
+
+    // Each vetoing node's audit log names the veto (by its local operator) and every refused
+    // attempt: the rogue enable, the admin's enable, the partials it would not compute.
+    for id in 1..=3 {
+        let audit = rogue.audit(id).await;
+        let has = |op: &str, request_id: &str| audit.iter().any(|e| e.operation == op && e.request_id == request_id);
+        assert!(
+            audit.iter().any(|e| e.operation == "veto" && e.caller.starts_with("local-operator:uid=")),
+            "node {id}: {audit:?}"
+        );
+        assert!(has("enable:vetoed", "rogue-enable") && has("enable:vetoed", "admin-enable"), "node {id}: {audit:?}");
+        assert!(has("refused:evaluate:decrypt:disabled", "rogue-decrypt"), "node {id}: {audit:?}");
+        assert!(audit.iter().any(|e| e.operation.starts_with("refused:") && e.request_id == "after-veto"), "node {id}");
+    }
+
+    // Only a vetoing operator can undo it: node 3's lift leaves t = 3 serving nodes.
+    let out = operator_command(hyok_e2e::bin_dir().join("hyok-node"), &{
+        let mut a = args.clone();
+        a[0] = "lift".as_ref();
+        a
+    });
+    assert!(out.contains("lifted the veto of sovereign"), "{out}");
+    admin
+        .enable_key(pb::EnableKeyRequest { key_id: "sovereign".into(), request_id: "admin-enable-2".into() })
+        .await
+        .unwrap();
+    let opened = admin.decrypt_detached(decrypt).await.unwrap().into_inner();
+    assert_eq!(opened.plaintext, b"customer records");
+}

@@ -125,9 +125,14 @@ enum Command {
         #[command(subcommand)]
         command: XksCommand,
     },
-    /// Run a node (what `hyokctl dev` starts; same as the hyok-node binary).
-    #[command(hide = true)]
+    /// A node's local operator: veto a key on that node, lift the veto, list vetoes (through
+    /// DATA_DIR/operator.sock). Also runs a node (what `hyokctl dev` starts; same as the
+    /// hyok-node binary).
     Node {
+        /// With the dev cluster: the node whose operator to play (its data directory from
+        /// dev.json in --dev-dir), instead of --data-dir.
+        #[arg(long = "node", global = true)]
+        node_id: Option<u16>,
         #[command(subcommand)]
         command: hyok_node::cli::NodeCommand,
     },
@@ -302,8 +307,9 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let target = cli.target;
     match cli.command {
-        Command::Node { command } => {
+        Command::Node { node_id, mut command } => {
             init_logging("info");
+            hyok_cli::target::operator_data_dir(&target, node_id, &mut command)?;
             hyok_node::cli::execute(command).await?;
         }
         Command::Coordinator { args } => {

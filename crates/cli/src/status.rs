@@ -39,7 +39,8 @@ pub fn render(status: &pb::ClusterStatusResponse) -> String {
     if !status.keys.is_empty() {
         let _ = writeln!(
             out,
-            "\n{:<32} per node (S = share, E = enabled, . = missing, ? = unreachable, INVALID = contradicts t others)",
+            "\n{:<32} per node (S = share, E = enabled, V = vetoed by the node's operator, . = missing, \
+             ? = unreachable, INVALID = contradicts t others)",
             "KEY"
         );
         for k in &status.keys {
@@ -52,7 +53,15 @@ pub fn render(status: &pb::ClusterStatusResponse) -> String {
                     } else if n.invalid {
                         "INVALID".to_owned()
                     } else {
-                        format!("{}{}", if n.has_share { "S" } else { "." }, if n.enabled { "E" } else { "." })
+                        // A veto wins over whatever the admin's flag says.
+                        let state = if n.vetoed {
+                            "V"
+                        } else if n.enabled {
+                            "E"
+                        } else {
+                            "."
+                        };
+                        format!("{}{state}", if n.has_share { "S" } else { "." })
                     };
                     format!("{}:{cell}", n.node_id)
                 })
@@ -68,4 +77,33 @@ pub async fn run(target: &Target) -> Result<()> {
     let status = target.connect().await?.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
     print!("{}", render(&status));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vetoed_node_is_shown_as_v_whatever_its_admin_flag() {
+        let cell = |node_id, enabled, vetoed| pb::KeyNodeState {
+            node_id,
+            reachable: true,
+            has_share: true,
+            enabled,
+            invalid: false,
+            vetoed,
+        };
+        let status = pb::ClusterStatusResponse {
+            threshold: 2,
+            nodes: Vec::new(),
+            keys: vec![pb::KeyStatus {
+                key_id: "k".into(),
+                nodes: vec![cell(1, false, true), cell(2, true, false), cell(3, false, false)],
+            }],
+            coordinator_version: "0".into(),
+        };
+        let text = render(&status);
+        let row = text.lines().find(|l| l.starts_with("k ")).unwrap();
+        assert!(row.contains("1:SV") && row.contains("2:SE") && row.contains("3:S."), "{row}");
+    }
 }

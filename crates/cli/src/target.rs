@@ -2,7 +2,7 @@
 //! cluster described by `DIR/dev.json` (default `./.hyok-dev`).
 
 use crate::devfile::DevFile;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use hyok_proto::{TlsFiles, VaultClient};
 use std::path::PathBuf;
@@ -13,8 +13,9 @@ pub const DEFAULT_DEV_DIR: &str = ".hyok-dev";
 /// Connection options shared by every client command.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// Dev cluster directory whose dev.json to use when --endpoint is not given.
-    #[arg(long, default_value = DEFAULT_DEV_DIR, env = "HYOK_DEV_DIR")]
+    /// Dev cluster directory whose dev.json to use when --endpoint is not given (and where
+    /// `node --node N` finds node N's data directory).
+    #[arg(long, default_value = DEFAULT_DEV_DIR, env = "HYOK_DEV_DIR", global = true)]
     pub dev_dir: PathBuf,
     /// Coordinator endpoint, e.g. https://127.0.0.1:7100.
     #[arg(long, env = "HYOK_ENDPOINT")]
@@ -66,5 +67,36 @@ impl Target {
         let dev = DevFile::load(&self.dev_dir)?;
         let nodes = dev.nodes.iter().map(|n| (n.id, n.endpoint.clone())).collect();
         Ok((nodes, self.dev_tls(&dev)))
+    }
+}
+
+/// For `hyokctl node veto|lift|vetoes --node N`: fills in the data directory of node N from the
+/// dev cluster's dev.json (in `target.dev_dir`), where hyokctl plays every node's operator.
+/// Commands other than the operator's, and an explicit --data-dir, are left alone.
+pub fn operator_data_dir(
+    target: &Target,
+    node_id: Option<u16>,
+    command: &mut hyok_node::cli::NodeCommand,
+) -> Result<()> {
+    let Some(at) = command.operator_at() else {
+        if node_id.is_some() {
+            bail!("--node only selects the node of `veto`, `lift` and `vetoes`");
+        }
+        return Ok(());
+    };
+    match (node_id, &at.data_dir) {
+        (Some(_), Some(_)) => bail!("give --data-dir or --node, not both"),
+        (None, Some(_)) => Ok(()),
+        (None, None) => bail!("which node? --data-dir DIR, or --node N with the dev cluster"),
+        (Some(id), None) => {
+            let dev = DevFile::load(&target.dev_dir)?;
+            let node = dev
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .with_context(|| format!("no node {id} in {}", DevFile::path(&target.dev_dir).display()))?;
+            at.data_dir = Some(node.data_dir.clone());
+            Ok(())
+        }
     }
 }

@@ -10,9 +10,10 @@
 //!   families: [`Family`] (what differs: trees, share sealing, usages), [`Ec`], [`Rsa`].
 //! - [`audit`]: the hash-chained audit log's format, limits and verification.
 //! - [`store`]: [`Store`] — the sled database (trees `meta`, `keys`, `versions`, `rsa_keys`,
-//!   `rsa_versions`, `audit`), its transactions, locking and flushing — and [`Keys`], the
+//!   `rsa_versions`, `vetoes`, `audit`), its transactions, locking and flushing — and [`Keys`], the
 //!   handle on one family's keys ([`Store::ec`], [`Store::rsa`]) on which every key operation
 //!   is written once for both families.
+//! - [`veto`]: operator vetoes ([`Veto`]), kept apart from the admin's `enabled` flag.
 //! - `error`: [`Error`], the one error type; it never carries secret bytes.
 
 pub mod audit;
@@ -20,9 +21,11 @@ mod error;
 pub mod keys;
 pub mod seal;
 pub mod store;
+pub mod veto;
 
 pub use audit::{AuditBreak, AuditEntry, AuditEvent};
 pub use error::{Error, Result};
 pub use keys::{Ec, Family, KeyMeta, Rsa, Usages, VersionInfo};
 pub use seal::SealKey;
 pub use store::{Keys, Store};
+pub use veto::{MAX_VETO_REASON, Veto};

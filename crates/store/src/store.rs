@@ -2,8 +2,9 @@
 //!
 //! Trees: `meta` (the node's sealed long-term secrets under `identity`, the audit chain's head under
 //! `audit_head`), a policy tree and a versions tree per key family — `keys` and `versions` for
-//! EC keys, `rsa_keys` and `rsa_versions` for threshold RSA keys (see [`crate::keys`]) — and
-//! `audit` (the chain, see [`crate::audit`]).
+//! EC keys, `rsa_keys` and `rsa_versions` for threshold RSA keys (see [`crate::keys`]) —
+//! `vetoes` (operator vetoes, see [`crate::veto`]) and `audit` (the chain, see
+//! [`crate::audit`]).
 //!
 //! Key records are reached through a family handle, [`Store::ec`] or [`Store::rsa`]: a
 //! [`Keys`] over that family's trees, on which every key operation is written once.
@@ -22,6 +23,7 @@ use crate::keys::{
     decode_meta, encode_meta, share_aad, version_key, version_prefix,
 };
 use crate::seal::SealKey;
+use crate::veto::{self, Veto};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::marker::PhantomData;
@@ -55,6 +57,8 @@ pub struct Store {
     /// Threshold RSA keys ([`Rsa`]).
     rsa: Trees,
     audit: sled::Tree,
+    /// Operator vetoes (see [`crate::veto`]).
+    vetoes: sled::Tree,
     seal: SealKey,
     /// Serializes writers of key records (every family's trees).
     key_writes: Mutex<()>,
@@ -95,6 +99,7 @@ impl Store {
             ec: Trees::open::<Ec>(&db)?,
             rsa: Trees::open::<Rsa>(&db)?,
             audit: db.open_tree("audit")?,
+            vetoes: db.open_tree("vetoes")?,
             db,
             seal,
             key_writes: Mutex::new(()),
@@ -105,6 +110,57 @@ impl Store {
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+
+    // ---- operator vetoes ----------------------------------------------------------------
+
+    /// Records this node's operator's veto of the key name `key_id` (both families), unless
+    /// one is already recorded. Returns the veto in force — the earlier one if the name was
+    /// already vetoed. Flushed. Only a [`Store::lift`] removes it; nothing that changes a key's
+    /// policy record touches it.
+    pub fn veto(&self, key_id: &str, reason: &str, time_ms: u64) -> Result<Veto> {
+        check_key_id(key_id)?;
+        veto::check_reason(reason)?;
+        let _guard = lock(&self.key_writes);
+        let existing = self.vetoed(key_id)?;
+        let veto = match existing {
+            Some(v) => v,
+            None => {
+                let v = Veto { time_ms, reason: reason.to_owned() };
+                self.vetoes.insert(key_id.as_bytes(), veto::encode(&v))?;
+                v
+            }
+        };
+        self.flush()?;
+        Ok(veto)
+    }
+
+    /// Removes the veto of `key_id`; returns the veto it removed, if there was one. Flushed.
+    pub fn lift(&self, key_id: &str) -> Result<Option<Veto>> {
+        check_key_id(key_id)?;
+        let _guard = lock(&self.key_writes);
+        let removed = self.vetoes.remove(key_id.as_bytes())?.map(|v| veto::decode(key_id, &v)).transpose()?;
+        self.flush()?;
+        Ok(removed)
+    }
+
+    /// The veto of `key_id`, if its name is vetoed here.
+    pub fn vetoed(&self, key_id: &str) -> Result<Option<Veto>> {
+        check_key_id(key_id)?;
+        self.vetoes.get(key_id.as_bytes())?.map(|v| veto::decode(key_id, &v)).transpose()
+    }
+
+    /// Every veto, by key name, ascending.
+    pub fn vetoes(&self) -> Result<Vec<(String, Veto)>> {
+        self.vetoes
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let name = String::from_utf8_lossy(&k).into_owned();
+                let veto = veto::decode(&name, &v)?;
+                Ok((name, veto))
+            })
+            .collect()
     }
 
     // ---- identity ----------------------------------------------------------------------

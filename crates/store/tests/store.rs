@@ -584,3 +584,32 @@ fn the_highest_version_number_is_stored_and_listed_in_order() {
     let listed: Vec<_> = store.ec().versions("k").unwrap().iter().map(|v| (v.version, v.active)).collect();
     assert_eq!(listed, vec![(1, false), (u32::MAX, true)]);
 }
+
+#[test]
+fn a_veto_is_kept_apart_from_the_enabled_flag_survives_reopen_and_only_a_lift_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.ec().put_pending("k", 1, Usages::ALL, b"share", b"package", 1).unwrap();
+        store.ec().activate("k", 1).unwrap();
+        assert_eq!(store.vetoed("k").unwrap(), None);
+        let veto = store.veto("k", "legal hold", 5).unwrap();
+        assert_eq!((veto.time_ms, veto.reason.as_str()), (5, "legal hold"));
+        // A second veto keeps the first one's record.
+        assert_eq!(store.veto("k", "again", 9).unwrap(), veto);
+        // The admin flag moves independently and never touches the veto.
+        assert!(!store.ec().set_enabled("k", false).unwrap().enabled);
+        assert!(store.ec().set_enabled("k", true).unwrap().enabled);
+        assert_eq!(store.vetoed("k").unwrap(), Some(veto.clone()));
+    }
+    let store = open(dir.path());
+    let veto = store.vetoed("k").unwrap().expect("the veto survives a reopen");
+    assert_eq!(veto.reason, "legal hold");
+    assert_eq!(store.vetoes().unwrap(), vec![("k".to_owned(), veto.clone())]);
+    assert_eq!(store.lift("k").unwrap(), Some(veto));
+    assert_eq!(store.lift("k").unwrap(), None, "lifting twice finds nothing");
+    assert!(store.vetoes().unwrap().is_empty());
+    assert!(matches!(store.veto("a/b", "", 1), Err(Error::Invalid(_))));
+    assert!(matches!(store.veto("k", &"x".repeat(hyok_store::MAX_VETO_REASON + 1), 1), Err(Error::Invalid(_))));
+    assert!(matches!(store.veto("k", "two\nlines", 1), Err(Error::Invalid(_))));
+}

@@ -5,6 +5,7 @@ use crate::keys::{KeyCache, KeyError};
 use crate::rsa::RsaKeyCache;
 use hyok_proto::v1 as pb;
 use hyok_store::{AuditEvent, Store, Usages};
+use hyok_threshold::audit_head;
 use hyok_threshold::dkg::{self, round1, round2};
 use hyok_threshold::dprf::{self, DprfInput};
 use hyok_threshold::kem::{self, WrappedKey};
@@ -575,6 +576,13 @@ impl Node {
                 vetoed,
             })
         }
+    }
+
+    /// The audit chain's head, signed with this node's audit key.
+    pub fn signed_audit_head(&self) -> Result<pb::SignedAuditHead, NodeError> {
+        let (seq, hash) = self.store.audit_head()?;
+        let signature = audit_head::sign_head(self.secrets.audit(), self.id, seq, &hash, &mut rand::rng());
+        Ok(pb::SignedAuditHead { seq, hash: hash.to_vec(), signature: signature.to_bytes() })
     }
 
     /// `ReadAudit`.

@@ -186,7 +186,8 @@ impl pb::node_server::Node for NodeService {
     async fn read_audit(&self, req: Request<pb::ReadAuditRequest>) -> Result<Response<pb::ReadAuditResponse>, Status> {
         require_role(&req, AUDITORS)?;
         let req = req.into_inner();
-        let entries = self.blocking(move |n| n.read_audit(req.from_seq, req.limit)).await?;
-        Ok(Response::new(pb::ReadAuditResponse { entries }))
+        let (entries, head) =
+            self.blocking(move |n| Ok((n.read_audit(req.from_seq, req.limit)?, n.signed_audit_head()?))).await?;
+        Ok(Response::new(pb::ReadAuditResponse { entries, head: Some(head) }))
     }
 }

@@ -1,5 +1,6 @@
 //! `hyokctl audit verify`: reads a node's audit log over `ReadAudit` (admin role) and walks
-//! its hash chain, reporting the first break.
+//! its hash chain, reporting the first break; the chain must end at the head the node signed
+//! with the audit key its identity key certifies.
 
 use crate::target::Target;
 use anyhow::{Result, bail};
@@ -7,6 +8,8 @@ use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_store::{AuditBreak, AuditEntry, AuditEvent};
+use hyok_threshold::audit_head::{self, HeadSignature};
+use hyok_threshold::{IdentityPublicKey, NodeId, SignedKeyBundle, Wire};
 use tonic::transport::Endpoint;
 
 /// Entries per `ReadAudit` page.
@@ -31,7 +34,10 @@ fn entry(e: pb::AuditEntry) -> Result<AuditEntry> {
     })
 }
 
-/// Reads node `id`'s whole log and verifies it: `Ok(n)` entries, or the first break.
+/// Reads node `id`'s whole log and verifies it: `Ok(n)` entries, or the first break. The chain
+/// must end at the head the node signed with the audit key of its key bundle, which must verify
+/// under the node's identity key (`identity`, when the operator pins one; else the key the node
+/// presents).
 pub async fn verify_node(target: &Target, id: u16, endpoint: &str) -> Result<Result<u64, AuditBreak>> {
     let (_, tls) = target.nodes()?;
     let channel = Endpoint::from_shared(endpoint.to_owned())?
@@ -39,21 +45,49 @@ pub async fn verify_node(target: &Target, id: u16, endpoint: &str) -> Result<Res
         .connect()
         .await?;
     let mut client = NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    let node = NodeId::new(id)?;
+    let identity = client.get_identity(pb::GetIdentityRequest {}).await?.into_inner();
+    let identity_key = IdentityPublicKey::from_slice(&identity.identity_public_key)
+        .map_err(|_| anyhow::anyhow!("node {id} presents a malformed identity key"))?;
+    let bundle = SignedKeyBundle::from_bytes(&identity.key_bundle)
+        .map_err(|_| anyhow::anyhow!("node {id} presents a malformed key bundle"))?
+        .verify(node, &identity_key)
+        .map_err(|_| anyhow::anyhow!("node {id}'s key bundle does not verify under its identity key"))?;
     let mut entries = Vec::new();
     let mut from = 1u64;
-    loop {
-        let page = client.read_audit(pb::ReadAuditRequest { from_seq: from, limit: PAGE }).await?.into_inner().entries;
-        let Some(last) = page.last() else { break };
-        from = last.seq + 1;
-        let full = page.len() as u32 == PAGE;
-        for e in page {
+    // The log may grow while it is read: read on until the signed head is the last entry read.
+    for _ in 0..100 {
+        let page = client.read_audit(pb::ReadAuditRequest { from_seq: from, limit: PAGE }).await?.into_inner();
+        let head = page.head.ok_or_else(|| anyhow::anyhow!("node {id} sent no signed audit head"))?;
+        let full = page.entries.len() as u32 == PAGE;
+        if page.entries.is_empty() && head.seq > entries.len() as u64 {
+            bail!("node {id}: the signed head says {} entries, the log gives {}", head.seq, entries.len());
+        }
+        if let Some(last) = page.entries.last() {
+            from = last.seq + 1;
+        }
+        for e in page.entries {
             entries.push(entry(e)?);
         }
-        if !full {
-            break;
+        if full || head.seq > entries.len() as u64 {
+            continue;
         }
+        let hash: [u8; 32] = head
+            .hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("node {id}: audit head hash of the wrong length"))?;
+        let signature = HeadSignature::from_bytes(&head.signature)
+            .map_err(|_| anyhow::anyhow!("node {id}: malformed audit head signature"))?;
+        audit_head::vartime_verify_head(bundle.audit(), node, head.seq, &hash, &signature)
+            .map_err(|_| anyhow::anyhow!("node {id}: the audit head is not signed by the node's audit key"))?;
+        let last = entries.last().map_or([0; 32], |e| e.hash);
+        if head.seq != entries.len() as u64 || hash != last {
+            bail!("node {id}: the log read does not end at the head the node signed (seq {})", head.seq);
+        }
+        return Ok(hyok_store::audit::verify_entries(entries));
     }
-    Ok(hyok_store::audit::verify_entries(entries))
+    bail!("node {id}: the audit log kept growing faster than it could be read")
 }
 
 /// `audit verify [--node ID]`: every node of the dev cluster, or one.

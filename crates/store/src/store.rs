@@ -265,6 +265,18 @@ impl Store {
     /// Walks the whole chain from entry 1: `Ok(Ok(n))` with `n` entries verified, or
     /// `Ok(Err(break))` naming the first entry that is altered, missing, mislinked, or beyond /
     /// short of the recorded head. The outer `Err` is a storage failure, not a verdict.
+    /// The audit chain's head: how many entries it holds and the last one's hash (`(0, [0; 32])`
+    /// for an empty log).
+    pub fn audit_head(&self) -> Result<(u64, [u8; 32])> {
+        Ok(self
+            .meta
+            .get(AUDIT_HEAD)?
+            .map(|v| audit::Head::decode(&v))
+            .transpose()?
+            .map_or((0, [0; 32]), |h| (h.seq, h.hash)))
+    }
+
+    /// Walks the whole audit chain.
     pub fn verify_audit(&self) -> Result<Result<u64, AuditBreak>> {
         let head = || self.meta.get(AUDIT_HEAD)?.map(|v| Head::decode(&v)).transpose();
         let before = head()?;

@@ -85,6 +85,12 @@ pub enum Error {
         /// The node the bundle was presented for.
         node: NodeId,
     },
+    /// An audit chain head whose signature does not verify under the node's audit key.
+    #[error("audit head of node {node} is not signed by its audit key")]
+    InvalidAuditHead {
+        /// The node whose audit head it claims to be.
+        node: NodeId,
+    },
     /// A DKG message missing from a round, or one from a node that is not a participant.
     #[error("DKG round is missing the message of node {node}")]
     MissingMessage {
@@ -148,6 +154,7 @@ impl Error {
             | Error::InvalidSignature { node }
             | Error::InvalidEphemeralProof { node }
             | Error::InvalidKeyBundle { node }
+            | Error::InvalidAuditHead { node }
             | Error::MissingMessage { node }
             | Error::InconsistentView { node } => vec![*node],
             Error::DecryptionFailed { culprits } | Error::RsaCombineFailed { culprits } => culprits.clone(),

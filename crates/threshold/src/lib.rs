@@ -19,12 +19,14 @@
 //! - [`partial`]: [`PartialEvaluation`] and the two combine strategies.
 //! - [`rsa`]: Shoup threshold RSA decryption with OAEP-SHA256 (DKE): dealer, node partials,
 //!   combine with the `y^e ≡ c` check, on crypto-bigint.
+//! - [`audit_head`]: a node's audit chain head signed with its audit key.
 //! - [`encoding`]: the versioned wire format ([`Wire`]).
 //! - internal: `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
 //!   `ecies` (ECDH + HKDF key for encrypting to a node's transport or seal key), `lagrange` (interpolation in
 //!   the exponent), `feldman` (vsss-rs glue), `transcript`.
 
 pub mod aead;
+pub mod audit_head;
 #[cfg(feature = "dangerous-testing")]
 pub mod dealer;
 pub mod dkg;

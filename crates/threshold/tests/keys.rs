@@ -176,3 +176,35 @@ fn stored_secrets_decode_and_a_legacy_identity_is_upgraded() {
     assert!(NodeSecrets::from_stored(&[0u8; 32], &mut r).is_err(), "a zero identity is refused");
     assert!(NodeSecrets::from_stored(&[1u8; 31], &mut r).is_err());
 }
+
+#[test]
+fn an_audit_head_verifies_only_for_its_node_sequence_hash_and_audit_key() {
+    use hyok_threshold::audit_head::{HeadSignature, sign_head, vartime_verify_head};
+    let mut rng = rand::rng();
+    let secrets = NodeSecrets::generate(&mut rng);
+    let other = NodeSecrets::generate(&mut rng);
+    let node = NodeId::new(2).unwrap();
+    let hash = [9u8; 32];
+    let signature = sign_head(secrets.audit(), node, 41, &hash, &mut rng);
+    let public = secrets.audit().public_key();
+    assert!(vartime_verify_head(&public, node, 41, &hash, &signature).is_ok());
+    let decoded = HeadSignature::from_bytes(&signature.to_bytes()).unwrap();
+    assert!(vartime_verify_head(&public, node, 41, &hash, &decoded).is_ok());
+    // Another node, a truncated or extended chain, another hash, another key: refused.
+    assert!(vartime_verify_head(&public, NodeId::new(3).unwrap(), 41, &hash, &signature).is_err());
+    assert!(vartime_verify_head(&public, node, 40, &hash, &signature).is_err());
+    assert!(vartime_verify_head(&public, node, 42, &hash, &signature).is_err());
+    assert!(vartime_verify_head(&public, node, 41, &[8u8; 32], &signature).is_err());
+    assert!(vartime_verify_head(&other.audit().public_key(), node, 41, &hash, &signature).is_err());
+    // The identity key cannot stand in for the audit key.
+    assert!(
+        vartime_verify_head(
+            &hyok_threshold::AuditPublicKey::from_slice(secrets.identity().public_key().as_bytes()).unwrap(),
+            node,
+            41,
+            &hash,
+            &signature
+        )
+        .is_err()
+    );
+}

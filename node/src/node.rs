@@ -42,6 +42,12 @@ pub enum NodeError {
     Internal,
 }
 
+/// SHA-256 of `bytes`, for audit digests.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 impl NodeError {
     /// The kind of failure, one lowercase word (for audit entries of refusals).
     pub fn kind(&self) -> &'static str {
@@ -267,7 +273,7 @@ impl Node {
                 let input = DprfInput::new(&item.key_id, item.version, seed).map_err(|_| invalid_item("bad key id"))?;
                 let loaded = self.keys.usable(&self.store, &item.key_id, item.version, usage).map_err(item_error)?;
                 let partial = dprf::evaluate(&loaded.share, &input, &mut rng);
-                events.push(self.event(&item.key_id, item.version, op, &item.request_id, caller));
+                events.push(self.event(&item.key_id, item.version, op, &item.request_id, caller).with_digest(&seed));
                 Ok(partial.to_bytes())
             })();
             if let Err(e) = &r {
@@ -276,7 +282,9 @@ impl Node {
                     Ok(pb::Operation::Decrypt) => "evaluate:decrypt",
                     _ => "evaluate",
                 };
-                events.push(self.refusal(&item.key_id, item.version, op, e, &item.request_id, caller));
+                events.push(
+                    self.refusal(&item.key_id, item.version, op, e, &item.request_id, caller).with_digest(&item.seed),
+                );
             }
             out.push(result(r));
         }
@@ -317,11 +325,17 @@ impl Node {
                 let partial =
                     kem::partial_unwrap(&loaded.share, loaded.package.group_key(), &wrapped, &item.label, &mut rng)
                         .map_err(|_| invalid_item("wrapped key proof does not verify for this key and label"))?;
-                events.push(self.event(&item.key_id, item.version, "unwrap", &item.request_id, caller));
+                events.push(
+                    self.event(&item.key_id, item.version, "unwrap", &item.request_id, caller)
+                        .with_digest(&sha256(&item.wrapped)),
+                );
                 Ok(partial.to_bytes())
             })();
             if let Err(e) = &r {
-                events.push(self.refusal(&item.key_id, item.version, "unwrap", e, &item.request_id, caller));
+                events.push(
+                    self.refusal(&item.key_id, item.version, "unwrap", e, &item.request_id, caller)
+                        .with_digest(&sha256(&item.wrapped)),
+                );
             }
             out.push(result(r));
         }
@@ -353,6 +367,7 @@ impl Node {
             operation: operation.to_owned(),
             request_id,
             caller: caller.to_owned(),
+            digest: Vec::new(),
         }
     }
 
@@ -600,6 +615,7 @@ impl Node {
                 operation: e.event.operation,
                 request_id: e.event.request_id,
                 caller: e.event.caller,
+                digest: e.event.digest,
                 prev_hash: e.prev_hash.to_vec(),
                 hash: e.hash.to_vec(),
             })

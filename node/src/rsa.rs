@@ -142,13 +142,19 @@ impl Node {
         })();
         match computed {
             Ok(x) => {
-                self.audit(&[self.event(&req.name, req.version, "rsa:partial", &req.request_id, caller)])?;
+                let digest = crate::node::sha256(&req.ciphertext);
+                self.audit(&[self
+                    .event(&req.name, req.version, "rsa:partial", &req.request_id, caller)
+                    .with_digest(&digest)])?;
                 Ok(pb::RsaPartialResponse { partial: x.to_bytes() })
             }
             Err(e) => {
                 let operation = format!("refused:rsa:partial:{}", e.kind());
                 // A refusal that cannot be audited is still a refusal.
-                let _ = self.audit(&[self.event(&req.name, req.version, &operation, &req.request_id, caller)]);
+                let digest = crate::node::sha256(&req.ciphertext);
+                let _ = self.audit(&[self
+                    .event(&req.name, req.version, &operation, &req.request_id, caller)
+                    .with_digest(&digest)]);
                 Err(e)
             }
         }

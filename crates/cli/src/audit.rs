@@ -28,6 +28,7 @@ fn entry(e: pb::AuditEntry) -> Result<AuditEntry> {
             operation: e.operation,
             request_id: e.request_id,
             caller: e.caller,
+            digest: e.digest,
         },
         prev_hash: hash(e.prev_hash)?,
         hash: hash(e.hash)?,

@@ -34,7 +34,14 @@ pub struct AuditEvent {
     pub request_id: String,
     /// Who asked (role and certificate name).
     pub caller: String,
+    /// A digest of what was evaluated (the DPRF seed, or SHA-256 of a wrapped key or RSA
+    /// ciphertext), at most [`MAX_DIGEST`] bytes; empty when not applicable. Entries without one
+    /// encode exactly as before the field existed, so older chains still verify.
+    pub digest: Vec<u8>,
 }
+
+/// Longest [`AuditEvent::digest`].
+pub const MAX_DIGEST: usize = 64;
 
 /// A stored entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,11 +67,20 @@ pub struct AuditBreak {
 }
 
 impl AuditEvent {
+    /// The event with `digest` (clipped to [`MAX_DIGEST`] bytes) as what was evaluated.
+    pub fn with_digest(mut self, digest: &[u8]) -> Self {
+        self.digest = digest[..digest.len().min(MAX_DIGEST)].to_vec();
+        self
+    }
+
     /// Checks the size limits: key id (empty, or a valid key id), operation (1 to
     /// [`MAX_OPERATION`] bytes), request id ≤ [`MAX_REQUEST_ID`], caller ≤ [`MAX_CALLER`].
     pub fn check(&self) -> Result<()> {
         if !self.key_id.is_empty() {
             crate::keys::check_key_id(&self.key_id)?;
+        }
+        if self.digest.len() > MAX_DIGEST {
+            return Err(Error::Invalid("audit digest"));
         }
         if self.operation.is_empty() || self.operation.len() > MAX_OPERATION {
             return Err(Error::Invalid("audit operation"));
@@ -127,6 +143,10 @@ pub(crate) fn encode(seq: u64, event: &AuditEvent, prev_hash: &[u8; 32]) -> Vec<
     put_str(&mut out, &event.operation);
     put_str(&mut out, &event.request_id);
     put_str(&mut out, &event.caller);
+    if !event.digest.is_empty() {
+        out.extend_from_slice(&(event.digest.len() as u32).to_be_bytes());
+        out.extend_from_slice(&event.digest);
+    }
     out.extend_from_slice(prev_hash);
     out
 }
@@ -171,12 +191,22 @@ pub(crate) fn decode(value: &[u8]) -> Result<AuditEntry> {
     let operation = c.str().ok_or_else(corrupt)?;
     let request_id = c.str().ok_or_else(corrupt)?;
     let caller = c.str().ok_or_else(corrupt)?;
+    // An entry with a digest has more than the two hashes left.
+    let digest = if c.0.len() > 64 {
+        let len = c.u32().ok_or_else(corrupt)? as usize;
+        if len == 0 || len > MAX_DIGEST {
+            return Err(corrupt());
+        }
+        c.take(len).ok_or_else(corrupt)?.to_vec()
+    } else {
+        Vec::new()
+    };
     let prev_hash: [u8; 32] = c.take(32).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
     let hash: [u8; 32] = c.take(32).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
     if !c.0.is_empty() {
         return Err(corrupt());
     }
-    let event = AuditEvent { time_ms, key_id, version, operation, request_id, caller };
+    let event = AuditEvent { time_ms, key_id, version, operation, request_id, caller, digest };
     Ok(AuditEntry { seq, event, prev_hash, hash })
 }
 

@@ -50,6 +50,7 @@ fn event(i: u32) -> AuditEvent {
         operation: "evaluate:encrypt".into(),
         request_id: format!("req-{i}"),
         caller: "coordinator".into(),
+        digest: if i.is_multiple_of(2) { vec![i as u8; 16] } else { Vec::new() },
     }
 }
 

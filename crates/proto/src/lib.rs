@@ -12,10 +12,13 @@
 //!   on callers.
 //! - [`connect`]: a typed `KeyVault` client over mutual TLS ([`connect_vault`]).
 //! - `process`: what every binary's `main` needs: [`init_logging`] and [`shutdown_signal`].
+//! - [`metrics`]: the process-wide Prometheus registry and its listener, process metrics, the
+//!   gRPC servers' per-RPC layer and the threshold monitor.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod connect;
+pub mod metrics;
 mod process;
 pub mod roles;
 pub mod tls;

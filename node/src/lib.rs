@@ -9,11 +9,13 @@
 //! - `service`: the tonic adapter (role checks, conversions, error mapping).
 //! - `server`: `init` / `open` a data directory and `run` the mTLS server until shutdown.
 //! - `cli`: the command line (shared by `hyok-node` and `hyokctl node`).
+//! - `metrics`: operations, refusals, audit log length, key and version counts.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod cli;
 pub mod keys;
+mod metrics;
 pub mod node;
 pub mod rsa;
 pub mod server;

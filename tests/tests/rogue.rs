@@ -2,8 +2,8 @@
 //! party lying, against real node processes. Every attack gets a clear refusal (or a result
 //! that is useless to the attacker), stores nothing, and is named in the node's audit log.
 
-use hyok_proto::Role;
 use hyok_e2e::Cluster;
+use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_threshold::dprf::{self, DprfInput};

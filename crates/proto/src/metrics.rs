@@ -118,7 +118,8 @@ pub fn openmetrics_to_text(openmetrics: &str) -> String {
             continue;
         }
         if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|rest| rest.split_once(' ')) {
-            let renamed = if kind == "counter" && !name.ends_with("_total") { format!("{name}_total") } else { name.into() };
+            let renamed =
+                if kind == "counter" && !name.ends_with("_total") { format!("{name}_total") } else { name.into() };
             let kind = if kind == "unknown" { "untyped" } else { kind };
             if let Some(h) = help.take() {
                 match h.split_once(' ') {
@@ -211,7 +212,10 @@ pub async fn serve(listener: TcpListener) {
             }
         };
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|request| async move { Ok::<_, std::convert::Infallible>(answer(&request)) });
+            let service =
+                hyper::service::service_fn(
+                    |request| async move { Ok::<_, std::convert::Infallible>(answer(&request)) },
+                );
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
@@ -411,6 +415,11 @@ impl ThresholdMonitor {
         ThresholdMonitor { n, t, last: None, gauges }
     }
 
+    /// `(n, t)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.n, self.t)
+    }
+
     /// The margin with `up` of the n nodes answering.
     pub fn margin(&self, up: usize) -> Margin {
         let failing = self.n.saturating_sub(up);
@@ -439,7 +448,13 @@ impl ThresholdMonitor {
         self.last = Some(margin);
         match margin {
             Margin::Critical => {
-                tracing::error!(up, failing, n, t, "threshold monitor: failing nodes reached n - t; one more and requests fail")
+                tracing::error!(
+                    up,
+                    failing,
+                    n,
+                    t,
+                    "threshold monitor: failing nodes reached n - t; one more and requests fail"
+                )
             }
             Margin::Warning => {
                 tracing::warn!(up, failing, n, t, "threshold monitor: failing nodes reached (n - t)/2")
@@ -470,7 +485,11 @@ static GRPC: LazyLock<GrpcMetrics> = LazyLock::new(|| {
         in_flight: Gauge::default(),
         methods: known_methods(),
     };
-    register("hyok_grpc_requests", "gRPC requests handled, by service, method and status code.", metrics.requests.clone());
+    register(
+        "hyok_grpc_requests",
+        "gRPC requests handled, by service, method and status code.",
+        metrics.requests.clone(),
+    );
     register(
         "hyok_grpc_request_duration_seconds",
         "Time to answer a gRPC request, by service and method.",
@@ -668,13 +687,10 @@ mod tests {
         assert_eq!(m.observe(2), None, "still critical");
         assert_eq!(m.observe(5), Some(Margin::Healthy));
         let m = ThresholdMonitor::new("hyok_test_monitor", 7, 3);
-        assert_eq!([7, 6, 5, 4, 3].map(|up| m.margin(up)), [
-            Margin::Healthy,
-            Margin::Healthy,
-            Margin::Warning,
-            Margin::Warning,
-            Margin::Critical
-        ]);
+        assert_eq!(
+            [7, 6, 5, 4, 3].map(|up| m.margin(up)),
+            [Margin::Healthy, Margin::Healthy, Margin::Warning, Margin::Warning, Margin::Critical]
+        );
         // No spare node: any failure is critical.
         let m = ThresholdMonitor::new("hyok_test_monitor", 3, 3);
         assert_eq!([3, 2].map(|up| m.margin(up)), [Margin::Healthy, Margin::Critical]);

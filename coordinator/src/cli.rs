@@ -15,6 +15,7 @@ pub struct Args {
 /// Loads the configuration and serves until Ctrl-C or SIGTERM.
 pub async fn execute(args: Args) -> Result<()> {
     let config = crate::Config::load(&args.config)?;
+    hyok_proto::metrics::start("hyok-coordinator", config.metrics_listen).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     // The readiness line tests and `hyokctl dev` wait for.
     println!("hyok-coordinator listening on {}", listener.local_addr()?);

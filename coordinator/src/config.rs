@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = "127.0.0.1:7100"
 //! threshold = 3
+//! metrics_listen = "127.0.0.1:9700"   # Prometheus metrics over plain HTTP, or "off"
 //!
 //! [tls]
 //! ca = "pki/ca.pem"
@@ -16,6 +17,7 @@
 
 use anyhow::{Context, Result, bail};
 use hyok_proto::TlsFiles;
+use hyok_proto::metrics::Listen;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -84,6 +86,16 @@ pub struct Config {
     /// Items waiting for one node before it counts as overloaded and the next node is asked.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Where `GET /metrics` is served (plain HTTP), or `"off"`.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: Listen,
+}
+
+/// The default metrics listener: loopback only.
+pub const DEFAULT_METRICS_LISTEN: Listen = Listen::loopback(9700);
+
+fn default_metrics_listen() -> Listen {
+    DEFAULT_METRICS_LISTEN
 }
 
 fn default_listen() -> SocketAddr {
@@ -134,6 +146,7 @@ impl Config {
             max_batch: default_max_batch(),
             max_in_flight: default_max_in_flight(),
             queue: default_queue(),
+            metrics_listen: default_metrics_listen(),
         }
     }
 
@@ -203,6 +216,9 @@ mod tests {
         let c: Config = toml::from_str(GOOD).unwrap();
         c.validate().unwrap();
         assert_eq!(c.listen, default_listen());
+        assert_eq!(c.metrics_listen, Listen::loopback(9700));
+        let off: Config = toml::from_str(&format!("metrics_listen = \"off\"\n{GOOD}")).unwrap();
+        assert_eq!(off.metrics_listen, Listen::Off);
         assert_eq!(c.request_timeout(), Duration::from_secs(2));
         assert_eq!(c.nodes[1], NodeConfig { id: 2, endpoint: "https://127.0.0.1:2".into() });
     }

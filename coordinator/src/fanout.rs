@@ -174,6 +174,17 @@ pub enum Reply {
     Failed(Status),
 }
 
+impl Reply {
+    /// The kind of answer, as a metric label.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Reply::Partial(_) => "partial",
+            Reply::Refused(..) => "refused",
+            Reply::Failed(_) => "failed",
+        }
+    }
+}
+
 impl From<Result<pb::PartialResult, Status>> for Reply {
     fn from(result: Result<pb::PartialResult, Status>) -> Self {
         match result {
@@ -238,6 +249,19 @@ enum Refusal {
     UsageNotAllowed,
     Invalid,
     Other,
+}
+
+impl Refusal {
+    /// The reason as a metric label.
+    fn name(self) -> &'static str {
+        match self {
+            Refusal::NotFound => "not_found",
+            Refusal::Disabled => "disabled",
+            Refusal::UsageNotAllowed => "usage_not_allowed",
+            Refusal::Invalid => "invalid",
+            Refusal::Other => "other",
+        }
+    }
 }
 
 /// Why one node gave no usable partial.
@@ -311,7 +335,12 @@ where
         }
         waiting.pop_front();
         let call = ask(&node);
-        inflight.spawn(async move { (node, call.await) });
+        let asked = Instant::now();
+        inflight.spawn(async move {
+            let reply = call.await;
+            crate::metrics::partial(node.id, reply.outcome(), asked.elapsed());
+            (node, reply)
+        });
         true
     };
     let blame = |culprits: &[NodeId]| {
@@ -377,6 +406,9 @@ where
                         Miss::of_status(&status)
                     }
                 };
+                if let Miss::Refused(refusal, _) = &miss {
+                    crate::metrics::refusal(node.id, refusal.name());
+                }
                 misses.push((node.id, miss));
                 launch(&mut inflight, false);
             }

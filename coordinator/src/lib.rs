@@ -12,6 +12,8 @@
 //!   status; `dkg`: the DKG relay.
 //! - `rsa`: threshold RSA — `view` (metadata), `import` (a dealt key), `decrypt`.
 //! - `service`: the tonic adapter; `error`: errors → gRPC status codes.
+//! - `metrics`: what the coordinator knows of each node (partial latency, refusals, invalid
+//!   partials, reachability); per-RPC metrics are `hyok_proto::metrics::GrpcLayer`'s.
 
 mod admin;
 mod batch;
@@ -21,6 +23,7 @@ mod dkg;
 mod error;
 mod fanout;
 mod metadata;
+mod metrics;
 mod pool;
 mod rsa;
 mod service;
@@ -55,9 +58,15 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         let period = Duration::from_millis(config.probe_ms.max(50));
         tokio::spawn(async move {
             let mut last = None;
+            let mut monitor = hyok_proto::metrics::ThresholdMonitor::new(
+                "hyok_coordinator",
+                vault.pool().all().len(),
+                vault.pool().threshold(),
+            );
             loop {
                 vault.pool().probe_all(period.min(Duration::from_secs(1))).await;
                 let up = vault.pool().up_count();
+                monitor.observe(up);
                 let status =
                     if up >= vault.pool().threshold() { ServingStatus::Serving } else { ServingStatus::NotServing };
                 if last != Some(status) {
@@ -75,6 +84,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .build_v1()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = Server::builder()
+        .layer(hyok_proto::metrics::GrpcLayer::new())
         .tls_config(config.tls_files().server_config()?)?
         .add_service(health)
         .add_service(reflection)

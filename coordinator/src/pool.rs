@@ -89,6 +89,7 @@ impl NodeHandle {
     /// Counts and logs a partial that failed verification.
     pub fn record_invalid_partial(&self, key_id: &str, version: u32) {
         let total = self.invalid_partials.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::metrics::invalid_partial(self.id);
         tracing::error!(
             node = self.id.get(),
             key_id,
@@ -143,6 +144,7 @@ impl Pool {
                 invalid_partials: AtomicU64::new(0),
             }));
         }
+        crate::metrics::init(nodes.iter().map(|n| n.id));
         Ok(Pool {
             nodes,
             threshold: usize::from(config.threshold),
@@ -198,6 +200,7 @@ impl Pool {
             });
         }
         while let Some(Ok((node, probe))) = probes.join_next().await {
+            crate::metrics::probed(node.id, probe.reachable, probe.latency);
             if probe.reachable {
                 node.mark_up();
             } else {

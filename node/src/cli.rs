@@ -41,6 +41,9 @@ pub enum NodeCommand {
         /// starts empty). A node initialized afresh has a new identity and no shares.
         #[arg(long)]
         init: bool,
+        /// Where to serve Prometheus metrics (plain HTTP, `GET /metrics`), or `off`.
+        #[arg(long, default_value = "127.0.0.1:9701")]
+        metrics_listen: hyok_proto::metrics::Listen,
     },
     /// As this node's operator: veto KEY on this node alone (EC and RSA keys of that name). No
     /// cluster credential can lift it; only `lift` on this node does.
@@ -117,13 +120,14 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
             crate::server::init(&data_dir)?;
             println!("initialized {}", data_dir.display());
         }
-        NodeCommand::Run { id, data_dir, listen, ca, cert, key, init } => {
+        NodeCommand::Run { id, data_dir, listen, ca, cert, key, init, metrics_listen } => {
             if init && !crate::server::seal_key_path(&data_dir).exists() {
                 crate::server::init(&data_dir)?;
                 eprintln!("hyok-node {id}: initialized {} (new identity, no shares)", data_dir.display());
             }
             let node = Arc::new(crate::server::open(NodeId::new(id)?, &data_dir)?);
             let listener = tokio::net::TcpListener::bind(listen).await?;
+            hyok_proto::metrics::start("hyok-node", metrics_listen).await?;
             let addr = listener.local_addr()?;
             let stop = tokio_util::sync::CancellationToken::new();
             // The operator endpoint is up before the readiness line.

@@ -11,9 +11,11 @@
 //! - `service`: the tonic adapter (role checks, conversions, error mapping).
 //! - `server`: `init` / `open` a data directory and `run` the mTLS server until shutdown.
 //! - `cli`: the command line (shared by `hyok-node` and `hyokctl node`).
+//! - `metrics`: operations, refusals, audit log length, key and version counts.
 
 pub mod cli;
 pub mod keys;
+mod metrics;
 pub mod node;
 #[cfg(unix)]
 pub mod operator;

@@ -240,7 +240,9 @@ impl Node {
         if events.is_empty() {
             return Ok(());
         }
-        self.store.append_audit(events).map(|_| ()).map_err(NodeError::from)
+        let entries = self.store.append_audit(events).map_err(NodeError::from)?;
+        crate::metrics::audited(events, entries.last().map_or(0, |e| e.seq));
+        Ok(())
     }
 
     /// `EvaluateBatch`: one DPRF partial per item, the node hashing each input itself. Every

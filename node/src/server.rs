@@ -76,8 +76,10 @@ pub async fn run(
         let hex: String = identity.identity_public_key.iter().map(|b| format!("{b:02x}")).collect();
         tracing::info!(node = identity.node_id, identity_public_key = hex, "node identity");
     }
+    crate::metrics::watch(&node);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
+        .layer(hyok_proto::metrics::GrpcLayer::new())
         .tls_config(tls.server_config()?)?
         .add_service(NodeServer::new(NodeService::new(node)))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -926,7 +926,8 @@ async fn xks_over_its_in_flight_limit_answers_throttling_and_nothing_else() {
     let dev = cluster.dev.xks.as_ref().expect("dev.json has an xks section");
     let key = external_key(&cluster, "encrypt_decrypt");
 
-    // The dev configuration, with one request in flight at most, on a port of its own.
+    // The dev configuration, with one request in flight at most, on a port of its own (and no
+    // metrics listener).
     let text = std::fs::read_to_string(&dev.config).unwrap();
     let mut throttled = String::from("max_in_flight = 1\n");
     let mut replaced = 0;
@@ -934,6 +935,9 @@ async fn xks_over_its_in_flight_limit_answers_throttling_and_nothing_else() {
         if line.trim_start().starts_with("listen") && line.contains('=') {
             throttled.push_str("listen = \"127.0.0.1:0\"\n");
             replaced += 1;
+        } else if line.trim_start().starts_with("metrics_listen") {
+            // The dev hyok-xks holds its metrics port.
+            throttled.push_str("metrics_listen = \"off\"\n");
         } else {
             throttled.push_str(line);
             throttled.push('\n');

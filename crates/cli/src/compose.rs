@@ -19,6 +19,9 @@ pub const MOUNT: &str = "/etc/hyok";
 pub const NODES: u16 = 5;
 /// Its threshold.
 pub const THRESHOLD: u16 = 3;
+/// The port every process serves its metrics on inside its container (for a Prometheus on the
+/// compose network; not published to the host).
+pub const METRICS_PORT: u16 = 9700;
 /// The port every node listens on inside its container.
 pub const NODE_PORT: u16 = 7101;
 /// The coordinator's port.
@@ -94,7 +97,8 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
     pki.init(&ids, &[])?;
     let mount = Path::new(MOUNT);
     let mut coordinator = format!(
-        "# Written by `hyokctl compose init`.\nlisten = \"0.0.0.0:{COORDINATOR_PORT}\"\nthreshold = {THRESHOLD}\n\n\
+        "# Written by `hyokctl compose init`.\nlisten = \"0.0.0.0:{COORDINATOR_PORT}\"\nthreshold = {THRESHOLD}\n\
+         metrics_listen = \"0.0.0.0:{METRICS_PORT}\"\n\n\
          [tls]\nca = \"{MOUNT}/pki/ca.pem\"\ncert = \"{MOUNT}/pki/coordinator.pem\"\nkey = \"{MOUNT}/pki/coordinator-key.pem\"\n"
     );
     for id in &ids {
@@ -106,6 +110,7 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
     let credential = crate::xks::ensure_credentials(&xks_dir.join("credentials.toml"))?;
     let text = crate::xks::config_text(
         &format!("0.0.0.0:{XKS_PORT}"),
+        &format!("0.0.0.0:{METRICS_PORT}"),
         &format!("https://coordinator:{COORDINATOR_PORT}"),
         &mount.join("pki"),
         &mount.join("xks/credentials.toml"),
@@ -115,6 +120,7 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
     let public_base_url = format!("https://localhost:{DKE_PORT}");
     let text = crate::dke::config_text(
         &format!("0.0.0.0:{DKE_PORT}"),
+        &format!("0.0.0.0:{METRICS_PORT}"),
         &public_base_url,
         &format!("https://coordinator:{COORDINATOR_PORT}"),
         &mount.join("pki"),

@@ -45,6 +45,10 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+fn metrics_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}/metrics")
+}
+
 fn abs(path: &Path) -> Result<PathBuf> {
     Ok(std::path::absolute(path)?)
 }
@@ -86,9 +90,16 @@ async fn start(argv: &[String], log: &Path, ready: &str) -> Result<Started> {
     Ok(Started { child, pid })
 }
 
-fn write_coordinator_config(path: &Path, port: u16, shape: &Shape, pki: &Path, nodes: &[(u16, u16)]) -> Result<()> {
+fn write_coordinator_config(
+    path: &Path,
+    (port, metrics_port): (u16, u16),
+    shape: &Shape,
+    pki: &Path,
+    nodes: &[(u16, u16)],
+) -> Result<()> {
     let mut text = format!(
-        "# Written by `hyokctl dev`.\nlisten = \"127.0.0.1:{port}\"\nthreshold = {}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        "# Written by `hyokctl dev`.\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\
+         threshold = {}\n\n[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
         shape.threshold,
         pki.join("ca.pem"),
         pki.join("coordinator.pem"),
@@ -123,6 +134,7 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     let mut ports = Vec::new();
     for id in 1..=shape.nodes {
         let port = free_port()?;
+        let metrics_port = free_port()?;
         let data_dir = dir.join(format!("node-{id}"));
         let argv: Vec<String> = vec![
             exe.clone(),
@@ -140,21 +152,30 @@ pub async fn run(opts: DevOptions) -> Result<()> {
             pki.join(format!("node-{id}.pem")).to_string_lossy().into_owned(),
             "--key".into(),
             pki.join(format!("node-{id}-key.pem")).to_string_lossy().into_owned(),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
         ];
         let started = start(&argv, &logs.join(format!("node-{id}.log")), "listening on").await?;
         watch(format!("node {id}"), started.child, exits_tx.clone());
         pids.push((format!("node {id}"), started.pid));
-        nodes.push(DevNode { id, endpoint: format!("https://127.0.0.1:{port}"), pid: started.pid, data_dir, argv });
+        let endpoint = format!("https://127.0.0.1:{port}");
+        let metrics_url = metrics_url(metrics_port);
+        nodes.push(DevNode { id, endpoint, pid: started.pid, data_dir, argv, metrics_url });
         ports.push((id, port));
     }
     let coordinator_port = free_port()?;
+    let coordinator_metrics = free_port()?;
     let config = dir.join("coordinator.toml");
-    write_coordinator_config(&config, coordinator_port, &shape, &pki, &ports)?;
+    write_coordinator_config(&config, (coordinator_port, coordinator_metrics), &shape, &pki, &ports)?;
     let argv = vec![exe.clone(), "coordinator".into(), "--config".into(), config.to_string_lossy().into_owned()];
     let started = start(&argv, &logs.join("coordinator.log"), "listening on").await?;
     watch("coordinator".into(), started.child, exits_tx.clone());
     pids.push(("coordinator".into(), started.pid));
-    let coordinator = DevCoordinator { endpoint: format!("https://127.0.0.1:{coordinator_port}"), pid: started.pid };
+    let coordinator = DevCoordinator {
+        endpoint: format!("https://127.0.0.1:{coordinator_port}"),
+        pid: started.pid,
+        metrics_url: metrics_url(coordinator_metrics),
+    };
 
     let tls = DevTls {
         ca: pki.join("ca.pem"),
@@ -318,7 +339,8 @@ async fn start_dke(
         Err(s) => bail!("reading RSA key {rsa_key}: {}", s.message()),
     }
     let port = free_port()?;
-    let setup = crate::dke::dev_prepare(dir, pki, coordinator, port)?;
+    let metrics_port = free_port()?;
+    let setup = crate::dke::dev_prepare(dir, pki, coordinator, port, metrics_port)?;
     let argv = vec![
         exe.to_owned(),
         "dke".into(),
@@ -339,6 +361,7 @@ async fn start_dke(
         authorized_email: setup.authorized_email,
         pid: started.pid,
         config: setup.config,
+        metrics_url: metrics_url(metrics_port),
     };
     Ok((started, dke))
 }
@@ -346,7 +369,8 @@ async fn start_dke(
 /// Starts hyok-xks (this executable, `xks serve`) in front of the coordinator.
 async fn start_xks(exe: &str, dir: &Path, pki: &Path, logs: &Path, coordinator: &str) -> Result<(Started, DevXks)> {
     let port = free_port()?;
-    let setup = crate::xks::dev_prepare(dir, pki, coordinator, port)?;
+    let metrics_port = free_port()?;
+    let setup = crate::xks::dev_prepare(dir, pki, coordinator, port, metrics_port)?;
     let argv = vec![
         exe.to_owned(),
         "xks".into(),
@@ -364,6 +388,7 @@ async fn start_xks(exe: &str, dir: &Path, pki: &Path, logs: &Path, coordinator: 
         pid: started.pid,
         keys: setup.keys,
         config: setup.config,
+        metrics_url: metrics_url(metrics_port),
     };
     Ok((started, xks))
 }
@@ -383,6 +408,7 @@ fn print_banner(dir: &Path, file: &DevFile) {
         println!("  hyok-dke      {}/{}  pid {}", dke.base_url, dke.key_name, dke.pid);
         println!("                token: hyokctl dev token --email {}", dke.authorized_email);
     }
+    println!("  metrics       {} (and every node's: dev.json)", file.coordinator.metrics_url);
     println!("  logs          {}", dir.join("logs").display());
     println!("  state         {}", DevFile::path(dir).display());
     println!();

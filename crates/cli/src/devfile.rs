@@ -24,6 +24,9 @@ pub struct DevCoordinator {
     pub endpoint: String,
     /// Its process id.
     pub pid: u32,
+    /// Its Prometheus metrics, `http://127.0.0.1:PORT/metrics`.
+    #[serde(default)]
+    pub metrics_url: String,
 }
 
 /// One node.
@@ -39,6 +42,9 @@ pub struct DevNode {
     pub data_dir: PathBuf,
     /// The exact command line that restarts it by hand.
     pub argv: Vec<String>,
+    /// Its Prometheus metrics, `http://127.0.0.1:PORT/metrics`.
+    #[serde(default)]
+    pub metrics_url: String,
 }
 
 /// The dev cluster's hyok-xks (AWS KMS XKS proxy).
@@ -60,6 +66,9 @@ pub struct DevXks {
     pub keys: BTreeMap<String, String>,
     /// Its configuration file.
     pub config: PathBuf,
+    /// Its Prometheus metrics, `http://127.0.0.1:PORT/metrics`.
+    #[serde(default)]
+    pub metrics_url: String,
 }
 
 /// The dev cluster's hyok-dke (Microsoft 365 Double Key Encryption key service).
@@ -87,6 +96,9 @@ pub struct DevDke {
     pub pid: u32,
     /// Its configuration file.
     pub config: PathBuf,
+    /// Its Prometheus metrics, `http://127.0.0.1:PORT/metrics`.
+    #[serde(default)]
+    pub metrics_url: String,
 }
 
 /// The whole file.
@@ -144,13 +156,18 @@ mod tests {
         let file = DevFile {
             threshold: 3,
             tls: DevTls { ca: "ca.pem".into(), client_cert: "a.pem".into(), client_key: "a-key.pem".into() },
-            coordinator: DevCoordinator { endpoint: "https://127.0.0.1:1".into(), pid: 7 },
+            coordinator: DevCoordinator {
+                endpoint: "https://127.0.0.1:1".into(),
+                pid: 7,
+                metrics_url: "http://127.0.0.1:11/metrics".into(),
+            },
             nodes: vec![DevNode {
                 id: 1,
                 endpoint: "https://127.0.0.1:2".into(),
                 pid: 8,
                 data_dir: "n1".into(),
                 argv: vec!["hyokctl".into(), "node".into()],
+                metrics_url: "http://127.0.0.1:12/metrics".into(),
             }],
             keys: [("demo".to_string(), "demo".to_string())].into(),
             xks: Some(DevXks {
@@ -162,6 +179,7 @@ mod tests {
                 pid: 9,
                 keys: [("impotent".to_string(), "hyok-impotent".to_string())].into(),
                 config: "xks.toml".into(),
+                metrics_url: "http://127.0.0.1:13/metrics".into(),
             }),
             dke: None,
         };
@@ -171,6 +189,9 @@ mod tests {
             serde_json::from_slice(&std::fs::read(DevFile::path(dir.path())).unwrap()).unwrap();
         assert_eq!(json["coordinator"]["endpoint"], "https://127.0.0.1:1");
         assert_eq!(json["nodes"][0]["argv"][1], "node");
+        assert_eq!(json["nodes"][0]["metrics_url"], "http://127.0.0.1:12/metrics");
+        assert_eq!(json["coordinator"]["metrics_url"], "http://127.0.0.1:11/metrics");
+        assert_eq!(json["xks"]["metrics_url"], "http://127.0.0.1:13/metrics");
         assert_eq!(json["xks"]["keys"]["impotent"], "hyok-impotent");
         assert_eq!(json["xks"]["secret_access_key"], "s".repeat(44));
         assert!(!dir.path().join(".dev.json.tmp").exists());

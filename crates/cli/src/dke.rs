@@ -59,10 +59,18 @@ pub struct DevSetup {
 /// A hyok-dke configuration: HTTPS on `listen` with the front-end certificate of the PKI in
 /// `pki` (as the process sees that directory), `kid`s under `public_base_url` (also the token
 /// audience), tokens from the dev issuer whose JWKS is `jwks`, and key [`DEV_KEY_NAME`] → RSA
-/// key [`DEV_RSA_KEY`] for [`DEV_EMAIL`] or role [`DEV_ROLE`].
-pub fn config_text(listen: &str, public_base_url: &str, coordinator: &str, pki: &Path, jwks: &Path) -> String {
+/// key [`DEV_RSA_KEY`] for [`DEV_EMAIL`] or role [`DEV_ROLE`]; metrics on `metrics_listen` (an
+/// address or `off`).
+pub fn config_text(
+    listen: &str,
+    metrics_listen: &str,
+    public_base_url: &str,
+    coordinator: &str,
+    pki: &Path,
+    jwks: &Path,
+) -> String {
     format!(
-        "# Written by hyokctl.\nlisten = \"{listen}\"\npublic_base_url = \"{public_base_url}\"\ncache_exp_s = 3600\n\n\
+        "# Written by hyokctl.\nlisten = \"{listen}\"\nmetrics_listen = \"{metrics_listen}\"\npublic_base_url = \"{public_base_url}\"\ncache_exp_s = 3600\n\n\
          [tls]\ncert = {:?}\nkey = {:?}\n\n\
          [coordinator]\nendpoint = \"{coordinator}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
          [jwt]\nissuers = [\"{DEV_ISSUER}\"]\naudience = \"{public_base_url}\"\njwks_file = {:?}\n\
@@ -78,18 +86,25 @@ pub fn config_text(listen: &str, public_base_url: &str, coordinator: &str, pki: 
     )
 }
 
-/// Writes `DIR/dke/dke.toml` for a hyok-dke on `port` (HTTPS with the front-end certificate of
+/// Writes `DIR/dke/dke.toml` for a hyok-dke on `port`, metrics on `metrics_port` (HTTPS with the front-end certificate of
 /// the PKI in `pki`, which also reaches `coordinator`), trusting the dev token issuer (made on
 /// the first run, in `DIR/dke`), with key [`DEV_KEY_NAME`] → RSA key [`DEV_RSA_KEY`] for
 /// [`DEV_EMAIL`] or role [`DEV_ROLE`].
 ///
 /// # Errors
 /// If the files cannot be written or the configuration does not load.
-pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16) -> Result<DevSetup> {
+pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16, metrics_port: u16) -> Result<DevSetup> {
     let dke_dir = dir.join("dke");
     let issuer = ensure_dev_issuer(&dke_dir)?;
     let base_url = format!("https://localhost:{port}");
-    let text = config_text(&format!("127.0.0.1:{port}"), &base_url, coordinator, pki, &issuer.jwks);
+    let text = config_text(
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{metrics_port}"),
+        &base_url,
+        coordinator,
+        pki,
+        &issuer.jwks,
+    );
     let config = dke_dir.join("dke.toml");
     std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
     hyok_dke::Config::load(&config).context("the dev hyok-dke configuration does not load")?;
@@ -251,7 +266,7 @@ mod tests {
     #[test]
     fn the_dev_configuration_loads_and_trusts_the_dev_issuer() {
         let dir = tempfile::tempdir().unwrap();
-        let setup = dev_prepare(dir.path(), &dir.path().join("pki"), "https://127.0.0.1:7100", 8443).unwrap();
+        let setup = dev_prepare(dir.path(), &dir.path().join("pki"), "https://127.0.0.1:7100", 8443, 9703).unwrap();
         let config = hyok_dke::Config::load(&setup.config).unwrap();
         assert_eq!(config.public_base_url, "https://localhost:8443");
         assert_eq!(config.jwt.audience, setup.audience);
@@ -261,6 +276,9 @@ mod tests {
         assert_eq!(config.keys[0].rsa_key, DEV_RSA_KEY);
         assert_eq!(config.coordinator.endpoint, "https://127.0.0.1:7100");
         // A second run reuses the issuer.
-        assert_eq!(dev_prepare(dir.path(), &dir.path().join("pki"), "https://127.0.0.1:7100", 8443).unwrap(), setup);
+        assert_eq!(
+            dev_prepare(dir.path(), &dir.path().join("pki"), "https://127.0.0.1:7100", 8443, 9703).unwrap(),
+            setup
+        );
     }
 }

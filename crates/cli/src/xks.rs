@@ -97,10 +97,17 @@ pub fn credentials(prefix: &str, file: Option<&Path>) -> Result<String> {
 }
 
 /// A hyok-xks configuration serving the dev key store: HTTPS with the front-end certificate of
-/// the PKI in `pki` (as the process sees that directory), the dev keys, a 1 s health refresh.
-pub fn config_text(listen: &str, coordinator: &str, pki: &Path, credentials_file: &Path) -> String {
+/// the PKI in `pki` (as the process sees that directory), the dev keys, a 1 s health refresh,
+/// metrics on `metrics_listen` (an address or `off`).
+pub fn config_text(
+    listen: &str,
+    metrics_listen: &str,
+    coordinator: &str,
+    pki: &Path,
+    credentials_file: &Path,
+) -> String {
     let mut text = format!(
-        "# Written by hyokctl.\nlisten = \"{listen}\"\n\n\
+        "# Written by hyokctl.\nlisten = \"{listen}\"\nmetrics_listen = \"{metrics_listen}\"\n\n\
          [tls]\ncert = {:?}\nkey = {:?}\n\n\
          [coordinator]\nendpoint = \"{coordinator}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
          [health]\nkey_id = \"{HEALTH_KEY}\"\nrefresh_ms = 1000\n\n\
@@ -141,15 +148,22 @@ pub struct DevSetup {
     pub keys: BTreeMap<String, String>,
 }
 
-/// Writes `DIR/xks/xks.toml` for a hyok-xks on `port`, reusing `DIR/xks/credentials.toml` (made
-/// on the first run).
-pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16) -> Result<DevSetup> {
+/// Writes `DIR/xks/xks.toml` for a hyok-xks on `port` (metrics on `metrics_port`), reusing
+/// `DIR/xks/credentials.toml` (made on the first run).
+pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16, metrics_port: u16) -> Result<DevSetup> {
     let xks_dir = dir.join("xks");
     std::fs::create_dir_all(&xks_dir)?;
     let credentials_file = xks_dir.join("credentials.toml");
     let credential = ensure_credentials(&credentials_file)?;
     let config = xks_dir.join("xks.toml");
-    std::fs::write(&config, config_text(&format!("127.0.0.1:{port}"), coordinator, pki, &credentials_file))?;
+    let text = config_text(
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{metrics_port}"),
+        coordinator,
+        pki,
+        &credentials_file,
+    );
+    std::fs::write(&config, text)?;
     hyok_xks::Config::load(&config).context("the dev hyok-xks configuration does not load")?;
     let keys = DEV_KEYS.iter().map(|k| (k.role.to_owned(), k.external_id.to_owned())).collect();
     Ok(DevSetup { config, credential, keys })
@@ -184,11 +198,12 @@ mod tests {
     fn dev_configuration_loads_and_keeps_its_credential() {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
-        let first = dev_prepare(dir.path(), &pki, "https://127.0.0.1:1", 8443).unwrap();
-        let again = dev_prepare(dir.path(), &pki, "https://127.0.0.1:1", 9443).unwrap();
+        let first = dev_prepare(dir.path(), &pki, "https://127.0.0.1:1", 8443, 9702).unwrap();
+        let again = dev_prepare(dir.path(), &pki, "https://127.0.0.1:1", 9443, 9712).unwrap();
         assert_eq!(first.credential.access_key_id, again.credential.access_key_id);
         let config = hyok_xks::Config::load(&again.config).unwrap();
         assert_eq!(config.listen.port(), 9443);
+        assert_eq!(config.metrics_listen, hyok_proto::metrics::Listen::loopback(9712));
         assert_eq!(config.key_stores[0].keys.len(), DEV_KEYS.len());
         assert_eq!(again.keys["encrypt_only"], "hyok-encrypt-only");
     }

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:443"
+//! metrics_listen = "127.0.0.1:9703"   # Prometheus metrics over plain HTTP, or "off"
 //! public_base_url = "https://dke.example.com"   # kid = public_base_url/{keyName}/{version}
 //! cache_exp_s = 86400                            # cache.exp in GET answers; 0 leaves it out
 //! [tls]                                          # the HTTPS server certificate
@@ -66,6 +67,9 @@ pub struct Config {
     pub jwt: Jwt,
     /// The DKE keys.
     pub keys: Vec<Key>,
+    /// Where `GET /metrics` is served (plain HTTP), or `"off"`.
+    #[serde(default = "defaults::metrics_listen")]
+    pub metrics_listen: hyok_proto::metrics::Listen,
 }
 
 /// JWT bearer validation (RS256 and ES256 only).
@@ -117,6 +121,9 @@ pub struct Key {
 }
 
 mod defaults {
+    pub fn metrics_listen() -> hyok_proto::metrics::Listen {
+        hyok_proto::metrics::Listen::loopback(9703)
+    }
     pub fn cache_exp_s() -> u64 {
         86_400
     }
@@ -144,6 +151,10 @@ impl Config {
 impl ConfigFile for Config {
     fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
         (self.listen, &mut self.tls, &mut self.coordinator)
+    }
+
+    fn metrics_listen(&self) -> hyok_proto::metrics::Listen {
+        self.metrics_listen
     }
 
     fn resolve_paths(&mut self, dir: &Path) {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyok_frontend::body::{self, BodyError};
+use hyok_frontend::metrics::RequestMetrics;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,16 @@ const JWKS_POLL: Duration = Duration::from_secs(2);
 pub struct Pipeline<B> {
     dke: Arc<Dke<B>>,
     permits: Arc<Semaphore>,
+    metrics: &'static RequestMetrics,
+}
+
+/// The API of a route, as a metric label.
+fn api_name(route: &Result<Route<'_>, DkeError>) -> &'static str {
+    match route {
+        Ok(Route::PublicKey { .. }) => "public_key",
+        Ok(Route::Decrypt { .. }) => "decrypt",
+        Err(_) => "none",
+    }
 }
 
 fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -42,7 +53,11 @@ fn respond(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
 impl<B: Backend> Pipeline<B> {
     /// A pipeline over `dke` with at most `max_in_flight` requests served at once.
     pub fn new(dke: Arc<Dke<B>>, max_in_flight: usize) -> Self {
-        Pipeline { dke, permits: Arc::new(Semaphore::new(max_in_flight)) }
+        Pipeline {
+            dke,
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            metrics: hyok_frontend::metrics::requests("hyok_dke"),
+        }
     }
 
     fn error_response(&self, error: &DkeError) -> Response<Full<Bytes>> {
@@ -77,6 +92,12 @@ impl<B: Backend> Pipeline<B> {
         });
         let path = parts.uri.path();
         let result = self.serve(&parts.method, path, &parts.headers, body, started).await;
+        self.metrics.observe(
+            api_name(&route(path)),
+            result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200),
+            result.as_ref().err().map(DkeError::name),
+            started.elapsed(),
+        );
         let elapsed_us = started.elapsed().as_micros() as u64;
         let shown: String = path.chars().take(200).collect();
         let mut response = match result {
@@ -107,6 +128,7 @@ impl<B: Backend> Pipeline<B> {
         started: Instant,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, DkeError> {
         let route = route(path)?;
+        let api = api_name(&Ok(route));
         match (route, method) {
             (Route::PublicKey { .. }, &Method::GET) | (Route::Decrypt { .. }, &Method::POST) => {}
             (Route::PublicKey { .. }, _) => return Err(DkeError::MethodNotAllowed("GET")),
@@ -115,8 +137,10 @@ impl<B: Backend> Pipeline<B> {
         let body = body?;
         // Bounded concurrency: a full house is a 503 at once, never a queue.
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            self.metrics.throttled(api);
             return Err(DkeError::Unavailable("too many requests in flight; retry".into()));
         };
+        let _in_flight = self.metrics.enter();
         let deadline = started + self.dke.budget();
         let now = SystemTime::now();
         let work = async {

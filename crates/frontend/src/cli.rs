@@ -105,7 +105,7 @@ impl<F: Frontend> clap::Args for Args<F> {
     }
 }
 
-/// Loads the configuration, binds, prints `NAME listening on ADDR` and serves until Ctrl-C or
+/// Loads the configuration, binds (the metrics listener too), prints `NAME listening on ADDR` and serves until Ctrl-C or
 /// SIGTERM.
 ///
 /// # Errors
@@ -114,6 +114,7 @@ pub async fn execute<F: Frontend>(args: Args<F>) -> Result<()> {
     let mut config = F::load(&args.config)?;
     let (listen, _, _) = config.frontend();
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    hyok_proto::metrics::start(F::BINARY.name, config.metrics_listen()).await?;
     println!("{} listening on {}", F::BINARY.name, listener.local_addr()?);
     config.run(listener, hyok_proto::shutdown_signal()).await
 }
@@ -151,6 +152,9 @@ mod tests {
             (self.listen, &mut self.tls, &mut self.coordinator)
         }
         fn resolve_paths(&mut self, _: &Path) {}
+        fn metrics_listen(&self) -> hyok_proto::metrics::Listen {
+            hyok_proto::metrics::Listen::Off
+        }
         fn validate(&self) -> Result<()> {
             Ok(())
         }

@@ -112,6 +112,10 @@ pub trait ConfigFile: DeserializeOwned {
     /// toolkit's tables are done by [`ConfigFile::load`].
     fn resolve_paths(&mut self, dir: &Path);
 
+    /// Where the front-end serves its Prometheus metrics (its `metrics_listen` key): plain
+    /// HTTP on loopback by default, or `off`.
+    fn metrics_listen(&self) -> hyok_proto::metrics::Listen;
+
     /// Checks the front-end's own settings; [`ConfigFile::check`] checks the rest.
     ///
     /// # Errors
@@ -175,6 +179,9 @@ mod tests {
             (self.listen, &mut self.tls, &mut self.coordinator)
         }
         fn resolve_paths(&mut self, _: &Path) {}
+        fn metrics_listen(&self) -> hyok_proto::metrics::Listen {
+            hyok_proto::metrics::Listen::Off
+        }
         fn validate(&self) -> Result<()> {
             Ok(())
         }

@@ -24,6 +24,7 @@ pub mod calendar;
 mod cli;
 pub mod config;
 pub mod https;
+pub mod metrics;
 pub mod pool;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -12,8 +12,11 @@
 //!   on callers.
 //! - [`connect`]: a typed `KeyVault` client over mutual TLS ([`connect_vault`]).
 //! - `process`: what every binary's `main` needs: [`init_logging`] and [`shutdown_signal`].
+//! - [`metrics`]: the process-wide Prometheus registry and its listener, process metrics, the
+//!   gRPC servers' per-RPC layer and the threshold monitor.
 
 pub mod connect;
+pub mod metrics;
 mod process;
 pub mod roles;
 pub mod tls;

@@ -243,6 +243,14 @@ impl Store {
         Ok(entries)
     }
 
+    /// The number of audit entries: the last entry's `seq` (0 for an empty log).
+    pub fn audit_len(&self) -> Result<u64> {
+        Ok(match self.audit.last()? {
+            Some((key, _)) => key.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        })
+    }
+
     /// Up to `limit` entries with `seq ≥ from_seq`, ascending.
     pub fn read_audit(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         self.audit.range(from_seq.to_be_bytes()..).take(limit).map(|item| audit::decode(&item?.1)).collect()

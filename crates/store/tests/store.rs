@@ -245,6 +245,7 @@ fn the_audit_chain_verifies_and_survives_reopen() {
     {
         let store = open(dir.path());
         assert_eq!(store.verify_audit().unwrap(), Ok(0));
+        assert_eq!(store.audit_len().unwrap(), 0);
         let entries = store.append_audit(&(1..=5).map(event).collect::<Vec<_>>()).unwrap();
         assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
         assert_eq!(entries[0].prev_hash, [0; 32]);
@@ -258,6 +259,7 @@ fn the_audit_chain_verifies_and_survives_reopen() {
     let sixth = store.append_audit(&[event(6)]).unwrap();
     assert_eq!(sixth[0].seq, 6);
     assert_eq!(store.verify_audit().unwrap(), Ok(6));
+    assert_eq!(store.audit_len().unwrap(), 6);
     let read = store.read_audit(5, 10).unwrap();
     assert_eq!(read.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![5, 6]);
     assert_eq!(read[1], sixth[0]);

@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:8443"
+//! metrics_listen = "127.0.0.1:9702"   # Prometheus metrics over plain HTTP, or "off"
 //! [tls]                          # the HTTPS server certificate
 //! cert = "xks.pem"
 //! key = "xks-key.pem"
@@ -68,6 +69,9 @@ pub struct Config {
     /// The deep health check.
     #[serde(default)]
     pub health: Health,
+    /// Where `GET /metrics` is served (plain HTTP), or `"off"`.
+    #[serde(default = "defaults::metrics_listen")]
+    pub metrics_listen: hyok_proto::metrics::Listen,
 }
 
 /// The deep health check (`GetHealthStatus`).
@@ -161,6 +165,9 @@ pub struct KeyMapping {
 }
 
 mod defaults {
+    pub fn metrics_listen() -> hyok_proto::metrics::Listen {
+        hyok_proto::metrics::Listen::loopback(9702)
+    }
     pub fn budget_ms() -> u64 {
         200
     }
@@ -213,6 +220,10 @@ pub fn base_path(prefix: &str) -> String {
 impl ConfigFile for Config {
     fn frontend(&mut self) -> (SocketAddr, &mut HttpsTls, &mut Coordinator) {
         (self.listen, &mut self.tls, &mut self.coordinator)
+    }
+
+    fn metrics_listen(&self) -> hyok_proto::metrics::Listen {
+        self.metrics_listen
     }
 
     fn resolve_paths(&mut self, dir: &Path) {

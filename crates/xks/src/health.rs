@@ -6,8 +6,9 @@
 use crate::api::FleetEntry;
 use crate::backend::Backend;
 use crate::config;
+use hyok_proto::metrics::{Family, Gauge, Labels, ThresholdMonitor};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,6 +46,45 @@ pub struct HealthMonitor {
     invalid: Mutex<HashMap<u32, u64>>,
     /// The node ids last seen, to name them when the coordinator itself cannot be reached.
     known: Mutex<Vec<u32>>,
+    /// Nodes up against t, once the coordinator has said what n and t are.
+    threshold: Mutex<Option<ThresholdMonitor>>,
+}
+
+/// The deep-health state as metrics: `hyok_xks_health_serving` (1 when the last check
+/// completed a real operation, or without a health key found t nodes) and
+/// `hyok_xks_node_health{node,state}` (1 for each node's current `ACTIVE` / `DEGRADED` /
+/// `UNAVAILABLE`, 0 for the others).
+struct HealthMetrics {
+    serving: Gauge,
+    nodes: Family<Labels, Gauge>,
+}
+
+static METRICS: LazyLock<HealthMetrics> = LazyLock::new(|| {
+    let metrics = HealthMetrics { serving: Gauge::default(), nodes: Family::default() };
+    hyok_proto::metrics::register(
+        "hyok_xks_health_serving",
+        "Whether the last deep health check found the cluster serving (1) or not (0).",
+        metrics.serving.clone(),
+    );
+    hyok_proto::metrics::register(
+        "hyok_xks_node_health",
+        "Each node's state in the last health check: 1 for its current state, 0 for the others.",
+        metrics.nodes.clone(),
+    );
+    metrics
+});
+
+/// Exports one health result.
+fn export(snapshot: &Snapshot) {
+    METRICS.serving.set(i64::from(snapshot.serving));
+    for entry in &snapshot.fleet {
+        for state in [ACTIVE, DEGRADED, UNAVAILABLE] {
+            METRICS
+                .nodes
+                .get_or_create(&vec![("node", entry.id.clone()), ("state", state.into())])
+                .set(i64::from(entry.health_status == state));
+        }
+    }
 }
 
 fn node_name(id: u32) -> String {
@@ -97,6 +137,7 @@ impl HealthMonitor {
             latest: Mutex::new(None),
             invalid: Mutex::new(HashMap::new()),
             known: Mutex::new(Vec::new()),
+            threshold: Mutex::new(None),
         }
     }
 
@@ -137,6 +178,7 @@ impl HealthMonitor {
             Ok(status) => {
                 let threshold = status.threshold as usize;
                 let reachable = status.nodes.iter().filter(|n| n.reachable).count();
+                self.observe_threshold(Some((status.nodes.len(), threshold)), reachable);
                 let serving = match deep {
                     Some(ok) => ok,
                     None => reachable >= threshold,
@@ -174,16 +216,32 @@ impl HealthMonitor {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "health: the coordinator did not answer");
+                self.observe_threshold(None, 0);
                 let known = self.known.lock().map(|k| k.clone()).unwrap_or_default();
                 Snapshot { at: Instant::now(), fleet: all_unavailable(&known), serving: false }
             }
         };
+        export(&snapshot);
         let snapshot = Arc::new(snapshot);
         let previous = self.latest.lock().ok().and_then(|mut l| l.replace(snapshot.clone()));
         if previous.is_none_or(|p| p.serving != snapshot.serving) {
             tracing::info!(serving = snapshot.serving, "health changed");
         }
         snapshot
+    }
+
+    /// Feeds the threshold monitor: `up` of the cluster's `(n, t)` nodes reachable (`None`
+    /// when the coordinator did not say: then none is reachable from here).
+    fn observe_threshold(&self, shape: Option<(usize, usize)>, up: usize) {
+        let Ok(mut monitor) = self.threshold.lock() else { return };
+        if let Some((n, t)) = shape
+            && monitor.as_ref().is_none_or(|m| m.shape() != (n, t))
+        {
+            *monitor = Some(ThresholdMonitor::new("hyok_xks", n, t));
+        }
+        if let Some(monitor) = monitor.as_mut() {
+            monitor.observe(up);
+        }
     }
 
     /// A real encrypt and decrypt on the health key: `Some(true)` if both worked and the

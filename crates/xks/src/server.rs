@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyok_frontend::body::{self, BodyError};
+use hyok_frontend::metrics::RequestMetrics;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub const PING_PATH: &str = "/ping";
 pub struct Pipeline {
     xks: Arc<Xks>,
     permits: Arc<Semaphore>,
+    metrics: &'static RequestMetrics,
 }
 
 fn respond(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<Full<Bytes>> {
@@ -48,7 +50,11 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 impl Pipeline {
     /// A pipeline over `xks` with at most `max_in_flight` requests served at once.
     pub fn new(xks: Arc<Xks>, max_in_flight: usize) -> Self {
-        Pipeline { xks, permits: Arc::new(Semaphore::new(max_in_flight)) }
+        Pipeline {
+            xks,
+            permits: Arc::new(Semaphore::new(max_in_flight)),
+            metrics: hyok_frontend::metrics::requests("hyok_xks"),
+        }
     }
 
     /// Answers one HTTP request; never fails (every failure is an XKS error response).
@@ -92,24 +98,32 @@ impl Pipeline {
             Ok(route) => route,
             Err(e) => {
                 tracing::info!(method = %parts.method, path = %truncated(path), error = e.name(), "no such path");
+                self.metrics.observe("none", e.status().as_u16(), Some(e.name()), started.elapsed());
                 return error_response(&e);
             }
         };
+        let api = route.api.name();
         if parts.method != Method::POST {
+            self.metrics.observe(api, 405, Some("MethodNotAllowed"), started.elapsed());
             return method_not_allowed("POST");
         }
         let body = match body {
             Ok(body) => body,
             Err(e) => {
-                tracing::info!(api = route.api.name(), status = e.status().as_u16(), error = e.name(), message = %e, "refused");
+                tracing::info!(api, status = e.status().as_u16(), error = e.name(), message = %e, "refused");
+                self.metrics.observe(api, e.status().as_u16(), Some(e.name()), started.elapsed());
                 return error_response(&e);
             }
         };
         // Bounded concurrency: a full house is ThrottlingException at once, never a queue.
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            tracing::warn!(api = route.api.name(), "throttled: too many requests in flight");
-            return error_response(&XksError::Throttling);
+            tracing::warn!(api, "throttled: too many requests in flight");
+            let e = XksError::Throttling;
+            self.metrics.throttled(api);
+            self.metrics.observe(api, e.status().as_u16(), Some(e.name()), started.elapsed());
+            return error_response(&e);
         };
+        let _in_flight = self.metrics.enter();
         let store = &self.xks.stores()[route.store].prefix;
         let mut meta: Option<RequestMetadata> = None;
         let result = match self.xks.authenticate(&route, &parts.method, &parts.uri, &parts.headers, &body) {
@@ -126,6 +140,12 @@ impl Pipeline {
         let (request_id, operation) =
             meta.as_ref().map_or(("-", "-"), |m| (m.request_id.as_str(), m.operation.as_str()));
         let key = route.external_id.unwrap_or("-");
+        self.metrics.observe(
+            api,
+            result.as_ref().map_or_else(|e| e.status().as_u16(), |_| 200),
+            result.as_ref().err().map(XksError::name),
+            started.elapsed(),
+        );
         match result {
             Ok(answer) => {
                 tracing::info!(

@@ -121,17 +121,17 @@ pub struct Key {
 }
 
 mod defaults {
-    pub fn metrics_listen() -> hyok_proto::metrics::Listen {
-        hyok_proto::metrics::Listen::loopback(9703)
-    }
     pub fn cache_exp_s() -> u64 {
         86_400
+    }
+    pub fn max_in_flight() -> usize {
+        256
     }
     pub fn budget_ms() -> u64 {
         5_000
     }
-    pub fn max_in_flight() -> usize {
-        256
+    pub fn metrics_listen() -> hyok_proto::metrics::Listen {
+        hyok_proto::metrics::Listen::loopback(9703)
     }
     pub fn leeway_s() -> u64 {
         60

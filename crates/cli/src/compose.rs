@@ -167,7 +167,8 @@ pub async fn bootstrap(target: &Target) -> Result<()> {
     match client.get_rsa_key(hyok_proto::v1::GetRsaKeyRequest { name: name.into() }).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => {
-            crate::rsa::create(target, name, 2048, &Default::default()).await.map(|_| ())
+            let trust = crate::rsa::Trust::load(&Path::new(MOUNT).join(crate::dev::MANIFEST_FILE), &[])?;
+            crate::rsa::create(target, name, 2048, &trust).await.map(|_| ())
         }
         Err(s) => bail!("reading RSA key {name}: {}", s.message()),
     }

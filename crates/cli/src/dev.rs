@@ -1,6 +1,10 @@
 //! `hyokctl dev`: a whole local cluster in one command.
 //!
-//! On first run it makes the PKI and every node's data directory under DIR; then it starts every
+//! On first run it makes the PKI and every node's data directory under DIR. Playing every node's
+//! operator, it then reads each node's identity key from its own store (not from the
+//! coordinator), writes the cluster manifest `DIR/manifest.json` (those keys, `t`, and the
+//! coordinator certificate's SPKI hash), and installs it into every node's store that has none,
+//! before any node starts. Then it starts every
 //! node and the coordinator as separate processes on loopback (this same executable, with the
 //! `node run` and `coordinator` subcommands), creates the demo key if the cluster lacks it,
 //! writes `DIR/dev.json`, and waits for Ctrl-C or SIGTERM to stop them all. A child that dies is
@@ -19,6 +23,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+/// The cluster manifest's file in the dev directory (the operators' copy).
+pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The demo key every dev cluster has.
 pub const DEMO_KEY: &str = "demo";
@@ -233,7 +240,39 @@ fn prepare(dir: &Path, opts: &DevOptions) -> Result<Shape> {
         std::fs::write(&shape_path, serde_json::to_vec(&shape)?)?;
         shape
     };
+    ensure_manifest(dir, &shape)?;
     Ok(shape)
+}
+
+/// As every node's operator: `DIR/manifest.json` (written from each node's own store and the
+/// coordinator's certificate unless it exists), installed into every node's store that holds no
+/// manifest yet. The nodes are not running.
+fn ensure_manifest(dir: &Path, shape: &Shape) -> Result<hyok_threshold::Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let data_dir = |id: u16| dir.join(format!("node-{id}"));
+    let manifest = if path.exists() {
+        hyok_node::manifest::read(&path)?
+    } else {
+        let coordinator = hyok_proto::tls::spki_sha256_of_pem_file(&dir.join("pki").join("coordinator.pem"))?;
+        let mut nodes = Vec::new();
+        for id in 1..=shape.nodes {
+            let identity = hyok_node::server::stored_identity(&data_dir(id))
+                .with_context(|| format!("reading node {id}'s identity from its store"))?;
+            nodes.push((hyok_threshold::NodeId::new(id)?, identity));
+        }
+        let manifest = hyok_threshold::Manifest::new(shape.threshold, nodes, [coordinator])?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, hyok_node::manifest::to_json(&manifest))?;
+        std::fs::rename(&tmp, &path)?;
+        manifest
+    };
+    for id in 1..=shape.nodes {
+        if hyok_node::server::stored_manifest(&data_dir(id))?.is_none() {
+            hyok_node::server::install_manifest(&data_dir(id), &manifest, "hyokctl-dev:operator")
+                .with_context(|| format!("installing {} into node {id}", path.display()))?;
+        }
+    }
+    Ok(manifest)
 }
 
 fn watch(who: String, mut child: Child, exits: mpsc::UnboundedSender<(String, String)>) {
@@ -313,7 +352,7 @@ async fn start_dke(
                 cert: Some(tls.cert.clone()),
                 key: Some(tls.key.clone()),
             };
-            crate::rsa::create(&target, rsa_key, 2048, &Default::default()).await?;
+            crate::rsa::create(&target, rsa_key, 2048, &crate::rsa::Trust::dev(dir)?).await?;
         }
         Err(s) => bail!("reading RSA key {rsa_key}: {}", s.message()),
     }

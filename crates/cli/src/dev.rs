@@ -248,27 +248,41 @@ fn prepare(dir: &Path, opts: &DevOptions) -> Result<Shape> {
 /// coordinator's certificate unless it exists), installed into every node's store that holds no
 /// manifest yet. The nodes are not running.
 fn ensure_manifest(dir: &Path, shape: &Shape) -> Result<hyok_threshold::Manifest> {
-    let path = dir.join(MANIFEST_FILE);
-    let data_dir = |id: u16| dir.join(format!("node-{id}"));
+    let nodes: Vec<(u16, PathBuf)> = (1..=shape.nodes).map(|id| (id, dir.join(format!("node-{id}")))).collect();
+    let coordinator = dir.join("pki").join("coordinator.pem");
+    install_manifest(&dir.join(MANIFEST_FILE), &coordinator, shape.threshold, &nodes, "hyokctl-dev:operator")
+}
+
+/// Playing the operator of every node in `nodes` (id, data directory; none running): the
+/// manifest in `path`, written first unless it exists — `t`, each node's identity key read from
+/// its own store, and the SPKI hash of the coordinator certificate `coordinator_cert` — and
+/// installed (flushed, audited as by `caller`) into every node's store that holds none.
+pub fn install_manifest(
+    path: &Path,
+    coordinator_cert: &Path,
+    t: u16,
+    nodes: &[(u16, PathBuf)],
+    caller: &str,
+) -> Result<hyok_threshold::Manifest> {
     let manifest = if path.exists() {
-        hyok_node::manifest::read(&path)?
+        hyok_node::manifest::read(path)?
     } else {
-        let coordinator = hyok_proto::tls::spki_sha256_of_pem_file(&dir.join("pki").join("coordinator.pem"))?;
-        let mut nodes = Vec::new();
-        for id in 1..=shape.nodes {
-            let identity = hyok_node::server::stored_identity(&data_dir(id))
+        let coordinator = hyok_proto::tls::spki_sha256_of_pem_file(coordinator_cert)?;
+        let mut pinned = Vec::new();
+        for (id, data_dir) in nodes {
+            let identity = hyok_node::server::stored_identity(data_dir)
                 .with_context(|| format!("reading node {id}'s identity from its store"))?;
-            nodes.push((hyok_threshold::NodeId::new(id)?, identity));
+            pinned.push((hyok_threshold::NodeId::new(*id)?, identity));
         }
-        let manifest = hyok_threshold::Manifest::new(shape.threshold, nodes, [coordinator])?;
+        let manifest = hyok_threshold::Manifest::new(t, pinned, [coordinator])?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, hyok_node::manifest::to_json(&manifest))?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, path)?;
         manifest
     };
-    for id in 1..=shape.nodes {
-        if hyok_node::server::stored_manifest(&data_dir(id))?.is_none() {
-            hyok_node::server::install_manifest(&data_dir(id), &manifest, "hyokctl-dev:operator")
+    for (id, data_dir) in nodes {
+        if hyok_node::server::stored_manifest(data_dir)?.is_none() {
+            hyok_node::server::install_manifest(data_dir, &manifest, caller)
                 .with_context(|| format!("installing {} into node {id}", path.display()))?;
         }
     }

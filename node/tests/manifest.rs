@@ -234,3 +234,39 @@ fn an_rsa_package_must_match_the_manifest_shape_and_name_this_node() {
     assert!(manifest::check_rsa(&m, 2, 4, id).is_err());
     assert!(manifest::check_rsa(&m, 2, 3, NodeId::new(4).unwrap()).is_err());
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_socket_shows_and_installs_a_manifest_and_refuses_a_foreign_one() {
+    use hyok_node::operator::{Endpoint, OperatorRequest, exchange};
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = bare_nodes(dir.path(), 3);
+    let m = manifest_of(&nodes, 2);
+    let foreign = manifest_of(&bare_nodes(&dir.path().join("other"), 3), 2);
+    let node = std::sync::Arc::new(nodes.into_iter().next().unwrap());
+    let data_dir = dir.path().join("node-1");
+    let endpoint = Endpoint::bind(&data_dir).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(endpoint.serve(node.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let (_, shown) = exchange(&data_dir, &OperatorRequest::ManifestShow).await.unwrap();
+    assert_eq!(shown, None, "none installed yet");
+    let install = |m: &Manifest| OperatorRequest::ManifestInstall { manifest: ManifestFile::from_manifest(m) };
+    let refused = exchange(&data_dir, &install(&foreign)).await.unwrap_err();
+    assert!(refused.to_string().contains("does not list this node"), "{refused:#}");
+    let (_, shown) = exchange(&data_dir, &install(&m)).await.unwrap();
+    assert_eq!(shown.unwrap().digest, hex::encode(m.digest()));
+    // In force at once, and shown as installed.
+    assert_eq!(node.manifest(), Some(m.clone()));
+    let (_, shown) = exchange(&data_dir, &OperatorRequest::ManifestShow).await.unwrap();
+    assert_eq!(shown.unwrap().manifest.to_manifest().unwrap(), m);
+    let audit = node.read_audit(1, 100).unwrap();
+    let installs: Vec<&pb::AuditEntry> = audit.iter().filter(|e| e.operation == "manifest:install").collect();
+    assert_eq!(installs.len(), 1);
+    assert!(installs[0].caller.starts_with("local-operator:uid="));
+
+    stop.send(()).unwrap();
+    served.await.unwrap();
+}

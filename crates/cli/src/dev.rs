@@ -443,3 +443,69 @@ fn print_banner(dir: &Path, file: &DevFile) {
     println!("      hyokctl status");
     println!("Ctrl-C stops the cluster.");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyok_threshold::NodeId;
+
+    fn installs(id: u16, data_dir: &Path) -> usize {
+        let node = hyok_node::server::open(NodeId::new(id).unwrap(), data_dir).unwrap();
+        node.read_audit(1, 100).unwrap().iter().filter(|e| e.operation == "manifest:install").count()
+    }
+
+    #[test]
+    fn the_manifest_names_every_node_and_the_coordinator_and_is_installed_where_missing_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("pki"));
+        pki.init(&[1, 2, 3], &[]).unwrap();
+        let nodes: Vec<(u16, PathBuf)> = (1..=3).map(|id| (id, dir.path().join(format!("node-{id}")))).collect();
+        for (_, d) in &nodes {
+            hyok_node::server::init(d).unwrap();
+        }
+        let path = dir.path().join(MANIFEST_FILE);
+        let coordinator = pki.identity(Role::Coordinator).cert;
+        // An operators' copy already written (say, by an earlier run that stopped before
+        // installing): every node that lacks it gets it.
+        let spki = hyok_proto::tls::spki_sha256_of_pem_file(&coordinator).unwrap();
+        let pinned =
+            nodes.iter().map(|(id, d)| (NodeId::new(*id).unwrap(), hyok_node::server::stored_identity(d).unwrap()));
+        let written = hyok_threshold::Manifest::new(2, pinned, [spki]).unwrap();
+        std::fs::write(&path, hyok_node::manifest::to_json(&written)).unwrap();
+        let m = install_manifest(&path, &coordinator, 2, &nodes, "test").unwrap();
+        assert_eq!(m, written);
+        assert!(
+            !m.pins_coordinator(&hyok_proto::tls::spki_sha256_of_pem_file(&pki.identity(Role::Admin).cert).unwrap())
+        );
+        for (id, d) in &nodes {
+            assert_eq!(hyok_node::server::stored_manifest(d).unwrap(), Some(m.clone()), "node {id}");
+        }
+        // A re-run installs nothing twice.
+        assert_eq!(install_manifest(&path, &coordinator, 2, &nodes, "test").unwrap(), m);
+        for (id, d) in &nodes {
+            assert_eq!(installs(*id, d), 1, "node {id}");
+        }
+    }
+
+    #[test]
+    fn a_first_run_writes_the_manifest_from_each_nodes_own_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("pki"));
+        pki.init(&[1, 2, 3], &[]).unwrap();
+        let nodes: Vec<(u16, PathBuf)> = (1..=3).map(|id| (id, dir.path().join(format!("node-{id}")))).collect();
+        for (_, d) in &nodes {
+            hyok_node::server::init(d).unwrap();
+        }
+        let path = dir.path().join(MANIFEST_FILE);
+        let coordinator = pki.identity(Role::Coordinator).cert;
+        let m = install_manifest(&path, &coordinator, 2, &nodes, "test").unwrap();
+        assert_eq!(hyok_node::manifest::read(&path).unwrap(), m);
+        assert_eq!((m.threshold(), m.n()), (2, 3));
+        assert!(m.pins_coordinator(&hyok_proto::tls::spki_sha256_of_pem_file(&coordinator).unwrap()));
+        for (id, d) in &nodes {
+            let me = hyok_node::server::stored_identity(d).unwrap();
+            assert_eq!(m.identity(NodeId::new(*id).unwrap()), Some(&me));
+            assert_eq!(installs(*id, d), 1, "node {id}");
+        }
+    }
+}

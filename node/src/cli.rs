@@ -67,6 +67,30 @@ pub enum NodeCommand {
         #[command(flatten)]
         at: OperatorAt,
     },
+    /// As this node's operator: install or show this node's pinned cluster manifest (through
+    /// the operator socket while the node runs, else directly against its stopped store).
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+}
+
+/// `hyok-node manifest …`.
+#[derive(Subcommand, Debug)]
+pub enum ManifestCommand {
+    /// Install (or replace) the manifest in FILE (JSON, see `hyok_node::manifest`). It must list
+    /// this node with its identity key. Stored flushed and audited (`manifest:install`).
+    Install {
+        #[command(flatten)]
+        at: OperatorAt,
+        /// The manifest file.
+        file: PathBuf,
+    },
+    /// Print the manifest in force and its digest.
+    Show {
+        #[command(flatten)]
+        at: OperatorAt,
+    },
 }
 
 /// Where the node whose operator speaks keeps its data (its `operator.sock`).
@@ -81,7 +105,12 @@ impl NodeCommand {
     /// The data directory option of an operator command (`veto`, `lift`, `vetoes`).
     pub fn operator_at(&mut self) -> Option<&mut OperatorAt> {
         match self {
-            NodeCommand::Veto { at, .. } | NodeCommand::Lift { at, .. } | NodeCommand::Vetoes { at } => Some(at),
+            NodeCommand::Veto { at, .. }
+            | NodeCommand::Lift { at, .. }
+            | NodeCommand::Vetoes { at }
+            | NodeCommand::Manifest { command: ManifestCommand::Install { at, .. } | ManifestCommand::Show { at } } => {
+                Some(at)
+            }
             NodeCommand::Init { .. } | NodeCommand::Run { .. } => None,
         }
     }
@@ -100,6 +129,9 @@ async fn operator(at: &OperatorAt, request: crate::operator::OperatorRequest) ->
             }
             "vetoed"
         }
+        crate::operator::OperatorRequest::ManifestInstall { .. } | crate::operator::OperatorRequest::ManifestShow => {
+            anyhow::bail!("manifest requests go through `manifest`")
+        }
     };
     for v in vetoes {
         let reason = if v.reason.is_empty() { String::new() } else { format!(": {}", v.reason) };
@@ -111,6 +143,76 @@ async fn operator(at: &OperatorAt, request: crate::operator::OperatorRequest) ->
 #[cfg(not(unix))]
 async fn operator(_: &OperatorAt, _: ()) -> Result<()> {
     anyhow::bail!("the node-local operator endpoint is a Unix domain socket; this platform has none")
+}
+
+/// Whether a node serves `data_dir` now (its operator socket answers).
+#[cfg(unix)]
+async fn node_running(data_dir: &std::path::Path) -> bool {
+    tokio::net::UnixStream::connect(crate::operator::socket_path(data_dir)).await.is_ok()
+}
+
+#[cfg(not(unix))]
+async fn node_running(_: &std::path::Path) -> bool {
+    false
+}
+
+fn print_manifest(digest: &str, m: &hyok_threshold::Manifest) {
+    println!(
+        "manifest {digest} ({}-of-{}, {} coordinator key(s) pinned)",
+        m.threshold(),
+        m.n(),
+        m.coordinators().len()
+    );
+    print!("{}", crate::manifest::to_json(m));
+}
+
+async fn manifest(command: ManifestCommand) -> Result<()> {
+    let (ManifestCommand::Install { at, .. } | ManifestCommand::Show { at }) = &command;
+    let Some(data_dir) = at.data_dir.clone() else {
+        anyhow::bail!("--data-dir DIR is required (the node's data directory)")
+    };
+    let running = node_running(&data_dir).await;
+    match command {
+        ManifestCommand::Install { file, .. } => {
+            let m = crate::manifest::read(&file)?;
+            let digest = if running {
+                #[cfg(unix)]
+                {
+                    let request = crate::operator::OperatorRequest::ManifestInstall {
+                        manifest: crate::manifest::ManifestFile::from_manifest(&m),
+                    };
+                    let (_, shown) = crate::operator::exchange(&data_dir, &request).await?;
+                    shown.map(|s| s.digest).unwrap_or_default()
+                }
+                #[cfg(not(unix))]
+                unreachable!()
+            } else {
+                let (id, digest) = crate::server::install_manifest(&data_dir, &m, "local-operator:offline")?;
+                eprintln!("installed in the store of node {id} (not running)");
+                hex::encode(digest)
+            };
+            println!("installed manifest {digest} ({}-of-{})", m.threshold(), m.n());
+        }
+        ManifestCommand::Show { .. } => {
+            let m = if running {
+                #[cfg(unix)]
+                {
+                    let (_, shown) =
+                        crate::operator::exchange(&data_dir, &crate::operator::OperatorRequest::ManifestShow).await?;
+                    shown.map(|s| s.manifest.to_manifest()).transpose().map_err(|e| anyhow::anyhow!("{e}"))?
+                }
+                #[cfg(not(unix))]
+                unreachable!()
+            } else {
+                crate::server::stored_manifest(&data_dir)?
+            };
+            match m {
+                Some(m) => print_manifest(&crate::manifest::digest_hex(&m), &m),
+                None => println!("no cluster manifest installed"),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs one subcommand to completion (`run`: until Ctrl-C or SIGTERM).
@@ -126,6 +228,23 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
                 eprintln!("hyok-node {id}: initialized {} (new identity, no shares)", data_dir.display());
             }
             let node = Arc::new(crate::server::open(NodeId::new(id)?, &data_dir)?);
+            match node.manifest() {
+                Some(m) => eprintln!(
+                    "hyok-node {id}: cluster manifest {} ({}-of-{}, {} coordinator key(s) pinned)",
+                    crate::manifest::digest_hex(&m),
+                    m.threshold(),
+                    m.n(),
+                    m.coordinators().len()
+                ),
+                None => {
+                    eprintln!(
+                        "hyok-node {id}: NO CLUSTER MANIFEST: DKGs and RSA shares are refused, and any coordinator or \
+                         admin certificate from the cluster CA may use the keys this node already holds, until this \
+                         node's operator installs one (`hyok-node manifest install`)"
+                    );
+                    tracing::warn!(node = id, "no cluster manifest installed");
+                }
+            }
             let listener = tokio::net::TcpListener::bind(listen).await?;
             hyok_proto::metrics::start("hyok-node", metrics_listen).await?;
             let addr = listener.local_addr()?;
@@ -160,6 +279,7 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
         NodeCommand::Lift { at, key } => operator(&at, crate::operator::OperatorRequest::Lift { key }).await?,
         #[cfg(unix)]
         NodeCommand::Vetoes { at } => operator(&at, crate::operator::OperatorRequest::List).await?,
+        NodeCommand::Manifest { command } => manifest(command).await?,
         #[cfg(not(unix))]
         NodeCommand::Veto { at, .. } | NodeCommand::Lift { at, .. } | NodeCommand::Vetoes { at } => {
             operator(&at, ()).await?

@@ -6,6 +6,8 @@
 //!   the DKG state machine per session, key state, audit reads.
 //! - `keys`: the cache of unsealed shares and key policies.
 //! - `rsa`: threshold RSA — store a sealed dealer share, commit, partial decryptions, state.
+//! - `manifest`: the pinned cluster manifest — its file form, its installation by this node's
+//!   operator, and the checks that hold DKGs, RSA shares and mutating callers to it.
 //! - `veto`: the sovereign veto — this node's operator refuses a key here; only they lift it.
 //! - `operator`: the node-local operator endpoint (`DATA_DIR/operator.sock`) that reaches it.
 //! - `service`: the tonic adapter (role checks, conversions, error mapping).
@@ -15,6 +17,7 @@
 
 pub mod cli;
 pub mod keys;
+pub mod manifest;
 mod metrics;
 pub mod node;
 #[cfg(unix)]

@@ -5,13 +5,14 @@ use crate::keys::{KeyCache, KeyError};
 use crate::rsa::RsaKeyCache;
 use hyok_proto::v1 as pb;
 use hyok_store::{AuditEvent, Store, Usages};
+use hyok_threshold::Manifest;
 use hyok_threshold::audit_head;
 use hyok_threshold::dkg::{self, round1, round2};
 use hyok_threshold::dprf::{self, DprfInput};
 use hyok_threshold::kem::{self, WrappedKey};
 use hyok_threshold::{IdentityPublicKey, NodeId, NodeSecrets, SignedKeyBundle, Wire};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Most items one batch may carry.
@@ -37,6 +38,9 @@ pub enum NodeError {
     /// The key version already exists (ACTIVE) here.
     #[error("already exists: {0}")]
     Exists(String),
+    /// The request disagrees with this node's cluster manifest, or none is installed.
+    #[error("refused by the cluster manifest: {0}")]
+    Manifest(String),
     /// Storage or internal failure (details are logged, not returned).
     #[error("internal error")]
     Internal,
@@ -57,6 +61,7 @@ impl NodeError {
             NodeError::Precondition(_) => "precondition",
             NodeError::Disabled(_) => "disabled",
             NodeError::Exists(_) => "exists",
+            NodeError::Manifest(_) => "manifest",
             NodeError::Internal => "internal",
         }
     }
@@ -144,6 +149,8 @@ pub struct Node {
     keys: KeyCache,
     rsa_keys: RsaKeyCache,
     sessions: Mutex<Sessions>,
+    /// The pinned cluster manifest (see [`crate::manifest`]); `None` until the operator installs one.
+    manifest: RwLock<Option<Manifest>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -178,10 +185,26 @@ fn result(r: Result<Vec<u8>, pb::ItemError>) -> pb::PartialResult {
 }
 
 impl Node {
-    /// A node with the long-term keys `secrets` over `store`.
-    pub fn new(id: NodeId, secrets: NodeSecrets, store: Store) -> Self {
+    /// A node with the long-term keys `secrets` over `store`, and the manifest the store holds.
+    ///
+    /// # Errors
+    /// [`NodeError::Manifest`] if the stored manifest does not list this node as `id` with its
+    /// identity key (the operator started it with the wrong `--id`, or installed another
+    /// cluster's manifest); a stored manifest that does not decode is an internal error.
+    pub fn new(id: NodeId, secrets: NodeSecrets, store: Store) -> Result<Self, NodeError> {
+        let manifest = match store.manifest()? {
+            None => None,
+            Some(bytes) => {
+                let m = Manifest::from_bytes(&bytes).map_err(|e| {
+                    tracing::error!(error = %e, "the stored cluster manifest does not decode");
+                    NodeError::Internal
+                })?;
+                crate::manifest::check_names(&m, id, &secrets.identity().public_key())?;
+                Some(m)
+            }
+        };
         let key_bundle = secrets.key_bundle(id, &mut rand::rng()).to_bytes();
-        Node {
+        Ok(Node {
             id,
             secrets,
             key_bundle,
@@ -189,7 +212,12 @@ impl Node {
             keys: KeyCache::default(),
             rsa_keys: RsaKeyCache::default(),
             sessions: Mutex::new((Vec::new(), HashMap::new())),
-        }
+            manifest: RwLock::new(manifest),
+        })
+    }
+
+    pub(crate) fn manifest_slot(&self) -> &RwLock<Option<Manifest>> {
+        &self.manifest
     }
 
     /// This node's id.
@@ -414,6 +442,16 @@ impl Node {
         }
         if usages == 0 {
             return Err(NodeError::Invalid("a key needs at least one usage".into()));
+        }
+        // The manifest decides who takes part and at what threshold, before anything is touched.
+        let agreed = match self.manifest() {
+            None => Err(crate::manifest::NO_MANIFEST.to_owned()),
+            Some(m) => crate::manifest::check_dkg(&m, req),
+        };
+        if let Err(why) = agreed {
+            self.audit(&[self.event(&req.key_id, req.version, "refused:dkg:manifest", &req.request_id, caller)])?;
+            tracing::warn!(key_id = req.key_id, caller, why, "DKG refused by the cluster manifest");
+            return Err(NodeError::Manifest(why));
         }
         if let Some(meta) = self.store.ec().key(&req.key_id)?
             && meta.usages.0 != usages

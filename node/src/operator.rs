@@ -1,5 +1,6 @@
 //! The node-local operator endpoint: a Unix domain socket, `DATA_DIR/operator.sock`, on which
-//! this node's own operator vetoes a key, lifts a veto, or lists vetoes.
+//! this node's own operator vetoes a key, lifts a veto, lists vetoes, or installs and shows the
+//! node's cluster manifest.
 //!
 //! The credential is local: the socket is created mode 0600 in the node's data directory, and
 //! every connection's peer credentials (`SO_PEERCRED`) must name the account that owns the
@@ -13,13 +14,17 @@
 //!
 //! ```text
 //! → {"op":"veto","key":"K","reason":"R"}   {"op":"lift","key":"K"}   {"op":"list"}
+//!   {"op":"manifest_install","manifest":{…the manifest file…}}   {"op":"manifest_show"}
 //! ← {"status":"ok","vetoes":[{"key":"K","time_ms":…,"reason":"R"}]}   (veto: the veto in force;
 //!                                                 lift: the veto lifted; list: every veto)
+//! ← {"status":"ok","vetoes":[],"manifest":{"digest":"…","manifest":{…}}}   (manifest_*: the
+//!                                                 manifest in force; show: absent if none)
 //! ← {"status":"error","message":"…"}
 //! ```
 //!
 //! Every change is flushed and audited before the answer is written.
 
+use crate::manifest::ManifestFile;
 use crate::node::{Node, NodeError};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -31,8 +36,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-/// Longest request line, in bytes.
-const MAX_REQUEST: u64 = 4096;
+/// Longest request line, in bytes (a manifest of many nodes).
+const MAX_REQUEST: u64 = 1024 * 1024;
 /// Longest answer line, in bytes (a list of many vetoes).
 const MAX_RESPONSE: u64 = 16 * 1024 * 1024;
 /// How long one connection may take to send its request or read the answer.
@@ -62,6 +67,24 @@ pub enum OperatorRequest {
     },
     /// Every veto on this node.
     List,
+    /// Install (or replace) this node's cluster manifest.
+    #[serde(rename = "manifest_install")]
+    ManifestInstall {
+        /// The manifest, in its file form.
+        manifest: ManifestFile,
+    },
+    /// The manifest in force.
+    #[serde(rename = "manifest_show")]
+    ManifestShow,
+}
+
+/// A manifest, as the endpoint reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestShown {
+    /// Its digest, hex (as audited by `manifest:install`).
+    pub digest: String,
+    /// The manifest.
+    pub manifest: ManifestFile,
 }
 
 /// One veto, as the endpoint reports it.
@@ -83,6 +106,9 @@ pub enum OperatorResponse {
     Ok {
         /// See the module docs.
         vetoes: Vec<VetoEntry>,
+        /// The manifest concerned (manifest requests only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        manifest: Option<ManifestShown>,
     },
     /// Refused or failed.
     Error {
@@ -201,13 +227,34 @@ fn entry(key: String, veto: hyok_store::Veto) -> VetoEntry {
 
 /// Runs one request against `node` (blocking: store writes and flushes).
 pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorResponse {
+    let shown = |m: &hyok_threshold::Manifest| ManifestShown {
+        digest: crate::manifest::digest_hex(m),
+        manifest: ManifestFile::from_manifest(m),
+    };
+    match request {
+        OperatorRequest::ManifestInstall { manifest } => {
+            let installed = manifest
+                .to_manifest()
+                .map_err(|e| NodeError::Invalid(format!("the manifest: {e}")))
+                .and_then(|m| node.install_manifest(&m, caller).map(|_| m));
+            return match installed {
+                Ok(m) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: Some(shown(&m)) },
+                Err(e) => OperatorResponse::Error { message: e.to_string() },
+            };
+        }
+        OperatorRequest::ManifestShow => {
+            return OperatorResponse::Ok { vetoes: Vec::new(), manifest: node.manifest().as_ref().map(shown) };
+        }
+        _ => {}
+    }
     let result: Result<Vec<VetoEntry>, NodeError> = match request {
         OperatorRequest::Veto { key, reason } => node.veto(key, reason, caller).map(|v| vec![entry(key.clone(), v)]),
         OperatorRequest::Lift { key } => node.lift(key, caller).map(|v| vec![entry(key.clone(), v)]),
         OperatorRequest::List => node.vetoes().map(|all| all.into_iter().map(|(k, v)| entry(k, v)).collect()),
+        OperatorRequest::ManifestInstall { .. } | OperatorRequest::ManifestShow => Ok(Vec::new()),
     };
     match result {
-        Ok(vetoes) => OperatorResponse::Ok { vetoes },
+        Ok(vetoes) => OperatorResponse::Ok { vetoes, manifest: None },
         Err(e) => OperatorResponse::Error { message: e.to_string() },
     }
 }
@@ -215,6 +262,11 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
 /// Sends `request` to the node serving `data_dir` and returns the vetoes it reports; the node's
 /// refusal is an error with its message.
 pub async fn request(data_dir: &Path, request: &OperatorRequest) -> Result<Vec<VetoEntry>> {
+    Ok(exchange(data_dir, request).await?.0)
+}
+
+/// [`request`], with the manifest the node reports (manifest requests).
+pub async fn exchange(data_dir: &Path, request: &OperatorRequest) -> Result<(Vec<VetoEntry>, Option<ManifestShown>)> {
     let path = socket_path(data_dir);
     let exchange = async {
         let mut stream = UnixStream::connect(&path).await.with_context(|| {
@@ -231,7 +283,7 @@ pub async fn request(data_dir: &Path, request: &OperatorRequest) -> Result<Vec<V
         .await
         .with_context(|| format!("no answer from {}", path.display()))??;
     match serde_json::from_str(&answer).with_context(|| format!("malformed answer from {}", path.display()))? {
-        OperatorResponse::Ok { vetoes } => Ok(vetoes),
+        OperatorResponse::Ok { vetoes, manifest } => Ok((vetoes, manifest)),
         OperatorResponse::Error { message } => bail!("the node refused: {message}"),
     }
 }

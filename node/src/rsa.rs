@@ -64,6 +64,15 @@ impl Node {
         check_name_version(&req.name, req.version)?;
         let package = RsaPublicPackage::from_bytes(&req.public_package)
             .map_err(|_| NodeError::Invalid("malformed RSA public package".into()))?;
+        let agreed = match self.manifest() {
+            None => Err(crate::manifest::NO_MANIFEST.to_owned()),
+            Some(m) => crate::manifest::check_rsa(&m, package.threshold(), package.nodes(), self.id()),
+        };
+        if let Err(why) = agreed {
+            self.audit(&[self.event(&req.name, req.version, "refused:rsa:store:manifest", &req.request_id, caller)])?;
+            tracing::warn!(name = req.name, caller, why, "RSA share refused by the cluster manifest");
+            return Err(NodeError::Manifest(why));
+        }
         let sealed = SealedRsaShare::from_bytes(&req.sealed_share)
             .map_err(|_| NodeError::Invalid("malformed sealed RSA share".into()))?;
         let binding = ShareBinding::new(&req.name, req.version, self.id(), &package);

@@ -5,8 +5,8 @@ use crate::service::NodeService;
 use anyhow::{Context, Result, bail};
 use hyok_proto::TlsFiles;
 use hyok_proto::v1::node_server::NodeServer;
-use hyok_store::{SealKey, Store};
-use hyok_threshold::{NodeId, NodeSecrets};
+use hyok_store::{AuditEvent, SealKey, Store};
+use hyok_threshold::{IdentityPublicKey, Manifest, NodeId, NodeSecrets, Wire};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +36,52 @@ pub fn init(data_dir: &Path) -> Result<()> {
 
 /// Opens an initialized data directory.
 pub fn open(id: NodeId, data_dir: &Path) -> Result<Node> {
+    let (store, secrets) = open_store(data_dir)?;
+    Ok(Node::new(id, secrets, store)?)
+}
+
+/// `hyok-node manifest install` against a stopped node: stores `m` (flushed) and audits
+/// `manifest:install` with its digest. `m` must list this node's identity key; returns the id
+/// it gives the node, and the digest. Replaces a manifest already stored.
+pub fn install_manifest(data_dir: &Path, m: &Manifest, caller: &str) -> Result<(NodeId, [u8; 32])> {
+    let (store, secrets) = open_store(data_dir)?;
+    let identity = secrets.identity().public_key();
+    let Some(id) = m.node_with_identity(&identity) else {
+        bail!(
+            "the manifest does not list this node's identity key {} ({}): it is another cluster's",
+            hex::encode(identity.as_bytes()),
+            data_dir.display()
+        );
+    };
+    store.put_manifest(&m.to_bytes())?;
+    let digest = m.digest();
+    store.append_audit(&[AuditEvent {
+        time_ms: crate::node::now_ms(),
+        key_id: String::new(),
+        version: 0,
+        operation: "manifest:install".into(),
+        request_id: hex::encode(digest),
+        caller: caller.to_owned(),
+        digest: digest.to_vec(),
+    }])?;
+    Ok((id, digest))
+}
+
+/// The manifest stored in a stopped node's data directory, if any.
+pub fn stored_manifest(data_dir: &Path) -> Result<Option<Manifest>> {
+    let (store, _) = open_store(data_dir)?;
+    let Some(bytes) = store.manifest()? else { return Ok(None) };
+    Ok(Some(Manifest::from_bytes(&bytes).context("the stored cluster manifest")?))
+}
+
+/// The node's public identity key, read from a stopped node's data directory.
+pub fn stored_identity(data_dir: &Path) -> Result<IdentityPublicKey> {
+    let (_, secrets) = open_store(data_dir)?;
+    Ok(secrets.identity().public_key())
+}
+
+/// The store and long-term keys of an initialized data directory (upgrading legacy keys).
+fn open_store(data_dir: &Path) -> Result<(Store, NodeSecrets)> {
     // A store of this directory dropped a moment ago in this process (`run --init`) holds the
     // directory lock until sled's IO threads let go: wait for that, briefly.
     let started = std::time::Instant::now();
@@ -58,9 +104,9 @@ pub fn open(id: NodeId, data_dir: &Path) -> Result<Node> {
         // A data directory from before keys per purpose held only the identity secret: it is
         // kept (operators pinned it); the new keys are written back before the node serves.
         store.put_identity(&secrets.to_secret_bytes()).context("storing the upgraded node keys")?;
-        tracing::info!(node = id.get(), "added DKG transport, seal and audit keys to a legacy identity");
+        tracing::info!("added DKG transport, seal and audit keys to a legacy identity");
     }
-    Ok(Node::new(id, secrets, store))
+    Ok((store, secrets))
 }
 
 /// Serves `node` on `listener` with `tls` until `shutdown` completes.

@@ -3,12 +3,14 @@
 
 use crate::node::{Node, NodeError};
 use hyok_proto::Role;
-use hyok_proto::tls::require_role;
+use hyok_proto::tls::{caller_spki_sha256, require_role};
 use hyok_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// Roles that may run operations and DKGs on a node.
+/// Roles that may read a node's key state and identity, and (on a node without a manifest only)
+/// run operations and DKGs. With a manifest, calls that compute, store or change anything also
+/// need a coordinator certificate key the manifest pins ([`NodeService::pinned`]).
 const OPERATORS: &[Role] = &[Role::Coordinator, Role::Admin];
 /// Roles that may read a node's audit log.
 const AUDITORS: &[Role] = &[Role::Admin];
@@ -28,6 +30,7 @@ impl From<NodeError> for Status {
                 status
             }
             NodeError::Exists(m) => Status::already_exists(m),
+            NodeError::Manifest(m) => Status::failed_precondition(format!("refused by the cluster manifest: {m}")),
             NodeError::Internal => Status::internal("internal error"),
         }
     }
@@ -58,6 +61,26 @@ impl NodeService {
     }
 }
 
+impl NodeService {
+    /// The caller of a call that makes this node compute, store or change anything: admitted by
+    /// role, and — once a manifest is installed — holding a coordinator certificate whose key
+    /// the manifest pins. A refused caller is audited (`refused:RPC:unpinned`) and gets
+    /// `PERMISSION_DENIED`.
+    async fn pinned<T>(&self, req: &Request<T>, rpc: &'static str) -> Result<String, Status> {
+        let role = require_role(req, OPERATORS)?;
+        let spki = caller_spki_sha256(req);
+        if self.node.caller_pinned(role == Role::Coordinator, spki.as_ref()) {
+            return Ok(role.to_string());
+        }
+        let caller = role.to_string();
+        tracing::warn!(rpc, caller, "refused a caller whose certificate key the cluster manifest does not pin");
+        self.blocking(move |n| n.refuse_unpinned(rpc, &caller)).await?;
+        Err(Status::permission_denied(
+            "the caller's certificate key is not a coordinator key pinned in this node's cluster manifest",
+        ))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::node_server::Node for NodeService {
     async fn get_identity(
@@ -69,32 +92,32 @@ impl pb::node_server::Node for NodeService {
     }
 
     async fn dkg_round1(&self, req: Request<pb::DkgRound1Request>) -> Result<Response<pb::DkgRound1Response>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "dkg_round1").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.dkg_round1(&req, &caller)).await?))
     }
 
     async fn dkg_round2(&self, req: Request<pb::DkgRound2Request>) -> Result<Response<pb::DkgRound2Response>, Status> {
-        require_role(&req, OPERATORS)?;
+        self.pinned(&req, "dkg_round2").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.dkg_round2(&req)).await?))
     }
 
     async fn dkg_finish(&self, req: Request<pb::DkgFinishRequest>) -> Result<Response<pb::DkgFinishResponse>, Status> {
-        require_role(&req, OPERATORS)?;
+        self.pinned(&req, "dkg_finish").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.dkg_finish(&req)).await?))
     }
 
     async fn dkg_commit(&self, req: Request<pb::DkgCommitRequest>) -> Result<Response<pb::DkgCommitResponse>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "dkg_commit").await?;
         let req = req.into_inner();
         self.blocking(move |n| n.dkg_commit(&req, &caller)).await?;
         Ok(Response::new(pb::DkgCommitResponse {}))
     }
 
     async fn dkg_abort(&self, req: Request<pb::DkgAbortRequest>) -> Result<Response<pb::DkgAbortResponse>, Status> {
-        require_role(&req, OPERATORS)?;
+        self.pinned(&req, "dkg_abort").await?;
         let req = req.into_inner();
         self.blocking(move |n| n.dkg_abort(&req)).await?;
         Ok(Response::new(pb::DkgAbortResponse {}))
@@ -104,7 +127,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::EvaluateBatchRequest>,
     ) -> Result<Response<pb::EvaluateBatchResponse>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "evaluate_batch").await?;
         let items = req.into_inner().items;
         let results = self.blocking(move |n| n.evaluate_batch(&items, &caller)).await?;
         Ok(Response::new(pb::EvaluateBatchResponse { results }))
@@ -114,7 +137,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::UnwrapBatchRequest>,
     ) -> Result<Response<pb::UnwrapBatchResponse>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "unwrap_batch").await?;
         let items = req.into_inner().items;
         let results = self.blocking(move |n| n.unwrap_batch(&items, &caller)).await?;
         Ok(Response::new(pb::UnwrapBatchResponse { results }))
@@ -139,19 +162,19 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::SetKeyEnabledRequest>,
     ) -> Result<Response<pb::NodeKeyState>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "set_key_enabled").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.set_enabled(&req, &caller)).await?))
     }
 
     async fn rsa_store(&self, req: Request<pb::RsaStoreRequest>) -> Result<Response<pb::RsaStoreResponse>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "rsa_store").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.rsa_store(&req, &caller)).await?))
     }
 
     async fn rsa_commit(&self, req: Request<pb::RsaCommitRequest>) -> Result<Response<pb::RsaCommitResponse>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "rsa_commit").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.rsa_commit(&req, &caller)).await?))
     }
@@ -160,7 +183,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::RsaPartialRequest>,
     ) -> Result<Response<pb::RsaPartialResponse>, Status> {
-        let caller = require_role(&req, OPERATORS)?.to_string();
+        let caller = self.pinned(&req, "rsa_partial").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.rsa_partial(&req, &caller)).await?))
     }

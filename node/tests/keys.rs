@@ -17,14 +17,24 @@ fn node_id(i: u16) -> NodeId {
     NodeId::new(i).unwrap()
 }
 
+/// `n` nodes whose operators installed one manifest: these nodes, t = 2.
 fn nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
-    (1..=n)
+    let nodes: Vec<Node> = (1..=n)
         .map(|i| {
             let d = dir.join(format!("node-{i}"));
             hyok_node::server::init(&d).unwrap();
             hyok_node::server::open(node_id(i), &d).unwrap()
         })
-        .collect()
+        .collect();
+    let pinned = nodes.iter().map(|n| {
+        let key = n.identity().unwrap().identity_public_key;
+        (n.id(), hyok_threshold::IdentityPublicKey::from_slice(&key).unwrap())
+    });
+    let manifest = hyok_threshold::Manifest::new(2, pinned, [[7u8; 32]]).unwrap();
+    for node in &nodes {
+        node.install_manifest(&manifest, "test-operator").unwrap();
+    }
+    nodes
 }
 
 fn participant(node: &Node) -> pb::Participant {
@@ -88,7 +98,8 @@ fn a_dkg_round1_with_a_participant_bundle_that_fails_its_signature_is_refused() 
         edit(&mut participants[1], &other);
         let err = nodes[0].dkg_round1(&round1(participants), "admin").unwrap_err();
         match &err {
-            NodeError::Invalid(m) if m.contains("participant 2") => {}
+            // Another identity key for node 2 than its manifest's is caught by the manifest.
+            NodeError::Invalid(m) | NodeError::Manifest(m) if m.contains("participant 2") => {}
             other => panic!("case {case}: {other:?}"),
         }
         // No session was opened: round 2 of it is unknown.
@@ -97,7 +108,8 @@ fn a_dkg_round1_with_a_participant_bundle_that_fails_its_signature_is_refused() 
         assert!(matches!(r2, Err(NodeError::NotFound(_))), "case {case}: {r2:?}");
     }
     let audit = nodes[0].read_audit(1, 100).unwrap();
-    assert_eq!(audit.iter().filter(|e| e.operation == "dkg:refused").count(), 5);
+    assert_eq!(audit.iter().filter(|e| e.operation == "dkg:refused").count(), 4);
+    assert_eq!(audit.iter().filter(|e| e.operation == "refused:dkg:manifest").count(), 1);
     assert!(!audit.iter().any(|e| e.operation == "dkg:round1"));
 }
 

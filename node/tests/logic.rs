@@ -12,14 +12,24 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::dprf::{self, DprfInput};
 use hyok_threshold::{NodeId, PartialEvaluation, PublicKeyPackage, Wire};
 
+/// `n` nodes whose operators installed one manifest: these nodes, t = 2.
 fn nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
-    (1..=n)
+    let nodes: Vec<Node> = (1..=n)
         .map(|i| {
             let d = dir.join(format!("node-{i}"));
             hyok_node::server::init(&d).unwrap();
             hyok_node::server::open(NodeId::new(i).unwrap(), &d).unwrap()
         })
-        .collect()
+        .collect();
+    let pinned = nodes.iter().map(|n| {
+        let key = n.identity().unwrap().identity_public_key;
+        (n.id(), hyok_threshold::IdentityPublicKey::from_slice(&key).unwrap())
+    });
+    let manifest = hyok_threshold::Manifest::new(2, pinned, [[7u8; 32]]).unwrap();
+    for node in &nodes {
+        node.install_manifest(&manifest, "test-operator").unwrap();
+    }
+    nodes
 }
 
 fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {

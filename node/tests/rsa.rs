@@ -18,7 +18,22 @@ use hyok_threshold::{IdentityPublicKey, NodeId, SealPublicKey, SignedKeyBundle, 
 
 const PEM: &str = include_str!("../../crates/threshold/tests/fixtures/rsa2048-pkcs8.pem");
 
+/// `n` nodes whose operators installed one manifest: these nodes, t = 2.
 fn nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
+    let nodes = bare_nodes(dir, n);
+    let pinned = nodes.iter().map(|n| {
+        let key = n.identity().unwrap().identity_public_key;
+        (n.id(), hyok_threshold::IdentityPublicKey::from_slice(&key).unwrap())
+    });
+    let manifest = hyok_threshold::Manifest::new(2, pinned, [[7u8; 32]]).unwrap();
+    for node in &nodes {
+        node.install_manifest(&manifest, "test-operator").unwrap();
+    }
+    nodes
+}
+
+/// `n` freshly initialized nodes without a manifest.
+fn bare_nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
     (1..=n)
         .map(|i| {
             let d = dir.join(format!("node-{i}"));
@@ -133,7 +148,7 @@ fn a_share_sealed_for_another_node_key_or_version_is_refused_and_nothing_is_stor
     let mut req = requests[0].clone();
     let package = RsaPublicPackage::from_bytes(&req.public_package).unwrap();
     req.public_package = RsaPublicPackage::new(package.public_key().clone(), 3, 3).unwrap().to_bytes();
-    assert!(matches!(nodes[0].rsa_store(&req, "admin"), Err(NodeError::Invalid(_))));
+    assert!(matches!(nodes[0].rsa_store(&req, "admin"), Err(NodeError::Manifest(_))));
     // Garbage, bad names, version 0.
     for edit in [
         (|r: &mut pb::RsaStoreRequest| r.sealed_share = vec![1, 0x63, 0]) as fn(&mut pb::RsaStoreRequest),
@@ -289,5 +304,19 @@ fn a_vetoed_rsa_key_is_refused_until_its_operator_lifts_it_whatever_the_admin_se
     let ops: Vec<String> = nodes[0].read_audit(1, 100).unwrap().into_iter().map(|e| e.operation).collect();
     for op in ["veto", "enable:vetoed", "refused:rsa:partial:disabled", "lift"] {
         assert!(ops.iter().any(|o| o == op), "{op} missing from {ops:?}");
+    }
+}
+
+#[test]
+fn a_node_without_a_manifest_refuses_an_rsa_share_audits_it_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = bare_nodes(dir.path(), 3);
+    let (requests, _) = ceremony(&nodes, "dke", 1, 2);
+    for (node, req) in nodes.iter().zip(&requests) {
+        let err = node.rsa_store(req, "coordinator").unwrap_err();
+        assert!(matches!(&err, NodeError::Manifest(m) if m == hyok_node::manifest::NO_MANIFEST), "{err:?}");
+        assert!(node.store().rsa().version("dke", 1).unwrap().is_none());
+        let audit = node.read_audit(1, 100).unwrap();
+        assert!(audit.iter().any(|e| e.operation == "refused:rsa:store:manifest" && e.key_id == "dke"));
     }
 }

@@ -171,11 +171,16 @@ impl Cluster {
         Ok((target, self.dev.tls.ca.clone()))
     }
 
-    /// A direct client for node `id` with the admin certificate.
+    /// A direct client for node `id` with the admin certificate (reads: state, audit).
     pub async fn node_client(&self, id: u16) -> Result<NodeClient<Channel>> {
+        self.node_client_as(id, &self.admin_tls()).await
+    }
+
+    /// A direct client for node `id` presenting `tls` (e.g. [`Cluster::tls_for`] a role).
+    pub async fn node_client_as(&self, id: u16, tls: &TlsFiles) -> Result<NodeClient<Channel>> {
         let node = self.node(id)?;
         let channel = Endpoint::from_shared(node.endpoint.clone())?
-            .tls_config(self.admin_tls().client_config(&Role::Node(id).proof_name())?)?
+            .tls_config(tls.client_config(&Role::Node(id).proof_name())?)?
             .connect()
             .await?;
         Ok(NodeClient::new(channel))

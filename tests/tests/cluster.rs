@@ -402,12 +402,13 @@ async fn keys_are_created_rotated_and_disabled_per_node() {
     assert_eq!(dec(&mut client, v1.ciphertext.clone()).await.unwrap(), b"v1");
     assert_eq!(dec(&mut client, v2.ciphertext.clone()).await.unwrap(), b"v2");
 
-    // An operator disables the key on nodes directly: on n − t = 2 nodes it still works,
-    // on n − t + 1 = 3 it cannot be used, whatever the coordinator asks.
+    // The key is disabled on nodes directly (with the pinned coordinator's certificate: the
+    // admin's is not pinned): on n − t = 2 nodes it still works, on n − t + 1 = 3 it cannot be
+    // used, whatever the coordinator asks.
     let set = |id: u16, enabled: bool| {
         let cluster = &cluster;
         async move {
-            let mut node = cluster.node_client(id).await.unwrap();
+            let mut node = cluster.node_client_as(id, &cluster.tls_for(Role::Coordinator)).await.unwrap();
             node.set_key_enabled(pb::SetKeyEnabledRequest {
                 key_id: "payroll".into(),
                 enabled,

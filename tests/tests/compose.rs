@@ -430,7 +430,11 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     // keeps serving from the rest, old ciphertexts included.
     project.compose_ok(&["stop", "node-2"]);
     project.compose_ok(&["rm", "-f", "node-2"]);
-    project.docker(&["volume", "rm", &format!("{}_node-2-data", project.name)]);
+    // (Its data directory is set aside, as a backup its operator keeps.)
+    let data = project.dir.path().join("node-2");
+    let backup = project.dir.path().join("node-2.backup");
+    std::fs::rename(&data, &backup).unwrap();
+    std::fs::create_dir(&data).unwrap();
     project.compose_ok(&["up", "-d", "node-2"]);
     wait_for("the wiped node to be reported without its share", || async {
         let status = project.status();
@@ -452,6 +456,17 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
         "wiped volume (compose): node 2 reported without shares; {} old ciphertexts and 10 round trips (20 requests) served, 0 errors",
         before.len()
     );
+    // The wiped node has a new identity that no manifest pins: no DKG can include it. Its
+    // operator restores the backup (identity, manifest, shares), and it serves again.
+    project.compose_ok(&["stop", "node-2"]);
+    project.compose_ok(&["rm", "-f", "node-2"]);
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::rename(&backup, &data).unwrap();
+    project.compose_ok(&["up", "-d", "node-2"]);
+    wait_for("the restored node to serve again", || async {
+        fleet(&conn, &target).await.iter().filter(|s| *s == "ACTIVE").count() == 5
+    })
+    .await;
 
     // Key creation killed midway, repeatedly: a node container is killed while `key create`
     // runs. Every acknowledged key survives and serves; a refused one left nothing (and can be

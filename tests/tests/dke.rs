@@ -146,7 +146,10 @@ async fn dke_decrypts_what_its_public_key_encrypted_through_node_loss_and_rotati
         cert: Some(cluster.dev.tls.client_cert.clone()),
         key: Some(cluster.dev.tls.client_key.clone()),
     };
-    let created = hyok_cli::rsa::create(&target, &dke.dev.rsa_key, 2048, &Default::default()).await.unwrap();
+    let created =
+        hyok_cli::rsa::create(&target, &dke.dev.rsa_key, 2048, &hyok_cli::rsa::Trust::dev(cluster.dir.path()).unwrap())
+            .await
+            .unwrap();
     assert_eq!(created.version, 2);
     let (new_kid, new_public) = dke.key().await;
     assert!(new_kid.ends_with("/2"), "{new_kid}");

@@ -9,23 +9,29 @@
 )]
 
 use hyok_e2e::Cluster;
-use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
+use hyok_proto::{Role, TlsFiles};
 use hyok_threshold::dprf::{self, DprfInput};
-use hyok_threshold::{PartialEvaluation, PublicKeyPackage, Wire, aead};
+use hyok_threshold::{NodeId, NodeSecrets, PartialEvaluation, PublicKeyPackage, Wire, aead};
 use tonic::transport::{Channel, Endpoint};
 
-/// A party holding `role`'s certificate and key, speaking gRPC straight to the nodes.
+/// A party holding a certificate and key from the cluster CA (a role's own, or one it minted),
+/// speaking gRPC straight to the nodes.
 struct Rogue<'a> {
     cluster: &'a Cluster,
-    role: Role,
+    tls: TlsFiles,
 }
 
-impl Rogue<'_> {
+impl<'a> Rogue<'a> {
+    /// The party holding `role`'s certificate from the cluster's PKI.
+    fn holding(cluster: &'a Cluster, role: Role) -> Self {
+        Rogue { cluster, tls: cluster.tls_for(role) }
+    }
+
     async fn node(&self, id: u16) -> NodeClient<Channel> {
         let node = self.cluster.dev.nodes.iter().find(|n| n.id == id).unwrap();
-        let tls = self.cluster.tls_for(self.role).client_config(&Role::Node(id).proof_name()).unwrap();
+        let tls = self.tls.client_config(&Role::Node(id).proof_name()).unwrap();
         let channel = Endpoint::from_shared(node.endpoint.clone()).unwrap().tls_config(tls).unwrap().connect().await;
         NodeClient::new(channel.unwrap())
     }
@@ -91,7 +97,7 @@ async fn a_rogue_coordinator_cannot_decrypt_with_an_encrypt_only_key() {
         .into_inner();
     assert_eq!(captured.version, created.primary_version);
 
-    let rogue = Rogue { cluster: &cluster, role: Role::Coordinator };
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
     let package = rogue.package(1, "sealed-drop", captured.version).await;
     let on_captured =
         DprfInput::new("sealed-drop", captured.version, captured.seed.clone().try_into().unwrap()).unwrap();
@@ -207,7 +213,7 @@ async fn once_n_minus_t_plus_1_operators_veto_a_key_neither_the_coordinator_nor_
 
     // The rogue coordinator turns the key on at every node directly: each answers, but a
     // vetoing node's effective state stays disabled.
-    let rogue = Rogue { cluster: &cluster, role: Role::Coordinator };
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
     for id in 1..=5u16 {
         let req =
             pb::SetKeyEnabledRequest { key_id: "sovereign".into(), enabled: true, request_id: "rogue-enable".into() };
@@ -277,4 +283,134 @@ async fn once_n_minus_t_plus_1_operators_veto_a_key_neither_the_coordinator_nor_
         .unwrap();
     let opened = admin.decrypt_detached(decrypt).await.unwrap().into_inner();
     assert_eq!(opened.plaintext, b"customer records");
+}
+
+/// Every node's DKG participant entry, as each node itself publishes it.
+async fn participants(rogue: &Rogue<'_>, n: u16) -> Vec<pb::Participant> {
+    let mut out = Vec::new();
+    for id in 1..=n {
+        let me = rogue.node(id).await.get_identity(pb::GetIdentityRequest {}).await.unwrap().into_inner();
+        out.push(pb::Participant {
+            node_id: me.node_id,
+            identity_public_key: me.identity_public_key,
+            key_bundle: me.key_bundle,
+        });
+    }
+    out
+}
+
+/// A rogue coordinator (the real coordinator's certificate) asks every node to start DKGs that
+/// disagree with the manifest each node's operator installed: (a) node 2 replaced by a key the
+/// attacker owns, with a bundle validly signed by that key; (b) threshold 1; (c) three of the
+/// five nodes. Every node refuses each, stores nothing, and names it in its audit log.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_coordinator_cannot_start_a_dkg_that_disagrees_with_the_manifest() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let honest = participants(&rogue, 5).await;
+
+    let attacker = NodeSecrets::generate(&mut rand::rng());
+    let mut forged = honest.clone();
+    forged[1].identity_public_key = attacker.identity().public_key().as_bytes().to_vec();
+    forged[1].key_bundle = attacker.key_bundle(NodeId::new(2).unwrap(), &mut rand::rng()).to_bytes();
+    let attacks = [
+        ("rogue-forged-identity", forged, 3, "identity key"),
+        ("rogue-threshold-1", honest.clone(), 1, "threshold 1"),
+        ("rogue-three-of-five", honest[..3].to_vec(), 3, "every node"),
+    ];
+    for (key_id, participants, threshold, why) in &attacks {
+        let req = pb::DkgRound1Request {
+            session_id: key_id.as_bytes().to_vec(),
+            key_id: (*key_id).into(),
+            version: 1,
+            threshold: *threshold,
+            participants: participants.clone(),
+            usages: vec![pb::KeyUsage::Encrypt as i32, pb::KeyUsage::Decrypt as i32],
+            request_id: (*key_id).into(),
+        };
+        for id in 1..=5u16 {
+            let refused = rogue.node(id).await.dkg_round1(req.clone()).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{key_id} node {id}: {refused:?}");
+            assert!(
+                refused.message().contains("cluster manifest") && refused.message().contains(why),
+                "{key_id} node {id}: {refused:?}"
+            );
+            // Nothing stored: no session to continue, no version of the key.
+            let round2 = pb::DkgRound2Request { session_id: req.session_id.clone(), packages: vec![] };
+            let r2 = rogue.node(id).await.dkg_round2(round2).await.unwrap_err();
+            assert_eq!(r2.code(), tonic::Code::NotFound, "{key_id} node {id}: {r2:?}");
+            let state = rogue.node(id).await.get_key_state(pb::GetKeyStateRequest { key_id: (*key_id).into() }).await;
+            assert_eq!(state.unwrap_err().code(), tonic::Code::NotFound, "{key_id} node {id}");
+        }
+    }
+    for id in 1..=5u16 {
+        let audit = rogue.audit(id).await;
+        for (key_id, ..) in &attacks {
+            assert!(
+                audit.iter().any(|e| e.operation == "refused:dkg:manifest"
+                    && e.key_id == *key_id
+                    && e.request_id == *key_id
+                    && e.caller == "coordinator"),
+                "node {id}, {key_id}: {audit:?}"
+            );
+        }
+        assert!(!audit.iter().any(|e| e.operation == "dkg:round1" && e.key_id.starts_with("rogue-")), "node {id}");
+    }
+}
+
+/// A certificate for the coordinator role freshly minted with the cluster CA key (in a scratch
+/// directory, beside a copy of the CA): valid under the CA, but its key is not the pinned one.
+fn minted_coordinator(cluster: &Cluster, scratch: &std::path::Path) -> TlsFiles {
+    let pki = cluster.dir.path().join("pki");
+    for file in ["ca.pem", "ca-key.pem"] {
+        std::fs::copy(pki.join(file), scratch.join(file)).unwrap();
+    }
+    let minted = hyok_cli::pki::Pki::new(scratch).issue(Role::Coordinator, &[]).unwrap();
+    TlsFiles { ca: scratch.join("ca.pem"), cert: minted.cert, key: minted.key }
+}
+
+/// Holding the admin certificate, or the cluster CA key (and so any coordinator certificate one
+/// cares to mint), is not enough to use a key: every node's manifest pins the real
+/// coordinator's key, so EvaluateBatch and SetKeyEnabled are PERMISSION_DENIED, nothing changes,
+/// and the audit names the refusal. The real coordinator's certificate still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coordinator() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let mut admin = cluster.client().await.unwrap();
+    let created = admin
+        .create_key(pb::CreateKeyRequest { key_id: "pinned".into(), usages: vec![], request_id: "setup".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let scratch = tempfile::tempdir().unwrap();
+    let minted = minted_coordinator(&cluster, scratch.path());
+    let pretenders = [("admin", cluster.tls_for(Role::Admin)), ("minted-coordinator", minted)];
+    for (who, tls) in pretenders {
+        let rogue = Rogue { cluster: &cluster, tls };
+        for id in 1..=5u16 {
+            let item = item("pinned", created.primary_version, &[9; 16], pb::Operation::Encrypt, who);
+            let refused =
+                rogue.node(id).await.evaluate_batch(pb::EvaluateBatchRequest { items: vec![item] }).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{who} node {id}: {refused:?}");
+            assert!(refused.message().contains("pinned"), "{who} node {id}: {refused:?}");
+            let disable = pb::SetKeyEnabledRequest { key_id: "pinned".into(), enabled: false, request_id: who.into() };
+            let refused = rogue.node(id).await.set_key_enabled(disable).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{who} node {id}: {refused:?}");
+            // Reads stay role-based.
+            let state = rogue.node(id).await.get_key_state(pb::GetKeyStateRequest { key_id: "pinned".into() }).await;
+            assert!(state.unwrap().into_inner().enabled, "{who} node {id}: nothing changed");
+        }
+    }
+    for id in 1..=5u16 {
+        let audit = Rogue::holding(&cluster, Role::Admin).audit(id).await;
+        for op in ["refused:evaluate_batch:unpinned", "refused:set_key_enabled:unpinned"] {
+            assert!(audit.iter().any(|e| e.operation == op && e.caller == "admin"), "node {id} {op}: {audit:?}");
+            assert!(audit.iter().any(|e| e.operation == op && e.caller == "coordinator"), "node {id} {op}");
+        }
+        assert!(!audit.iter().any(|e| e.operation == "disable"), "node {id}: {audit:?}");
+    }
+    // The pinned coordinator's own certificate is served.
+    let real = Rogue::holding(&cluster, Role::Coordinator);
+    let item = item("pinned", created.primary_version, &[9; 16], pb::Operation::Encrypt, "real");
+    real.evaluate(1, item).await.unwrap();
 }

@@ -9,7 +9,7 @@ use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_store::{AuditBreak, AuditEntry, AuditEvent};
 use hyok_threshold::audit_head::{self, HeadSignature};
-use hyok_threshold::{IdentityPublicKey, NodeId, SignedKeyBundle, Wire};
+use hyok_threshold::{IdentityPublicKey, Manifest, NodeId, SignedKeyBundle, Wire};
 use tonic::transport::Endpoint;
 
 /// Entries per `ReadAudit` page.
@@ -37,9 +37,14 @@ fn entry(e: pb::AuditEntry) -> Result<AuditEntry> {
 
 /// Reads node `id`'s whole log and verifies it: `Ok(n)` entries, or the first break. The chain
 /// must end at the head the node signed with the audit key of its key bundle, which must verify
-/// under the node's identity key (`identity`, when the operator pins one; else the key the node
-/// presents).
-pub async fn verify_node(target: &Target, id: u16, endpoint: &str) -> Result<Result<u64, AuditBreak>> {
+/// under the node's identity key: the one `manifest` (the operator's copy) pins, else the key the
+/// node presents.
+pub async fn verify_node(
+    target: &Target,
+    id: u16,
+    endpoint: &str,
+    manifest: Option<&Manifest>,
+) -> Result<Result<u64, AuditBreak>> {
     let (_, tls) = target.nodes()?;
     let channel = Endpoint::from_shared(endpoint.to_owned())?
         .tls_config(tls.client_config(&Role::Node(id).proof_name())?)?
@@ -48,8 +53,13 @@ pub async fn verify_node(target: &Target, id: u16, endpoint: &str) -> Result<Res
     let mut client = NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let node = NodeId::new(id)?;
     let identity = client.get_identity(pb::GetIdentityRequest {}).await?.into_inner();
-    let identity_key = IdentityPublicKey::from_slice(&identity.identity_public_key)
-        .map_err(|_| anyhow::anyhow!("node {id} presents a malformed identity key"))?;
+    let identity_key = match manifest.and_then(|m| m.identity(node)) {
+        // The operator's copy of the manifest pins the identity key: the node's word is not used.
+        Some(pinned) => *pinned,
+        None if manifest.is_some() => bail!("node {id} is not in the cluster manifest"),
+        None => IdentityPublicKey::from_slice(&identity.identity_public_key)
+            .map_err(|_| anyhow::anyhow!("node {id} presents a malformed identity key"))?,
+    };
     let bundle = SignedKeyBundle::from_bytes(&identity.key_bundle)
         .map_err(|_| anyhow::anyhow!("node {id} presents a malformed key bundle"))?
         .verify(node, &identity_key)
@@ -94,9 +104,16 @@ pub async fn verify_node(target: &Target, id: u16, endpoint: &str) -> Result<Res
 /// `audit verify [--node ID]`: every node of the dev cluster, or one.
 pub async fn verify(target: &Target, only: Option<u16>) -> Result<()> {
     let (nodes, _) = target.nodes()?;
+    // The dev cluster's manifest, when there is one: identities come from it, not from the nodes.
+    let manifest_path = target.dev_dir.join(crate::dev::MANIFEST_FILE);
+    let manifest = if manifest_path.exists() { Some(hyok_node::manifest::read(&manifest_path)?) } else { None };
+    match &manifest {
+        Some(_) => println!("identity keys from {}", manifest_path.display()),
+        None => println!("no manifest at {}: identity keys as the nodes present them", manifest_path.display()),
+    }
     let mut broken = 0;
     for (id, endpoint) in nodes.iter().filter(|(id, _)| only.is_none_or(|o| o == *id)) {
-        match verify_node(target, *id, endpoint).await {
+        match verify_node(target, *id, endpoint, manifest.as_ref()).await {
             Ok(Ok(n)) => println!("node {id}: audit chain intact ({n} entries)"),
             Ok(Err(b)) => {
                 broken += 1;

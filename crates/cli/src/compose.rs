@@ -95,6 +95,21 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
     let ids: Vec<u16> = (1..=NODES).collect();
     // Every certificate is valid for localhost too, so the host reaches hyok-xks by that name.
     pki.init(&ids, &[])?;
+    // Playing every node's operator: each node's data directory (mounted at /data in its
+    // container) is initialized here, and the manifest installed into it, before any container
+    // starts.
+    let nodes: Vec<(u16, std::path::PathBuf)> = ids.iter().map(|id| (*id, dir.join(format!("node-{id}")))).collect();
+    for (_, data_dir) in &nodes {
+        hyok_node::server::init(data_dir)?;
+    }
+    let coordinator_cert = pki.identity(hyok_proto::Role::Coordinator).cert;
+    crate::dev::install_manifest(
+        &dir.join(crate::dev::MANIFEST_FILE),
+        &coordinator_cert,
+        THRESHOLD,
+        &nodes,
+        "hyokctl-compose:operator",
+    )?;
     let mount = Path::new(MOUNT);
     let mut coordinator = format!(
         "# Written by `hyokctl compose init`.\nlisten = \"0.0.0.0:{COORDINATOR_PORT}\"\nthreshold = {THRESHOLD}\n\
@@ -173,7 +188,8 @@ pub async fn bootstrap(target: &Target) -> Result<()> {
     match client.get_rsa_key(hyok_proto::v1::GetRsaKeyRequest { name: name.into() }).await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => {
-            crate::rsa::create(target, name, 2048, &Default::default()).await.map(|_| ())
+            let trust = crate::rsa::Trust::load(&Path::new(MOUNT).join(crate::dev::MANIFEST_FILE), &[])?;
+            crate::rsa::create(target, name, 2048, &trust).await.map(|_| ())
         }
         Err(s) => bail!("reading RSA key {name}: {}", s.message()),
     }

@@ -1,6 +1,10 @@
 //! `hyokctl dev`: a whole local cluster in one command.
 //!
-//! On first run it makes the PKI and every node's data directory under DIR; then it starts every
+//! On first run it makes the PKI and every node's data directory under DIR. Playing every node's
+//! operator, it then reads each node's identity key from its own store (not from the
+//! coordinator), writes the cluster manifest `DIR/manifest.json` (those keys, `t`, and the
+//! coordinator certificate's SPKI hash), and installs it into every node's store that has none,
+//! before any node starts. Then it starts every
 //! node and the coordinator as separate processes on loopback (this same executable, with the
 //! `node run` and `coordinator` subcommands), creates the demo key if the cluster lacks it,
 //! writes `DIR/dev.json`, and waits for Ctrl-C or SIGTERM to stop them all. A child that dies is
@@ -19,6 +23,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+/// The cluster manifest's file in the dev directory (the operators' copy).
+pub const MANIFEST_FILE: &str = "manifest.json";
 
 /// The demo key every dev cluster has.
 pub const DEMO_KEY: &str = "demo";
@@ -254,7 +261,53 @@ fn prepare(dir: &Path, opts: &DevOptions) -> Result<Shape> {
         std::fs::write(&shape_path, serde_json::to_vec(&shape)?)?;
         shape
     };
+    ensure_manifest(dir, &shape)?;
     Ok(shape)
+}
+
+/// As every node's operator: `DIR/manifest.json` (written from each node's own store and the
+/// coordinator's certificate unless it exists), installed into every node's store that holds no
+/// manifest yet. The nodes are not running.
+fn ensure_manifest(dir: &Path, shape: &Shape) -> Result<hyok_threshold::Manifest> {
+    let nodes: Vec<(u16, PathBuf)> = (1..=shape.nodes).map(|id| (id, dir.join(format!("node-{id}")))).collect();
+    let coordinator = dir.join("pki").join("coordinator.pem");
+    install_manifest(&dir.join(MANIFEST_FILE), &coordinator, shape.threshold, &nodes, "hyokctl-dev:operator")
+}
+
+/// Playing the operator of every node in `nodes` (id, data directory; none running): the
+/// manifest in `path`, written first unless it exists — `t`, each node's identity key read from
+/// its own store, and the SPKI hash of the coordinator certificate `coordinator_cert` — and
+/// installed (flushed, audited as by `caller`) into every node's store that holds none.
+pub fn install_manifest(
+    path: &Path,
+    coordinator_cert: &Path,
+    t: u16,
+    nodes: &[(u16, PathBuf)],
+    caller: &str,
+) -> Result<hyok_threshold::Manifest> {
+    let manifest = if path.exists() {
+        hyok_node::manifest::read(path)?
+    } else {
+        let coordinator = hyok_proto::tls::spki_sha256_of_pem_file(coordinator_cert)?;
+        let mut pinned = Vec::new();
+        for (id, data_dir) in nodes {
+            let identity = hyok_node::server::stored_identity(data_dir)
+                .with_context(|| format!("reading node {id}'s identity from its store"))?;
+            pinned.push((hyok_threshold::NodeId::new(*id)?, identity));
+        }
+        let manifest = hyok_threshold::Manifest::new(t, pinned, [coordinator])?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, hyok_node::manifest::to_json(&manifest))?;
+        std::fs::rename(&tmp, path)?;
+        manifest
+    };
+    for (id, data_dir) in nodes {
+        if hyok_node::server::stored_manifest(data_dir)?.is_none() {
+            hyok_node::server::install_manifest(data_dir, &manifest, caller)
+                .with_context(|| format!("installing {} into node {id}", path.display()))?;
+        }
+    }
+    Ok(manifest)
 }
 
 fn watch(who: String, mut child: Child, exits: mpsc::UnboundedSender<(String, String)>) {
@@ -334,7 +387,7 @@ async fn start_dke(
                 cert: Some(tls.cert.clone()),
                 key: Some(tls.key.clone()),
             };
-            crate::rsa::create(&target, rsa_key, 2048, &Default::default()).await?;
+            crate::rsa::create(&target, rsa_key, 2048, &crate::rsa::Trust::dev(dir)?).await?;
         }
         Err(s) => bail!("reading RSA key {rsa_key}: {}", s.message()),
     }
@@ -415,4 +468,70 @@ fn print_banner(dir: &Path, file: &DevFile) {
     println!("try:  echo hello | hyokctl encrypt --key {DEMO_KEY} | hyokctl decrypt --key {DEMO_KEY}");
     println!("      hyokctl status");
     println!("Ctrl-C stops the cluster.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyok_threshold::NodeId;
+
+    fn installs(id: u16, data_dir: &Path) -> usize {
+        let node = hyok_node::server::open(NodeId::new(id).unwrap(), data_dir).unwrap();
+        node.read_audit(1, 100).unwrap().iter().filter(|e| e.operation == "manifest:install").count()
+    }
+
+    #[test]
+    fn the_manifest_names_every_node_and_the_coordinator_and_is_installed_where_missing_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("pki"));
+        pki.init(&[1, 2, 3], &[]).unwrap();
+        let nodes: Vec<(u16, PathBuf)> = (1..=3).map(|id| (id, dir.path().join(format!("node-{id}")))).collect();
+        for (_, d) in &nodes {
+            hyok_node::server::init(d).unwrap();
+        }
+        let path = dir.path().join(MANIFEST_FILE);
+        let coordinator = pki.identity(Role::Coordinator).cert;
+        // An operators' copy already written (say, by an earlier run that stopped before
+        // installing): every node that lacks it gets it.
+        let spki = hyok_proto::tls::spki_sha256_of_pem_file(&coordinator).unwrap();
+        let pinned =
+            nodes.iter().map(|(id, d)| (NodeId::new(*id).unwrap(), hyok_node::server::stored_identity(d).unwrap()));
+        let written = hyok_threshold::Manifest::new(2, pinned, [spki]).unwrap();
+        std::fs::write(&path, hyok_node::manifest::to_json(&written)).unwrap();
+        let m = install_manifest(&path, &coordinator, 2, &nodes, "test").unwrap();
+        assert_eq!(m, written);
+        assert!(
+            !m.pins_coordinator(&hyok_proto::tls::spki_sha256_of_pem_file(&pki.identity(Role::Admin).cert).unwrap())
+        );
+        for (id, d) in &nodes {
+            assert_eq!(hyok_node::server::stored_manifest(d).unwrap(), Some(m.clone()), "node {id}");
+        }
+        // A re-run installs nothing twice.
+        assert_eq!(install_manifest(&path, &coordinator, 2, &nodes, "test").unwrap(), m);
+        for (id, d) in &nodes {
+            assert_eq!(installs(*id, d), 1, "node {id}");
+        }
+    }
+
+    #[test]
+    fn a_first_run_writes_the_manifest_from_each_nodes_own_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path().join("pki"));
+        pki.init(&[1, 2, 3], &[]).unwrap();
+        let nodes: Vec<(u16, PathBuf)> = (1..=3).map(|id| (id, dir.path().join(format!("node-{id}")))).collect();
+        for (_, d) in &nodes {
+            hyok_node::server::init(d).unwrap();
+        }
+        let path = dir.path().join(MANIFEST_FILE);
+        let coordinator = pki.identity(Role::Coordinator).cert;
+        let m = install_manifest(&path, &coordinator, 2, &nodes, "test").unwrap();
+        assert_eq!(hyok_node::manifest::read(&path).unwrap(), m);
+        assert_eq!((m.threshold(), m.n()), (2, 3));
+        assert!(m.pins_coordinator(&hyok_proto::tls::spki_sha256_of_pem_file(&coordinator).unwrap()));
+        for (id, d) in &nodes {
+            let me = hyok_node::server::stored_identity(d).unwrap();
+            assert_eq!(m.identity(NodeId::new(*id).unwrap()), Some(&me));
+            assert_eq!(installs(*id, d), 1, "node {id}");
+        }
+    }
 }

@@ -221,9 +221,12 @@ enum RsaCommand {
         #[arg(long, default_value_t = 2048)]
         bits: usize,
         /// Node ID's identity key as the node itself logged it (ID=HEX, repeatable): the ceremony
-        /// is refused unless the coordinator reports the same key.
+        /// is refused unless the manifest pins the same key.
         #[arg(long = "expect-identity")]
         expect_identity: Vec<String>,
+        /// The operator's copy of the cluster manifest (default: the dev cluster's manifest.json).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
     /// Import an RSA private key as the next version of NAME: split it, seal each share to its
     /// node, hand the sealed shares to the cluster, destroy the key. Prints the fingerprint.
@@ -235,9 +238,12 @@ enum RsaCommand {
         #[arg(long)]
         pem: PathBuf,
         /// Node ID's identity key as the node itself logged it (ID=HEX, repeatable): the import
-        /// is refused unless the coordinator reports the same key.
+        /// is refused unless the manifest pins the same key.
         #[arg(long = "expect-identity")]
         expect_identity: Vec<String>,
+        /// The operator's copy of the cluster manifest (default: the dev cluster's manifest.json).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
     /// List RSA keys.
     List,
@@ -363,17 +369,19 @@ async fn main() -> Result<()> {
             KeyCommand::Disable { key } => hyok_cli::keys::set_enabled(&target, &key, false).await?,
         },
         Command::Rsa { command } => match command {
-            RsaCommand::Create { name, bits, expect_identity } => {
-                let pins = hyok_cli::rsa::parse_pins(&expect_identity)?;
-                let imported = hyok_cli::rsa::create(&target, &name, bits, &pins).await?;
+            RsaCommand::Create { name, bits, expect_identity, manifest } => {
+                let manifest = manifest.unwrap_or_else(|| target.dev_dir.join(hyok_cli::dev::MANIFEST_FILE));
+                let trust = hyok_cli::rsa::Trust::load(&manifest, &expect_identity)?;
+                let imported = hyok_cli::rsa::create(&target, &name, bits, &trust).await?;
                 for ((node, identity), (_, seal)) in imported.identities.iter().zip(&imported.seal_keys) {
                     eprintln!("node {node}: share sealed to seal key {seal} (certified by identity key {identity})");
                 }
                 println!("rsa key {name} version {} fingerprint {}", imported.version, imported.fingerprint);
             }
-            RsaCommand::Import { name, pem, expect_identity } => {
-                let pins = hyok_cli::rsa::parse_pins(&expect_identity)?;
-                let imported = hyok_cli::rsa::import(&target, &name, &pem, &pins).await?;
+            RsaCommand::Import { name, pem, expect_identity, manifest } => {
+                let manifest = manifest.unwrap_or_else(|| target.dev_dir.join(hyok_cli::dev::MANIFEST_FILE));
+                let trust = hyok_cli::rsa::Trust::load(&manifest, &expect_identity)?;
+                let imported = hyok_cli::rsa::import(&target, &name, &pem, &trust).await?;
                 for ((node, identity), (_, seal)) in imported.identities.iter().zip(&imported.seal_keys) {
                     eprintln!("node {node}: share sealed to seal key {seal} (certified by identity key {identity})");
                 }

@@ -6,11 +6,12 @@
 //! the private key and the shares (both zeroized on drop), and only then sends the sealed
 //! shares through the coordinator, which can open none of them.
 //!
-//! The node identity keys and key bundles come from the coordinator's `ClusterStatus`. Each
-//! bundle must verify under its node's identity key, and each identity key must match the
-//! operator's `--expect-identity` pin when one is given; the seal key is taken from the verified
-//! bundle only. The identity keys are printed so an operator can compare them with each node's
-//! own (`hyok-node` logs its identity at start).
+//! The node identity keys come from **the operator's copy of the cluster manifest**
+//! (`--manifest FILE`; the dev cluster's `DIR/manifest.json` by default), never from the
+//! coordinator: the ceremony refuses to run without one, deals `t`-of-`n` as the manifest says,
+//! and takes only the key bundles from the coordinator's `ClusterStatus`, each verified under the
+//! identity key the manifest pins for its node. The seal key is taken from the verified bundle
+//! only. `--expect-identity ID=HEX` pins, when given, must agree with the manifest too.
 
 use crate::target::Target;
 use anyhow::{Context, Result, bail};
@@ -18,7 +19,7 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::seal::{ShareBinding, seal};
 use hyok_threshold::rsa::{RsaPublicKey, fingerprint};
-use hyok_threshold::{IdentityPublicKey, KeyBundle, NodeId, SignedKeyBundle, Wire};
+use hyok_threshold::{KeyBundle, Manifest, NodeId, SignedKeyBundle, Wire};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -100,30 +101,54 @@ pub fn parse_pins(pins: &[String]) -> Result<BTreeMap<u16, String>> {
         .collect()
 }
 
-/// `rsa import --name NAME --pem FILE`: adds the next version of `name`. Every node's identity
-/// key in `pins` must match what the coordinator reports, or nothing is dealt.
-pub async fn import(target: &Target, name: &str, pem_path: &Path, pins: &BTreeMap<u16, String>) -> Result<Imported> {
+/// What the operator running a ceremony trusts about the nodes: their own copy of the cluster
+/// manifest, and optional `--expect-identity` pins (which must agree with it).
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// The operator's copy of the manifest.
+    pub manifest: Manifest,
+    /// Node id → identity key, hex.
+    pub pins: BTreeMap<u16, String>,
+}
+
+impl Trust {
+    /// The manifest in `path` (refused if missing or invalid) and the parsed pins.
+    pub fn load(path: &Path, pins: &[String]) -> Result<Self> {
+        let manifest = hyok_node::manifest::read(path)
+            .context("the RSA ceremony takes node identities from the operator's copy of the cluster manifest")?;
+        Ok(Trust { manifest, pins: parse_pins(pins)? })
+    }
+
+    /// The dev cluster's manifest, `DIR/manifest.json`, without extra pins.
+    pub fn dev(dev_dir: &Path) -> Result<Self> {
+        Self::load(&dev_dir.join(crate::dev::MANIFEST_FILE), &[])
+    }
+}
+
+/// `rsa import --name NAME --pem FILE`: adds the next version of `name`, dealt to the nodes of
+/// `trust`'s manifest; nothing is dealt unless every node's bundle verifies under its identity key there.
+pub async fn import(target: &Target, name: &str, pem_path: &Path, trust: &Trust) -> Result<Imported> {
     hyok_proto::validate_key_id(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let pem =
         Zeroizing::new(std::fs::read_to_string(pem_path).with_context(|| format!("reading {}", pem_path.display()))?);
     let key = PrivateKey::from_pem(&pem).context("the PEM must be an unencrypted PKCS#1 or PKCS#8 RSA private key")?;
     drop(pem);
-    ceremony(target, name, key, pins).await
+    ceremony(target, name, key, trust).await
 }
 
 /// `rsa create --name NAME`: generates an RSA key of `bits` (e = 65537) and deals it as the next
 /// version of `name`; the key never leaves this process and is dropped once dealt.
-pub async fn create(target: &Target, name: &str, bits: usize, pins: &BTreeMap<u16, String>) -> Result<Imported> {
+pub async fn create(target: &Target, name: &str, bits: usize, trust: &Trust) -> Result<Imported> {
     hyok_proto::validate_key_id(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = tokio::task::spawn_blocking(move || hyok_threshold::rsa::keygen::generate(&mut rand::rng(), bits))
         .await?
         .context("generating the RSA key")?;
-    ceremony(target, name, key, pins).await
+    ceremony(target, name, key, trust).await
 }
 
 /// The ceremony for a key already in memory (imported or generated):
 /// takes the key by value and drops it as soon as it is dealt.
-pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, pins: &BTreeMap<u16, String>) -> Result<Imported> {
+pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, trust: &Trust) -> Result<Imported> {
     hyok_proto::validate_key_id(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut client = target.connect().await?;
 
@@ -139,13 +164,13 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, pins: &BTree
         Err(s) => bail!("reading RSA key {name}: {}: {}", s.code(), s.message()),
     };
 
-    // Every node's verified keys; every node must be reachable to get its share.
+    // Every node's keys, verified under the manifest; every node must be reachable to get its
+    // share. The shape is the manifest's, not the coordinator's.
     let status = client.cluster_status(pb::ClusterStatusRequest {}).await.context("cluster status")?.into_inner();
-    let n = u16::try_from(status.nodes.len()).context("too many nodes")?;
-    let t = u16::try_from(status.threshold).context("bad threshold")?;
-    let keys = verified_bundles(&status, pins)?;
+    let (t, n) = (trust.manifest.threshold(), trust.manifest.n());
+    let keys = verified_bundles(&status, trust)?;
     if keys.keys().map(|id| id.get()).ne(1..=n) {
-        bail!("the cluster's node ids must be 1..={n}");
+        bail!("the manifest's node ids must be 1..={n} for an RSA key");
     }
 
     // The ceremony proper: deal, drop the key, seal each share to its node, drop the shares.
@@ -181,38 +206,43 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, pins: &BTree
     Ok(Imported { version, fingerprint, identities, seal_keys })
 }
 
-/// Every node's keys from `ClusterStatus`: each node reachable, its identity key equal to the
-/// operator's pin when one is given, and its key bundle verified under that identity key. Any
-/// failure refuses the whole ceremony before anything is dealt.
-pub fn verified_bundles(
-    status: &pb::ClusterStatusResponse,
-    pins: &BTreeMap<u16, String>,
-) -> Result<BTreeMap<NodeId, KeyBundle>> {
+/// Every node's keys: for each node of `trust`'s manifest, the key bundle the coordinator's
+/// `ClusterStatus` carries for it, verified under the identity key **the manifest** pins (the
+/// identity the coordinator reports must be that key too), and each `--expect-identity` pin equal
+/// to the manifest's key. A node missing, unreachable, not in the manifest or failing a check
+/// refuses the whole ceremony before anything is dealt.
+pub fn verified_bundles(status: &pb::ClusterStatusResponse, trust: &Trust) -> Result<BTreeMap<NodeId, KeyBundle>> {
+    let manifest = &trust.manifest;
+    for (id, expected) in &trust.pins {
+        let pinned = NodeId::new(*id).ok().and_then(|id| manifest.identity(id));
+        if pinned.map(|k| hex(k.as_bytes())).as_deref() != Some(expected.as_str()) {
+            bail!("node {id}'s identity key in the manifest is not the expected one: nothing was dealt");
+        }
+    }
     let mut keys = BTreeMap::new();
     for node in &status.nodes {
         let id = u16::try_from(node.node_id).ok().and_then(|i| NodeId::new(i).ok()).context("bad node id")?;
-        if !node.reachable || node.identity_public_key.is_empty() {
+        let Some(identity) = manifest.identity(id) else {
+            bail!("the coordinator reports node {id}, which the cluster manifest does not list: nothing was dealt");
+        };
+        if !node.reachable || node.key_bundle.is_empty() {
             bail!("node {} is unreachable ({}); every node must take its share", node.node_id, node.error);
         }
-        let identity = IdentityPublicKey::from_slice(&node.identity_public_key)
-            .with_context(|| format!("node {id} has a malformed identity key"))?;
-        if let Some(expected) = pins.get(&id.get())
-            && hex(identity.as_bytes()) != *expected
-        {
-            bail!("node {id}'s identity key is not the expected one: nothing was dealt");
+        if node.identity_public_key.as_slice() != identity.as_bytes() {
+            bail!("node {id} reports another identity key than the cluster manifest pins: nothing was dealt");
         }
         let bundle =
-            SignedKeyBundle::from_bytes(&node.key_bundle).and_then(|b| b.verify(id, &identity)).with_context(|| {
-                format!("node {id}'s key bundle does not verify under its identity key: nothing was dealt")
+            SignedKeyBundle::from_bytes(&node.key_bundle).and_then(|b| b.verify(id, identity)).with_context(|| {
+                format!(
+                    "node {id}'s key bundle does not verify under its identity key in the manifest: nothing was dealt"
+                )
             })?;
         if keys.insert(id, bundle).is_some() {
             bail!("node {id} appears twice in the cluster status");
         }
     }
-    for id in pins.keys() {
-        if !keys.keys().any(|k| k.get() == *id) {
-            bail!("node {id}'s identity key is not the expected one: nothing was dealt");
-        }
+    if let Some(missing) = manifest.nodes().keys().find(|id| !keys.contains_key(id)) {
+        bail!("the coordinator does not report node {missing} of the cluster manifest; every node must take its share");
     }
     Ok(keys)
 }

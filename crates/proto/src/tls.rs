@@ -74,6 +74,38 @@ pub fn require_role<T>(request: &tonic::Request<T>, allowed: &[Role]) -> Result<
     })
 }
 
+/// SHA-256 of the DER SubjectPublicKeyInfo of `cert` (what a cluster manifest pins for a
+/// coordinator), or `None` if it does not parse as an X.509 certificate. A certificate re-issued
+/// for the same key hashes the same; one freshly minted for another key does not.
+pub fn spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    Some(sha2::Sha256::digest(ee.subject_public_key_info().as_ref()).into())
+}
+
+/// [`spki_sha256`] of the first certificate in the PEM file `path`.
+pub fn spki_sha256_of_pem_file(path: &Path) -> Result<[u8; 32], CertError> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |why: String| CertError { path: path.to_owned(), why };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let cert = CertificateDer::from_pem_slice(&pem).map_err(|e| bad(format!("no PEM certificate: {e}")))?;
+    spki_sha256(&cert).ok_or_else(|| bad("not an X.509 certificate".into()))
+}
+
+/// A certificate file that cannot be read or parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("certificate {path}: {why}")]
+pub struct CertError {
+    path: PathBuf,
+    why: String,
+}
+
+/// [`spki_sha256`] of the caller's leaf certificate (`None` without TLS or a parsable one).
+pub fn caller_spki_sha256<T>(request: &tonic::Request<T>) -> Option<[u8; 32]> {
+    let certs = request.peer_certs()?;
+    spki_sha256(certs.first()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! The store itself: one sled database per node.
 //!
 //! Trees: `meta` (the node's sealed long-term secrets under `identity`, the audit chain's head under
-//! `audit_head`), a policy tree and a versions tree per key family — `keys` and `versions` for
+//! `audit_head`, the cluster manifest under `manifest`), a policy tree and a versions tree per key family — `keys` and `versions` for
 //! EC keys, `rsa_keys` and `rsa_versions` for threshold RSA keys (see [`crate::keys`]) —
 //! `vetoes` (operator vetoes, see [`crate::veto`]) and `audit` (the chain, see
 //! [`crate::audit`]).
@@ -35,6 +35,10 @@ const IDENTITY: &[u8] = b"identity";
 /// Longest long-term secrets blob accepted.
 const MAX_IDENTITY_LEN: usize = 1024;
 const AUDIT_HEAD: &[u8] = b"audit_head";
+/// The node's pinned cluster manifest (its canonical encoding; public, so not sealed).
+const MANIFEST: &[u8] = b"manifest";
+/// Longest manifest accepted (1024 nodes of 34 bytes, 64 coordinator keys, headers).
+pub const MAX_MANIFEST_LEN: usize = 40 * 1024;
 
 /// One family's two trees (see [`Family`]).
 struct Trees {
@@ -184,6 +188,23 @@ impl Store {
             return Err(Error::Corrupt("identity".into()));
         }
         Ok(Some(bytes))
+    }
+
+    // ---- manifest --------------------------------------------------------------------
+
+    /// Stores (or replaces) the node's cluster manifest, an encoded `Manifest` that the caller
+    /// has checked. Flushed.
+    pub fn put_manifest(&self, encoded: &[u8]) -> Result<()> {
+        if encoded.is_empty() || encoded.len() > MAX_MANIFEST_LEN {
+            return Err(Error::Invalid("manifest size"));
+        }
+        self.meta.insert(MANIFEST, encoded)?;
+        self.flush()
+    }
+
+    /// The manifest stored by [`Store::put_manifest`], if any.
+    pub fn manifest(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(MANIFEST)?.map(|v| v.to_vec()))
     }
 
     // ---- keys ------------------------------------------------------------------------

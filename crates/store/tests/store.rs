@@ -616,3 +616,21 @@ fn a_veto_is_kept_apart_from_the_enabled_flag_survives_reopen_and_only_a_lift_re
     assert!(matches!(store.veto("k", &"x".repeat(hyok_store::MAX_VETO_REASON + 1), 1), Err(Error::Invalid(_))));
     assert!(matches!(store.veto("k", "two\nlines", 1), Err(Error::Invalid(_))));
 }
+
+#[test]
+fn a_manifest_is_stored_replaced_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        assert_eq!(store.manifest().unwrap(), None);
+        store.put_manifest(b"first").unwrap();
+        store.put_manifest(b"second").unwrap();
+        assert!(matches!(store.put_manifest(b""), Err(Error::Invalid(_))));
+        assert!(matches!(
+            store.put_manifest(&vec![0; hyok_store::store::MAX_MANIFEST_LEN + 1]),
+            Err(Error::Invalid(_))
+        ));
+    }
+    let store = open(dir.path());
+    assert_eq!(store.manifest().unwrap().as_deref(), Some(&b"second"[..]));
+}

@@ -20,6 +20,8 @@
 //! - [`rsa`]: Shoup threshold RSA decryption with OAEP-SHA256 (DKE): dealer, node partials,
 //!   combine with the `y^e ≡ c` check, on crypto-bigint.
 //! - [`audit_head`]: a node's audit chain head signed with its audit key.
+//! - [`manifest`]: the pinned cluster [`Manifest`] (nodes, identity keys, `t`, coordinator
+//!   certificate keys), pure data with a canonical encoding.
 //! - [`encoding`]: the versioned wire format ([`Wire`]).
 //! - internal: `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
 //!   `ecies` (ECDH + HKDF key for encrypting to a node's transport or seal key), `lagrange` (interpolation in
@@ -39,6 +41,7 @@ mod feldman;
 pub mod kem;
 pub mod keys;
 mod lagrange;
+pub mod manifest;
 pub mod node_keys;
 pub mod partial;
 pub mod rsa;
@@ -52,5 +55,6 @@ pub use keys::{
     AuditPublicKey, AuditSecret, GroupPublicKey, IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage,
     SealPublicKey, SealSecret, TransportPublicKey, TransportSecret, VerificationKey,
 };
+pub use manifest::Manifest;
 pub use node_keys::{KeyBundle, NodeSecrets, SignedKeyBundle};
 pub use partial::{Opened, PartialEvaluation};

@@ -46,6 +46,14 @@ pub enum NodeError {
     Internal,
 }
 
+/// `2,5` for nodes 2 and 5 (`-` for none), for audit entries.
+fn ids(nodes: &[NodeId]) -> String {
+    if nodes.is_empty() {
+        return "-".into();
+    }
+    nodes.iter().map(|n| n.get().to_string()).collect::<Vec<_>>().join(",")
+}
+
 /// SHA-256 of `bytes`, for audit digests.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
@@ -511,8 +519,20 @@ impl Node {
         let Session::Round1(meta, secret) = self.take_session(&req.session_id)? else {
             return Err(NodeError::Precondition("DKG session is not at round 1".into()));
         };
-        let (secret, package) =
-            secret.receive(&packages, &mut rand::rng()).map_err(|e| NodeError::Precondition(e.to_string()))?;
+        let (secret, package) = match secret.receive(&packages, &mut rand::rng()) {
+            Ok(received) => received,
+            Err(e) => {
+                // The run dies here (a bad signature, a replayed ephemeral, …): say whom it blames.
+                let blamed = format!("culprits={}", ids(&e.culprits()));
+                let _ = self.audit(&[self.event(&meta.key_id, meta.version, "dkg:abort:round2", &blamed, "")]);
+                return Err(NodeError::Precondition(e.to_string()));
+            }
+        };
+        let accused: Vec<NodeId> = package.complaints().iter().map(|c| c.accused()).collect();
+        if !accused.is_empty() {
+            let what = format!("accused={}", ids(&accused));
+            self.audit(&[self.event(&meta.key_id, meta.version, "dkg:complaint", &what, "")])?;
+        }
         self.put_session(&req.session_id, Session::Round2(meta, Box::new(secret)))?;
         Ok(pb::DkgRound2Response { package: package.to_bytes() })
     }
@@ -523,7 +543,18 @@ impl Node {
         let Session::Round2(meta, secret) = self.take_session(&req.session_id)? else {
             return Err(NodeError::Precondition("DKG session is not at round 2".into()));
         };
-        let output = secret.finish(&packages).map_err(|e| NodeError::Precondition(e.to_string()))?;
+        let output = match secret.finish(&packages) {
+            Ok(output) => output,
+            Err(e) => {
+                let blamed = format!("culprits={}", ids(&e.culprits()));
+                let _ = self.audit(&[self.event(&meta.key_id, meta.version, "dkg:abort:finish", &blamed, "")]);
+                return Err(NodeError::Precondition(e.to_string()));
+            }
+        };
+        if !output.disqualified.is_empty() {
+            let what = format!("dealers={}", ids(&output.disqualified));
+            self.audit(&[self.event(&meta.key_id, meta.version, "dkg:disqualified", &what, "")])?;
+        }
         let package = output.package.to_bytes();
         self.store.ec().put_pending(
             &meta.key_id,
@@ -557,6 +588,7 @@ impl Node {
             if matches!(session, Session::Finished(_)) {
                 self.store.ec().remove_pending(&meta.key_id, meta.version)?;
             }
+            self.audit(&[self.event(&meta.key_id, meta.version, "dkg:abort", "", "")])?;
         }
         Ok(())
     }

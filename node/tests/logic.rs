@@ -363,3 +363,42 @@ async fn the_operator_socket_vetoes_lists_and_lifts_and_is_removed_on_stop() {
     assert!(!socket_path(&data_dir).exists(), "a clean stop removes the socket");
     assert!(request(&data_dir, &OperatorRequest::List).await.is_err(), "no node, no answer");
 }
+
+#[test]
+fn a_dkg_that_dies_on_a_replayed_package_is_audited_naming_the_dealer() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    let participants: Vec<pb::Participant> = nodes
+        .iter()
+        .map(|n| {
+            let id = n.identity().unwrap();
+            pb::Participant {
+                node_id: id.node_id,
+                identity_public_key: id.identity_public_key,
+                key_bundle: id.key_bundle,
+            }
+        })
+        .collect();
+    let session = b"session-tampered".to_vec();
+    let round1 = |n: &Node, session: &[u8]| {
+        let req = pb::DkgRound1Request {
+            session_id: session.to_vec(),
+            key_id: "tampered".into(),
+            version: 1,
+            threshold: 2,
+            participants: participants.clone(),
+            usages: vec![pb::KeyUsage::Encrypt as i32],
+            request_id: "create".into(),
+        };
+        n.dkg_round1(&req, "coordinator").unwrap().package
+    };
+    let mut r1: Vec<Vec<u8>> = nodes.iter().map(|n| round1(n, &session)).collect();
+    // The relay replays dealer 1's package from another run: well-formed, signed for that run.
+    r1[0] = round1(&nodes[0], b"another-session");
+    let refused = nodes[1].dkg_round2(&pb::DkgRound2Request { session_id: session.clone(), packages: r1 });
+    assert!(refused.is_err());
+    let audit = nodes[1].read_audit(1, 100).unwrap();
+    assert!(audit.iter().any(|e| e.operation == "dkg:abort:round2" && e.request_id == "culprits=1"), "{audit:?}");
+    // Nothing was stored.
+    assert!(nodes[1].key_state("tampered").is_err());
+}

@@ -358,6 +358,48 @@ async fn a_rogue_coordinator_cannot_start_a_dkg_that_disagrees_with_the_manifest
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_coordinator_replaying_a_dealer_package_from_an_earlier_run_is_refused_by_every_node() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let honest = participants(&rogue, 5).await;
+    let round1 = |session: &'static [u8]| pb::DkgRound1Request {
+        session_id: session.to_vec(),
+        key_id: "rogue-replay".into(),
+        version: 1,
+        threshold: 3,
+        participants: honest.clone(),
+        usages: vec![pb::KeyUsage::Encrypt as i32, pb::KeyUsage::Decrypt as i32],
+        request_id: "rogue-replay".into(),
+    };
+    // Run A, honest as far as round 1: the rogue relay keeps every dealer's package.
+    let mut run_a = Vec::new();
+    for id in 1..=5u16 {
+        run_a.push(rogue.node(id).await.dkg_round1(round1(b"run-A")).await.unwrap().into_inner().package);
+    }
+    // Run B: the same parameters, but the relay swaps in dealer 1's package (and so its
+    // ephemeral) from run A, hoping the others complain with values that open run A.
+    let mut run_b = Vec::new();
+    for id in 1..=5u16 {
+        run_b.push(rogue.node(id).await.dkg_round1(round1(b"run-B")).await.unwrap().into_inner().package);
+    }
+    run_b[0] = run_a[0].clone();
+    for id in 2..=5u16 {
+        let request = pb::DkgRound2Request { session_id: b"run-B".to_vec(), packages: run_b.clone() };
+        let refused = rogue.node(id).await.dkg_round2(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "node {id}: {refused:?}");
+        let state = rogue.node(id).await.get_key_state(pb::GetKeyStateRequest { key_id: "rogue-replay".into() }).await;
+        assert_eq!(state.unwrap_err().code(), tonic::Code::NotFound, "node {id}: nothing stored");
+        let audit = rogue.audit(id).await;
+        assert!(
+            audit.iter().any(|e| e.operation == "dkg:abort:round2" && e.request_id == "culprits=1"),
+            "node {id} names dealer 1: {audit:?}"
+        );
+        // No complaint was filed: nothing that could open run A was published.
+        assert!(!audit.iter().any(|e| e.operation == "dkg:complaint"), "node {id}");
+    }
+}
+
 /// A certificate for the coordinator role freshly minted with the cluster CA key (in a scratch
 /// directory, beside a copy of the CA): valid under the CA, but its key is not the pinned one.
 fn minted_coordinator(cluster: &Cluster, scratch: &std::path::Path) -> TlsFiles {

@@ -36,8 +36,9 @@ fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {
     create_key_version(nodes, key_id, 1, t)
 }
 
-fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> PublicKeyPackage {
-    let participants: Vec<pb::Participant> = nodes
+/// Every node's DKG participant entry, as each node publishes it.
+fn participants(nodes: &[Node]) -> Vec<pb::Participant> {
+    nodes
         .iter()
         .map(|n| {
             let id = n.identity().unwrap();
@@ -47,7 +48,11 @@ fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> Pub
                 key_bundle: id.key_bundle,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> PublicKeyPackage {
+    let participants = participants(nodes);
     let session = b"session-1".to_vec();
     let r1: Vec<Vec<u8>> = nodes
         .iter()
@@ -368,17 +373,7 @@ async fn the_operator_socket_vetoes_lists_and_lifts_and_is_removed_on_stop() {
 fn a_dkg_that_dies_on_a_replayed_package_is_audited_naming_the_dealer() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = nodes(dir.path(), 3);
-    let participants: Vec<pb::Participant> = nodes
-        .iter()
-        .map(|n| {
-            let id = n.identity().unwrap();
-            pb::Participant {
-                node_id: id.node_id,
-                identity_public_key: id.identity_public_key,
-                key_bundle: id.key_bundle,
-            }
-        })
-        .collect();
+    let participants = participants(&nodes);
     let session = b"session-tampered".to_vec();
     let round1 = |n: &Node, session: &[u8]| {
         let req = pb::DkgRound1Request {

@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-pub use hyok_proto::{REASON_HEADER, Reason};
+pub use hyok_proto::Reason;
 
 /// Why a KeyVault request failed. Messages never carry key material or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,7 +57,7 @@ impl From<CoordError> for Status {
     fn from(e: CoordError) -> Self {
         let message = e.to_string();
         let reason = e.reason();
-        let mut status = match e {
+        let status = match e {
             CoordError::Invalid(_) => Status::invalid_argument(message),
             CoordError::NotFound(_) | CoordError::VersionNotFound(_) => Status::not_found(message),
             CoordError::Exists(_) => Status::already_exists(message),
@@ -68,9 +68,9 @@ impl From<CoordError> for Status {
             CoordError::DataLoss => Status::data_loss(message),
             CoordError::Internal(_) => Status::internal(message),
         };
-        if let Some(reason) = reason {
-            status.metadata_mut().insert(REASON_HEADER, tonic::metadata::MetadataValue::from_static(reason.as_str()));
+        match reason {
+            Some(reason) => reason.attach(status),
+            None => status,
         }
-        status
     }
 }

@@ -508,11 +508,7 @@ mod tests {
 
     #[test]
     fn refusals_as_statuses_and_as_items_mean_the_same() {
-        let mut disabled = Status::failed_precondition("disabled");
-        disabled.metadata_mut().insert(
-            hyok_proto::REASON_HEADER,
-            tonic::metadata::MetadataValue::from_static(hyok_proto::Reason::KeyDisabled.as_str()),
-        );
+        let disabled = hyok_proto::Reason::KeyDisabled.attach(Status::failed_precondition("disabled"));
         assert!(matches!(Miss::of_status(&disabled), Miss::Refused(Refusal::Disabled, _)));
         assert!(matches!(
             Miss::of_item(pb::item_error::Code::Disabled, String::new()),

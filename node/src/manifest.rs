@@ -203,7 +203,9 @@ impl Node {
     /// manifest pins — the CA key or the admin certificate is not enough; without one, any
     /// admitted caller (a node that predates manifests keeps serving its keys).
     pub fn caller_pinned(&self, coordinator: bool, spki: Option<&SpkiHash>) -> bool {
-        match self.manifest() {
+        // On every mutating call (EvaluateBatch among them): read in place, no copy of the manifest.
+        let Ok(slot) = self.manifest_slot().read() else { return false };
+        match slot.as_ref() {
             None => true,
             Some(m) => coordinator && spki.is_some_and(|s| m.pins_coordinator(s)),
         }

@@ -21,14 +21,7 @@ impl From<NodeError> for Status {
             NodeError::Invalid(m) => Status::invalid_argument(m),
             NodeError::NotFound(m) => Status::not_found(m),
             NodeError::Precondition(m) => Status::failed_precondition(m),
-            NodeError::Disabled(m) => {
-                let mut status = Status::failed_precondition(m);
-                status.metadata_mut().insert(
-                    hyok_proto::REASON_HEADER,
-                    tonic::metadata::MetadataValue::from_static(hyok_proto::Reason::KeyDisabled.as_str()),
-                );
-                status
-            }
+            NodeError::Disabled(m) => hyok_proto::Reason::KeyDisabled.attach(Status::failed_precondition(m)),
             NodeError::Exists(m) => Status::already_exists(m),
             NodeError::Manifest(m) => Status::failed_precondition(format!("refused by the cluster manifest: {m}")),
             NodeError::Internal => Status::internal("internal error"),

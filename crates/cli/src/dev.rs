@@ -475,13 +475,8 @@ mod tests {
     use super::*;
     use hyok_threshold::NodeId;
 
-    fn installs(id: u16, data_dir: &Path) -> usize {
-        let node = hyok_node::server::open(NodeId::new(id).unwrap(), data_dir).unwrap();
-        node.read_audit(1, 100).unwrap().iter().filter(|e| e.operation == "manifest:install").count()
-    }
-
-    #[test]
-    fn the_manifest_names_every_node_and_the_coordinator_and_is_installed_where_missing_once() {
+    /// A scratch directory with a PKI and three initialized (stopped) nodes.
+    fn three_nodes() -> (tempfile::TempDir, Pki, Vec<(u16, PathBuf)>) {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path().join("pki"));
         pki.init(&[1, 2, 3], &[]).unwrap();
@@ -489,6 +484,17 @@ mod tests {
         for (_, d) in &nodes {
             hyok_node::server::init(d).unwrap();
         }
+        (dir, pki, nodes)
+    }
+
+    fn installs(id: u16, data_dir: &Path) -> usize {
+        let node = hyok_node::server::open(NodeId::new(id).unwrap(), data_dir).unwrap();
+        node.read_audit(1, 100).unwrap().iter().filter(|e| e.operation == "manifest:install").count()
+    }
+
+    #[test]
+    fn the_manifest_names_every_node_and_the_coordinator_and_is_installed_where_missing_once() {
+        let (dir, pki, nodes) = three_nodes();
         let path = dir.path().join(MANIFEST_FILE);
         let coordinator = pki.identity(Role::Coordinator).cert;
         // An operators' copy already written (say, by an earlier run that stopped before
@@ -515,13 +521,7 @@ mod tests {
 
     #[test]
     fn a_first_run_writes_the_manifest_from_each_nodes_own_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new(dir.path().join("pki"));
-        pki.init(&[1, 2, 3], &[]).unwrap();
-        let nodes: Vec<(u16, PathBuf)> = (1..=3).map(|id| (id, dir.path().join(format!("node-{id}")))).collect();
-        for (_, d) in &nodes {
-            hyok_node::server::init(d).unwrap();
-        }
+        let (dir, pki, nodes) = three_nodes();
         let path = dir.path().join(MANIFEST_FILE);
         let coordinator = pki.identity(Role::Coordinator).cert;
         let m = install_manifest(&path, &coordinator, 2, &nodes, "test").unwrap();

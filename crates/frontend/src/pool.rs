@@ -139,26 +139,16 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn with_reason(mut status: tonic::Status, reason: Reason) -> tonic::Status {
-        status
-            .metadata_mut()
-            .insert(hyok_proto::REASON_HEADER, tonic::metadata::MetadataValue::from_static(reason.as_str()));
-        status
-    }
-
     #[test]
     fn coordinator_statuses_map_to_backend_errors() {
         let cases = [
-            (with_reason(tonic::Status::not_found("x"), Reason::KeyNotFound), BackendError::KeyNotFound),
+            (Reason::KeyNotFound.attach(tonic::Status::not_found("x")), BackendError::KeyNotFound),
             (tonic::Status::not_found("x"), BackendError::KeyNotFound),
-            (with_reason(tonic::Status::not_found("x"), Reason::VersionNotFound), BackendError::VersionNotFound),
+            (Reason::VersionNotFound.attach(tonic::Status::not_found("x")), BackendError::VersionNotFound),
             (tonic::Status::invalid_argument("x"), BackendError::Malformed),
             (tonic::Status::data_loss("x"), BackendError::DecryptionFailed),
-            (with_reason(tonic::Status::failed_precondition("x"), Reason::KeyDisabled), BackendError::Disabled),
-            (
-                with_reason(tonic::Status::failed_precondition("x"), Reason::UsageNotAllowed),
-                BackendError::UsageNotAllowed,
-            ),
+            (Reason::KeyDisabled.attach(tonic::Status::failed_precondition("x")), BackendError::Disabled),
+            (Reason::UsageNotAllowed.attach(tonic::Status::failed_precondition("x")), BackendError::UsageNotAllowed),
             (tonic::Status::unavailable("x"), BackendError::Unavailable),
             (tonic::Status::deadline_exceeded("x"), BackendError::Unavailable),
             (tonic::Status::resource_exhausted("x"), BackendError::Unavailable),

@@ -82,6 +82,12 @@ impl Reason {
         }
     }
 
+    /// `status` carrying this reason (the one place the metadata entry is written).
+    pub fn attach(self, mut status: tonic::Status) -> tonic::Status {
+        status.metadata_mut().insert(REASON_HEADER, tonic::metadata::MetadataValue::from_static(self.as_str()));
+        status
+    }
+
     /// The reason a status carries, if any.
     pub fn of(status: &tonic::Status) -> Option<Reason> {
         let value = status.metadata().get(REASON_HEADER)?.to_str().ok()?;
@@ -97,8 +103,7 @@ mod tests {
     #[test]
     fn reasons_round_trip_through_status_metadata() {
         for reason in Reason::ALL {
-            let mut status = tonic::Status::failed_precondition("x");
-            status.metadata_mut().insert(REASON_HEADER, tonic::metadata::MetadataValue::from_static(reason.as_str()));
+            let status = reason.attach(tonic::Status::failed_precondition("x"));
             assert_eq!(Reason::of(&status), Some(reason));
         }
         assert_eq!(Reason::of(&tonic::Status::not_found("x")), None);

@@ -163,27 +163,20 @@ mod tests {
     use hyok_frontend::pool::map_status;
     use hyok_proto::Reason;
 
-    fn with_reason(mut status: tonic::Status, reason: Reason) -> tonic::Status {
-        status
-            .metadata_mut()
-            .insert(hyok_proto::REASON_HEADER, tonic::metadata::MetadataValue::from_static(reason.as_str()));
-        status
-    }
-
     fn mapped(status: &tonic::Status, call: Call) -> XksError {
         xks_error(map_status(status), call, "k")
     }
 
     #[test]
     fn coordinator_statuses_become_the_xks_errors_kms_expects() {
-        let disabled = with_reason(tonic::Status::failed_precondition("x"), Reason::KeyDisabled);
+        let disabled = Reason::KeyDisabled.attach(tonic::Status::failed_precondition("x"));
         assert!(matches!(mapped(&disabled, Call::Encrypt), XksError::InvalidState(_)));
-        let usage = with_reason(tonic::Status::failed_precondition("x"), Reason::UsageNotAllowed);
+        let usage = Reason::UsageNotAllowed.attach(tonic::Status::failed_precondition("x"));
         assert!(matches!(mapped(&usage, Call::Decrypt), XksError::InvalidKeyUsage(_)));
-        let version = with_reason(tonic::Status::not_found("x"), Reason::VersionNotFound);
+        let version = Reason::VersionNotFound.attach(tonic::Status::not_found("x"));
         assert!(matches!(mapped(&version, Call::Decrypt), XksError::InvalidCiphertext(_)));
         assert!(matches!(mapped(&version, Call::Key), XksError::KeyNotFound(_)));
-        let key = with_reason(tonic::Status::not_found("x"), Reason::KeyNotFound);
+        let key = Reason::KeyNotFound.attach(tonic::Status::not_found("x"));
         assert!(matches!(mapped(&key, Call::Decrypt), XksError::KeyNotFound(_)));
         assert!(matches!(mapped(&tonic::Status::data_loss("x"), Call::Decrypt), XksError::InvalidCiphertext(_)));
         assert!(matches!(mapped(&tonic::Status::invalid_argument("x"), Call::Decrypt), XksError::InvalidCiphertext(_)));

@@ -28,6 +28,9 @@ pub enum CoordError {
     /// Any other failed precondition.
     #[error("{0}")]
     Precondition(String),
+    /// The request carries no evidence, or the nodes refused it.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// Fewer than t nodes answered in time.
     #[error("{0}")]
     Unavailable(String),
@@ -64,6 +67,7 @@ impl From<CoordError> for Status {
             CoordError::Disabled(_) | CoordError::UsageNotAllowed(_) | CoordError::Precondition(_) => {
                 Status::failed_precondition(message)
             }
+            CoordError::PermissionDenied(_) => Status::permission_denied(message),
             CoordError::Unavailable(_) => Status::unavailable(message),
             CoordError::DataLoss => Status::data_loss(message),
             CoordError::Internal(_) => Status::internal(message),

@@ -248,6 +248,8 @@ enum Refusal {
     Disabled,
     UsageNotAllowed,
     Invalid,
+    /// The node's policy does not accept the request's evidence.
+    Denied,
     Other,
 }
 
@@ -259,6 +261,7 @@ impl Refusal {
             Refusal::Disabled => "disabled",
             Refusal::UsageNotAllowed => "usage_not_allowed",
             Refusal::Invalid => "invalid",
+            Refusal::Denied => "permission_denied",
             Refusal::Other => "other",
         }
     }
@@ -280,6 +283,7 @@ impl Miss {
             Code::Disabled => Refusal::Disabled,
             Code::UsageNotAllowed => Refusal::UsageNotAllowed,
             Code::Invalid => Refusal::Invalid,
+            Code::PermissionDenied => Refusal::Denied,
             _ => Refusal::Other,
         };
         Miss::Refused(refusal, message)
@@ -290,6 +294,7 @@ impl Miss {
         match status.code() {
             tonic::Code::NotFound => Miss::Refused(Refusal::NotFound, message),
             tonic::Code::InvalidArgument => Miss::Refused(Refusal::Invalid, message),
+            tonic::Code::PermissionDenied => Miss::Refused(Refusal::Denied, message),
             tonic::Code::FailedPrecondition => match hyok_proto::Reason::of(status) {
                 Some(hyok_proto::Reason::KeyDisabled) => Miss::Refused(Refusal::Disabled, message),
                 Some(hyok_proto::Reason::UsageNotAllowed) => Miss::Refused(Refusal::UsageNotAllowed, message),
@@ -451,6 +456,11 @@ fn shortfall(need: usize, got: usize, misses: &[(NodeId, Miss)], retried: bool) 
         return CoordError::Invalid((*msg).to_owned());
     }
     if refusals.len() == misses.len() && !refusals.is_empty() {
+        // The evidence decides before anything else: a node refuses a request it does not
+        // cover before it looks at the key.
+        if any(Refusal::Denied).is_some() {
+            return CoordError::PermissionDenied(format!("the nodes refused the request's evidence: {summary}"));
+        }
         if any(Refusal::Disabled).is_some() {
             return CoordError::Disabled(format!("key is disabled on too many nodes: {summary}"));
         }

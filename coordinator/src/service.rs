@@ -95,7 +95,10 @@ impl pb::key_vault_server::KeyVault for VaultService {
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
-        let d = self.vault.encrypt_detached(&r.key_id, &r.plaintext, &r.aad, &r.request_id, deadline).await?;
+        let d = self
+            .vault
+            .encrypt_detached(&r.key_id, &r.plaintext, &r.aad, &r.request_id, r.evidence.as_ref(), deadline)
+            .await?;
         let blob = Blob { version: d.version, seed: d.seed, ciphertext: d.ciphertext, tag: d.tag };
         Ok(Response::new(pb::EncryptResponse { ciphertext: blob.to_bytes(), version: d.version }))
     }
@@ -115,6 +118,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
                 &blob.tag,
                 &r.aad,
                 &r.request_id,
+                r.evidence.as_ref(),
                 deadline,
             )
             .await?;
@@ -128,7 +132,10 @@ impl pb::key_vault_server::KeyVault for VaultService {
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
-        let d = self.vault.encrypt_detached(&r.key_id, &r.plaintext, &r.aad, &r.request_id, deadline).await?;
+        let d = self
+            .vault
+            .encrypt_detached(&r.key_id, &r.plaintext, &r.aad, &r.request_id, r.evidence.as_ref(), deadline)
+            .await?;
         Ok(Response::new(pb::EncryptDetachedResponse {
             seed: d.seed.to_vec(),
             ciphertext: d.ciphertext,
@@ -146,7 +153,17 @@ impl pb::key_vault_server::KeyVault for VaultService {
         let r = req.into_inner();
         let plaintext = self
             .vault
-            .decrypt_detached(&r.key_id, r.version, &r.seed, &r.ciphertext, &r.tag, &r.aad, &r.request_id, deadline)
+            .decrypt_detached(
+                &r.key_id,
+                r.version,
+                &r.seed,
+                &r.ciphertext,
+                &r.tag,
+                &r.aad,
+                &r.request_id,
+                r.evidence.as_ref(),
+                deadline,
+            )
             .await?;
         Ok(Response::new(pb::DecryptResponse { plaintext: take_plaintext(plaintext), version: r.version }))
     }
@@ -180,7 +197,10 @@ impl pb::key_vault_server::KeyVault for VaultService {
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
-        let data_key = self.vault.unwrap(&r.key_id, r.version, &r.wrapped, &r.label, &r.request_id, deadline).await?;
+        let data_key = self
+            .vault
+            .unwrap(&r.key_id, r.version, &r.wrapped, &r.label, &r.request_id, r.evidence.as_ref(), deadline)
+            .await?;
         Ok(Response::new(pb::UnwrapResponse { data_key: take_plaintext(data_key) }))
     }
 
@@ -229,7 +249,10 @@ impl pb::key_vault_server::KeyVault for VaultService {
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
-        let plaintext = self.vault.rsa_decrypt(&r.name, r.version, &r.ciphertext, &r.request_id, deadline).await?;
+        let plaintext = self
+            .vault
+            .rsa_decrypt(&r.name, r.version, &r.ciphertext, &r.request_id, r.evidence.as_ref(), deadline)
+            .await?;
         Ok(Response::new(pb::RsaDecryptResponse { plaintext: take_plaintext(plaintext) }))
     }
 

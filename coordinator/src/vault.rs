@@ -12,7 +12,6 @@ use hyok_threshold::aead::{self, TAG_LEN};
 use hyok_threshold::dprf::{self, DprfInput, SEED_LEN};
 use hyok_threshold::kem::{self, WrappedKey};
 use hyok_threshold::{Error as ThresholdError, PartialEvaluation, Wire};
-use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -67,22 +66,28 @@ fn require_usage(view: &KeyView, usage: pb::KeyUsage) -> Result<(), CoordError> 
     }
 }
 
-/// A fresh encryption nonce, hedged: SHA-256 over 32 random bytes, the plaintext and the AAD.
-/// A failing RNG then repeats a (key, seed) only for the same plaintext and AAD — the same
-/// ciphertext again, never two plaintexts under one AES-GCM key and nonce.
-fn hedged_nonce(plaintext: &[u8], aad: &[u8]) -> [u8; SEED_LEN] {
-    use sha2::{Digest, Sha256};
-    let mut random = Zeroizing::new([0u8; 32]);
-    rand::rng().fill_bytes(random.as_mut());
-    let mut h = Sha256::new();
-    h.update(b"hyok/v1/coordinator/encryption-nonce");
-    h.update(*random);
-    h.update((plaintext.len() as u64).to_be_bytes());
-    h.update(plaintext);
-    h.update(aad);
-    let mut nonce = [0u8; SEED_LEN];
-    nonce.copy_from_slice(&h.finalize()[..SEED_LEN]);
-    nonce
+/// The request's evidence, which the nodes verify; the coordinator refuses a request without
+/// any at once.
+pub(crate) fn required(evidence: Option<&pb::Evidence>) -> Result<&pb::Evidence, CoordError> {
+    evidence.filter(|e| e.kind.is_some()).ok_or_else(|| {
+        CoordError::PermissionDenied(
+            "the request carries no evidence (a signed XKS request, a DKE token or a caller signature): every node \
+             refuses it"
+                .into(),
+        )
+    })
+}
+
+/// The DPRF nonce of an encryption, as its evidence fixes it (every node derives the same one),
+/// after checking what the coordinator can: a caller's signed digest of the plaintext and AAD.
+fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Result<[u8; SEED_LEN], CoordError> {
+    if let Some(pb::evidence::Kind::Caller(c)) = &evidence.kind
+        && c.content_digest.as_slice() != hyok_evidence::caller::content_digest(plaintext, aad).as_slice()
+    {
+        return Err(CoordError::PermissionDenied("the caller signed another plaintext or AAD".into()));
+    }
+    hyok_evidence::encryption_nonce(evidence)
+        .ok_or_else(|| CoordError::PermissionDenied("the request's evidence is not for an encryption".into()))
 }
 
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
@@ -136,23 +141,26 @@ impl Vault {
         plaintext: &[u8],
         aad: &[u8],
         request_id: &str,
+        evidence: Option<&pb::Evidence>,
         deadline: Instant,
     ) -> Result<Detached, CoordError> {
         check_len("plaintext", plaintext.len(), MAX_PLAINTEXT)?;
         check_len("aad", aad.len(), MAX_AAD)?;
+        let evidence = required(evidence)?;
+        let nonce = encryption_nonce(evidence, plaintext, aad)?;
         let view = self.view(key_id, deadline).await?;
         require_usage(&view, pb::KeyUsage::Encrypt)?;
         let primary = view.primary().ok_or_else(|| CoordError::NotFound(format!("key {key_id} has no version")))?;
-        let nonce = hedged_nonce(plaintext, aad);
         let seed = dprf::encryption_seed(key_id, primary.version, &nonce);
         let input = input(key_id, primary.version, seed)?;
-        // The nodes derive the same seed from the nonce themselves.
+        // The nodes derive the same nonce from the evidence, and the seed from it, themselves.
         let item = pb::EvaluateItem {
             key_id: key_id.to_owned(),
             version: primary.version,
             seed: nonce.to_vec(),
             operation: pb::Operation::Encrypt as i32,
             request_id: request_id.to_owned(),
+            evidence: Some(evidence.clone()),
         };
         // Encryption has no check on its result, so every partial used is verified first
         // (one batch verification), and only valid ones are combined.
@@ -203,9 +211,11 @@ impl Vault {
         tag: &[u8],
         aad: &[u8],
         request_id: &str,
+        evidence: Option<&pb::Evidence>,
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, CoordError> {
         check_len("ciphertext", ciphertext.len(), MAX_PLAINTEXT)?;
+        let evidence = required(evidence)?;
         check_len("aad", aad.len(), MAX_AAD)?;
         let seed: [u8; SEED_LEN] =
             seed.try_into().map_err(|_| CoordError::Invalid(format!("seed must be {SEED_LEN} bytes")))?;
@@ -218,12 +228,24 @@ impl Vault {
         require_usage(&view, pb::KeyUsage::Decrypt)?;
         let trusted = view.versions.get(&version).ok_or(CoordError::Internal("version vanished".into()))?;
         let input = input(key_id, version, seed)?;
+        // An encryption's own evidence opens only what that encryption made (hyok-xks proves a
+        // fresh ciphertext decrypts this way): the nodes evaluate the encryption again.
+        let (operation, given) = match hyok_evidence::encryption_nonce(evidence) {
+            Some(nonce) if dprf::encryption_seed(key_id, version, &nonce) == seed => (pb::Operation::Encrypt, nonce),
+            Some(_) => {
+                return Err(CoordError::PermissionDenied(
+                    "the request's evidence is for an encryption of another ciphertext".into(),
+                ));
+            }
+            None => (pb::Operation::Decrypt, seed),
+        };
         let item = pb::EvaluateItem {
             key_id: key_id.to_owned(),
             version,
-            seed: seed.to_vec(),
-            operation: pb::Operation::Decrypt as i32,
+            seed: given.to_vec(),
+            operation: operation as i32,
             request_id: request_id.to_owned(),
+            evidence: Some(evidence.clone()),
         };
         gather(
             &self.pool,
@@ -265,8 +287,10 @@ impl Vault {
         wrapped: &[u8],
         label: &[u8],
         request_id: &str,
+        evidence: Option<&pb::Evidence>,
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, CoordError> {
+        let evidence = required(evidence)?;
         let parsed = WrappedKey::from_bytes(wrapped).map_err(|e| CoordError::Invalid(e.to_string()))?;
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
@@ -284,6 +308,7 @@ impl Vault {
             wrapped: wrapped.to_vec(),
             label: label.to_vec(),
             request_id: request_id.to_owned(),
+            evidence: Some(evidence.clone()),
         };
         gather(
             &self.pool,

@@ -13,6 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("hyok_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // Evidence carries credentials (bearer tokens, signed requests): its Debug is written by hand
+    // (crates/proto/src/lib.rs) and says only which kind it is.
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .skip_debug(["hyok.v1.Evidence"])
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -73,6 +73,32 @@ pub enum NodeCommand {
         #[command(subcommand)]
         command: ManifestCommand,
     },
+    /// As this node's operator: install or show this node's evidence policy — which XKS key
+    /// stores, DKE token issuers and gRPC caller keys may use which key (through the operator
+    /// socket while the node runs, else directly against its stopped store).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+/// `hyok-node policy …`.
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Install (or replace) the policy in FILE (TOML, see `hyok_evidence::policy`; the
+    /// credentials and JWKS files it names are read now and stored with it). Stored sealed,
+    /// flushed and audited (`policy:install`); in force at once.
+    Install {
+        #[command(flatten)]
+        at: OperatorAt,
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Print the policy in force (secrets redacted) and its digest.
+    Show {
+        #[command(flatten)]
+        at: OperatorAt,
+    },
 }
 
 /// `hyok-node manifest …`.
@@ -108,7 +134,8 @@ impl NodeCommand {
             NodeCommand::Veto { at, .. }
             | NodeCommand::Lift { at, .. }
             | NodeCommand::Vetoes { at }
-            | NodeCommand::Manifest { command: ManifestCommand::Install { at, .. } | ManifestCommand::Show { at } } => {
+            | NodeCommand::Manifest { command: ManifestCommand::Install { at, .. } | ManifestCommand::Show { at } }
+            | NodeCommand::Policy { command: PolicyCommand::Install { at, .. } | PolicyCommand::Show { at } } => {
                 Some(at)
             }
             NodeCommand::Init { .. } | NodeCommand::Run { .. } => None,
@@ -129,8 +156,11 @@ async fn operator(at: &OperatorAt, request: crate::operator::OperatorRequest) ->
             }
             "vetoed"
         }
-        crate::operator::OperatorRequest::ManifestInstall { .. } | crate::operator::OperatorRequest::ManifestShow => {
-            anyhow::bail!("manifest requests go through `manifest`")
+        crate::operator::OperatorRequest::ManifestInstall { .. }
+        | crate::operator::OperatorRequest::ManifestShow
+        | crate::operator::OperatorRequest::PolicyInstall { .. }
+        | crate::operator::OperatorRequest::PolicyShow => {
+            anyhow::bail!("manifest and policy requests go through `manifest` and `policy`")
         }
     };
     for v in vetoes {
@@ -215,6 +245,50 @@ async fn manifest(command: ManifestCommand) -> Result<()> {
     Ok(())
 }
 
+async fn policy(command: PolicyCommand) -> Result<()> {
+    let (PolicyCommand::Install { at, .. } | PolicyCommand::Show { at }) = &command;
+    let Some(data_dir) = at.data_dir.clone() else {
+        anyhow::bail!("--data-dir DIR is required (the node's data directory)")
+    };
+    let running = node_running(&data_dir).await;
+    let shown = match command {
+        PolicyCommand::Install { file, .. } => {
+            let policy = hyok_evidence::policy::PolicyFile::load(&file)?;
+            if running {
+                #[cfg(unix)]
+                {
+                    let request = crate::operator::OperatorRequest::PolicyInstall { policy };
+                    crate::operator::exchange_policy(&data_dir, &request).await?
+                }
+                #[cfg(not(unix))]
+                unreachable!()
+            } else {
+                let (id, digest) = crate::server::install_policy(&data_dir, &policy, "local-operator:offline")?;
+                eprintln!("installed in the store of node {} (not running)", id.map_or("?".to_owned(), |i| i.to_string()));
+                Some(crate::operator::PolicyShown { digest: hex::encode(digest), policy: policy.redacted() })
+            }
+        }
+        PolicyCommand::Show { .. } => {
+            if running {
+                #[cfg(unix)]
+                {
+                    crate::operator::exchange_policy(&data_dir, &crate::operator::OperatorRequest::PolicyShow).await?
+                }
+                #[cfg(not(unix))]
+                unreachable!()
+            } else {
+                crate::server::stored_policy(&data_dir)?
+                    .map(|(digest, p)| crate::operator::PolicyShown { digest: hex::encode(digest), policy: p.redacted() })
+            }
+        }
+    };
+    match shown {
+        Some(s) => println!("policy {}\n{}", s.digest, serde_json::to_string_pretty(&s.policy)?),
+        None => println!("no evidence policy installed"),
+    }
+    Ok(())
+}
+
 /// Runs one subcommand to completion (`run`: until Ctrl-C or SIGTERM).
 pub async fn execute(command: NodeCommand) -> Result<()> {
     match command {
@@ -280,6 +354,7 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
         #[cfg(unix)]
         NodeCommand::Vetoes { at } => operator(&at, crate::operator::OperatorRequest::List).await?,
         NodeCommand::Manifest { command } => manifest(command).await?,
+        NodeCommand::Policy { command } => policy(command).await?,
         #[cfg(not(unix))]
         NodeCommand::Veto { at, .. } | NodeCommand::Lift { at, .. } | NodeCommand::Vetoes { at } => {
             operator(&at, ()).await?

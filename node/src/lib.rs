@@ -16,6 +16,7 @@
 //! - `metrics`: operations, refusals, audit log length, key and version counts.
 
 pub mod cli;
+pub mod evidence;
 pub mod keys;
 pub mod manifest;
 mod metrics;

@@ -3,6 +3,7 @@
 
 use crate::keys::{KeyCache, KeyError};
 use crate::rsa::RsaKeyCache;
+use hyok_evidence::policy::Request;
 use hyok_proto::v1 as pb;
 use hyok_store::{AuditEvent, Store, Usages};
 use hyok_threshold::Manifest;
@@ -41,6 +42,9 @@ pub enum NodeError {
     /// The request disagrees with this node's cluster manifest, or none is installed.
     #[error("refused by the cluster manifest: {0}")]
     Manifest(String),
+    /// The requester's evidence is missing or does not cover the request.
+    #[error("permission denied: {0}")]
+    Denied(String),
     /// Storage or internal failure (details are logged, not returned).
     #[error("internal error")]
     Internal,
@@ -70,6 +74,7 @@ impl NodeError {
             NodeError::Disabled(_) => "disabled",
             NodeError::Exists(_) => "exists",
             NodeError::Manifest(_) => "manifest",
+            NodeError::Denied(_) => "permission_denied",
             NodeError::Internal => "internal",
         }
     }
@@ -159,6 +164,8 @@ pub struct Node {
     sessions: Mutex<Sessions>,
     /// The pinned cluster manifest (see [`crate::manifest`]); `None` until the operator installs one.
     manifest: RwLock<Option<Manifest>>,
+    /// The operator's evidence policy and the caller signatures seen (see [`crate::evidence`]).
+    evidence: crate::evidence::Evidence,
 }
 
 impl std::fmt::Debug for Node {
@@ -212,6 +219,7 @@ impl Node {
             }
         };
         let key_bundle = secrets.key_bundle(id, &mut rand::rng()).to_bytes();
+        let evidence = crate::evidence::Evidence::load(&store)?;
         Ok(Node {
             id,
             secrets,
@@ -221,7 +229,12 @@ impl Node {
             rsa_keys: RsaKeyCache::default(),
             sessions: Mutex::new((Vec::new(), HashMap::new())),
             manifest: RwLock::new(manifest),
+            evidence,
         })
+    }
+
+    pub(crate) fn evidence(&self) -> &crate::evidence::Evidence {
+        &self.evidence
     }
 
     pub(crate) fn manifest_slot(&self) -> &RwLock<Option<Manifest>> {
@@ -298,20 +311,29 @@ impl Node {
             let r = (|| {
                 let given: [u8; 16] =
                     item.seed.as_slice().try_into().map_err(|_| invalid_item("seed must be 16 bytes"))?;
-                // An encryption is evaluated on a seed this node derives from the caller's nonce,
-                // so ENCRYPT can never be steered onto an existing ciphertext's seed; only
-                // DECRYPT evaluates on the seed as given.
-                let (usage, op, seed) = match pb::Operation::try_from(item.operation) {
-                    Ok(pb::Operation::Encrypt) => {
+                let operation = pb::Operation::try_from(item.operation)
+                    .ok()
+                    .filter(|o| *o != pb::Operation::Unspecified)
+                    .ok_or_else(|| invalid_item("operation must be ENCRYPT or DECRYPT"))?;
+                // Nothing is computed for a request the requester's own evidence does not cover.
+                let request =
+                    Request::Evaluate { key_id: &item.key_id, version: item.version, seed: &given, operation };
+                let grant = self.authorize(&request, item.evidence.as_ref())?;
+                // An encryption is evaluated on a seed this node derives from the nonce (which the
+                // evidence fixes), so ENCRYPT can never be steered onto an existing ciphertext's
+                // seed; only DECRYPT evaluates on the seed as given.
+                let (usage, op, seed) = match operation {
+                    pb::Operation::Encrypt => {
                         (Usages::ENCRYPT, "evaluate:encrypt", dprf::encryption_seed(&item.key_id, item.version, &given))
                     }
-                    Ok(pb::Operation::Decrypt) => (Usages::DECRYPT, "evaluate:decrypt", given),
-                    _ => return Err(invalid_item("operation must be ENCRYPT or DECRYPT")),
+                    _ => (Usages::DECRYPT, "evaluate:decrypt", given),
                 };
                 let input = DprfInput::new(&item.key_id, item.version, seed).map_err(|_| invalid_item("bad key id"))?;
                 let loaded = self.keys.usable(&self.store, &item.key_id, item.version, usage).map_err(item_error)?;
+                self.consume(&grant)?;
                 let partial = dprf::evaluate(&loaded.share, &input, &mut rng);
-                events.push(self.event(&item.key_id, item.version, op, &item.request_id, caller).with_digest(&seed));
+                let who = format!("{caller} for {}", grant.principal);
+                events.push(self.event(&item.key_id, item.version, op, &item.request_id, &who).with_digest(&seed));
                 Ok(partial.to_bytes())
             })();
             if let Err(e) = &r {
@@ -356,15 +378,24 @@ impl Node {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let r = (|| {
+                let request = Request::Unwrap {
+                    key_id: &item.key_id,
+                    version: item.version,
+                    wrapped: &item.wrapped,
+                    label: &item.label,
+                };
+                let grant = self.authorize(&request, item.evidence.as_ref())?;
                 let wrapped =
                     WrappedKey::from_bytes(&item.wrapped).map_err(|_| invalid_item("malformed wrapped key"))?;
                 let loaded =
                     self.keys.usable(&self.store, &item.key_id, item.version, Usages::UNWRAP).map_err(item_error)?;
+                self.consume(&grant)?;
                 let partial =
                     kem::partial_unwrap(&loaded.share, loaded.package.group_key(), &wrapped, &item.label, &mut rng)
                         .map_err(|_| invalid_item("wrapped key proof does not verify for this key and label"))?;
+                let who = format!("{caller} for {}", grant.principal);
                 events.push(
-                    self.event(&item.key_id, item.version, "unwrap", &item.request_id, caller)
+                    self.event(&item.key_id, item.version, "unwrap", &item.request_id, &who)
                         .with_digest(&sha256(&item.wrapped)),
                 );
                 Ok(partial.to_bytes())

@@ -1,6 +1,6 @@
 //! The node-local operator endpoint: a Unix domain socket, `DATA_DIR/operator.sock`, on which
 //! this node's own operator vetoes a key, lifts a veto, lists vetoes, or installs and shows the
-//! node's cluster manifest.
+//! node's cluster manifest or its evidence policy.
 //!
 //! The credential is local: the socket is created mode 0600 in the node's data directory, and
 //! every connection's peer credentials (`SO_PEERCRED`) must name the account that owns the
@@ -19,6 +19,8 @@
 //!                                                 lift: the veto lifted; list: every veto)
 //! ← {"status":"ok","vetoes":[],"manifest":{"digest":"…","manifest":{…}}}   (manifest_*: the
 //!                                                 manifest in force; show: absent if none)
+//!   {"op":"policy_install","policy":{…the policy, files folded in…}}   {"op":"policy_show"}
+//! ← {"status":"ok","vetoes":[],"policy":{"digest":"…","policy":{…secrets redacted…}}}
 //! ← {"status":"error","message":"…"}
 //! ```
 //!
@@ -76,6 +78,24 @@ pub enum OperatorRequest {
     /// The manifest in force.
     #[serde(rename = "manifest_show")]
     ManifestShow,
+    /// Install (or replace) this node's evidence policy.
+    #[serde(rename = "policy_install")]
+    PolicyInstall {
+        /// The policy, with the files it names folded in.
+        policy: hyok_evidence::policy::PolicyFile,
+    },
+    /// The policy in force (secrets redacted).
+    #[serde(rename = "policy_show")]
+    PolicyShow,
+}
+
+/// An evidence policy, as the endpoint reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyShown {
+    /// Its digest, hex (as audited by `policy:install`).
+    pub digest: String,
+    /// The policy, every secret access key replaced by `<sealed>`.
+    pub policy: hyok_evidence::policy::PolicyFile,
 }
 
 /// A manifest, as the endpoint reports it.
@@ -109,6 +129,9 @@ pub enum OperatorResponse {
         /// The manifest concerned (manifest requests only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         manifest: Option<ManifestShown>,
+        /// The policy concerned (policy requests only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<PolicyShown>,
     },
     /// Refused or failed.
     Error {
@@ -238,12 +261,25 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
                 .map_err(|e| NodeError::Invalid(format!("the manifest: {e}")))
                 .and_then(|m| node.install_manifest(&m, caller).map(|_| m));
             return match installed {
-                Ok(m) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: Some(shown(&m)) },
+                Ok(m) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: Some(shown(&m)), policy: None },
                 Err(e) => OperatorResponse::Error { message: e.to_string() },
             };
         }
         OperatorRequest::ManifestShow => {
-            return OperatorResponse::Ok { vetoes: Vec::new(), manifest: node.manifest().as_ref().map(shown) };
+            return OperatorResponse::Ok {
+                vetoes: Vec::new(),
+                manifest: node.manifest().as_ref().map(shown),
+                policy: None,
+            };
+        }
+        OperatorRequest::PolicyInstall { policy } => {
+            return match node.install_policy(policy, caller) {
+                Ok(_) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: policy_shown(node) },
+                Err(e) => OperatorResponse::Error { message: e.to_string() },
+            };
+        }
+        OperatorRequest::PolicyShow => {
+            return OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: policy_shown(node) };
         }
         _ => {}
     }
@@ -251,12 +287,19 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
         OperatorRequest::Veto { key, reason } => node.veto(key, reason, caller).map(|v| vec![entry(key.clone(), v)]),
         OperatorRequest::Lift { key } => node.lift(key, caller).map(|v| vec![entry(key.clone(), v)]),
         OperatorRequest::List => node.vetoes().map(|all| all.into_iter().map(|(k, v)| entry(k, v)).collect()),
-        OperatorRequest::ManifestInstall { .. } | OperatorRequest::ManifestShow => Ok(Vec::new()),
+        OperatorRequest::ManifestInstall { .. }
+        | OperatorRequest::ManifestShow
+        | OperatorRequest::PolicyInstall { .. }
+        | OperatorRequest::PolicyShow => Ok(Vec::new()),
     };
     match result {
-        Ok(vetoes) => OperatorResponse::Ok { vetoes, manifest: None },
+        Ok(vetoes) => OperatorResponse::Ok { vetoes, manifest: None, policy: None },
         Err(e) => OperatorResponse::Error { message: e.to_string() },
     }
+}
+
+fn policy_shown(node: &Node) -> Option<PolicyShown> {
+    node.evidence().shown().map(|(digest, policy)| PolicyShown { digest: hex::encode(digest), policy })
 }
 
 /// Sends `request` to the node serving `data_dir` and returns the vetoes it reports; the node's
@@ -267,6 +310,18 @@ pub async fn request(data_dir: &Path, request: &OperatorRequest) -> Result<Vec<V
 
 /// [`request`], with the manifest the node reports (manifest requests).
 pub async fn exchange(data_dir: &Path, request: &OperatorRequest) -> Result<(Vec<VetoEntry>, Option<ManifestShown>)> {
+    let (vetoes, manifest, _) = exchange_all(data_dir, request).await?;
+    Ok((vetoes, manifest))
+}
+
+/// [`request`], with the policy the node reports (policy requests).
+pub async fn exchange_policy(data_dir: &Path, request: &OperatorRequest) -> Result<Option<PolicyShown>> {
+    Ok(exchange_all(data_dir, request).await?.2)
+}
+
+type Answer = (Vec<VetoEntry>, Option<ManifestShown>, Option<PolicyShown>);
+
+async fn exchange_all(data_dir: &Path, request: &OperatorRequest) -> Result<Answer> {
     let path = socket_path(data_dir);
     let exchange = async {
         let mut stream = UnixStream::connect(&path).await.with_context(|| {
@@ -283,7 +338,7 @@ pub async fn exchange(data_dir: &Path, request: &OperatorRequest) -> Result<(Vec
         .await
         .with_context(|| format!("no answer from {}", path.display()))??;
     match serde_json::from_str(&answer).with_context(|| format!("malformed answer from {}", path.display()))? {
-        OperatorResponse::Ok { vetoes, manifest } => Ok((vetoes, manifest)),
+        OperatorResponse::Ok { vetoes, manifest, policy } => Ok((vetoes, manifest, policy)),
         OperatorResponse::Error { message } => bail!("the node refused: {message}"),
     }
 }

@@ -7,6 +7,7 @@
 //! flushed before the answer. Every partial is audited (flushed) before it is returned.
 
 use crate::node::{Node, NodeError, now_ms};
+use hyok_evidence::policy::Request;
 use hyok_proto::v1 as pb;
 use hyok_store::Usages;
 use hyok_threshold::Wire;
@@ -131,6 +132,10 @@ impl Node {
     pub fn rsa_partial(&self, req: &pb::RsaPartialRequest, caller: &str) -> Result<pb::RsaPartialResponse, NodeError> {
         let computed = (|| {
             check_name_version(&req.name, req.version)?;
+            let request =
+                Request::RsaDecrypt { name: &req.name, version: req.version, ciphertext: &req.ciphertext };
+            let grant =
+                self.authorize(&request, req.evidence.as_ref()).map_err(|e| NodeError::Denied(e.message))?;
             let meta = self
                 .store()
                 .rsa()
@@ -146,14 +151,17 @@ impl Node {
                 return Err(NodeError::Disabled(format!("RSA key {} is disabled on this node", req.name)));
             }
             let loaded = self.rsa_loaded(&req.name, req.version)?;
+            self.consume(&grant).map_err(|e| NodeError::Denied(e.message))?;
             partial::evaluate(&loaded.share, &loaded.package, &req.ciphertext)
+                .map(|x| (x, grant))
                 .map_err(|_| NodeError::Invalid("ciphertext must be as long as the modulus and below it".into()))
         })();
         match computed {
-            Ok(x) => {
+            Ok((x, grant)) => {
                 let digest = crate::node::sha256(&req.ciphertext);
+                let who = format!("{caller} for {}", grant.principal);
                 self.audit(&[self
-                    .event(&req.name, req.version, "rsa:partial", &req.request_id, caller)
+                    .event(&req.name, req.version, "rsa:partial", &req.request_id, &who)
                     .with_digest(&digest)])?;
                 Ok(pb::RsaPartialResponse { partial: x.to_bytes() })
             }

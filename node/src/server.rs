@@ -67,6 +67,39 @@ pub fn install_manifest(data_dir: &Path, m: &Manifest, caller: &str) -> Result<(
     Ok((id, digest))
 }
 
+/// Playing this node's operator against its stopped store: stores the evidence policy (checked,
+/// sealed, flushed) and audits `policy:install`; returns the node id and the digest.
+pub fn install_policy(
+    data_dir: &Path,
+    policy: &hyok_evidence::policy::PolicyFile,
+    caller: &str,
+) -> Result<(Option<NodeId>, [u8; 32])> {
+    let (store, secrets) = open_store(data_dir)?;
+    let digest = crate::evidence::store_policy(&store, policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+    store.append_audit(&[AuditEvent {
+        time_ms: crate::node::now_ms(),
+        key_id: String::new(),
+        version: 0,
+        operation: "policy:install".into(),
+        request_id: hex::encode(digest),
+        caller: caller.to_owned(),
+        digest: digest.to_vec(),
+    }])?;
+    let id = store
+        .manifest()?
+        .and_then(|b| Manifest::from_bytes(&b).ok())
+        .and_then(|m| m.node_with_identity(&secrets.identity().public_key()));
+    Ok((id, digest))
+}
+
+/// The evidence policy stored in a stopped node's data directory, if any, and its digest.
+pub fn stored_policy(data_dir: &Path) -> Result<Option<([u8; 32], hyok_evidence::policy::PolicyFile)>> {
+    let (store, _) = open_store(data_dir)?;
+    let Some(bytes) = store.policy()? else { return Ok(None) };
+    let policy = serde_json::from_slice(&bytes).context("the stored evidence policy")?;
+    Ok(Some((crate::node::sha256(&bytes), policy)))
+}
+
 /// The manifest stored in a stopped node's data directory, if any.
 pub fn stored_manifest(data_dir: &Path) -> Result<Option<Manifest>> {
     let (store, _) = open_store(data_dir)?;

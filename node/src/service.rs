@@ -24,6 +24,7 @@ impl From<NodeError> for Status {
             NodeError::Disabled(m) => hyok_proto::Reason::KeyDisabled.attach(Status::failed_precondition(m)),
             NodeError::Exists(m) => Status::already_exists(m),
             NodeError::Manifest(m) => Status::failed_precondition(format!("refused by the cluster manifest: {m}")),
+            NodeError::Denied(m) => Status::permission_denied(m),
             NodeError::Internal => Status::internal("internal error"),
         }
     }

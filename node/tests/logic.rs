@@ -12,25 +12,8 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::dprf::{self, DprfInput};
 use hyok_threshold::{NodeId, PartialEvaluation, PublicKeyPackage, Wire};
 
-/// `n` nodes whose operators installed one manifest: these nodes, t = 2.
-fn nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
-    let nodes: Vec<Node> = (1..=n)
-        .map(|i| {
-            let d = dir.join(format!("node-{i}"));
-            hyok_node::server::init(&d).unwrap();
-            hyok_node::server::open(NodeId::new(i).unwrap(), &d).unwrap()
-        })
-        .collect();
-    let pinned = nodes.iter().map(|n| {
-        let key = n.identity().unwrap().identity_public_key;
-        (n.id(), hyok_threshold::IdentityPublicKey::from_slice(&key).unwrap())
-    });
-    let manifest = hyok_threshold::Manifest::new(2, pinned, [[7u8; 32]]).unwrap();
-    for node in &nodes {
-        node.install_manifest(&manifest, "test-operator").unwrap();
-    }
-    nodes
-}
+mod support;
+use support::{nodes, operator};
 
 fn create_key(nodes: &[Node], key_id: &str, t: u32) -> PublicKeyPackage {
     create_key_version(nodes, key_id, 1, t)
@@ -96,14 +79,35 @@ fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> Pub
     PublicKeyPackage::from_bytes(&packages[0]).unwrap()
 }
 
+/// An encryption under version 1, signed by the caller the nodes' policy lists: its nonce is
+/// the one the signature gives.
 fn evaluate_item(key_id: &str) -> pb::EvaluateItem {
+    let evidence = operator().encrypt(key_id, b"plaintext", b"");
+    let nonce = hyok_evidence::encryption_nonce(&evidence).unwrap();
     pb::EvaluateItem {
         key_id: key_id.into(),
         version: 1,
-        seed: vec![3; 16],
+        seed: nonce.to_vec(),
         operation: pb::Operation::Encrypt as i32,
         request_id: "r".into(),
+        evidence: Some(evidence),
     }
+}
+
+/// A decryption of the ciphertext with `seed`, signed by that caller.
+fn decrypt_item(key_id: &str, version: u32, seed: [u8; 16]) -> pb::EvaluateItem {
+    pb::EvaluateItem {
+        key_id: key_id.into(),
+        version,
+        seed: seed.to_vec(),
+        operation: pb::Operation::Decrypt as i32,
+        request_id: "d".into(),
+        evidence: Some(operator().decrypt(key_id, version, &seed)),
+    }
+}
+
+fn seed_of(item: &pb::EvaluateItem) -> [u8; 16] {
+    item.seed.as_slice().try_into().unwrap()
 }
 
 fn partial(node: &Node, item: &pb::EvaluateItem) -> Result<PartialEvaluation, pb::ItemError> {
@@ -121,7 +125,7 @@ fn dkg_then_evaluate_then_per_node_disable() {
     let package = create_key(&nodes, "demo", 2);
     let item = evaluate_item("demo");
     // An encryption: the nodes evaluate on the seed they derive from the nonce.
-    let input = DprfInput::new("demo", 1, dprf::encryption_seed("demo", 1, &[3; 16])).unwrap();
+    let input = DprfInput::new("demo", 1, dprf::encryption_seed("demo", 1, &seed_of(&item))).unwrap();
     let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &item).unwrap()).collect();
     assert!(dprf::vartime_find_invalid(&package, &input, &partials, &mut rand::rng()).unwrap().is_empty());
 
@@ -132,6 +136,7 @@ fn dkg_then_evaluate_then_per_node_disable() {
         wrapped: vec![1, 2],
         label: vec![],
         request_id: "u".into(),
+        evidence: Some(operator().unwrap("demo", 1, &[1, 2], &[])),
     };
     assert!(matches!(
         nodes[0].unwrap_batch(&[unwrap], "coordinator").unwrap()[0].result,
@@ -165,7 +170,7 @@ fn dkg_then_evaluate_then_per_node_disable() {
     let audit = nodes[1].read_audit(1, 100).unwrap();
     assert!(audit.iter().any(|e| e.operation == "dkg:commit"));
     // … with a digest of what was evaluated: the seed the node derived.
-    let derived = dprf::encryption_seed("demo", 1, &[3; 16]).to_vec();
+    let derived = dprf::encryption_seed("demo", 1, &seed_of(&item)).to_vec();
     assert!(audit.iter().any(|e| e.operation == "evaluate:encrypt" && e.digest == derived), "{audit:?}");
     assert!(matches!(nodes[1].store().verify_audit().unwrap(), Ok(n) if n as usize == audit.len()));
 }
@@ -175,23 +180,60 @@ fn an_encryption_is_evaluated_on_a_seed_the_node_derives_so_encrypt_never_decryp
     let dir = tempfile::tempdir().unwrap();
     let nodes = nodes(dir.path(), 3);
     let package = create_key(&nodes, "demo", 2);
-    // A captured ciphertext's seed, sent as an ENCRYPT "nonce" by a caller allowed only to encrypt.
+    // A captured ciphertext's seed, sent as an ENCRYPT "nonce" under a valid encryption's
+    // signature: the nonce is not the one the signature gives, so every node refuses.
     let captured_seed = [3u8; 16];
+    let mut steered = evaluate_item("demo");
+    steered.seed = captured_seed.to_vec();
+    for n in &nodes {
+        assert_eq!(partial(n, &steered).unwrap_err().code, pb::item_error::Code::PermissionDenied as i32);
+    }
+    // The signature's own nonce: partials on the seed every node derived from it …
     let item = evaluate_item("demo");
-    assert_eq!(item.seed, captured_seed.to_vec());
     let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &item).unwrap()).collect();
-    // The partials are not evaluations on the captured seed (they would open the ciphertext) …
-    let on_captured = DprfInput::new("demo", 1, captured_seed).unwrap();
-    let culprits = dprf::vartime_find_invalid(&package, &on_captured, &partials, &mut rand::rng()).unwrap();
-    assert_eq!(culprits.len(), partials.len(), "no node evaluated on the caller's seed");
-    // … but on the seed every node derived from it.
-    let derived = DprfInput::new("demo", 1, dprf::encryption_seed("demo", 1, &captured_seed)).unwrap();
+    let derived = DprfInput::new("demo", 1, dprf::encryption_seed("demo", 1, &seed_of(&item))).unwrap();
     assert!(dprf::vartime_find_invalid(&package, &derived, &partials, &mut rand::rng()).unwrap().is_empty());
-    // DECRYPT evaluates on the seed as given.
+    // … never on the nonce itself, even when the coordinator calls the item a DECRYPT.
     let mut decrypt = item.clone();
     decrypt.operation = pb::Operation::Decrypt as i32;
-    let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &decrypt).unwrap()).collect();
+    assert_eq!(partial(&nodes[0], &decrypt).unwrap_err().code, pb::item_error::Code::PermissionDenied as i32);
+    // DECRYPT evaluates on the seed as given, with a decryption's own signature.
+    let on_captured = DprfInput::new("demo", 1, captured_seed).unwrap();
+    let partials: Vec<PartialEvaluation> =
+        nodes.iter().map(|n| partial(n, &decrypt_item("demo", 1, captured_seed)).unwrap()).collect();
     assert!(dprf::vartime_find_invalid(&package, &on_captured, &partials, &mut rand::rng()).unwrap().is_empty());
+}
+
+#[test]
+fn without_evidence_or_with_anothers_nothing_is_computed_and_a_decryption_opens_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 2);
+    create_key(&nodes, "demo", 2);
+    create_key(&nodes, "other", 2);
+    let denied = |item: &pb::EvaluateItem| partial(&nodes[0], item).unwrap_err().code;
+    let deny = pb::item_error::Code::PermissionDenied as i32;
+    // No evidence at all: refused before the key is looked at.
+    assert_eq!(denied(&pb::EvaluateItem { evidence: None, ..decrypt_item("demo", 1, [4; 16]) }), deny);
+    assert_eq!(denied(&pb::EvaluateItem { evidence: None, ..decrypt_item("nope", 1, [4; 16]) }), deny);
+    // A decryption signed for another key, version or seed.
+    let signed = decrypt_item("demo", 1, [4; 16]);
+    assert_eq!(denied(&pb::EvaluateItem { key_id: "other".into(), ..signed.clone() }), deny);
+    assert_eq!(denied(&pb::EvaluateItem { seed: vec![5; 16], ..signed.clone() }), deny);
+    // A caller key the operator never listed.
+    let stranger = hyok_evidence::caller::Signer::generate(&mut rand::rng());
+    let foreign = pb::EvaluateItem { evidence: Some(stranger.decrypt("demo", 1, &[4; 16])), ..signed.clone() };
+    assert_eq!(denied(&foreign), deny);
+    // The right one: served once per node, a replay refused there (another node serves it).
+    assert!(partial(&nodes[0], &signed).is_ok());
+    let replay = partial(&nodes[0], &signed).unwrap_err();
+    assert_eq!(replay.code, deny);
+    assert!(replay.message.contains("replay"), "{replay:?}");
+    assert!(partial(&nodes[1], &signed).is_ok());
+    // Every refusal is audited with its reason; the partial served names the caller.
+    let audit = nodes[0].read_audit(1, 1000).unwrap();
+    let refusals = audit.iter().filter(|e| e.operation == "refused:evaluate:decrypt:permission_denied").count();
+    assert_eq!(refusals, 6, "{audit:?}");
+    assert!(audit.iter().any(|e| e.operation == "evaluate:decrypt" && e.caller == "coordinator for caller:test-app"));
 }
 
 #[test]
@@ -200,7 +242,7 @@ fn a_key_at_the_highest_version_number_is_created_served_and_listed_and_version_
     let nodes = nodes(dir.path(), 2);
     let package = create_key_version(&nodes, "top", u32::MAX, 2);
     let item = pb::EvaluateItem { version: u32::MAX, ..evaluate_item("top") };
-    let input = DprfInput::new("top", u32::MAX, dprf::encryption_seed("top", u32::MAX, &[3; 16])).unwrap();
+    let input = DprfInput::new("top", u32::MAX, dprf::encryption_seed("top", u32::MAX, &seed_of(&item))).unwrap();
     let partials: Vec<PartialEvaluation> = nodes.iter().map(|n| partial(n, &item).unwrap()).collect();
     assert!(dprf::vartime_find_invalid(&package, &input, &partials, &mut rand::rng()).unwrap().is_empty());
     let state = nodes[0].key_state("top").unwrap();

@@ -14,34 +14,12 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::deal::{PrivateKey, deal};
 use hyok_threshold::rsa::seal::{ShareBinding, seal};
 use hyok_threshold::rsa::{RsaPartial, RsaPublicPackage, combine, oaep};
-use hyok_threshold::{IdentityPublicKey, NodeId, SealPublicKey, SignedKeyBundle, Wire};
+use hyok_threshold::{IdentityPublicKey, SealPublicKey, SignedKeyBundle, Wire};
 
 const PEM: &str = include_str!("../../crates/threshold/tests/fixtures/rsa2048-pkcs8.pem");
 
-/// `n` nodes whose operators installed one manifest: these nodes, t = 2.
-fn nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
-    let nodes = bare_nodes(dir, n);
-    let pinned = nodes.iter().map(|n| {
-        let key = n.identity().unwrap().identity_public_key;
-        (n.id(), hyok_threshold::IdentityPublicKey::from_slice(&key).unwrap())
-    });
-    let manifest = hyok_threshold::Manifest::new(2, pinned, [[7u8; 32]]).unwrap();
-    for node in &nodes {
-        node.install_manifest(&manifest, "test-operator").unwrap();
-    }
-    nodes
-}
-
-/// `n` freshly initialized nodes without a manifest.
-fn bare_nodes(dir: &std::path::Path, n: u16) -> Vec<Node> {
-    (1..=n)
-        .map(|i| {
-            let d = dir.join(format!("node-{i}"));
-            hyok_node::server::init(&d).unwrap();
-            hyok_node::server::open(NodeId::new(i).unwrap(), &d).unwrap()
-        })
-        .collect()
-}
+mod support;
+use support::{bare_nodes, nodes, operator};
 
 fn identity(node: &Node) -> IdentityPublicKey {
     IdentityPublicKey::from_slice(&node.identity().unwrap().identity_public_key).unwrap()
@@ -77,8 +55,15 @@ fn ceremony(nodes: &[Node], name: &str, version: u32, t: u16) -> (Vec<pb::RsaSto
     (requests, package)
 }
 
+/// A partial decryption, signed by the caller the nodes' policy lists (good once per node).
 fn partial_req(name: &str, version: u32, ciphertext: &[u8]) -> pb::RsaPartialRequest {
-    pb::RsaPartialRequest { name: name.into(), version, ciphertext: ciphertext.to_vec(), request_id: "user@x".into() }
+    pb::RsaPartialRequest {
+        name: name.into(),
+        version,
+        ciphertext: ciphertext.to_vec(),
+        request_id: "user@x".into(),
+        evidence: Some(operator().rsa_decrypt(name, version, ciphertext)),
+    }
 }
 
 fn partial(node: &Node, req: &pb::RsaPartialRequest) -> Result<RsaPartial, NodeError> {

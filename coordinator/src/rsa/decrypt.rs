@@ -55,9 +55,11 @@ impl Vault {
         version: u32,
         ciphertext: &[u8],
         request_id: &str,
+        evidence: Option<&pb::Evidence>,
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, CoordError> {
         hyok_proto::validate_key_id(name).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        let evidence = crate::vault::required(evidence)?;
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
         }
@@ -69,6 +71,7 @@ impl Vault {
             version,
             ciphertext: ciphertext.to_vec(),
             request_id: request_id.to_owned(),
+            evidence: Some(evidence.clone()),
         };
         gather(
             &self.pool,

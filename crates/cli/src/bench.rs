@@ -4,6 +4,7 @@
 
 use crate::target::Target;
 use anyhow::{Result, bail};
+use hyok_evidence::caller::Signer;
 use hyok_proto::VaultClient;
 use hyok_proto::v1 as pb;
 use std::fmt::Write as _;
@@ -172,6 +173,7 @@ fn record(series: &mut Series, started: Instant, result: Result<(), tonic::Statu
 /// One Decrypt, timed and recorded; a wrong plaintext counts as an error.
 async fn decrypt_checked(
     client: &mut VaultClient,
+    signer: &Signer,
     key_id: &str,
     ciphertext: Vec<u8>,
     expected: &[u8],
@@ -179,8 +181,10 @@ async fn decrypt_checked(
     series: &mut Series,
 ) {
     let started = Instant::now();
-    let r =
-        client.decrypt(pb::DecryptRequest { key_id: key_id.to_owned(), ciphertext, aad: Vec::new(), request_id }).await;
+    let evidence = signer.decrypt_blob(key_id, &ciphertext);
+    let r = client
+        .decrypt(pb::DecryptRequest { key_id: key_id.to_owned(), ciphertext, aad: Vec::new(), request_id, evidence })
+        .await;
     let ok = r.and_then(|r| {
         if r.get_ref().plaintext == expected { Ok(()) } else { Err(tonic::Status::data_loss("wrong plaintext")) }
     });
@@ -189,6 +193,7 @@ async fn decrypt_checked(
 
 async fn worker(
     mut client: VaultClient,
+    signer: Arc<Signer>,
     options: BenchOptions,
     blob: Vec<u8>,
     until: Instant,
@@ -202,12 +207,14 @@ async fn worker(
         let request_id = format!("bench-{n}");
         if options.op != BenchOp::Decrypt {
             let started = Instant::now();
+            let evidence = signer.encrypt(&options.key_id, &plaintext, &[]);
             let r = client
                 .encrypt(pb::EncryptRequest {
                     key_id: options.key_id.clone(),
                     plaintext: plaintext.clone(),
                     aad: Vec::new(),
                     request_id: request_id.clone(),
+                    evidence: Some(evidence),
                 })
                 .await;
             let ciphertext = r.as_ref().map(|r| r.get_ref().ciphertext.clone()).ok();
@@ -216,11 +223,13 @@ async fn worker(
             if options.op == BenchOp::Both
                 && let Some(ciphertext) = ciphertext
             {
-                decrypt_checked(&mut client, &options.key_id, ciphertext, &plaintext, request_id, &mut dec).await;
+                decrypt_checked(&mut client, &signer, &options.key_id, ciphertext, &plaintext, request_id, &mut dec)
+                    .await;
                 done.fetch_add(1, Ordering::Relaxed);
             }
         } else {
-            decrypt_checked(&mut client, &options.key_id, blob.clone(), &plaintext, request_id, &mut dec).await;
+            decrypt_checked(&mut client, &signer, &options.key_id, blob.clone(), &plaintext, request_id, &mut dec)
+                .await;
             done.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -256,21 +265,25 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
     for _ in 0..options.connections {
         clients.push(target.connect().await?);
     }
+    // Every request is signed, as an application's would be (the signing is part of the load).
+    let signer = Arc::new(target.signer()?);
     // One ciphertext to decrypt over and over (also a warm-up of every path).
     let plaintext = vec![0x5au8; options.size];
+    let evidence = signer.encrypt(&options.key_id, &plaintext, &[]);
     let blob = clients[0]
         .encrypt(pb::EncryptRequest {
             key_id: options.key_id.clone(),
             plaintext,
             aad: Vec::new(),
             request_id: "bench-setup".into(),
+            evidence: Some(evidence),
         })
         .await?
         .into_inner()
         .ciphertext;
     let worker_options = options.clone();
     drive(options, |i, until, done| {
-        worker(clients[i % clients.len()].clone(), worker_options.clone(), blob.clone(), until, done)
+        worker(clients[i % clients.len()].clone(), signer.clone(), worker_options.clone(), blob.clone(), until, done)
     })
     .await
 }

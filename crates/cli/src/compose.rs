@@ -123,12 +123,14 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
     let xks_dir = dir.join("xks");
     std::fs::create_dir_all(&xks_dir)?;
     let credential = crate::xks::ensure_credentials(&xks_dir.join("credentials.toml"))?;
+    let health = crate::policy::ensure_signer(&xks_dir.join(crate::policy::HEALTH_CALLER_KEY_FILE))?;
     let text = crate::xks::config_text(
         &format!("0.0.0.0:{XKS_PORT}"),
         &format!("0.0.0.0:{METRICS_PORT}"),
         &format!("https://coordinator:{COORDINATOR_PORT}"),
         &mount.join("pki"),
         &mount.join("xks/credentials.toml"),
+        &mount.join("xks").join(crate::policy::HEALTH_CALLER_KEY_FILE),
     );
     std::fs::write(xks_dir.join("xks.toml"), text)?;
     let issuer = crate::dke::ensure_dev_issuer(&dir.join("dke"))?;
@@ -142,6 +144,16 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
         &mount.join("dke").join(crate::dke::JWKS_FILE),
     );
     std::fs::write(dir.join("dke/dke.toml"), text)?;
+    // As every node's operator again: the evidence policy, into every node's store.
+    let operator = crate::policy::ensure_signer(&dir.join(crate::policy::CALLER_KEY_FILE))?;
+    let policy = crate::policy::cluster_policy(&crate::policy::Parties {
+        xks: &credential,
+        dke_audience: &public_base_url,
+        dke_jwks: &issuer.jwks,
+        operator: &operator,
+        health: &health,
+    })?;
+    crate::policy::install(&nodes, &policy, "hyokctl-compose:operator")?;
     let file = ComposeFile {
         threshold: THRESHOLD,
         nodes: NODES,

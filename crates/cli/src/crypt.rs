@@ -20,6 +20,7 @@ fn read_stdin() -> Result<Vec<u8>> {
 /// Encrypts stdin under `key_id`; writes the ciphertext blob to stdout.
 pub async fn encrypt(target: &Target, key_id: &str, aad: &str) -> Result<()> {
     let plaintext = read_stdin()?;
+    let evidence = target.signer()?.encrypt(key_id, &plaintext, aad.as_bytes());
     let response = target
         .connect()
         .await?
@@ -28,6 +29,7 @@ pub async fn encrypt(target: &Target, key_id: &str, aad: &str) -> Result<()> {
             plaintext,
             aad: aad.as_bytes().to_vec(),
             request_id: "hyokctl".into(),
+            evidence: Some(evidence),
         })
         .await?
         .into_inner();
@@ -38,6 +40,9 @@ pub async fn encrypt(target: &Target, key_id: &str, aad: &str) -> Result<()> {
 /// Decrypts a blob from stdin; writes the plaintext to stdout.
 pub async fn decrypt(target: &Target, key_id: &str, aad: &str) -> Result<()> {
     let ciphertext = read_stdin()?;
+    let Some(evidence) = target.signer()?.decrypt_blob(key_id, &ciphertext) else {
+        bail!("the input is not a ciphertext made by `hyokctl encrypt`");
+    };
     let response = target
         .connect()
         .await?
@@ -46,6 +51,7 @@ pub async fn decrypt(target: &Target, key_id: &str, aad: &str) -> Result<()> {
             ciphertext,
             aad: aad.as_bytes().to_vec(),
             request_id: "hyokctl".into(),
+            evidence: Some(evidence),
         })
         .await?
         .into_inner();

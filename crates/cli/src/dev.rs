@@ -27,6 +27,8 @@ use tokio::sync::mpsc;
 /// The cluster manifest's file in the dev directory (the operators' copy).
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+pub use crate::policy::CALLER_KEY_FILE;
+
 /// The demo key every dev cluster has.
 pub const DEMO_KEY: &str = "demo";
 
@@ -135,6 +137,28 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     let _ = std::fs::remove_file(DevFile::path(&dir));
 
+    // Every port first: the front-ends' configurations name the coordinator, and the nodes'
+    // evidence policy names hyok-dke's URL (the token audience).
+    let coordinator_port = free_port()?;
+    let coordinator_metrics = free_port()?;
+    let coordinator_endpoint = format!("https://127.0.0.1:{coordinator_port}");
+    let xks_ports = (free_port()?, free_port()?);
+    let dke_ports = (free_port()?, free_port()?);
+    let xks_setup = crate::xks::dev_prepare(&dir, &pki, &coordinator_endpoint, xks_ports.0, xks_ports.1)?;
+    let dke_setup = crate::dke::dev_prepare(&dir, &pki, &coordinator_endpoint, dke_ports.0, dke_ports.1)?;
+    // As every node's operator: the evidence policy, installed before any node starts.
+    let operator = crate::policy::ensure_signer(&dir.join(CALLER_KEY_FILE))?;
+    let health = crate::policy::ensure_signer(&dir.join("xks").join(crate::policy::HEALTH_CALLER_KEY_FILE))?;
+    let policy = crate::policy::cluster_policy(&crate::policy::Parties {
+        xks: &xks_setup.credential,
+        dke_audience: &dke_setup.audience,
+        dke_jwks: &dke_setup.issuer.jwks,
+        operator: &operator,
+        health: &health,
+    })?;
+    let data_dirs: Vec<(u16, PathBuf)> = (1..=shape.nodes).map(|id| (id, dir.join(format!("node-{id}")))).collect();
+    crate::policy::install(&data_dirs, &policy, "hyokctl-dev:operator")?;
+
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(String, String)>();
     let mut pids: Vec<(String, u32)> = Vec::new();
     let mut nodes = Vec::new();
@@ -170,8 +194,6 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         nodes.push(DevNode { id, endpoint, pid: started.pid, data_dir, argv, metrics_url });
         ports.push((id, port));
     }
-    let coordinator_port = free_port()?;
-    let coordinator_metrics = free_port()?;
     let config = dir.join("coordinator.toml");
     write_coordinator_config(&config, (coordinator_port, coordinator_metrics), &shape, &pki, &ports)?;
     let argv = vec![exe.clone(), "coordinator".into(), "--config".into(), config.to_string_lossy().into_owned()];
@@ -179,7 +201,7 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     watch("coordinator".into(), started.child, exits_tx.clone());
     pids.push(("coordinator".into(), started.pid));
     let coordinator = DevCoordinator {
-        endpoint: format!("https://127.0.0.1:{coordinator_port}"),
+        endpoint: coordinator_endpoint,
         pid: started.pid,
         metrics_url: metrics_url(coordinator_metrics),
     };
@@ -192,10 +214,10 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     let client_tls = TlsFiles { ca: tls.ca.clone(), cert: tls.client_cert.clone(), key: tls.client_key.clone() };
     let result = async {
         ensure_keys(&coordinator.endpoint, &client_tls).await?;
-        let xks = start_xks(&exe, &dir, &pki, &logs, &coordinator.endpoint).await?;
+        let xks = start_xks(&exe, &logs, xks_setup, xks_ports).await?;
         watch("hyok-xks".into(), xks.0.child, exits_tx.clone());
         pids.push(("hyok-xks".into(), xks.0.pid));
-        let dke = start_dke(&exe, &dir, &pki, &logs, &coordinator.endpoint, &client_tls).await?;
+        let dke = start_dke(&exe, &dir, &logs, &coordinator.endpoint, &client_tls, dke_setup, dke_ports).await?;
         watch("hyok-dke".into(), dke.0.child, exits_tx.clone());
         pids.push(("hyok-dke".into(), dke.0.pid));
         let mut keys = BTreeMap::new();
@@ -370,10 +392,11 @@ pub async fn ensure_keys(endpoint: &str, tls: &TlsFiles) -> Result<()> {
 async fn start_dke(
     exe: &str,
     dir: &Path,
-    pki: &Path,
     logs: &Path,
     coordinator: &str,
     tls: &TlsFiles,
+    setup: crate::dke::DevSetup,
+    (port, metrics_port): (u16, u16),
 ) -> Result<(Started, DevDke)> {
     let mut client = hyok_proto::connect_vault(coordinator, tls).await?;
     let rsa_key = crate::dke::DEV_RSA_KEY;
@@ -381,6 +404,7 @@ async fn start_dke(
         Ok(_) => {}
         Err(s) if s.code() == tonic::Code::NotFound => {
             let target = crate::target::Target {
+                caller_key: None,
                 dev_dir: dir.to_owned(),
                 endpoint: Some(coordinator.to_owned()),
                 ca: Some(tls.ca.clone()),
@@ -391,9 +415,7 @@ async fn start_dke(
         }
         Err(s) => bail!("reading RSA key {rsa_key}: {}", s.message()),
     }
-    let port = free_port()?;
-    let metrics_port = free_port()?;
-    let setup = crate::dke::dev_prepare(dir, pki, coordinator, port, metrics_port)?;
+    let _ = port;
     let argv = vec![
         exe.to_owned(),
         "dke".into(),
@@ -420,10 +442,12 @@ async fn start_dke(
 }
 
 /// Starts hyok-xks (this executable, `xks serve`) in front of the coordinator.
-async fn start_xks(exe: &str, dir: &Path, pki: &Path, logs: &Path, coordinator: &str) -> Result<(Started, DevXks)> {
-    let port = free_port()?;
-    let metrics_port = free_port()?;
-    let setup = crate::xks::dev_prepare(dir, pki, coordinator, port, metrics_port)?;
+async fn start_xks(
+    exe: &str,
+    logs: &Path,
+    setup: crate::xks::DevSetup,
+    (port, metrics_port): (u16, u16),
+) -> Result<(Started, DevXks)> {
     let argv = vec![
         exe.to_owned(),
         "xks".into(),

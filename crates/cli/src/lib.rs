@@ -22,6 +22,7 @@ pub mod devfile;
 pub mod dke;
 pub mod keys;
 pub mod pki;
+pub mod policy;
 pub mod rsa;
 pub mod status;
 pub mod target;

@@ -29,6 +29,10 @@ pub struct Target {
     /// Client key (with --endpoint).
     #[arg(long, env = "HYOK_KEY")]
     pub key: Option<PathBuf>,
+    /// The caller key that signs cryptographic requests (every node checks the signature
+    /// against its own policy); default: the dev cluster's `DIR/caller.key`.
+    #[arg(long, env = "HYOK_CALLER_KEY", global = true)]
+    pub caller_key: Option<PathBuf>,
 }
 
 impl Target {
@@ -53,6 +57,17 @@ impl Target {
             cert: self.cert.clone().unwrap_or_else(|| dev.tls.client_cert.clone()),
             key: self.key.clone().unwrap_or_else(|| dev.tls.client_key.clone()),
         }
+    }
+
+    /// The caller key that signs this tool's cryptographic requests.
+    ///
+    /// # Errors
+    /// If there is none, or it cannot be read.
+    pub fn signer(&self) -> Result<hyok_evidence::caller::Signer> {
+        let path = self.caller_key.clone().unwrap_or_else(|| self.dev_dir.join(crate::dev::CALLER_KEY_FILE));
+        hyok_evidence::caller::Signer::load(&path).with_context(|| {
+            "a caller key is needed to sign encrypt/decrypt requests (--caller-key, or a dev cluster's caller.key)"
+        })
     }
 
     /// A connected KeyVault client.

@@ -105,18 +105,20 @@ pub fn config_text(
     coordinator: &str,
     pki: &Path,
     credentials_file: &Path,
+    health_caller_key: &Path,
 ) -> String {
     let mut text = format!(
         "# Written by hyokctl.\nlisten = \"{listen}\"\nmetrics_listen = \"{metrics_listen}\"\n\n\
          [tls]\ncert = {:?}\nkey = {:?}\n\n\
          [coordinator]\nendpoint = \"{coordinator}\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n\
-         [health]\nkey_id = \"{HEALTH_KEY}\"\nrefresh_ms = 1000\n\n\
+         [health]\nkey_id = \"{HEALTH_KEY}\"\nrefresh_ms = 1000\ncaller_key = {:?}\n\n\
          [[key_stores]]\nuri_prefix = \"{DEV_PREFIX}\"\ncredentials_file = {:?}\nregion = \"{DEV_REGION}\"\n",
         pki.join("frontend.pem"),
         pki.join("frontend-key.pem"),
         pki.join("ca.pem"),
         pki.join("frontend.pem"),
         pki.join("frontend-key.pem"),
+        health_caller_key,
         credentials_file,
     );
     for key in DEV_KEYS {
@@ -155,6 +157,8 @@ pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16, metrics
     std::fs::create_dir_all(&xks_dir)?;
     let credentials_file = xks_dir.join("credentials.toml");
     let credential = ensure_credentials(&credentials_file)?;
+    let health_key = xks_dir.join(crate::policy::HEALTH_CALLER_KEY_FILE);
+    crate::policy::ensure_signer(&health_key)?;
     let config = xks_dir.join("xks.toml");
     let text = config_text(
         &format!("127.0.0.1:{port}"),
@@ -162,6 +166,7 @@ pub fn dev_prepare(dir: &Path, pki: &Path, coordinator: &str, port: u16, metrics
         coordinator,
         pki,
         &credentials_file,
+        &health_key,
     );
     std::fs::write(&config, text)?;
     hyok_xks::Config::load(&config).context("the dev hyok-xks configuration does not load")?;

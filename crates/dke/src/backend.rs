@@ -27,6 +27,7 @@ pub trait Backend: Send + Sync + 'static {
         version: u32,
         ciphertext: &[u8],
         request_id: &str,
+        evidence: pb::Evidence,
         deadline: Instant,
     ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, BackendError>> + Send;
 }
@@ -60,6 +61,7 @@ impl Backend for Coordinator {
         version: u32,
         ciphertext: &[u8],
         request_id: &str,
+        evidence: pb::Evidence,
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         let request = pb::RsaDecryptRequest {
@@ -67,6 +69,7 @@ impl Backend for Coordinator {
             version,
             ciphertext: ciphertext.to_vec(),
             request_id: request_id.to_owned(),
+            evidence: Some(evidence),
         };
         let response =
             self.pool.call(deadline, name, request, |mut c, r| async move { c.rsa_decrypt(r).await }).await?;

@@ -29,6 +29,7 @@
 //! rsa_key = "dke-confidential"                   # the hyok RSA key behind it
 //! allowed_emails = ["alice@example.com"]         # case-insensitive: email, upn, preferred_username
 //! allowed_roles = ["DKE.Readers"]                # any of the token's roles or groups
+//! allowed_object_ids = ["<tid>/<oid>"]           # immutable Entra ID user ids
 //! ```
 
 use anyhow::{Context, Result, bail, ensure};
@@ -118,6 +119,20 @@ pub struct Key {
     /// Role or group values that may decrypt: any of the token's `roles` or `groups`.
     #[serde(default)]
     pub allowed_roles: Vec<String>,
+    /// Immutable user ids that may decrypt, `tid/oid` (Entra ID's tenant and object ids).
+    #[serde(default)]
+    pub allowed_object_ids: Vec<String>,
+}
+
+impl Key {
+    /// Who may use the key.
+    pub fn access(&self) -> hyok_evidence::jwt::Access {
+        hyok_evidence::jwt::Access {
+            allowed_emails: self.allowed_emails.clone(),
+            allowed_roles: self.allowed_roles.clone(),
+            allowed_object_ids: self.allowed_object_ids.clone(),
+        }
+    }
 }
 
 mod defaults {
@@ -198,8 +213,8 @@ impl ConfigFile for Config {
             hyok_proto::validate_key_id(&key.name).map_err(|e| anyhow::anyhow!("key name {:?}: {e}", key.name))?;
             hyok_proto::validate_key_id(&key.rsa_key).map_err(|e| anyhow::anyhow!("rsa_key {:?}: {e}", key.rsa_key))?;
             ensure!(
-                !key.allowed_emails.is_empty() || !key.allowed_roles.is_empty(),
-                "key {:?} needs allowed_emails or allowed_roles (nobody could decrypt)",
+                !key.access().is_empty(),
+                "key {:?} needs allowed_emails, allowed_roles or allowed_object_ids (nobody could decrypt)",
                 key.name
             );
             if !names.insert(key.name.as_str()) {

@@ -30,7 +30,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 mod jwks_url;
-pub mod jwt;
+pub use hyok_evidence::jwt;
 mod server;
 mod service;
 

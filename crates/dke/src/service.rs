@@ -8,6 +8,7 @@ use crate::jwt::{self, Claims, KeySet, Rules};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
+use hyok_proto::v1 as pb;
 use hyok_frontend::calendar;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -282,11 +283,7 @@ impl<B: Backend> Dke<B> {
     /// # Errors
     /// 401 for a missing, malformed or invalid token (the reason is logged).
     pub fn authenticate(&self, headers: &HeaderMap, now: SystemTime) -> Result<Claims, DkeError> {
-        let header = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let Some(token) = header.and_then(|h| {
-            let (scheme, token) = h.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
-        }) else {
+        let Some(token) = bearer_token(headers) else {
             tracing::info!("no bearer token");
             return Err(DkeError::Unauthorized);
         };
@@ -298,15 +295,13 @@ impl<B: Backend> Dke<B> {
     }
 
     /// Whether the token's user may use `key`: an email-like claim in `allowed_emails`
-    /// (case-insensitive), or a role or group in `allowed_roles`.
+    /// (case-insensitive), a role or group in `allowed_roles`, or its `tid/oid` in
+    /// `allowed_object_ids`.
     ///
     /// # Errors
     /// 403 otherwise.
     pub fn authorize(key: &config::Key, claims: &Claims) -> Result<(), DkeError> {
-        let by_name =
-            claims.names.iter().any(|n| key.allowed_emails.iter().any(|a| a.to_lowercase() == n.to_lowercase()));
-        let by_role = claims.roles.iter().any(|r| key.allowed_roles.contains(r));
-        if by_name || by_role {
+        if key.access().permits(claims) {
             Ok(())
         } else {
             Err(DkeError::Forbidden("the user is not authorized for this key".into()))
@@ -346,7 +341,11 @@ impl<B: Backend> Dke<B> {
             return Err(bad(DECRYPTION_FAILED));
         }
         let request_id = format!("dke {name}/{version} user={user}");
-        let result = self.backend.rsa_decrypt(&key.rsa_key, version, &ciphertext, &request_id, deadline).await;
+        // Every node verifies the user's token and applies its own authorization again.
+        let token = bearer_token(headers).unwrap_or_default().to_owned();
+        let evidence = pb::Evidence { kind: Some(pb::evidence::Kind::BearerToken(token)) };
+        let result =
+            self.backend.rsa_decrypt(&key.rsa_key, version, &ciphertext, &request_id, evidence, deadline).await;
         match result {
             Ok(plaintext) => {
                 tracing::info!(key = name, rsa_key = %key.rsa_key, version, user = %user, "decrypted");
@@ -369,12 +368,20 @@ impl<B: Backend> Dke<B> {
             BackendError::Malformed | BackendError::DecryptionFailed => bad(DECRYPTION_FAILED),
             BackendError::Disabled => DkeError::Forbidden("the key is disabled".into()),
             BackendError::UsageNotAllowed => DkeError::Forbidden("the key does not allow this operation".into()),
+            BackendError::Denied => DkeError::Forbidden("the hyok nodes refused the user's token for this key".into()),
             BackendError::Unavailable | BackendError::TimedOut => {
                 DkeError::Unavailable("the hyok cluster cannot answer now; retry".into())
             }
             _ => DkeError::Internal("the hyok cluster failed the request".into()),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let header = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
 }
 
 #[cfg(test)]
@@ -417,13 +424,18 @@ mod tests {
     }
 
     #[test]
-    fn authorization_matches_emails_case_insensitively_and_roles_exactly() {
+    fn authorization_matches_emails_case_insensitively_and_roles_and_object_ids_exactly() {
         let key = config::Key {
             name: "k".into(),
             rsa_key: "r".into(),
             allowed_emails: vec!["Alice@Example.com".into()],
             allowed_roles: vec!["DKE.Readers".into()],
+            allowed_object_ids: vec!["tenant-1/object-7".into()],
         };
+        let by_id = Claims { object_id: Some("tenant-1/object-7".into()), ..Claims::default() };
+        assert!(Dke::<crate::backend::Coordinator>::authorize(&key, &by_id).is_ok());
+        let other_tenant = Claims { object_id: Some("tenant-2/object-7".into()), ..Claims::default() };
+        assert!(Dke::<crate::backend::Coordinator>::authorize(&key, &other_tenant).is_err());
         let alice = Claims { names: vec!["alice@example.COM".into()], ..Claims::default() };
         assert!(Dke::<crate::backend::Coordinator>::authorize(&key, &alice).is_ok());
         let reader =

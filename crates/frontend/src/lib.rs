@@ -20,7 +20,7 @@
 //!   front-ends, for tests and benchmarks.
 
 pub mod body;
-pub mod calendar;
+pub use hyok_evidence::calendar;
 mod cli;
 pub mod config;
 pub mod https;

@@ -39,6 +39,10 @@ pub enum BackendError {
     /// The key's usages do not allow the operation.
     #[error("usage not allowed")]
     UsageNotAllowed,
+    /// The nodes refused the request's evidence (`PERMISSION_DENIED`): their own policies do not
+    /// accept the signature, token or key mapping.
+    #[error("the nodes refused the request's evidence")]
+    Denied,
     /// Fewer than a threshold of nodes answered (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, …).
     #[error("cluster unavailable")]
     Unavailable,
@@ -60,6 +64,7 @@ pub fn map_status(status: &tonic::Status) -> BackendError {
         Code::FailedPrecondition => BackendError::Disabled,
         Code::InvalidArgument => BackendError::Malformed,
         Code::DataLoss => BackendError::DecryptionFailed,
+        Code::PermissionDenied => BackendError::Denied,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             BackendError::Unavailable
         }

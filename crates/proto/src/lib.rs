@@ -30,6 +30,20 @@ pub use tls::TlsFiles;
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
 pub mod v1 {
     tonic::include_proto!("hyok.v1");
+
+    /// Says which kind of evidence it is, nothing more: a bearer token or a signed request is a
+    /// credential, and never reaches a log.
+    impl std::fmt::Debug for Evidence {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let kind = match &self.kind {
+                Some(evidence::Kind::Xks(_)) => "xks",
+                Some(evidence::Kind::BearerToken(_)) => "bearer-token",
+                Some(evidence::Kind::Caller(_)) => "caller",
+                None => "none",
+            };
+            write!(f, "Evidence({kind}, <redacted>)")
+        }
+    }
 }
 
 /// The `FileDescriptorSet` of every hyok proto file, for `tonic-reflection`.
@@ -137,6 +151,7 @@ mod tests {
                 seed: vec![7; 16],
                 operation: v1::Operation::Decrypt as i32,
                 request_id: "r-1".into(),
+                evidence: None,
             }],
         };
         let bytes = req.encode_to_vec();

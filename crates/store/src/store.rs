@@ -37,6 +37,11 @@ const MAX_IDENTITY_LEN: usize = 1024;
 const AUDIT_HEAD: &[u8] = b"audit_head";
 /// The node's pinned cluster manifest (its canonical encoding; public, so not sealed).
 const MANIFEST: &[u8] = b"manifest";
+/// The node's evidence policy (its operator's; holds SigV4 secrets, so sealed).
+const POLICY: &[u8] = b"policy";
+const POLICY_AAD: &[u8] = b"hyok/v1/policy";
+/// Longest policy accepted.
+pub const MAX_POLICY_LEN: usize = 1024 * 1024;
 /// Longest manifest accepted (1024 nodes of 34 bytes, 64 coordinator keys, headers).
 pub const MAX_MANIFEST_LEN: usize = 40 * 1024;
 
@@ -205,6 +210,24 @@ impl Store {
     /// The manifest stored by [`Store::put_manifest`], if any.
     pub fn manifest(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(MANIFEST)?.map(|v| v.to_vec()))
+    }
+
+    // ---- evidence policy -------------------------------------------------------------
+
+    /// Stores (or replaces) the node's evidence policy (its operator's, as checked by the
+    /// caller), sealed under `"hyok/v1/policy"`: it holds SigV4 secrets. Flushed.
+    pub fn put_policy(&self, encoded: &[u8]) -> Result<()> {
+        if encoded.is_empty() || encoded.len() > MAX_POLICY_LEN {
+            return Err(Error::Invalid("policy size"));
+        }
+        self.meta.insert(POLICY, self.seal.seal(POLICY_AAD, encoded)?)?;
+        self.flush()
+    }
+
+    /// The policy stored by [`Store::put_policy`], if any.
+    pub fn policy(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(sealed) = self.meta.get(POLICY)? else { return Ok(None) };
+        Ok(Some(self.seal.open(POLICY_AAD, &sealed)?))
     }
 
     // ---- keys ------------------------------------------------------------------------

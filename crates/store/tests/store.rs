@@ -634,3 +634,24 @@ fn a_manifest_is_stored_replaced_and_survives_reopen() {
     let store = open(dir.path());
     assert_eq!(store.manifest().unwrap().as_deref(), Some(&b"second"[..]));
 }
+
+#[test]
+fn a_policy_is_stored_sealed_replaced_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        assert!(store.policy().unwrap().is_none());
+        store.put_policy(b"first secret-access-key-XYZ").unwrap();
+        store.put_policy(b"second secret-access-key-XYZ").unwrap();
+        assert!(matches!(store.put_policy(b""), Err(Error::Invalid(_))));
+    }
+    let store = open(dir.path());
+    assert_eq!(store.policy().unwrap().as_deref().map(Vec::as_slice), Some(&b"second secret-access-key-XYZ"[..]));
+    drop(store);
+    // Sealed at rest: the secret is nowhere in the store's files.
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!bytes.windows(20).any(|w| w == b"secret-access-key-XY"), "{} holds the policy in clear", entry.display());
+    }
+}
+

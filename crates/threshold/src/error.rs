@@ -91,6 +91,9 @@ pub enum Error {
         /// The node whose audit head it claims to be.
         node: NodeId,
     },
+    /// A caller's request signature that does not verify under the key it names.
+    #[error("the caller's request signature does not verify")]
+    InvalidCallerSignature,
     /// A DKG message missing from a round, or one from a node that is not a participant.
     #[error("DKG round is missing the message of node {node}")]
     MissingMessage {
@@ -162,6 +165,7 @@ impl Error {
             Error::InvalidParameters(_)
             | Error::NotEnoughPartials { .. }
             | Error::InvalidWrapProof
+            | Error::InvalidCallerSignature
             | Error::Malformed { .. }
             | Error::UnsupportedVersion { .. }
             | Error::SealedShareRejected

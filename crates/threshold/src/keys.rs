@@ -324,6 +324,7 @@ macro_rules! long_term_key {
                 }
                 Ok($public(Element { point, compressed: c }))
             }
+            #[allow(dead_code)]
             pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
                 let e = Element::read(r)?;
                 if e.point == RistrettoPoint::default() {
@@ -370,4 +371,13 @@ long_term_key!(
     /// The public audit key, certified in the node's key bundle.
     AuditPublicKey,
     "audit key"
+);
+
+long_term_key!(
+    /// A gRPC caller's signing secret: signs the caller's requests ([`crate::caller`]). Held by
+    /// an application or an operator's tool, never by a node or the coordinator.
+    CallerSecret,
+    /// A caller's public key: what each node's operator lists in the node's policy.
+    CallerPublicKey,
+    "caller key"
 );

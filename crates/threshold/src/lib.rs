@@ -29,6 +29,7 @@
 
 pub mod aead;
 pub mod audit_head;
+pub mod caller;
 #[cfg(feature = "dangerous-testing")]
 pub mod dealer;
 pub mod dkg;
@@ -52,7 +53,7 @@ pub use dleq::DleqProof;
 pub use encoding::Wire;
 pub use error::{Error, Result};
 pub use keys::{
-    AuditPublicKey, AuditSecret, GroupPublicKey, IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage,
+    AuditPublicKey, AuditSecret, CallerPublicKey, CallerSecret, GroupPublicKey, IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage,
     SealPublicKey, SealSecret, TransportPublicKey, TransportSecret, VerificationKey,
 };
 pub use manifest::Manifest;

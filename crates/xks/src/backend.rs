@@ -40,6 +40,9 @@ fn xks_error(error: BackendError, call: Call, key_id: &str) -> XksError {
             XksError::InvalidKeyUsage(format!("hyok key {key_id} does not allow this operation"))
         }
         BackendError::Disabled => XksError::InvalidState(format!("hyok key {key_id} is disabled")),
+        BackendError::Denied => XksError::AccessDenied(
+            "the hyok nodes refused the request: their own policies do not accept its signature for this key".into(),
+        ),
         BackendError::DecryptionFailed => XksError::InvalidCiphertext(
             "ciphertext, initializationVector, authenticationTag, additionalAuthenticatedData or ciphertextMetadata \
              does not authenticate"
@@ -108,6 +111,7 @@ impl Backend {
         plaintext: &[u8],
         aad: Vec<u8>,
         request_id: &str,
+        evidence: pb::Evidence,
         deadline: Instant,
     ) -> Result<Encrypted, XksError> {
         let request = pb::EncryptDetachedRequest {
@@ -115,6 +119,7 @@ impl Backend {
             plaintext: plaintext.to_vec(),
             aad,
             request_id: request_id.to_owned(),
+            evidence: Some(evidence),
         };
         let r = self
             .call(deadline, key_id, Call::Encrypt, request, |mut c, r| async move { c.encrypt_detached(r).await })
@@ -133,6 +138,7 @@ impl Backend {
         tag: &[u8],
         aad: Vec<u8>,
         request_id: &str,
+        evidence: pb::Evidence,
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, XksError> {
         let request = pb::DecryptDetachedRequest {
@@ -143,6 +149,7 @@ impl Backend {
             version,
             aad,
             request_id: request_id.to_owned(),
+            evidence: Some(evidence),
         };
         let r = self
             .call(deadline, key_id, Call::Decrypt, request, |mut c, r| async move { c.decrypt_detached(r).await })

@@ -93,6 +93,10 @@ pub struct Health {
     /// Reported as `xksProxyFleetSize`: how many hyok-xks instances serve this endpoint.
     #[serde(default = "defaults::fleet_size")]
     pub fleet_size: u32,
+    /// The caller key (`hyokctl caller new`) the deep check signs its own requests with: no AWS
+    /// request backs them, and every node refuses a request without evidence. The nodes'
+    /// policies should list it for the health key alone.
+    pub caller_key: Option<PathBuf>,
 }
 
 impl Default for Health {
@@ -103,6 +107,7 @@ impl Default for Health {
             max_age_ms: defaults::health_max_age_ms(),
             degraded_ms: defaults::degraded_ms(),
             fleet_size: defaults::fleet_size(),
+            caller_key: None,
         }
     }
 }
@@ -122,31 +127,7 @@ pub struct KeyStore {
     pub keys: Vec<KeyMapping>,
 }
 
-/// What KMS may do with a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Usage {
-    /// Encrypt and decrypt.
-    EncryptDecrypt,
-    /// Encrypt only.
-    Encrypt,
-    /// Decrypt only.
-    Decrypt,
-    /// Neither (every use → InvalidKeyUsageException).
-    None,
-}
-
-impl Usage {
-    /// Whether encryption is allowed.
-    pub fn encrypt(self) -> bool {
-        matches!(self, Usage::EncryptDecrypt | Usage::Encrypt)
-    }
-
-    /// Whether decryption is allowed.
-    pub fn decrypt(self) -> bool {
-        matches!(self, Usage::EncryptDecrypt | Usage::Decrypt)
-    }
-}
+pub use hyok_evidence::xks::Usage;
 
 /// External key id → hyok key.
 #[derive(Debug, Clone, Deserialize)]
@@ -230,10 +211,17 @@ impl ConfigFile for Config {
         for store in &mut self.key_stores {
             resolve(dir, &mut store.credentials_file);
         }
+        if let Some(key) = &mut self.health.caller_key {
+            resolve(dir, key);
+        }
     }
 
     fn validate(&self) -> Result<()> {
         ensure!(!self.key_stores.is_empty(), "at least one [[key_stores]] is needed");
+        ensure!(
+            self.health.key_id.is_none() || self.health.caller_key.is_some(),
+            "health.key_id needs health.caller_key: the nodes refuse the deep check's requests without a signature"
+        );
         ensure!((1..=10_000).contains(&self.budget_ms), "budget_ms must be 1..=10000");
         ensure!(self.max_in_flight >= 1, "max_in_flight must be at least 1");
         ensure!(self.max_plaintext >= 4300, "max_plaintext must be at least 4300 (the spec's minimum)");

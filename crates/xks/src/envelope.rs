@@ -4,37 +4,21 @@
 use crate::error::XksError;
 use sha2::{Digest, Sha256};
 
-/// The first byte of hyok's `ciphertextMetadata`.
-pub const FORMAT: u8 = 0x01;
-/// `FORMAT ‖ u32be(key version)`: 5 bytes, within the spec's 20.
-pub const METADATA_LEN: usize = 5;
-/// The IV hyok returns: the 16-byte DPRF seed.
-pub const IV_LEN: usize = 16;
+pub use hyok_evidence::xks::{IV_LEN, METADATA_LEN, metadata};
 /// The AES-GCM tag.
 pub const TAG_LEN: usize = 16;
 
-/// `ciphertextMetadata` for a key version: `0x01 ‖ u32be(version)`.
-pub fn metadata(version: u32) -> [u8; METADATA_LEN] {
-    let mut out = [0u8; METADATA_LEN];
-    out[0] = FORMAT;
-    out[1..].copy_from_slice(&version.to_be_bytes());
-    out
-}
-
 /// The key version in a `ciphertextMetadata`; anything hyok did not write is
-/// InvalidCiphertextException (the AAD binding would refuse it anyway).
+/// InvalidCiphertextException (the AAD binding would refuse it anyway). The nodes read it the
+/// same way (`hyok_evidence::xks::metadata_version`).
 pub fn parse_metadata(bytes: &[u8]) -> Result<u32, XksError> {
-    match bytes {
-        [FORMAT, v @ ..] if v.len() == 4 => {
-            let version = u32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-            if version == 0 {
-                Err(XksError::InvalidCiphertext("ciphertextMetadata names no key version".into()))
-            } else {
-                Ok(version)
-            }
+    match hyok_evidence::xks::metadata_version(bytes) {
+        Some(version) => Ok(version),
+        None if bytes.is_empty() => Err(XksError::InvalidCiphertext("ciphertextMetadata is missing".into())),
+        None if bytes.len() == METADATA_LEN && bytes[0] == hyok_evidence::xks::METADATA_FORMAT => {
+            Err(XksError::InvalidCiphertext("ciphertextMetadata names no key version".into()))
         }
-        [] => Err(XksError::InvalidCiphertext("ciphertextMetadata is missing".into())),
-        _ => Err(XksError::InvalidCiphertext("ciphertextMetadata is not one hyok-xks wrote".into())),
+        None => Err(XksError::InvalidCiphertext("ciphertextMetadata is not one hyok-xks wrote".into())),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Snapshot {
 /// The background check and its latest result.
 #[derive(Debug)]
 pub struct HealthMonitor {
+    /// Signs the deep check's own requests (`health.caller_key`).
+    signer: Option<hyok_evidence::caller::Signer>,
     backend: Arc<Backend>,
     config: config::Health,
     latest: Mutex<Option<Arc<Snapshot>>>,
@@ -130,15 +132,20 @@ fn classify(
 
 impl HealthMonitor {
     /// A monitor with no result yet.
-    pub fn new(backend: Arc<Backend>, config: config::Health) -> Self {
-        HealthMonitor {
+    ///
+    /// # Errors
+    /// If the configured caller key cannot be read.
+    pub fn new(backend: Arc<Backend>, config: config::Health) -> anyhow::Result<Self> {
+        let signer = config.caller_key.as_deref().map(hyok_evidence::caller::Signer::load).transpose()?;
+        Ok(HealthMonitor {
             backend,
+            signer,
             config,
             latest: Mutex::new(None),
             invalid: Mutex::new(HashMap::new()),
             known: Mutex::new(Vec::new()),
             threshold: Mutex::new(None),
-        }
+        })
     }
 
     /// Runs the check every `refresh_ms` until the task is dropped.
@@ -250,7 +257,13 @@ impl HealthMonitor {
         let key = self.config.key_id.as_deref()?;
         let probe = b"hyok-xks health check";
         let result = async {
-            let sealed = self.backend.encrypt(key, probe, Vec::new(), "hyok-xks-health", deadline).await?;
+            let signer = self.signer.as_ref().ok_or_else(|| {
+                crate::error::XksError::Internal("health.caller_key is not set: the nodes refuse unsigned requests".into())
+            })?;
+            let evidence = signer.encrypt(key, probe, &[]);
+            let sealed =
+                self.backend.encrypt(key, probe, Vec::new(), "hyok-xks-health", evidence, deadline).await?;
+            let evidence = signer.decrypt(key, sealed.version, &sealed.seed);
             let opened = self
                 .backend
                 .decrypt(
@@ -261,6 +274,7 @@ impl HealthMonitor {
                     &sealed.tag,
                     Vec::new(),
                     "hyok-xks-health",
+                    evidence,
                     deadline,
                 )
                 .await?;

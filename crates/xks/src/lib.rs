@@ -26,13 +26,13 @@ mod backend;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod config;
-pub mod credentials;
+pub use hyok_evidence::credentials;
 mod envelope;
 mod error;
 mod health;
 mod server;
 mod service;
-pub mod sigv4;
+pub use hyok_evidence::sigv4;
 
 pub use config::Config;
 pub use error::XksError;
@@ -51,7 +51,7 @@ impl Frontend for Config {
         self.check()?;
         let tls = hyok_frontend::tls::server_config(&self.tls)?;
         let backend = Arc::new(backend::Backend::new(&self.coordinator)?);
-        let health = Arc::new(health::HealthMonitor::new(backend.clone(), self.health.clone()));
+        let health = Arc::new(health::HealthMonitor::new(backend.clone(), self.health.clone())?);
         let xks = Arc::new(service::Xks::new(&self, backend, health.clone())?);
         let monitor = tokio::spawn(health.run());
         let pipeline = Arc::new(server::Pipeline::new(xks, self.max_in_flight));

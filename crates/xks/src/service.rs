@@ -150,6 +150,7 @@ impl Xks {
     pub async fn serve(
         &self,
         route: &Route<'_>,
+        signed: &Signed<'_>,
         body: &[u8],
         started: Instant,
         meta: &mut Option<RequestMetadata>,
@@ -174,7 +175,9 @@ impl Xks {
                 let key = authorize(store, route, checked)?;
                 let request = parsed.check(self.limits)?;
                 let request_id = checked.request_id.clone();
-                self.encrypt(key, request, &request_id, deadline).await
+                // The nodes get what KMS signed, and only the body's hash: never the plaintext.
+                let evidence = hyok_evidence::xks::to_evidence(signed.method, signed.uri, signed.headers, body, false);
+                self.encrypt(key, request, &request_id, evidence, deadline).await
             }
             Api::Decrypt => {
                 let mut parsed: DecryptJson = api::parse(body)?;
@@ -182,7 +185,9 @@ impl Xks {
                 let key = authorize(store, route, checked)?;
                 let request = parsed.check(self.limits)?;
                 let request_id = checked.request_id.clone();
-                self.decrypt(key, request, &request_id, deadline).await
+                // The nodes read the IV and the key version from the signed body themselves.
+                let evidence = hyok_evidence::xks::to_evidence(signed.method, signed.uri, signed.headers, body, true);
+                self.decrypt(key, request, &request_id, evidence, deadline).await
             }
         }
     }
@@ -222,6 +227,7 @@ impl Xks {
         key: &KeyMapping,
         request: api::EncryptRequest,
         request_id: &str,
+        evidence: pb::Evidence,
         deadline: Instant,
     ) -> Result<Answer, XksError> {
         if !key.usage.encrypt() {
@@ -240,8 +246,10 @@ impl Xks {
             let version = self.primary_version(key, fresh, deadline).await?;
             let metadata = envelope::metadata(version);
             let aad = envelope::cipher_aad(&request.aad, &metadata)?;
-            let sealed =
-                self.backend.encrypt(&key.key_id, &request.plaintext, aad.clone(), request_id, deadline).await?;
+            let sealed = self
+                .backend
+                .encrypt(&key.key_id, &request.plaintext, aad.clone(), request_id, evidence.clone(), deadline)
+                .await?;
             if sealed.version == version {
                 break (version, metadata, aad, sealed);
             }
@@ -260,10 +268,21 @@ impl Xks {
             .cdiv
             .then(|| envelope::cdiv(&request.aad, &metadata, &sealed.seed, &sealed.ciphertext, &sealed.tag));
         if request.cdiv {
-            // Appendix C: compute the CDIV first, then prove the output decrypts, then answer.
+            // Appendix C: compute the CDIV first, then prove the output decrypts, then answer. The
+            // encryption's own signed request is the evidence: the nodes evaluate it again.
             let opened = self
                 .backend
-                .decrypt(&key.key_id, version, &sealed.seed, &sealed.ciphertext, &sealed.tag, aad, request_id, deadline)
+                .decrypt(
+                    &key.key_id,
+                    version,
+                    &sealed.seed,
+                    &sealed.ciphertext,
+                    &sealed.tag,
+                    aad,
+                    request_id,
+                    evidence,
+                    deadline,
+                )
                 .await?;
             if !bool::from(opened.as_slice().ct_eq(&request.plaintext)) {
                 return Err(XksError::Internal("the verification decrypt did not return the plaintext".into()));
@@ -306,6 +325,7 @@ impl Xks {
         key: &KeyMapping,
         request: api::DecryptRequest,
         request_id: &str,
+        evidence: pb::Evidence,
         deadline: Instant,
     ) -> Result<Answer, XksError> {
         if !key.usage.decrypt() {
@@ -321,13 +341,34 @@ impl Xks {
         let aad = envelope::cipher_aad(&request.aad, &request.metadata)?;
         let plaintext = self
             .backend
-            .decrypt(&key.key_id, version, &request.iv, &request.ciphertext, &request.tag, aad, request_id, deadline)
+            .decrypt(
+                &key.key_id,
+                version,
+                &request.iv,
+                &request.ciphertext,
+                &request.tag,
+                aad,
+                request_id,
+                evidence,
+                deadline,
+            )
             .await?;
         if plaintext.len() != request.ciphertext.len() {
             return Err(XksError::Internal("the cluster returned a plaintext of the wrong length".into()));
         }
         Ok(api::decrypt_body(&plaintext))
     }
+}
+
+/// The signed parts of a request (with its body), which travel to the nodes as evidence.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The method.
+    pub method: &'a http::Method,
+    /// The request target.
+    pub uri: &'a http::Uri,
+    /// Every header.
+    pub headers: &'a http::HeaderMap,
 }
 
 fn usage_error(key: &KeyMapping, what: &str) -> XksError {

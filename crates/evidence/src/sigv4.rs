@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
-use hyok_frontend::calendar::{civil_from_days, days_from_civil, days_in_month, split_seconds};
+use crate::calendar::{civil_from_days, days_from_civil, days_in_month, split_seconds};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -86,6 +86,26 @@ pub enum AuthError {
     BadSignature,
 }
 
+/// What a verifier knows of the request body: the body itself, or only its SHA-256 (a node
+/// checking an encryption request never sees the plaintext inside it).
+#[derive(Clone, Copy, Debug)]
+pub enum Payload<'a> {
+    /// The whole body.
+    Body(&'a [u8]),
+    /// The body's SHA-256.
+    Sha256(&'a [u8; 32]),
+}
+
+/// A request whose signature checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The access key id that signed it.
+    pub access_key_id: String,
+    /// The signature itself (32 bytes): unique to this exact request, so what a replay of it
+    /// shares with the original.
+    pub signature: [u8; 32],
+}
+
 /// The headers a client adds to sign a request with [`sign`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedHeaders {
@@ -116,7 +136,21 @@ pub fn verify(
     now: SystemTime,
     secret_for: impl Fn(&str) -> Option<Zeroizing<String>>,
 ) -> Result<String, AuthError> {
-    verify_for_service(SERVICE, method, uri, headers, body, expected_region, now, secret_for)
+    verify_request(method, uri, headers, Payload::Body(body), expected_region, now, secret_for).map(|v| v.access_key_id)
+}
+
+/// [`verify`] of a request whose body may be known only by its hash, returning the signature
+/// as well as the access key id.
+pub fn verify_request(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+    payload: Payload<'_>,
+    expected_region: Option<&str>,
+    now: SystemTime,
+    secret_for: impl Fn(&str) -> Option<Zeroizing<String>>,
+) -> Result<Verified, AuthError> {
+    verify_for_service(SERVICE, method, uri, headers, payload, expected_region, now, secret_for)
 }
 
 /// Signs a `POST` of `body` (content type `application/json`) to `https://{host}{path}` the way
@@ -147,11 +181,11 @@ fn verify_for_service(
     method: &http::Method,
     uri: &http::Uri,
     headers: &http::HeaderMap,
-    body: &[u8],
+    payload: Payload<'_>,
     expected_region: Option<&str>,
     now: SystemTime,
     secret_for: impl Fn(&str) -> Option<Zeroizing<String>>,
-) -> Result<String, AuthError> {
+) -> Result<Verified, AuthError> {
     let authorization = single_header(headers, "authorization", "authorization header")?;
     let auth = parse_authorization(authorization)?;
 
@@ -176,7 +210,10 @@ fn verify_for_service(
     }
 
     // Payload.
-    let payload_hash = hex_lower(&Sha256::digest(body));
+    let payload_hash = match payload {
+        Payload::Body(body) => hex_lower(&Sha256::digest(body)),
+        Payload::Sha256(hash) => hex_lower(hash),
+    };
     if headers.contains_key("x-amz-content-sha256") {
         let claimed = single_header(headers, "x-amz-content-sha256", "x-amz-content-sha256 header")?;
         if claimed == UNSIGNED_PAYLOAD || claimed.starts_with("STREAMING-") {
@@ -221,7 +258,7 @@ fn verify_for_service(
     let expected = hmac_sha256(&key[..], string_to_sign.as_bytes());
 
     if bool::from(expected.ct_eq(&auth.signature)) {
-        Ok(auth.access_key_id.to_owned())
+        Ok(Verified { access_key_id: auth.access_key_id.to_owned(), signature: auth.signature })
     } else {
         Err(AuthError::BadSignature)
     }
@@ -269,6 +306,26 @@ fn single_header<'h>(headers: &'h http::HeaderMap, name: &str, what: &'static st
         return Err(AuthError::Malformed(what));
     }
     value.to_str().map_err(|_| AuthError::Malformed(what))
+}
+
+/// What an `Authorization` header claims, unverified: the headers it says it signed and its
+/// signature. A carrier (the front-end, the coordinator) uses it to forward the right headers
+/// and to name the request; only a verifier holding the secret learns whether it is true.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed<'a> {
+    /// The `SignedHeaders` names, sorted.
+    pub signed_headers: Vec<&'a str>,
+    /// The signature.
+    pub signature: [u8; 32],
+}
+
+/// Parses an `Authorization` header value without verifying anything.
+///
+/// # Errors
+/// As [`verify`] would for a malformed header.
+pub fn claimed(authorization: &str) -> Result<Claimed<'_>, AuthError> {
+    let auth = parse_authorization(authorization)?;
+    Ok(Claimed { signed_headers: auth.signed_headers, signature: auth.signature })
 }
 
 /// A parsed `Authorization` header, borrowing from it.
@@ -728,12 +785,12 @@ mod tests {
             &Method::GET,
             &Uri::from_static("/"),
             &h,
-            b"",
+            Payload::Body(b""),
             Some("us-east-1"),
             at(now),
             |a| (a == "AKIDEXAMPLE").then(|| Zeroizing::new(VANILLA_SECRET.to_owned())),
         );
-        assert_eq!(got, Ok("AKIDEXAMPLE".to_owned()));
+        assert_eq!(got.map(|v| v.access_key_id), Ok("AKIDEXAMPLE".to_owned()));
         let signed = sign_request(
             "GET",
             "/",

@@ -172,6 +172,8 @@ pub struct Claims {
     pub names: Vec<String>,
     /// `roles` and `groups` values (each a string or an array of strings).
     pub roles: Vec<String>,
+    /// `tid/oid` (Entra ID's immutable tenant and object ids), when the token carries both.
+    pub object_id: Option<String>,
 }
 
 impl Claims {
@@ -299,12 +301,49 @@ pub fn validate(token: &str, keys: &KeySet, rules: &Rules, now_s: u64) -> Result
         .collect();
     let mut roles = strings(&claims, "roles");
     roles.extend(strings(&claims, "groups"));
+    let object_id = match (claims.get("tid").and_then(Value::as_str), claims.get("oid").and_then(Value::as_str)) {
+        (Some(tid), Some(oid)) => Some(format!("{tid}/{oid}")),
+        _ => None,
+    };
     Ok(Claims {
         issuer: issuer.to_owned(),
         subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
         names,
         roles,
+        object_id,
     })
+}
+
+/// Who may use a key, by the claims of a valid token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Users, compared case-insensitively with the token's `email`, `upn` and
+    /// `preferred_username` claims.
+    #[serde(default)]
+    pub allowed_emails: Vec<String>,
+    /// Role or group values: any of the token's `roles` or `groups`.
+    #[serde(default)]
+    pub allowed_roles: Vec<String>,
+    /// Immutable user ids, `tid/oid` (Entra ID's tenant and object ids): unlike a name, never
+    /// reassigned to another user.
+    #[serde(default)]
+    pub allowed_object_ids: Vec<String>,
+}
+
+impl Access {
+    /// Whether nobody is allowed.
+    pub fn is_empty(&self) -> bool {
+        self.allowed_emails.is_empty() && self.allowed_roles.is_empty() && self.allowed_object_ids.is_empty()
+    }
+
+    /// Whether the token's user is allowed: by name, by role or group, or by `tid/oid`.
+    pub fn permits(&self, claims: &Claims) -> bool {
+        let by_name = claims.names.iter().any(|n| self.allowed_emails.iter().any(|a| a.eq_ignore_ascii_case(n)));
+        let by_role = claims.roles.iter().any(|r| self.allowed_roles.contains(r));
+        let by_id = claims.object_id.as_ref().is_some_and(|id| self.allowed_object_ids.contains(id));
+        by_name || by_role || by_id
+    }
 }
 
 /// Mints an RS256 token over `claims` with `key`, naming `kid` in the header. For development

@@ -153,9 +153,17 @@ impl Cluster {
         }
     }
 
-    /// A KeyVault client with the admin certificate.
-    pub async fn client(&self) -> Result<VaultClient> {
-        hyok_proto::connect_vault(&self.dev.coordinator.endpoint, &self.admin_tls()).await
+    /// The operator tools' caller key (`DIR/caller.key`), which every node's policy lets sign
+    /// requests for every key.
+    pub fn signer(&self) -> Result<hyok_evidence::caller::Signer> {
+        hyok_evidence::caller::Signer::load(&self.dir.path().join(hyok_cli::dev::CALLER_KEY_FILE))
+    }
+
+    /// A KeyVault client with the admin certificate, and the operator tools' caller key to sign
+    /// cryptographic requests with ([`Signed`] is a `VaultClient` for everything else).
+    pub async fn client(&self) -> Result<Signed> {
+        let client = hyok_proto::connect_vault(&self.dev.coordinator.endpoint, &self.admin_tls()).await?;
+        Ok(Signed { client, signer: std::sync::Arc::new(self.signer()?) })
     }
 
     /// The dev cluster's hyok-xks: where it answers and as whom (dev.json's `xks` section), and
@@ -285,6 +293,28 @@ where
             Err(e) if started.elapsed() > limit => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
+    }
+}
+
+/// A KeyVault client and the caller key its cryptographic requests are signed with.
+#[derive(Clone, Debug)]
+pub struct Signed {
+    /// The client.
+    pub client: VaultClient,
+    /// The caller key.
+    pub signer: std::sync::Arc<hyok_evidence::caller::Signer>,
+}
+
+impl std::ops::Deref for Signed {
+    type Target = VaultClient;
+    fn deref(&self) -> &VaultClient {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Signed {
+    fn deref_mut(&mut self) -> &mut VaultClient {
+        &mut self.client
     }
 }
 

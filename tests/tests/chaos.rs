@@ -221,23 +221,27 @@ async fn xks_traffic_survives_nodes_killed_and_restarted_up_to_n_minus_t_at_a_ti
 }
 
 /// Encrypts and decrypts through the coordinator with `key`; the plaintext must come back.
-async fn grpc_round_trip(client: &mut hyok_proto::VaultClient, key: &str) -> Result<(), tonic::Status> {
+async fn grpc_round_trip(client: &mut hyok_e2e::Signed, key: &str) -> Result<(), tonic::Status> {
     let plaintext = format!("for {key}").into_bytes();
+    let evidence = Some(client.signer.encrypt(key, &plaintext, &[]));
     let sealed = client
         .encrypt(pb::EncryptRequest {
             key_id: key.into(),
             plaintext: plaintext.clone(),
             aad: Vec::new(),
             request_id: "chaos".into(),
+            evidence,
         })
         .await?
         .into_inner();
+    let evidence = client.signer.decrypt_blob(key, &sealed.ciphertext);
     let opened = client
         .decrypt(pb::DecryptRequest {
             key_id: key.into(),
             ciphertext: sealed.ciphertext,
             aad: Vec::new(),
             request_id: "chaos".into(),
+            evidence,
         })
         .await?
         .into_inner();

@@ -6,7 +6,7 @@
     reason = "test helpers outside #[test] functions fail loudly"
 )]
 
-use hyok_e2e::{Cluster, eventually, hyokctl};
+use hyok_e2e::{Cluster, Signed, eventually, hyokctl};
 use hyok_proto::v1 as pb;
 use hyok_proto::{Role, TlsFiles};
 use hyok_threshold::{GroupPublicKey, Wire, kem};
@@ -17,40 +17,35 @@ use tonic::Code;
 
 const KEY: &str = "demo";
 
-async fn encrypt(client: &mut hyok_proto::VaultClient, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+async fn encrypt(client: &mut Signed, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let evidence = Some(client.signer.encrypt(KEY, plaintext, aad));
     let r = client
         .encrypt(pb::EncryptRequest {
             key_id: KEY.into(),
             plaintext: plaintext.to_vec(),
             aad: aad.to_vec(),
             request_id: "e2e".into(),
+            evidence,
         })
         .await?;
     Ok(r.into_inner().ciphertext)
 }
 
-async fn decrypt(
-    client: &mut hyok_proto::VaultClient,
-    ciphertext: &[u8],
-    aad: &[u8],
-) -> Result<Vec<u8>, tonic::Status> {
+async fn decrypt(client: &mut Signed, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let mut request = tonic::Request::new(pb::DecryptRequest {
         key_id: KEY.into(),
         ciphertext: ciphertext.to_vec(),
         aad: aad.to_vec(),
         request_id: "e2e".into(),
+        evidence: client.signer.decrypt_blob(KEY, ciphertext),
     });
     // A client deadline far beyond the coordinator's: a hang would show as DEADLINE_EXCEEDED.
     request.set_timeout(Duration::from_secs(20));
     Ok(client.decrypt(request).await?.into_inner().plaintext)
 }
 
-async fn unwrap(
-    client: &mut hyok_proto::VaultClient,
-    version: u32,
-    wrapped: &[u8],
-    label: &[u8],
-) -> Result<Vec<u8>, tonic::Status> {
+async fn unwrap(client: &mut Signed, version: u32, wrapped: &[u8], label: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let evidence = Some(client.signer.unwrap(KEY, version, wrapped, label));
     let r = client
         .unwrap(pb::UnwrapRequest {
             key_id: KEY.into(),
@@ -58,6 +53,7 @@ async fn unwrap(
             wrapped: wrapped.to_vec(),
             label: label.to_vec(),
             request_id: "e2e".into(),
+            evidence,
         })
         .await?;
     Ok(r.into_inner().data_key)
@@ -289,7 +285,8 @@ async fn strangers_are_refused_and_roles_are_enforced() {
     assert!(names.contains(&"hyok.v1.KeyVault".to_string()), "{names:?}");
 
     // The front-end role may use keys but not administer them.
-    let mut frontend = hyok_proto::connect_vault(&endpoint, &cluster.tls_for(Role::Frontend)).await.unwrap();
+    let frontend = hyok_proto::connect_vault(&endpoint, &cluster.tls_for(Role::Frontend)).await.unwrap();
+    let mut frontend = Signed { client: frontend, signer: cluster.client().await.unwrap().signer };
     let blob = encrypt(&mut frontend, b"hi", b"").await.unwrap();
     assert_eq!(decrypt(&mut frontend, &blob, b"").await.unwrap(), b"hi");
     let denied = frontend
@@ -316,6 +313,7 @@ async fn strangers_are_refused_and_roles_are_enforced() {
                 seed: vec![0; 16],
                 operation: pb::Operation::Decrypt as i32,
                 request_id: String::new(),
+                evidence: Some(frontend.signer.decrypt(KEY, 1, &[0; 16])),
             }],
         })
         .await
@@ -360,29 +358,33 @@ async fn keys_are_created_rotated_and_disabled_per_node() {
         .unwrap_err();
     assert_eq!(wrap.code(), Code::FailedPrecondition, "usage is fixed at creation");
 
-    let enc = |client: &mut hyok_proto::VaultClient, text: &'static [u8]| {
+    let enc = |client: &mut Signed, text: &'static [u8]| {
         let mut client = client.clone();
         async move {
+            let evidence = Some(client.signer.encrypt("payroll", text, &[]));
             client
                 .encrypt(pb::EncryptRequest {
                     key_id: "payroll".into(),
                     plaintext: text.to_vec(),
                     aad: vec![],
                     request_id: String::new(),
+                    evidence,
                 })
                 .await
                 .map(|r| r.into_inner())
         }
     };
-    let dec = |client: &mut hyok_proto::VaultClient, blob: Vec<u8>| {
+    let dec = |client: &mut Signed, blob: Vec<u8>| {
         let mut client = client.clone();
         async move {
+            let evidence = client.signer.decrypt_blob("payroll", &blob);
             client
                 .decrypt(pb::DecryptRequest {
                     key_id: "payroll".into(),
                     ciphertext: blob,
                     aad: vec![],
                     request_id: String::new(),
+                    evidence,
                 })
                 .await
                 .map(|r| r.into_inner().plaintext)

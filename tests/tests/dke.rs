@@ -145,6 +145,7 @@ async fn dke_decrypts_what_its_public_key_encrypted_through_node_loss_and_rotati
         ca: Some(cluster.dev.tls.ca.clone()),
         cert: Some(cluster.dev.tls.client_cert.clone()),
         key: Some(cluster.dev.tls.client_key.clone()),
+        caller_key: None,
     };
     let created =
         hyok_cli::rsa::create(&target, &dke.dev.rsa_key, 2048, &hyok_cli::rsa::Trust::dev(cluster.dir.path()).unwrap())

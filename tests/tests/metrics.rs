@@ -184,12 +184,15 @@ async fn every_process_serves_metrics_that_parse_and_traffic_moves_the_counters(
     // N encrypts through the coordinator.
     let mut vault = cluster.client().await.unwrap();
     for i in 0..N {
+        let plaintext = format!("metrics {i}").into_bytes();
+        let evidence = Some(vault.signer.encrypt(hyok_cli::dev::DEMO_KEY, &plaintext, &[]));
         vault
             .encrypt(pb::EncryptRequest {
                 key_id: hyok_cli::dev::DEMO_KEY.into(),
-                plaintext: format!("metrics {i}").into_bytes(),
+                plaintext,
                 aad: Vec::new(),
                 request_id: format!("metrics-{i}"),
+                evidence,
             })
             .await
             .unwrap();

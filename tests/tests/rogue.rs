@@ -9,6 +9,7 @@
 )]
 
 use hyok_e2e::Cluster;
+use hyok_evidence::caller::Signer;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_proto::{Role, TlsFiles};
@@ -60,16 +61,37 @@ impl<'a> Rogue<'a> {
     }
 }
 
-fn item(key_id: &str, version: u32, seed: &[u8], operation: pb::Operation, request_id: &str) -> pb::EvaluateItem {
+fn item(
+    key_id: &str,
+    version: u32,
+    seed: &[u8],
+    operation: pb::Operation,
+    request_id: &str,
+    evidence: Option<pb::Evidence>,
+) -> pb::EvaluateItem {
     pb::EvaluateItem {
         key_id: key_id.into(),
         version,
         seed: seed.to_vec(),
         operation: operation as i32,
         request_id: request_id.into(),
+        evidence,
     }
 }
 
+/// A valid encryption item: signed by the operator tools' caller key, with the nonce its
+/// signature gives.
+fn signed_encrypt(signer: &Signer, key_id: &str, version: u32, request_id: &str) -> pb::EvaluateItem {
+    let evidence = signer.encrypt(key_id, b"anything", b"");
+    let nonce = hyok_evidence::encryption_nonce(&evidence).unwrap();
+    item(key_id, version, &nonce, pb::Operation::Encrypt, request_id, Some(evidence))
+}
+
+/// A rogue coordinator holding a captured ciphertext of an encrypt-only key, and the signed
+/// request that made it: without evidence, or with the encryption's own evidence steered onto
+/// the captured seed or called a DECRYPT, every node refuses; the encryption's evidence used as
+/// signed yields partials on the seed the nodes derive, worthless for the ciphertext; even an
+/// application's genuine decrypt signature meets the key's usage. Each refusal is audited.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rogue_coordinator_cannot_decrypt_with_an_encrypt_only_key() {
     let cluster = Cluster::start(5, 3).unwrap();
@@ -83,67 +105,79 @@ async fn a_rogue_coordinator_cannot_decrypt_with_an_encrypt_only_key() {
         .await
         .unwrap()
         .into_inner();
-    // A ciphertext made through the coordinator, captured by the attacker.
+    // A ciphertext made through the coordinator, captured by the attacker with its request.
     let secret = b"the merger closes on friday".to_vec();
+    let signed = admin.signer.encrypt("sealed-drop", &secret, b"board");
     let captured = admin
         .encrypt_detached(pb::EncryptDetachedRequest {
             key_id: "sealed-drop".into(),
             plaintext: secret.clone(),
             aad: b"board".to_vec(),
             request_id: "rogue-setup".into(),
+            evidence: Some(signed.clone()),
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(captured.version, created.primary_version);
+    let nonce = hyok_evidence::encryption_nonce(&signed).unwrap();
 
     let rogue = Rogue::holding(&cluster, Role::Coordinator);
     let package = rogue.package(1, "sealed-drop", captured.version).await;
     let on_captured =
         DprfInput::new("sealed-drop", captured.version, captured.seed.clone().try_into().unwrap()).unwrap();
     let tag: [u8; 16] = captured.tag.clone().try_into().unwrap();
+    let version = captured.version;
+    let denied = pb::item_error::Code::PermissionDenied as i32;
 
-    // Asked to DECRYPT, every node refuses: the key does not allow it.
     for id in 1..=3 {
+        let ask = |op, seed: &[u8], evidence: Option<pb::Evidence>, rid: &str| {
+            item("sealed-drop", version, seed, op, rid, evidence)
+        };
+        // No evidence; the encryption's evidence with the captured seed as its nonce; the
+        // encryption's evidence called a DECRYPT.
+        for (what, attempt) in [
+            ("no evidence", ask(pb::Operation::Decrypt, &captured.seed, None, "rogue-bare")),
+            ("steered nonce", ask(pb::Operation::Encrypt, &captured.seed, Some(signed.clone()), "rogue-steer")),
+            ("encrypt as decrypt", ask(pb::Operation::Decrypt, &nonce, Some(signed.clone()), "rogue-switch")),
+        ] {
+            let refused = rogue.evaluate(id, attempt).await.unwrap_err();
+            assert_eq!(refused.code, denied, "node {id}, {what}: {refused:?}");
+        }
+        // An application's real decrypt signature for the ciphertext: the key's usage refuses.
+        let genuine = admin.signer.decrypt("sealed-drop", version, &captured.seed);
         let refused = rogue
-            .evaluate(
-                id,
-                item("sealed-drop", captured.version, &captured.seed, pb::Operation::Decrypt, "rogue-decrypt"),
-            )
+            .evaluate(id, ask(pb::Operation::Decrypt, &captured.seed, Some(genuine), "rogue-decrypt"))
             .await
             .unwrap_err();
         assert_eq!(refused.code, pb::item_error::Code::UsageNotAllowed as i32, "node {id}");
     }
-    // Asked to ENCRYPT with the captured seed as the nonce, the nodes evaluate on a seed they
-    // derive from it: the partials are worthless for the captured ciphertext.
+    // The encryption's evidence as signed: partials on the seed derived from its nonce, which
+    // do not open the ciphertext.
     let mut partials = Vec::new();
     for id in 1..=3 {
         let p = rogue
-            .evaluate(
-                id,
-                item("sealed-drop", captured.version, &captured.seed, pb::Operation::Encrypt, "rogue-encrypt"),
-            )
+            .evaluate(id, item("sealed-drop", version, &nonce, pb::Operation::Encrypt, "rogue-encrypt", Some(signed.clone())))
             .await
             .unwrap();
         partials.push(p);
     }
+    let derived = DprfInput::new("sealed-drop", version, dprf::encryption_seed("sealed-drop", version, &nonce)).unwrap();
+    assert!(dprf::vartime_find_invalid(&package, &derived, &partials, &mut rand::rng()).unwrap().is_empty());
     let opened = aead::decrypt(&package, &on_captured, &partials, b"board", &captured.ciphertext, &tag);
-    assert!(opened.is_err(), "ENCRYPT partials must not open a ciphertext");
-    assert!(
-        dprf::vartime_find_invalid(&package, &on_captured, &partials, &mut rand::rng()).unwrap().len()
-            == partials.len(),
-        "no node evaluated on the captured seed"
-    );
+    assert!(opened.is_ok(), "the encryption's own evidence gives back only what that encryption made");
+    assert_eq!(opened.unwrap().value.as_slice(), secret.as_slice(), "… which is this very ciphertext, that its requester already had");
 
-    // Every node names the refused attempt in its audit log.
+    // Every node names the refused attempts in its audit log.
     for id in 1..=3 {
         let audit = rogue.audit(id).await;
-        assert!(
-            audit.iter().any(|e| e.operation == "refused:evaluate:decrypt:usage_not_allowed"
-                && e.request_id == "rogue-decrypt"
-                && e.caller.contains("coordinator")),
-            "node {id}: {audit:?}"
-        );
+        let refused = |op: &str, rid: &str| {
+            audit.iter().any(|e| e.operation == op && e.request_id == rid && e.caller.contains("coordinator"))
+        };
+        assert!(refused("refused:evaluate:decrypt:permission_denied", "rogue-bare"), "node {id}: {audit:?}");
+        assert!(refused("refused:evaluate:encrypt:permission_denied", "rogue-steer"), "node {id}: {audit:?}");
+        assert!(refused("refused:evaluate:decrypt:permission_denied", "rogue-switch"), "node {id}: {audit:?}");
+        assert!(refused("refused:evaluate:decrypt:usage_not_allowed", "rogue-decrypt"), "node {id}: {audit:?}");
     }
 }
 
@@ -176,12 +210,14 @@ async fn once_n_minus_t_plus_1_operators_veto_a_key_neither_the_coordinator_nor_
         .create_key(pb::CreateKeyRequest { key_id: "sovereign".into(), usages: vec![], request_id: "setup".into() })
         .await
         .unwrap();
+    let evidence = Some(admin.signer.encrypt("sovereign", b"customer records", b"eu"));
     let sealed = admin
         .encrypt_detached(pb::EncryptDetachedRequest {
             key_id: "sovereign".into(),
             plaintext: b"customer records".to_vec(),
             aad: b"eu".to_vec(),
             request_id: "setup".into(),
+            evidence,
         })
         .await
         .unwrap()
@@ -194,6 +230,12 @@ async fn once_n_minus_t_plus_1_operators_veto_a_key_neither_the_coordinator_nor_
         version: sealed.version,
         aad: b"eu".to_vec(),
         request_id: "after-veto".into(),
+        evidence: None,
+    };
+    let signer = admin.signer.clone();
+    let decrypt_signed = || pb::DecryptDetachedRequest {
+        evidence: Some(signer.decrypt("sovereign", sealed.version, &sealed.seed)),
+        ..decrypt.clone()
     };
 
     // Three operators veto through their own node's socket: two with `hyokctl node --node N`
@@ -234,12 +276,14 @@ async fn once_n_minus_t_plus_1_operators_veto_a_key_neither_the_coordinator_nor_
         plaintext: b"more".to_vec(),
         aad: vec![],
         request_id: "after-veto".into(),
+        evidence: Some(admin.signer.encrypt("sovereign", b"more", b"")),
     };
     assert_disabled(&admin.encrypt_detached(encrypt.clone()).await.unwrap_err(), "Encrypt");
-    assert_disabled(&admin.decrypt_detached(decrypt.clone()).await.unwrap_err(), "Decrypt");
+    assert_disabled(&admin.decrypt_detached(decrypt_signed()).await.unwrap_err(), "Decrypt");
     // … nor asked of a vetoing node directly with the coordinator's certificate.
     for id in 1..=3 {
-        let item = item("sovereign", sealed.version, &sealed.seed, pb::Operation::Decrypt, "rogue-decrypt");
+        let evidence = Some(admin.signer.decrypt("sovereign", sealed.version, &sealed.seed));
+        let item = item("sovereign", sealed.version, &sealed.seed, pb::Operation::Decrypt, "rogue-decrypt", evidence);
         let refused = rogue.evaluate(id, item).await.unwrap_err();
         assert_eq!(refused.code, pb::item_error::Code::Disabled as i32, "node {id}: {refused:?}");
     }
@@ -281,7 +325,7 @@ async fn once_n_minus_t_plus_1_operators_veto_a_key_neither_the_coordinator_nor_
         .enable_key(pb::EnableKeyRequest { key_id: "sovereign".into(), request_id: "admin-enable-2".into() })
         .await
         .unwrap();
-    let opened = admin.decrypt_detached(decrypt).await.unwrap().into_inner();
+    let opened = admin.decrypt_detached(decrypt_signed()).await.unwrap().into_inner();
     assert_eq!(opened.plaintext, b"customer records");
 }
 
@@ -430,7 +474,7 @@ async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coord
     for (who, tls) in pretenders {
         let rogue = Rogue { cluster: &cluster, tls };
         for id in 1..=5u16 {
-            let item = item("pinned", created.primary_version, &[9; 16], pb::Operation::Encrypt, who);
+            let item = signed_encrypt(&admin.signer, "pinned", created.primary_version, who);
             let refused =
                 rogue.node(id).await.evaluate_batch(pb::EvaluateBatchRequest { items: vec![item] }).await.unwrap_err();
             assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{who} node {id}: {refused:?}");
@@ -453,6 +497,6 @@ async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coord
     }
     // The pinned coordinator's own certificate is served.
     let real = Rogue::holding(&cluster, Role::Coordinator);
-    let item = item("pinned", created.primary_version, &[9; 16], pb::Operation::Encrypt, "real");
+    let item = signed_encrypt(&admin.signer, "pinned", created.primary_version, "real");
     real.evaluate(1, item).await.unwrap();
 }

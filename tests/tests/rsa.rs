@@ -37,7 +37,7 @@ fn import(cluster: &Cluster, name: &str, pem: &str) -> Output {
 }
 
 async fn decrypt(
-    client: &mut hyok_proto::VaultClient,
+    client: &mut hyok_e2e::Signed,
     name: &str,
     version: u32,
     ciphertext: &[u8],
@@ -47,6 +47,7 @@ async fn decrypt(
         version,
         ciphertext: ciphertext.to_vec(),
         request_id: "e2e@example.com".into(),
+        evidence: Some(client.signer.rsa_decrypt(name, version, ciphertext)),
     });
     request.set_timeout(Duration::from_secs(20));
     Ok(client.rsa_decrypt(request).await?.into_inner().plaintext)

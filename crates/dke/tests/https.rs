@@ -114,6 +114,7 @@ impl Backend for FakeCluster {
         version: u32,
         ciphertext: &[u8],
         request_id: &str,
+        evidence: pb::Evidence,
         _deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, BackendError> {
         if self.unavailable.load(Ordering::SeqCst) {
@@ -121,6 +122,11 @@ impl Backend for FakeCluster {
         }
         if self.disabled.load(Ordering::SeqCst) {
             return Err(BackendError::Disabled);
+        }
+        // The nodes verify the user's own token: the service must pass it on, as sent.
+        match evidence.kind {
+            Some(pb::evidence::Kind::BearerToken(token)) if token.split('.').count() == 3 => {}
+            _ => return Err(BackendError::Denied),
         }
         self.request_ids.lock().unwrap().push(request_id.to_owned());
         let v = self.version(name, version)?;

@@ -51,6 +51,7 @@ impl CoordError {
             CoordError::VersionNotFound(_) => Some(Reason::VersionNotFound),
             CoordError::Disabled(_) => Some(Reason::KeyDisabled),
             CoordError::UsageNotAllowed(_) => Some(Reason::UsageNotAllowed),
+            CoordError::PermissionDenied(_) => Some(Reason::EvidenceRefused),
             _ => None,
         }
     }

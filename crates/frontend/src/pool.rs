@@ -64,7 +64,7 @@ pub fn map_status(status: &tonic::Status) -> BackendError {
         Code::FailedPrecondition => BackendError::Disabled,
         Code::InvalidArgument => BackendError::Malformed,
         Code::DataLoss => BackendError::DecryptionFailed,
-        Code::PermissionDenied => BackendError::Denied,
+        Code::PermissionDenied if reason == Some(Reason::EvidenceRefused) => BackendError::Denied,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
             BackendError::Unavailable
         }
@@ -159,6 +159,7 @@ mod tests {
             (tonic::Status::resource_exhausted("x"), BackendError::Unavailable),
             (tonic::Status::unimplemented("x"), BackendError::Internal),
             (tonic::Status::permission_denied("wrong certificate"), BackendError::Internal),
+            (Reason::EvidenceRefused.attach(tonic::Status::permission_denied("x")), BackendError::Denied),
         ];
         for (status, expected) in cases {
             assert_eq!(map_status(&status), expected, "{status:?}");

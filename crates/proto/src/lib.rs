@@ -80,11 +80,19 @@ pub enum Reason {
     KeyDisabled,
     /// The key's usages do not allow the operation.
     UsageNotAllowed,
+    /// The request carries no evidence, or the nodes' policies refused it (PERMISSION_DENIED,
+    /// as opposed to a caller certificate without the role).
+    EvidenceRefused,
 }
 
 impl Reason {
-    const ALL: [Reason; 4] =
-        [Reason::KeyNotFound, Reason::VersionNotFound, Reason::KeyDisabled, Reason::UsageNotAllowed];
+    const ALL: [Reason; 5] = [
+        Reason::KeyNotFound,
+        Reason::VersionNotFound,
+        Reason::KeyDisabled,
+        Reason::UsageNotAllowed,
+        Reason::EvidenceRefused,
+    ];
 
     /// The metadata value.
     pub fn as_str(self) -> &'static str {
@@ -93,6 +101,7 @@ impl Reason {
             Reason::VersionNotFound => "version-not-found",
             Reason::KeyDisabled => "key-disabled",
             Reason::UsageNotAllowed => "usage-not-allowed",
+            Reason::EvidenceRefused => "evidence-refused",
         }
     }
 

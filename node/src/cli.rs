@@ -264,7 +264,10 @@ async fn policy(command: PolicyCommand) -> Result<()> {
                 unreachable!()
             } else {
                 let (id, digest) = crate::server::install_policy(&data_dir, &policy, "local-operator:offline")?;
-                eprintln!("installed in the store of node {} (not running)", id.map_or("?".to_owned(), |i| i.to_string()));
+                eprintln!(
+                    "installed in the store of node {} (not running)",
+                    id.map_or("?".to_owned(), |i| i.to_string())
+                );
                 Some(crate::operator::PolicyShown { digest: hex::encode(digest), policy: policy.redacted() })
             }
         }
@@ -277,8 +280,10 @@ async fn policy(command: PolicyCommand) -> Result<()> {
                 #[cfg(not(unix))]
                 unreachable!()
             } else {
-                crate::server::stored_policy(&data_dir)?
-                    .map(|(digest, p)| crate::operator::PolicyShown { digest: hex::encode(digest), policy: p.redacted() })
+                crate::server::stored_policy(&data_dir)?.map(|(digest, p)| crate::operator::PolicyShown {
+                    digest: hex::encode(digest),
+                    policy: p.redacted(),
+                })
             }
         }
     };

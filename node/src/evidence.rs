@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 /// Why everything is refused on a node without a policy.
-pub const NO_POLICY: &str = "no evidence policy installed: the node's operator must install one (`hyok-node policy install`)";
+pub const NO_POLICY: &str =
+    "no evidence policy installed: the node's operator must install one (`hyok-node policy install`)";
 
 const REPLAYED: &str = "the caller's signature was used before (a replay)";
 
@@ -117,7 +118,11 @@ impl Node {
     /// (never a secret). A grant for a single-use signature must be [`Node::consume`]d right
     /// before the node computes: a refusal for another reason (a PENDING version, a disabled
     /// key) does not use it up.
-    pub(crate) fn authorize(&self, request: &Request<'_>, evidence: Option<&pb::Evidence>) -> Result<Grant, pb::ItemError> {
+    pub(crate) fn authorize(
+        &self,
+        request: &Request<'_>,
+        evidence: Option<&pb::Evidence>,
+    ) -> Result<Grant, pb::ItemError> {
         let policy = {
             let slot = self.evidence().policy.read().map_err(|_| deny("policy lock poisoned".into()))?;
             match slot.as_ref() {

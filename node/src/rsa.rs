@@ -132,10 +132,8 @@ impl Node {
     pub fn rsa_partial(&self, req: &pb::RsaPartialRequest, caller: &str) -> Result<pb::RsaPartialResponse, NodeError> {
         let computed = (|| {
             check_name_version(&req.name, req.version)?;
-            let request =
-                Request::RsaDecrypt { name: &req.name, version: req.version, ciphertext: &req.ciphertext };
-            let grant =
-                self.authorize(&request, req.evidence.as_ref()).map_err(|e| NodeError::Denied(e.message))?;
+            let request = Request::RsaDecrypt { name: &req.name, version: req.version, ciphertext: &req.ciphertext };
+            let grant = self.authorize(&request, req.evidence.as_ref()).map_err(|e| NodeError::Denied(e.message))?;
             let meta = self
                 .store()
                 .rsa()

@@ -157,16 +157,24 @@ async fn a_rogue_coordinator_cannot_decrypt_with_an_encrypt_only_key() {
     let mut partials = Vec::new();
     for id in 1..=3 {
         let p = rogue
-            .evaluate(id, item("sealed-drop", version, &nonce, pb::Operation::Encrypt, "rogue-encrypt", Some(signed.clone())))
+            .evaluate(
+                id,
+                item("sealed-drop", version, &nonce, pb::Operation::Encrypt, "rogue-encrypt", Some(signed.clone())),
+            )
             .await
             .unwrap();
         partials.push(p);
     }
-    let derived = DprfInput::new("sealed-drop", version, dprf::encryption_seed("sealed-drop", version, &nonce)).unwrap();
+    let derived =
+        DprfInput::new("sealed-drop", version, dprf::encryption_seed("sealed-drop", version, &nonce)).unwrap();
     assert!(dprf::vartime_find_invalid(&package, &derived, &partials, &mut rand::rng()).unwrap().is_empty());
     let opened = aead::decrypt(&package, &on_captured, &partials, b"board", &captured.ciphertext, &tag);
     assert!(opened.is_ok(), "the encryption's own evidence gives back only what that encryption made");
-    assert_eq!(opened.unwrap().value.as_slice(), secret.as_slice(), "… which is this very ciphertext, that its requester already had");
+    assert_eq!(
+        opened.unwrap().value.as_slice(),
+        secret.as_slice(),
+        "… which is this very ciphertext, that its requester already had"
+    );
 
     // Every node names the refused attempts in its audit log.
     for id in 1..=3 {

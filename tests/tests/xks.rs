@@ -673,6 +673,9 @@ async fn xks_protocol_edges_authentication_key_usage_key_state_and_health_answer
         ..target.clone()
     };
     assert_ne!(rotated.access_key_id, target.access_key_id);
+    // The nodes verify the signature too: every node's operator installs the policy again, which
+    // reads the credentials file anew.
+    reinstall_policy(&cluster);
     let signed_as = |who: &Target| {
         let (kms, who) = (kms.clone(), who.clone());
         let path = encrypt_path(&key);
@@ -695,6 +698,7 @@ async fn xks_protocol_edges_authentication_key_usage_key_state_and_health_answer
     let tmp = file.with_extension("rotating");
     std::fs::write(&tmp, hyok_xks::credentials::to_file_text(&kept).as_bytes()).unwrap();
     std::fs::rename(&tmp, &file).unwrap();
+    reinstall_policy(&cluster);
     eventually(PATIENCE, || async {
         let answer = signed_as(&target).await;
         anyhow::ensure!(answer.status == StatusCode::UNAUTHORIZED, "old credential still live: {}", answer.status);
@@ -1002,4 +1006,26 @@ async fn xks_over_its_in_flight_limit_answers_throttling_and_nothing_else() {
     // Refusals hold no permit: one request alone is served again.
     kms.encrypt(&key, b"after the burst", None, true).await;
     drop(process);
+}
+
+/// As every node's operator: `hyokctl node policy install --node N DIR/policy.json`, the dev
+/// cluster's policy, whose credentials file a rotation changed.
+fn reinstall_policy(cluster: &Cluster) {
+    let dir = cluster.dir.path();
+    for node in &cluster.dev.nodes {
+        let output = std::process::Command::new(hyok_e2e::hyokctl())
+            .arg("--dev-dir")
+            .arg(dir)
+            .args(["node", "--node", &node.id.to_string(), "policy", "install"])
+            .arg(dir.join(hyok_cli::policy::POLICY_FILE))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "policy install on node {}: {}",
+            node.id,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("policy "), "{output:?}");
+    }
 }

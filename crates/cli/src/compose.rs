@@ -147,13 +147,13 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
     // As every node's operator again: the evidence policy, into every node's store.
     let operator = crate::policy::ensure_signer(&dir.join(crate::policy::CALLER_KEY_FILE))?;
     let policy = crate::policy::cluster_policy(&crate::policy::Parties {
-        xks: &credential,
+        xks_credentials: Path::new("xks/credentials.toml"),
         dke_audience: &public_base_url,
-        dke_jwks: &issuer.jwks,
+        dke_jwks: &Path::new("dke").join(crate::dke::JWKS_FILE),
         operator: &operator,
         health: &health,
     })?;
-    crate::policy::install(&nodes, &policy, "hyokctl-compose:operator")?;
+    crate::policy::install(dir, &nodes, &policy, "hyokctl-compose:operator")?;
     let file = ComposeFile {
         threshold: THRESHOLD,
         nodes: NODES,

@@ -150,14 +150,14 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     let operator = crate::policy::ensure_signer(&dir.join(CALLER_KEY_FILE))?;
     let health = crate::policy::ensure_signer(&dir.join("xks").join(crate::policy::HEALTH_CALLER_KEY_FILE))?;
     let policy = crate::policy::cluster_policy(&crate::policy::Parties {
-        xks: &xks_setup.credential,
+        xks_credentials: Path::new("xks/credentials.toml"),
         dke_audience: &dke_setup.audience,
-        dke_jwks: &dke_setup.issuer.jwks,
+        dke_jwks: &Path::new("dke").join(crate::dke::JWKS_FILE),
         operator: &operator,
         health: &health,
     })?;
     let data_dirs: Vec<(u16, PathBuf)> = (1..=shape.nodes).map(|id| (id, dir.join(format!("node-{id}")))).collect();
-    crate::policy::install(&data_dirs, &policy, "hyokctl-dev:operator")?;
+    crate::policy::install(&dir, &data_dirs, &policy, "hyokctl-dev:operator")?;
 
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(String, String)>();
     let mut pids: Vec<(String, u32)> = Vec::new();

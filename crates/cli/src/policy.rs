@@ -7,8 +7,7 @@
 
 use anyhow::{Context, Result};
 use hyok_evidence::caller::Signer;
-use hyok_evidence::credentials::Credential;
-use hyok_evidence::policy::{Caller, Dke, DkeKey, FORMAT, PolicyFile, XksCredential, XksKey, XksStore};
+use hyok_evidence::policy::{Caller, Dke, DkeKey, FORMAT, PolicyFile, XksKey, XksStore};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,11 +36,17 @@ pub fn ensure_signer(path: &Path) -> Result<Signer> {
     Signer::load(path)
 }
 
-/// What the cluster's front-ends and tools present to the nodes.
+/// The operators' policy file in a dev (or compose) directory: JSON naming the XKS credentials
+/// file and the DKE JWKS file, which `hyok-node policy install` folds in. After a credential
+/// rotation (`hyokctl xks credentials --file`), install it again on every node.
+pub const POLICY_FILE: &str = "policy.json";
+
+/// What the cluster's front-ends and tools present to the nodes. Paths are relative to the
+/// directory the policy file is in.
 #[derive(Debug)]
 pub struct Parties<'a> {
-    /// The XKS key store's credential (prefix and region are the dev ones).
-    pub xks: &'a Credential,
+    /// The XKS key store's credentials file (prefix and region are the dev ones).
+    pub xks_credentials: &'a Path,
     /// The DKE token audience (hyok-dke's public base URL).
     pub dke_audience: &'a str,
     /// The dev token issuer's JWKS file.
@@ -52,12 +57,11 @@ pub struct Parties<'a> {
     pub health: &'a Signer,
 }
 
-/// The policy every dev node gets.
+/// The policy every dev node gets, in its file form.
 ///
 /// # Errors
-/// If the JWKS file cannot be read.
+/// If a usage does not parse (never, for the dev keys).
 pub fn cluster_policy(parties: &Parties<'_>) -> Result<PolicyFile> {
-    let jwks = std::fs::read(parties.dke_jwks).with_context(|| format!("reading {}", parties.dke_jwks.display()))?;
     let keys = crate::xks::DEV_KEYS
         .iter()
         .map(|k| {
@@ -71,19 +75,16 @@ pub fn cluster_policy(parties: &Parties<'_>) -> Result<PolicyFile> {
         xks: vec![XksStore {
             uri_prefix: crate::xks::DEV_PREFIX.to_owned(),
             region: Some(crate::xks::DEV_REGION.to_owned()),
-            credentials: vec![XksCredential {
-                access_key_id: parties.xks.access_key_id.clone(),
-                secret_access_key: parties.xks.secret().to_owned(),
-            }],
-            credentials_file: None,
+            credentials: Vec::new(),
+            credentials_file: Some(parties.xks_credentials.to_owned()),
             keys,
         }],
         dke: Some(Dke {
             issuers: vec![crate::dke::DEV_ISSUER.to_owned()],
             audience: parties.dke_audience.to_owned(),
             leeway_s: 60,
-            jwks: Some(serde_json::from_slice(&jwks).context("the dev JWKS")?),
-            jwks_file: None,
+            jwks: None,
+            jwks_file: Some(parties.dke_jwks.to_owned()),
             keys: vec![DkeKey {
                 rsa_key: crate::dke::DEV_RSA_KEY.to_owned(),
                 allowed_emails: vec![crate::dke::DEV_EMAIL.to_owned()],
@@ -106,14 +107,18 @@ pub fn cluster_policy(parties: &Parties<'_>) -> Result<PolicyFile> {
     })
 }
 
-/// As every node's operator: installs `policy` into the store of every node in `nodes` (id,
-/// data directory; none running), audited as by `caller`.
+/// As every node's operator: writes `policy` to `DIR/policy.json`, then installs it (the files
+/// it names folded in) into the store of every node in `nodes` (id, data directory; none
+/// running), audited as by `caller`.
 ///
 /// # Errors
-/// If a store cannot be opened or the policy is refused.
-pub fn install(nodes: &[(u16, PathBuf)], policy: &PolicyFile, caller: &str) -> Result<()> {
+/// If the file cannot be written, a store cannot be opened or the policy is refused.
+pub fn install(dir: &Path, nodes: &[(u16, PathBuf)], policy: &PolicyFile, caller: &str) -> Result<()> {
+    let path = dir.join(POLICY_FILE);
+    std::fs::write(&path, serde_json::to_vec_pretty(policy)?).with_context(|| format!("writing {}", path.display()))?;
+    let resolved = PolicyFile::load(&path)?;
     for (id, data_dir) in nodes {
-        hyok_node::server::install_policy(data_dir, policy, caller)
+        hyok_node::server::install_policy(data_dir, &resolved, caller)
             .with_context(|| format!("installing the evidence policy into node {id}"))?;
     }
     Ok(())

@@ -65,9 +65,9 @@ impl Target {
     /// If there is none, or it cannot be read.
     pub fn signer(&self) -> Result<hyok_evidence::caller::Signer> {
         let path = self.caller_key.clone().unwrap_or_else(|| self.dev_dir.join(crate::dev::CALLER_KEY_FILE));
-        hyok_evidence::caller::Signer::load(&path).with_context(|| {
-            "a caller key is needed to sign encrypt/decrypt requests (--caller-key, or a dev cluster's caller.key)"
-        })
+        hyok_evidence::caller::Signer::load(&path).with_context(
+            || "a caller key is needed to sign encrypt/decrypt requests (--caller-key, or a dev cluster's caller.key)",
+        )
     }
 
     /// A connected KeyVault client.

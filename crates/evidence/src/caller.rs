@@ -114,8 +114,10 @@ impl Signer {
         let bytes = zeroize::Zeroizing::new(
             hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("caller key {} is not hex", path.display()))?,
         );
-        let bytes: [u8; 32] =
-            bytes.as_slice().try_into().map_err(|_| anyhow::anyhow!("caller key {} is not 32 bytes", path.display()))?;
+        let bytes: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("caller key {} is not 32 bytes", path.display()))?;
         let secret = CallerSecret::from_secret_bytes(bytes)
             .map_err(|_| anyhow::anyhow!("caller key {} is not a valid key", path.display()))?;
         Ok(Signer { secret })

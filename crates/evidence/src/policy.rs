@@ -343,12 +343,7 @@ impl Policy {
             if stores.iter().any(|s: &Store| s.base == base) {
                 return Err(format!("key store {:?} is listed twice", store.uri_prefix));
             }
-            stores.push(Store {
-                base,
-                region: store.region.clone(),
-                credentials: CredentialSet::fixed(creds),
-                keys,
-            });
+            stores.push(Store { base, region: store.region.clone(), credentials: CredentialSet::fixed(creds), keys });
         }
         let dke = match &file.dke {
             None => None,
@@ -409,11 +404,10 @@ impl Policy {
             return Err(denied("an XKS request authorizes only DPRF evaluations"));
         };
         let (method, uri, headers) = xks::request_parts(x).map_err(|e| denied(format!("XKS request: {e}")))?;
-        let (store, external_id, op) = self
-            .stores
-            .iter()
-            .find_map(|s| xks::route(uri.path(), &s.base).map(|(id, op)| (s, id, op)))
-            .ok_or_else(|| denied("the XKS request's path is no encrypt or decrypt of a key store this node serves"))?;
+        let (store, external_id, op) =
+            self.stores.iter().find_map(|s| xks::route(uri.path(), &s.base).map(|(id, op)| (s, id, op))).ok_or_else(
+                || denied("the XKS request's path is no encrypt or decrypt of a key store this node serves"),
+            )?;
         let hash: [u8; 32];
         let payload = match op {
             xks::Operation::Decrypt => sigv4::Payload::Body(&x.body),
@@ -427,8 +421,10 @@ impl Policy {
             store.credentials.secret_for(akid)
         })
         .map_err(|e| denied(format!("XKS request: {e}")))?;
-        let (mapped, usage) =
-            store.keys.get(external_id).ok_or_else(|| denied("the XKS request names an external key this node does not map"))?;
+        let (mapped, usage) = store
+            .keys
+            .get(external_id)
+            .ok_or_else(|| denied("the XKS request names an external key this node does not map"))?;
         if mapped != key_id {
             return Err(denied("the XKS request is for another key"));
         }
@@ -445,7 +441,8 @@ impl Policy {
                 }
             }
             xks::Operation::Decrypt => {
-                let (iv, signed_version) = xks::decrypt_inputs(&x.body).map_err(|e| denied(format!("XKS request: {e}")))?;
+                let (iv, signed_version) =
+                    xks::decrypt_inputs(&x.body).map_err(|e| denied(format!("XKS request: {e}")))?;
                 if iv != *seed || signed_version != version {
                     return Err(denied("the seed or version is not the one the XKS request names"));
                 }
@@ -461,7 +458,8 @@ impl Policy {
         };
         let dke = self.dke.as_ref().ok_or_else(|| denied("this node accepts no bearer tokens"))?;
         let now_s = unix_ms(now) / 1000;
-        let claims = jwt::validate(token, &dke.keys, &dke.rules, now_s).map_err(|e| denied(format!("bearer token: {e}")))?;
+        let claims =
+            jwt::validate(token, &dke.keys, &dke.rules, now_s).map_err(|e| denied(format!("bearer token: {e}")))?;
         let user = printable(claims.object_id.as_deref().unwrap_or(claims.user()), 200);
         let user = if claims.object_id.is_some() { format!("{}|{user}", printable(claims.user(), 200)) } else { user };
         let access = dke.access.get(name).ok_or_else(|| denied(format!("no DKE user may use key {name}")))?;
@@ -603,7 +601,8 @@ mod tests {
         if let Some(pb::evidence::Kind::Xks(x)) = &mut tampered.kind {
             x.body = decrypt_body([6; 16], 2);
         }
-        let err = p.authorize(&evaluate("key-a", 2, &[6; 16], pb::Operation::Decrypt), Some(&tampered), now).unwrap_err();
+        let err =
+            p.authorize(&evaluate("key-a", 2, &[6; 16], pb::Operation::Decrypt), Some(&tampered), now).unwrap_err();
         assert!(err.0.contains("signature"), "{err}");
         // No evidence at all.
         assert!(p.authorize(&evaluate("key-a", 2, &[5; 16], pb::Operation::Decrypt), None, now).is_err());

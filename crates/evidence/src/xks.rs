@@ -178,7 +178,8 @@ pub fn to_evidence(
     {
         forwarded.push(pb::HttpHeader { name: "host".into(), value: authority.as_str().as_bytes().to_vec() });
     }
-    let (body, body_sha256) = if with_body { (body.to_vec(), Vec::new()) } else { (Vec::new(), Sha256::digest(body).to_vec()) };
+    let (body, body_sha256) =
+        if with_body { (body.to_vec(), Vec::new()) } else { (Vec::new(), Sha256::digest(body).to_vec()) };
     pb::Evidence {
         kind: Some(pb::evidence::Kind::Xks(pb::XksRequest {
             method: method.as_str().to_owned(),
@@ -224,14 +225,15 @@ pub fn decrypt_inputs(body: &[u8]) -> Result<([u8; IV_LEN], u32), String> {
         initialization_vector: String,
         ciphertext_metadata: Option<String>,
     }
-    let fields: Fields =
-        serde_json::from_slice(body).map_err(|_| "the body lacks initializationVector".to_owned())?;
-    let iv = STANDARD.decode(&fields.initialization_vector).map_err(|_| "initializationVector is not base64".to_owned())?;
+    let fields: Fields = serde_json::from_slice(body).map_err(|_| "the body lacks initializationVector".to_owned())?;
+    let iv =
+        STANDARD.decode(&fields.initialization_vector).map_err(|_| "initializationVector is not base64".to_owned())?;
     let iv: [u8; IV_LEN] = iv.try_into().map_err(|_| format!("initializationVector is not {IV_LEN} bytes"))?;
     let metadata = STANDARD
         .decode(fields.ciphertext_metadata.unwrap_or_default())
         .map_err(|_| "ciphertextMetadata is not base64".to_owned())?;
-    let version = metadata_version(&metadata).ok_or_else(|| "ciphertextMetadata is not one hyok-xks wrote".to_owned())?;
+    let version =
+        metadata_version(&metadata).ok_or_else(|| "ciphertextMetadata is not one hyok-xks wrote".to_owned())?;
     Ok((iv, version))
 }
 

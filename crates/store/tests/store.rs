@@ -651,7 +651,10 @@ fn a_policy_is_stored_sealed_replaced_and_survives_reopen() {
     // Sealed at rest: the secret is nowhere in the store's files.
     for entry in walk(dir.path()) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(!bytes.windows(20).any(|w| w == b"secret-access-key-XY"), "{} holds the policy in clear", entry.display());
+        assert!(
+            !bytes.windows(20).any(|w| w == b"secret-access-key-XY"),
+            "{} holds the policy in clear",
+            entry.display()
+        );
     }
 }
-

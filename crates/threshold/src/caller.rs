@@ -59,7 +59,11 @@ pub fn sign<R: CryptoRng + ?Sized>(secret: &CallerSecret, request: &CallerReques
 ///
 /// # Errors
 /// [`Error::InvalidCallerSignature`].
-pub fn vartime_verify(public: &CallerPublicKey, request: &CallerRequest<'_>, signature: &CallerSignature) -> Result<()> {
+pub fn vartime_verify(
+    public: &CallerPublicKey,
+    request: &CallerRequest<'_>,
+    signature: &CallerSignature,
+) -> Result<()> {
     if signature.0.vartime_verify(&public.0, &context(public, request)) {
         Ok(())
     } else {

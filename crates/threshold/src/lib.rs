@@ -53,8 +53,9 @@ pub use dleq::DleqProof;
 pub use encoding::Wire;
 pub use error::{Error, Result};
 pub use keys::{
-    AuditPublicKey, AuditSecret, CallerPublicKey, CallerSecret, GroupPublicKey, IdentityPublicKey, IdentitySecret, KeyShare, NodeId, PublicKeyPackage,
-    SealPublicKey, SealSecret, TransportPublicKey, TransportSecret, VerificationKey,
+    AuditPublicKey, AuditSecret, CallerPublicKey, CallerSecret, GroupPublicKey, IdentityPublicKey, IdentitySecret,
+    KeyShare, NodeId, PublicKeyPackage, SealPublicKey, SealSecret, TransportPublicKey, TransportSecret,
+    VerificationKey,
 };
 pub use manifest::Manifest;
 pub use node_keys::{KeyBundle, NodeSecrets, SignedKeyBundle};

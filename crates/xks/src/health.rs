@@ -258,11 +258,12 @@ impl HealthMonitor {
         let probe = b"hyok-xks health check";
         let result = async {
             let signer = self.signer.as_ref().ok_or_else(|| {
-                crate::error::XksError::Internal("health.caller_key is not set: the nodes refuse unsigned requests".into())
+                crate::error::XksError::Internal(
+                    "health.caller_key is not set: the nodes refuse unsigned requests".into(),
+                )
             })?;
             let evidence = signer.encrypt(key, probe, &[]);
-            let sealed =
-                self.backend.encrypt(key, probe, Vec::new(), "hyok-xks-health", evidence, deadline).await?;
+            let sealed = self.backend.encrypt(key, probe, Vec::new(), "hyok-xks-health", evidence, deadline).await?;
             let evidence = signer.decrypt(key, sealed.version, &sealed.seed);
             let opened = self
                 .backend

@@ -129,8 +129,7 @@ impl Pipeline {
         let result = match self.xks.authenticate(&route, &parts.method, &parts.uri, &parts.headers, &body) {
             Ok(_) => {
                 let budget = self.xks.budget();
-                let signed =
-                    crate::service::Signed { method: &parts.method, uri: &parts.uri, headers: &parts.headers };
+                let signed = crate::service::Signed { method: &parts.method, uri: &parts.uri, headers: &parts.headers };
                 match tokio::time::timeout(budget, self.xks.serve(&route, &signed, &body, started, &mut meta)).await {
                     Ok(result) => result,
                     Err(_) => Err(XksError::DependencyTimeout("the request's time budget ran out".into())),

@@ -508,3 +508,296 @@ async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coord
     let item = signed_encrypt(&admin.signer, "pinned", created.primary_version, "real");
     real.evaluate(1, item).await.unwrap();
 }
+
+// ---- end-to-end authorization: the requester's own evidence -----------------------------
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hyok_xks::client as xks_client;
+
+/// A request signed with the dev key store's credential as KMS signs it, and the evidence
+/// hyok-xks would forward for it (the body for a decrypt, its hash for an encrypt).
+fn kms_signed(
+    cluster: &Cluster,
+    external: &str,
+    op: &str,
+    body: &serde_json::Value,
+    at: std::time::SystemTime,
+) -> (http::Request<http_body_util::Full<bytes::Bytes>>, pb::Evidence) {
+    let (target, _) = cluster.xks().unwrap();
+    let request =
+        xks_client::signed_request(&target, &format!("/keys/{external}/{op}"), body.to_string().as_bytes(), at)
+            .unwrap();
+    let evidence = hyok_evidence::xks::to_evidence(
+        request.method(),
+        request.uri(),
+        request.headers(),
+        body.to_string().as_bytes(),
+        op == "decrypt",
+    );
+    (request, evidence)
+}
+
+/// An XKS ciphertext's parts, as hyok-xks returned them.
+#[derive(Clone, Debug)]
+struct XksSealed {
+    ciphertext: Vec<u8>,
+    iv: Vec<u8>,
+    tag: Vec<u8>,
+    metadata: Vec<u8>,
+}
+
+impl XksSealed {
+    fn version(&self) -> u32 {
+        hyok_evidence::xks::metadata_version(&self.metadata).unwrap()
+    }
+
+    fn decrypt_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requestMetadata": xks_client::request_metadata("Decrypt", "rogue"),
+            "ciphertext": B64.encode(&self.ciphertext),
+            "initializationVector": B64.encode(&self.iv),
+            "authenticationTag": B64.encode(&self.tag),
+            "ciphertextMetadata": B64.encode(&self.metadata),
+            "encryptionAlgorithm": "AES_GCM",
+        })
+    }
+}
+
+fn encrypt_body(plaintext: &[u8], request_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "requestMetadata": xks_client::request_metadata("Encrypt", request_id),
+        "plaintext": B64.encode(plaintext),
+        "encryptionAlgorithm": "AES_GCM",
+    })
+}
+
+/// Sends a signed request to hyok-xks; the answer's status and JSON.
+async fn send_xks(cluster: &Cluster, request: http::Request<http_body_util::Full<bytes::Bytes>>) -> xks_client::Answer {
+    let (target, ca) = cluster.xks().unwrap();
+    let conn = xks_client::connect(&target.base_url, &ca, true, None).await.unwrap();
+    conn.send(request).await.unwrap()
+}
+
+fn unb64(v: &serde_json::Value) -> Vec<u8> {
+    B64.decode(v.as_str().unwrap()).unwrap()
+}
+
+/// Encrypts `plaintext` through hyok-xks under `external`, as KMS would.
+async fn xks_encrypt(cluster: &Cluster, external: &str, plaintext: &[u8]) -> (XksSealed, pb::Evidence) {
+    let (request, evidence) =
+        kms_signed(cluster, external, "encrypt", &encrypt_body(plaintext, "setup"), std::time::SystemTime::now());
+    let answer = send_xks(cluster, request).await;
+    assert_eq!(answer.status, http::StatusCode::OK, "{:?}", answer.json);
+    let sealed = XksSealed {
+        ciphertext: unb64(&answer.json["ciphertext"]),
+        iv: unb64(&answer.json["initializationVector"]),
+        tag: unb64(&answer.json["authenticationTag"]),
+        metadata: unb64(&answer.json["ciphertextMetadata"]),
+    };
+    (sealed, evidence)
+}
+
+fn denied_for_evidence(status: &tonic::Status, what: &str) {
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{what}: {status:?}");
+    assert_eq!(hyok_proto::Reason::of(status), Some(hyok_proto::Reason::EvidenceRefused), "{what}: {status:?}");
+}
+
+/// A rogue front-end (hyok-xks's or hyok-dke's certificate) replays captured ciphertexts to the
+/// coordinator. XKS: without evidence, with the encryption request that made another
+/// ciphertext, with KMS's signed decrypt of another ciphertext: refused. DKE: without a token,
+/// with an expired one, one signed by a foreign key, one for a user the key does not allow:
+/// refused by the nodes, although the coordinator passes each on. The real requests still work.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_front_end_replaying_captured_xks_and_dke_ciphertexts_to_the_coordinator_gets_nothing() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let external = cluster.dev.xks.as_ref().unwrap().keys["encrypt_decrypt"].clone();
+    let key_id = hyok_cli::xks::DEV_KEYS.iter().find(|k| k.external_id == external).unwrap().key_id;
+    let (captured, _) = xks_encrypt(&cluster, &external, b"payroll for march").await;
+    let (other, other_encrypt) = xks_encrypt(&cluster, &external, b"something else").await;
+    let (_, other_decrypt) =
+        kms_signed(&cluster, &external, "decrypt", &other.decrypt_body(), std::time::SystemTime::now());
+    let tls = cluster.tls_for(Role::Frontend);
+    let mut frontend = hyok_proto::connect_vault(&cluster.dev.coordinator.endpoint, &tls).await.unwrap();
+    let aad = hyok_xks_aad(&captured.metadata);
+    let replay = |evidence: Option<pb::Evidence>| pb::DecryptDetachedRequest {
+        key_id: key_id.into(),
+        seed: captured.iv.clone(),
+        ciphertext: captured.ciphertext.clone(),
+        tag: captured.tag.clone(),
+        version: captured.version(),
+        aad: aad.clone(),
+        request_id: "rogue-frontend".into(),
+        evidence,
+    };
+    for (what, evidence) in [
+        ("no evidence", None),
+        ("another ciphertext's encrypt request", Some(other_encrypt)),
+        ("another ciphertext's decrypt request", Some(other_decrypt)),
+    ] {
+        let refused = frontend.decrypt_detached(replay(evidence)).await.unwrap_err();
+        denied_for_evidence(&refused, what);
+    }
+    // KMS's own signed decrypt of the captured ciphertext opens it, through hyok-xks.
+    let (request, _) =
+        kms_signed(&cluster, &external, "decrypt", &captured.decrypt_body(), std::time::SystemTime::now());
+    let answer = send_xks(&cluster, request).await;
+    assert_eq!(answer.status, http::StatusCode::OK, "{:?}", answer.json);
+    assert_eq!(unb64(&answer.json["plaintext"]), b"payroll for march");
+
+    // DKE: a content key wrapped to the dev RSA key, captured.
+    let dke = cluster.dev.dke.clone().unwrap();
+    let mut admin = cluster.client().await.unwrap();
+    let info = admin.get_rsa_key(pb::GetRsaKeyRequest { name: dke.rsa_key.clone() }).await.unwrap().into_inner();
+    let version = info.versions.iter().find(|v| v.version == info.primary_version).unwrap();
+    let package = hyok_threshold::rsa::RsaPublicPackage::from_bytes(&version.public_package).unwrap();
+    let wrapped = hyok_threshold::rsa::oaep::encrypt(package.public_key(), b"content key", &mut rand::rng()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let foreign = hyok_cli::dke::ensure_dev_issuer(scratch.path()).unwrap();
+    let token = |key: &std::path::Path, email: &str, exp_offset: i64| {
+        let pem = std::fs::read_to_string(key).unwrap();
+        let der = hyok_threshold::rsa::deal::PrivateKey::from_pem(&pem).unwrap().to_pkcs8_der().unwrap();
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let claims = serde_json::json!({
+            "iss": dke.issuer, "aud": dke.audience, "email": email,
+            "iat": now - 7200, "nbf": now - 7200, "exp": now + exp_offset,
+        });
+        hyok_evidence::jwt::sign_rs256(&pair, &dke.issuer_kid, &claims).unwrap()
+    };
+    let rsa = |evidence: Option<pb::Evidence>| pb::RsaDecryptRequest {
+        name: dke.rsa_key.clone(),
+        version: version.version,
+        ciphertext: wrapped.clone(),
+        request_id: "rogue-frontend".into(),
+        evidence,
+    };
+    let bearer = |t: String| Some(pb::Evidence { kind: Some(pb::evidence::Kind::BearerToken(t)) });
+    for (what, evidence) in [
+        ("no token", None),
+        ("an expired token", bearer(token(&dke.issuer_key, &dke.authorized_email, -3600))),
+        ("a token signed by a foreign key", bearer(token(&foreign.key_pem, &dke.authorized_email, 3600))),
+        ("a token for a user the key does not allow", bearer(token(&dke.issuer_key, "mallory@example.com", 3600))),
+    ] {
+        let refused = frontend.rsa_decrypt(rsa(evidence)).await.unwrap_err();
+        denied_for_evidence(&refused, what);
+    }
+    // The user's own valid token works, and every node's audit names the user.
+    let opened = frontend.rsa_decrypt(rsa(bearer(token(&dke.issuer_key, &dke.authorized_email, 3600)))).await;
+    assert_eq!(opened.unwrap().into_inner().plaintext, b"content key");
+    let rogue = Rogue::holding(&cluster, Role::Admin);
+    let mut served = 0;
+    for id in 1..=5u16 {
+        let audit = rogue.audit(id).await;
+        assert!(
+            audit.iter().any(|e| e.operation == "refused:rsa:partial:permission_denied"),
+            "node {id} audits the refused tokens: {audit:?}"
+        );
+        served += audit
+            .iter()
+            .filter(|e| e.operation == "rsa:partial" && e.caller.ends_with(&format!("user:{}", dke.authorized_email)))
+            .count();
+    }
+    assert!(served >= 3, "t nodes served the user, and their audit names the user");
+}
+
+/// The AAD hyok-xks binds: `u16be(0) ‖ u8(|metadata|) ‖ metadata` for no AAD.
+fn hyok_xks_aad(metadata: &[u8]) -> Vec<u8> {
+    let mut aad = vec![0, 0, metadata.len() as u8];
+    aad.extend_from_slice(metadata);
+    aad
+}
+
+/// A rogue coordinator holding a captured XKS ciphertext asks the nodes for partials on its
+/// seed: without evidence, with KMS's signed decrypt of another ciphertext, with that of this
+/// ciphertext presented for another key, with one signed more than five minutes ago — every
+/// node refuses each, and audits it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_coordinator_asking_for_partials_on_a_captured_seed_or_for_another_key_is_refused() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let xks = cluster.dev.xks.clone().unwrap();
+    let key_a = xks.keys["encrypt_decrypt"].clone();
+    let hyok_key = |external: &str| hyok_cli::xks::DEV_KEYS.iter().find(|k| k.external_id == external).unwrap().key_id;
+    let key_b = hyok_key(&xks.keys["decrypt_only"]);
+    let (captured, _) = xks_encrypt(&cluster, &key_a, b"board minutes").await;
+    let (other, _) = xks_encrypt(&cluster, &key_a, b"lunch menu").await;
+    let now = std::time::SystemTime::now();
+    let (_, for_other) = kms_signed(&cluster, &key_a, "decrypt", &other.decrypt_body(), now);
+    let (_, for_captured) = kms_signed(&cluster, &key_a, "decrypt", &captured.decrypt_body(), now);
+    let stale_at = now - std::time::Duration::from_secs(6 * 60);
+    let (_, stale) = kms_signed(&cluster, &key_a, "decrypt", &captured.decrypt_body(), stale_at);
+    let version = captured.version();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let denied = pb::item_error::Code::PermissionDenied as i32;
+    for id in 1..=5u16 {
+        for (what, key, evidence) in [
+            ("no evidence", hyok_key(&key_a), None),
+            ("another ciphertext's request", hyok_key(&key_a), Some(for_other.clone())),
+            ("key A's request for key B", key_b, Some(for_captured.clone())),
+            ("a request signed six minutes ago", hyok_key(&key_a), Some(stale.clone())),
+        ] {
+            let attempt = item(key, version, &captured.iv, pb::Operation::Decrypt, "rogue-seed", evidence);
+            let refused = rogue.evaluate(id, attempt).await.unwrap_err();
+            assert_eq!(refused.code, denied, "node {id}, {what}: {refused:?}");
+        }
+        // The genuine request for this ciphertext and key is served.
+        let genuine =
+            item(hyok_key(&key_a), version, &captured.iv, pb::Operation::Decrypt, "kms", Some(for_captured.clone()));
+        rogue.evaluate(id, genuine).await.unwrap();
+        let audit = rogue.audit(id).await;
+        let refusals = audit
+            .iter()
+            .filter(|e| e.operation == "refused:evaluate:decrypt:permission_denied" && e.request_id == "rogue-seed")
+            .count();
+        assert_eq!(refusals, 4, "node {id}: {audit:?}");
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.operation == "evaluate:decrypt" && e.caller.contains(&format!("xks:{}:", xks.uri_prefix))),
+            "node {id} names the key store and access key that asked: {audit:?}"
+        );
+    }
+}
+
+/// KMS's signed encrypt request, sent twice, gives the same IV and ciphertext twice: the nodes
+/// derive the nonce from the signature, so a replay reveals nothing new. A rogue coordinator
+/// replaying it to the nodes gets partials on that same seed, and cannot move it elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_signed_xks_encrypt_request_gets_the_same_seed_and_nothing_new() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let external = cluster.dev.xks.as_ref().unwrap().keys["encrypt_decrypt"].clone();
+    let key_id = hyok_cli::xks::DEV_KEYS.iter().find(|k| k.external_id == external).unwrap().key_id;
+    let body = encrypt_body(b"wire transfer 1000000", "replayed");
+    let at = std::time::SystemTime::now();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let (request, _) = kms_signed(&cluster, &external, "encrypt", &body, at);
+        let answer = send_xks(&cluster, request).await;
+        assert_eq!(answer.status, http::StatusCode::OK, "{:?}", answer.json);
+        answers.push(answer.json);
+    }
+    for field in ["initializationVector", "ciphertext", "authenticationTag", "ciphertextMetadata"] {
+        assert_eq!(answers[0][field], answers[1][field], "{field} of a replay");
+    }
+    // A fresh request (another signature) gets another seed.
+    let (request, evidence) = kms_signed(&cluster, &external, "encrypt", &body, at + std::time::Duration::from_secs(1));
+    let fresh = send_xks(&cluster, request).await;
+    assert_ne!(fresh.json["initializationVector"], answers[0]["initializationVector"]);
+
+    // The rogue coordinator with the signed request: the nonce is fixed by it.
+    let nonce = hyok_evidence::encryption_nonce(&evidence).unwrap();
+    let version = hyok_evidence::xks::metadata_version(&unb64(&fresh.json["ciphertextMetadata"])).unwrap();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let seed = dprf::encryption_seed(key_id, version, &nonce);
+    assert_eq!(seed.to_vec(), unb64(&fresh.json["initializationVector"]), "the IV is the seed the nodes derive");
+    let package = rogue.package(1, key_id, version).await;
+    let input = DprfInput::new(key_id, version, seed).unwrap();
+    let mut partials = Vec::new();
+    for id in 1..=3u16 {
+        let replayed = item(key_id, version, &nonce, pb::Operation::Encrypt, "rogue-replay", Some(evidence.clone()));
+        partials.push(rogue.evaluate(id, replayed).await.unwrap());
+        let moved = item(key_id, version, &[7; 16], pb::Operation::Encrypt, "rogue-move", Some(evidence.clone()));
+        assert_eq!(rogue.evaluate(id, moved).await.unwrap_err().code, pb::item_error::Code::PermissionDenied as i32);
+    }
+    assert!(dprf::vartime_find_invalid(&package, &input, &partials, &mut rand::rng()).unwrap().is_empty());
+}

@@ -153,7 +153,7 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
         operator: &operator,
         health: &health,
     })?;
-    crate::policy::install(dir, &nodes, &policy, "hyokctl-compose:operator")?;
+    crate::policy::install(&nodes, &crate::policy::write(dir, &policy)?, "hyokctl-compose:operator")?;
     let file = ComposeFile {
         threshold: THRESHOLD,
         nodes: NODES,

@@ -137,28 +137,6 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
     let _ = std::fs::remove_file(DevFile::path(&dir));
 
-    // Every port first: the front-ends' configurations name the coordinator, and the nodes'
-    // evidence policy names hyok-dke's URL (the token audience).
-    let coordinator_port = free_port()?;
-    let coordinator_metrics = free_port()?;
-    let coordinator_endpoint = format!("https://127.0.0.1:{coordinator_port}");
-    let xks_ports = (free_port()?, free_port()?);
-    let dke_ports = (free_port()?, free_port()?);
-    let xks_setup = crate::xks::dev_prepare(&dir, &pki, &coordinator_endpoint, xks_ports.0, xks_ports.1)?;
-    let dke_setup = crate::dke::dev_prepare(&dir, &pki, &coordinator_endpoint, dke_ports.0, dke_ports.1)?;
-    // As every node's operator: the evidence policy, installed before any node starts.
-    let operator = crate::policy::ensure_signer(&dir.join(CALLER_KEY_FILE))?;
-    let health = crate::policy::ensure_signer(&dir.join("xks").join(crate::policy::HEALTH_CALLER_KEY_FILE))?;
-    let policy = crate::policy::cluster_policy(&crate::policy::Parties {
-        xks_credentials: Path::new("xks/credentials.toml"),
-        dke_audience: &dke_setup.audience,
-        dke_jwks: &Path::new("dke").join(crate::dke::JWKS_FILE),
-        operator: &operator,
-        health: &health,
-    })?;
-    let data_dirs: Vec<(u16, PathBuf)> = (1..=shape.nodes).map(|id| (id, dir.join(format!("node-{id}")))).collect();
-    crate::policy::install(&dir, &data_dirs, &policy, "hyokctl-dev:operator")?;
-
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<(String, String)>();
     let mut pids: Vec<(String, u32)> = Vec::new();
     let mut nodes = Vec::new();
@@ -194,6 +172,8 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         nodes.push(DevNode { id, endpoint, pid: started.pid, data_dir, argv, metrics_url });
         ports.push((id, port));
     }
+    let coordinator_port = free_port()?;
+    let coordinator_metrics = free_port()?;
     let config = dir.join("coordinator.toml");
     write_coordinator_config(&config, (coordinator_port, coordinator_metrics), &shape, &pki, &ports)?;
     let argv = vec![exe.clone(), "coordinator".into(), "--config".into(), config.to_string_lossy().into_owned()];
@@ -201,7 +181,7 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     watch("coordinator".into(), started.child, exits_tx.clone());
     pids.push(("coordinator".into(), started.pid));
     let coordinator = DevCoordinator {
-        endpoint: coordinator_endpoint,
+        endpoint: format!("https://127.0.0.1:{coordinator_port}"),
         pid: started.pid,
         metrics_url: metrics_url(coordinator_metrics),
     };
@@ -214,10 +194,18 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     let client_tls = TlsFiles { ca: tls.ca.clone(), cert: tls.client_cert.clone(), key: tls.client_key.clone() };
     let result = async {
         ensure_keys(&coordinator.endpoint, &client_tls).await?;
+        ensure_dke_key(&dir, &coordinator.endpoint, &client_tls).await?;
+        // The front-ends' ports, just before they start; their configurations, and the nodes'
+        // evidence policy, which names hyok-dke's URL (the token audience).
+        let xks_ports = (free_port()?, free_port()?);
+        let dke_ports = (free_port()?, free_port()?);
+        let xks_setup = crate::xks::dev_prepare(&dir, &pki, &coordinator.endpoint, xks_ports.0, xks_ports.1)?;
+        let dke_setup = crate::dke::dev_prepare(&dir, &pki, &coordinator.endpoint, dke_ports.0, dke_ports.1)?;
+        install_policy(&dir, &dke_setup, &nodes).await?;
         let xks = start_xks(&exe, &logs, xks_setup, xks_ports).await?;
         watch("hyok-xks".into(), xks.0.child, exits_tx.clone());
         pids.push(("hyok-xks".into(), xks.0.pid));
-        let dke = start_dke(&exe, &dir, &logs, &coordinator.endpoint, &client_tls, dke_setup, dke_ports).await?;
+        let dke = start_dke(&exe, &logs, dke_setup, dke_ports).await?;
         watch("hyok-dke".into(), dke.0.child, exits_tx.clone());
         pids.push(("hyok-dke".into(), dke.0.pid));
         let mut keys = BTreeMap::new();
@@ -389,19 +377,34 @@ pub async fn ensure_keys(endpoint: &str, tls: &TlsFiles) -> Result<()> {
 
 /// Creates the dev RSA key by the dealer ceremony unless the cluster has it, then starts
 /// hyok-dke (this executable, `dke serve`) in front of the coordinator.
-async fn start_dke(
-    exe: &str,
-    dir: &Path,
-    logs: &Path,
-    coordinator: &str,
-    tls: &TlsFiles,
-    setup: crate::dke::DevSetup,
-    (port, metrics_port): (u16, u16),
-) -> Result<(Started, DevDke)> {
+/// As every node's operator: the evidence policy (`DIR/policy.json`: the XKS credentials, the
+/// dev token issuer and hyok-dke's URL, the operator tools' and the deep check's caller keys),
+/// installed into every running node.
+async fn install_policy(dir: &Path, dke: &crate::dke::DevSetup, nodes: &[DevNode]) -> Result<()> {
+    let operator = crate::policy::ensure_signer(&dir.join(CALLER_KEY_FILE))?;
+    let health = crate::policy::ensure_signer(&dir.join("xks").join(crate::policy::HEALTH_CALLER_KEY_FILE))?;
+    let policy = crate::policy::cluster_policy(&crate::policy::Parties {
+        xks_credentials: Path::new("xks/credentials.toml"),
+        dke_audience: &dke.audience,
+        dke_jwks: &Path::new("dke").join(crate::dke::JWKS_FILE),
+        operator: &operator,
+        health: &health,
+    })?;
+    let policy = crate::policy::write(dir, &policy)?;
+    let data_dirs: Vec<(u16, PathBuf)> = nodes.iter().map(|n| (n.id, n.data_dir.clone())).collect();
+    #[cfg(unix)]
+    crate::policy::install_running(&data_dirs, &policy).await?;
+    #[cfg(not(unix))]
+    let _ = (data_dirs, policy);
+    Ok(())
+}
+
+/// Creates the dev RSA key by the dealer ceremony unless the cluster has it.
+async fn ensure_dke_key(dir: &Path, coordinator: &str, tls: &TlsFiles) -> Result<()> {
     let mut client = hyok_proto::connect_vault(coordinator, tls).await?;
     let rsa_key = crate::dke::DEV_RSA_KEY;
     match client.get_rsa_key(pb::GetRsaKeyRequest { name: rsa_key.into() }).await {
-        Ok(_) => {}
+        Ok(_) => Ok(()),
         Err(s) if s.code() == tonic::Code::NotFound => {
             let target = crate::target::Target {
                 caller_key: None,
@@ -411,11 +414,19 @@ async fn start_dke(
                 cert: Some(tls.cert.clone()),
                 key: Some(tls.key.clone()),
             };
-            crate::rsa::create(&target, rsa_key, 2048, &crate::rsa::Trust::dev(dir)?).await?;
+            crate::rsa::create(&target, rsa_key, 2048, &crate::rsa::Trust::dev(dir)?).await.map(|_| ())
         }
         Err(s) => bail!("reading RSA key {rsa_key}: {}", s.message()),
     }
-    let _ = port;
+}
+
+/// Starts hyok-dke (this executable, `dke serve`) in front of the coordinator.
+async fn start_dke(
+    exe: &str,
+    logs: &Path,
+    setup: crate::dke::DevSetup,
+    (_, metrics_port): (u16, u16),
+) -> Result<(Started, DevDke)> {
     let argv = vec![
         exe.to_owned(),
         "dke".into(),

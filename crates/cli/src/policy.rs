@@ -107,18 +107,41 @@ pub fn cluster_policy(parties: &Parties<'_>) -> Result<PolicyFile> {
     })
 }
 
-/// As every node's operator: writes `policy` to `DIR/policy.json`, then installs it (the files
-/// it names folded in) into the store of every node in `nodes` (id, data directory; none
-/// running), audited as by `caller`.
+/// Writes `policy` to `DIR/policy.json` and reads it back as `hyok-node policy install` does,
+/// with the files it names folded in.
 ///
 /// # Errors
-/// If the file cannot be written, a store cannot be opened or the policy is refused.
-pub fn install(dir: &Path, nodes: &[(u16, PathBuf)], policy: &PolicyFile, caller: &str) -> Result<()> {
+/// If the file cannot be written, or a file it names cannot be read.
+pub fn write(dir: &Path, policy: &PolicyFile) -> Result<PolicyFile> {
     let path = dir.join(POLICY_FILE);
     std::fs::write(&path, serde_json::to_vec_pretty(policy)?).with_context(|| format!("writing {}", path.display()))?;
-    let resolved = PolicyFile::load(&path)?;
+    PolicyFile::load(&path)
+}
+
+/// As every node's operator: installs `policy` (as [`write`] returns it) into the store of every
+/// node in `nodes` (id, data directory; none running), audited as by `caller`.
+///
+/// # Errors
+/// If a store cannot be opened or the policy is refused.
+pub fn install(nodes: &[(u16, PathBuf)], policy: &PolicyFile, caller: &str) -> Result<()> {
     for (id, data_dir) in nodes {
-        hyok_node::server::install_policy(data_dir, &resolved, caller)
+        hyok_node::server::install_policy(data_dir, policy, caller)
+            .with_context(|| format!("installing the evidence policy into node {id}"))?;
+    }
+    Ok(())
+}
+
+/// As every node's operator: installs `policy` into every running node in `nodes` through its
+/// operator socket.
+///
+/// # Errors
+/// If a node refuses it or cannot be reached.
+#[cfg(unix)]
+pub async fn install_running(nodes: &[(u16, PathBuf)], policy: &PolicyFile) -> Result<()> {
+    let request = hyok_node::operator::OperatorRequest::PolicyInstall { policy: policy.clone() };
+    for (id, data_dir) in nodes {
+        hyok_node::operator::exchange_policy(data_dir, &request)
+            .await
             .with_context(|| format!("installing the evidence policy into node {id}"))?;
     }
     Ok(())

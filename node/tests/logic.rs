@@ -439,3 +439,62 @@ fn a_dkg_that_dies_on_a_replayed_package_is_audited_naming_the_dealer() {
     // Nothing was stored.
     assert!(nodes[1].key_state("tampered").is_err());
 }
+
+/// The evidence policy is the node operator's: without one everything is refused; installed
+/// through the operator socket it is in force at once, shown with its secrets redacted,
+/// audited, stored sealed and still in force after a restart. A policy that does not compile is
+/// refused and the old one stays.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_evidence_policy_is_installed_by_the_operator_shown_redacted_and_survives_a_restart() {
+    use hyok_evidence::policy::{PolicyFile, XksCredential, XksStore};
+    use hyok_node::operator::{Endpoint, OperatorRequest, exchange_policy};
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("node-1");
+    hyok_node::server::init(&data_dir).unwrap();
+    let secret = "1234567890123456789012345678901234567890123=";
+    {
+        let node = std::sync::Arc::new(hyok_node::server::open(NodeId::new(1).unwrap(), &data_dir).unwrap());
+        let refused = partial(&node, &evaluate_item("demo")).unwrap_err();
+        assert_eq!(refused.code, pb::item_error::Code::PermissionDenied as i32);
+        assert!(refused.message.contains("no evidence policy"), "{refused:?}");
+
+        let endpoint = Endpoint::bind(&data_dir).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(endpoint.serve(node.clone(), async {
+            let _ = stopped.await;
+        }));
+        let mut policy = support::policy();
+        policy.xks.push(XksStore {
+            uri_prefix: "ks".into(),
+            region: None,
+            credentials: vec![XksCredential { access_key_id: "AKIA4GBY3I6JCE5M2HPM".into(), secret_access_key: secret.into() }],
+            credentials_file: None,
+            keys: Vec::new(),
+        });
+        let shown = exchange_policy(&data_dir, &OperatorRequest::PolicyInstall { policy }).await.unwrap().unwrap();
+        let text = serde_json::to_string(&shown.policy).unwrap();
+        assert!(!text.contains(secret) && text.contains("<sealed>"), "{text}");
+        // In force at once: the key is not there, but the request is no longer refused for its
+        // evidence.
+        let refused = partial(&node, &evaluate_item("demo")).unwrap_err();
+        assert_eq!(refused.code, pb::item_error::Code::NotFound as i32, "{refused:?}");
+        // A bad policy is refused; the one in force stays.
+        let bad = PolicyFile { format: "nope".into(), ..PolicyFile::default() };
+        assert!(exchange_policy(&data_dir, &OperatorRequest::PolicyInstall { policy: bad }).await.is_err());
+        let again = exchange_policy(&data_dir, &OperatorRequest::PolicyShow).await.unwrap().unwrap();
+        assert_eq!(again.digest, shown.digest);
+        let audit = node.read_audit(1, 100).unwrap();
+        let installs: Vec<_> = audit.iter().filter(|e| e.operation == "policy:install").collect();
+        assert_eq!(installs.len(), 1, "{audit:?}");
+        assert_eq!(installs[0].request_id, shown.digest);
+        assert!(installs[0].caller.starts_with("local-operator:uid="));
+        stop.send(()).unwrap();
+        served.await.unwrap();
+    }
+    let (digest, stored) = hyok_node::server::stored_policy(&data_dir).unwrap().unwrap();
+    assert_eq!(stored.xks[0].credentials[0].secret_access_key, secret);
+    assert!(!digest.iter().all(|b| *b == 0));
+    let reopened = hyok_node::server::open(NodeId::new(1).unwrap(), &data_dir).unwrap();
+    assert_eq!(partial(&reopened, &evaluate_item("demo")).unwrap_err().code, pb::item_error::Code::NotFound as i32);
+}

@@ -280,6 +280,7 @@ impl Vault {
     }
 
     /// Unwraps a data key with t nodes.
+    #[allow(clippy::too_many_arguments)]
     pub async fn unwrap(
         &self,
         key_id: &str,

@@ -52,11 +52,13 @@ impl Seen {
     }
 }
 
+/// A policy in force: compiled, its digest, and its redacted file form (for `policy show`).
+type InForce = (Arc<Policy>, [u8; 32], PolicyFile);
+
 /// The policy in force and the signatures seen.
 #[derive(Debug, Default)]
 pub struct Evidence {
-    /// The compiled policy, its digest, and its redacted file form (for `policy show`).
-    policy: RwLock<Option<(Arc<Policy>, [u8; 32], PolicyFile)>>,
+    policy: RwLock<Option<InForce>>,
     seen: Mutex<Seen>,
 }
 

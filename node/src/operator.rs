@@ -131,7 +131,7 @@ pub enum OperatorResponse {
         manifest: Option<ManifestShown>,
         /// The policy concerned (policy requests only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        policy: Option<PolicyShown>,
+        policy: Option<Box<PolicyShown>>,
     },
     /// Refused or failed.
     Error {
@@ -298,8 +298,8 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
     }
 }
 
-fn policy_shown(node: &Node) -> Option<PolicyShown> {
-    node.evidence().shown().map(|(digest, policy)| PolicyShown { digest: hex::encode(digest), policy })
+fn policy_shown(node: &Node) -> Option<Box<PolicyShown>> {
+    node.evidence().shown().map(|(digest, policy)| Box::new(PolicyShown { digest: hex::encode(digest), policy }))
 }
 
 /// Sends `request` to the node serving `data_dir` and returns the vetoes it reports; the node's
@@ -316,10 +316,10 @@ pub async fn exchange(data_dir: &Path, request: &OperatorRequest) -> Result<(Vec
 
 /// [`request`], with the policy the node reports (policy requests).
 pub async fn exchange_policy(data_dir: &Path, request: &OperatorRequest) -> Result<Option<PolicyShown>> {
-    Ok(exchange_all(data_dir, request).await?.2)
+    Ok(exchange_all(data_dir, request).await?.2.map(|b| *b))
 }
 
-type Answer = (Vec<VetoEntry>, Option<ManifestShown>, Option<PolicyShown>);
+type Answer = (Vec<VetoEntry>, Option<ManifestShown>, Option<Box<PolicyShown>>);
 
 async fn exchange_all(data_dir: &Path, request: &OperatorRequest) -> Result<Answer> {
     let path = socket_path(data_dir);

@@ -468,7 +468,10 @@ async fn the_evidence_policy_is_installed_by_the_operator_shown_redacted_and_sur
         policy.xks.push(XksStore {
             uri_prefix: "ks".into(),
             region: None,
-            credentials: vec![XksCredential { access_key_id: "AKIA4GBY3I6JCE5M2HPM".into(), secret_access_key: secret.into() }],
+            credentials: vec![XksCredential {
+                access_key_id: "AKIA4GBY3I6JCE5M2HPM".into(),
+                secret_access_key: secret.into(),
+            }],
             credentials_file: None,
             keys: Vec::new(),
         });

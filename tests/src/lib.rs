@@ -237,6 +237,19 @@ impl Cluster {
     /// Restarts node `id` with the argv dev.json records, and waits for its readiness line.
     pub fn restart_node(&mut self, id: u16) -> Result<()> {
         let argv = self.node(id)?.argv.clone();
+        self.start_node_with(id, argv)
+    }
+
+    /// Starts node `id` again with its recorded argv, but listening on `listen` (the address
+    /// the coordinator knows is then free for something else).
+    pub fn restart_node_listening(&mut self, id: u16, listen: &str) -> Result<()> {
+        let mut argv = self.node(id)?.argv.clone();
+        let at = argv.iter().position(|a| a == "--listen").context("the node's argv has no --listen")?;
+        argv[at + 1] = listen.to_owned();
+        self.start_node_with(id, argv)
+    }
+
+    fn start_node_with(&mut self, id: u16, argv: Vec<String>) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -801,3 +801,171 @@ async fn a_replayed_signed_xks_encrypt_request_gets_the_same_seed_and_nothing_ne
     }
     assert!(dprf::vartime_find_invalid(&package, &input, &partials, &mut rand::rng()).unwrap().is_empty());
 }
+
+// ---- a rogue node: lying metadata ------------------------------------------------------
+
+/// A node gone rogue: node 5's certificate in front of the real node 5, passing every call on
+/// but lying about its keys: it lists every version twice, and for the key `forged` it lists a
+/// package of another key of the cluster (valid, well-formed, not this key's) three times.
+#[derive(Clone, Debug)]
+struct LyingNode {
+    upstream: NodeClient<Channel>,
+    foreign_package: Vec<u8>,
+}
+
+impl LyingNode {
+    fn lie(&self, mut state: pb::NodeKeyState) -> pb::NodeKeyState {
+        if state.key_id == "forged" {
+            for v in &mut state.versions {
+                v.public_key_package = self.foreign_package.clone();
+            }
+            let copies = state.versions.clone();
+            state.versions.extend(copies.iter().cloned().chain(copies.iter().cloned()));
+        } else {
+            let copies = state.versions.clone();
+            state.versions.extend(copies);
+        }
+        state
+    }
+}
+
+/// `impl Node for LyingNode`: the methods listed pass the call on; the block holds the rest.
+macro_rules! lying_node {
+    ({ $($own:tt)* } $($name:ident($req:ty) -> $resp:ty;)*) => {
+        #[tonic::codegen::async_trait]
+        impl pb::node_server::Node for LyingNode {
+            $(
+                async fn $name(&self, request: tonic::Request<$req>) -> Result<tonic::Response<$resp>, tonic::Status> {
+                    self.upstream.clone().$name(request.into_inner()).await
+                }
+            )*
+            $($own)*
+        }
+    };
+}
+
+lying_node! {
+    {
+        async fn get_key_state(
+            &self,
+            request: tonic::Request<pb::GetKeyStateRequest>,
+        ) -> Result<tonic::Response<pb::NodeKeyState>, tonic::Status> {
+            let state = self.upstream.clone().get_key_state(request.into_inner()).await?.into_inner();
+            Ok(tonic::Response::new(self.lie(state)))
+        }
+
+        async fn list_key_states(
+            &self,
+            request: tonic::Request<pb::ListKeyStatesRequest>,
+        ) -> Result<tonic::Response<pb::ListKeyStatesResponse>, tonic::Status> {
+            let mut all = self.upstream.clone().list_key_states(request.into_inner()).await?.into_inner();
+            all.keys = all.keys.into_iter().map(|k| self.lie(k)).collect();
+            Ok(tonic::Response::new(all))
+        }
+    }
+        get_identity(pb::GetIdentityRequest) -> pb::GetIdentityResponse;
+        dkg_round1(pb::DkgRound1Request) -> pb::DkgRound1Response;
+        dkg_round2(pb::DkgRound2Request) -> pb::DkgRound2Response;
+        dkg_finish(pb::DkgFinishRequest) -> pb::DkgFinishResponse;
+        dkg_commit(pb::DkgCommitRequest) -> pb::DkgCommitResponse;
+        dkg_abort(pb::DkgAbortRequest) -> pb::DkgAbortResponse;
+        evaluate_batch(pb::EvaluateBatchRequest) -> pb::EvaluateBatchResponse;
+        unwrap_batch(pb::UnwrapBatchRequest) -> pb::UnwrapBatchResponse;
+        set_key_enabled(pb::SetKeyEnabledRequest) -> pb::NodeKeyState;
+        read_audit(pb::ReadAuditRequest) -> pb::ReadAuditResponse;
+        rsa_store(pb::RsaStoreRequest) -> pb::RsaStoreResponse;
+        rsa_commit(pb::RsaCommitRequest) -> pb::RsaCommitResponse;
+        rsa_partial(pb::RsaPartialRequest) -> pb::RsaPartialResponse;
+        get_rsa_key_state(pb::GetRsaKeyStateRequest) -> pb::NodeRsaKeyState;
+    list_rsa_key_states(pb::ListRsaKeyStatesRequest) -> pb::ListRsaKeyStatesResponse;
+}
+
+/// Node 5 lies about its metadata (every version listed twice; for one key, another key's
+/// package three times): the coordinator counts node 5 once per version, trusts only the
+/// package t distinct nodes hold, flags node 5 INVALID for every key in ClusterStatus, and keys
+/// made before and after the lie keep encrypting and decrypting under their real group keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_node_repeating_its_metadata_or_listing_a_foreign_package_counts_once_and_is_flagged() {
+    let mut cluster = Cluster::start(5, 3).unwrap();
+    let mut admin = cluster.client().await.unwrap();
+    let demo = hyok_cli::dev::DEMO_KEY;
+    let foreign_package = Rogue::holding(&cluster, Role::Coordinator).package(1, demo, 1).await.to_bytes();
+
+    // The real node 5 moves to another port; the liar takes its place, with node 5's certificate.
+    let endpoint = cluster.dev.nodes.iter().find(|n| n.id == 5).unwrap().endpoint.clone();
+    let public = endpoint.trim_start_matches("https://").to_owned();
+    cluster.kill_node(5).unwrap();
+    let inner = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    cluster.restart_node_listening(5, &inner).unwrap();
+    let tls = cluster.tls_for(Role::Coordinator).client_config(&Role::Node(5).proof_name()).unwrap();
+    let upstream = Endpoint::from_shared(format!("https://{inner}")).unwrap().tls_config(tls).unwrap().connect().await;
+    let liar = LyingNode { upstream: NodeClient::new(upstream.unwrap()), foreign_package };
+    let pki = cluster.dir.path().join("pki");
+    let node_tls = TlsFiles { ca: pki.join("ca.pem"), cert: pki.join("node-5.pem"), key: pki.join("node-5-key.pem") };
+    let listener = tokio::net::TcpListener::bind(&public).await.unwrap();
+    let server = tonic::transport::Server::builder()
+        .tls_config(node_tls.server_config().unwrap())
+        .unwrap()
+        .add_service(pb::node_server::NodeServer::new(liar))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+    let served = tokio::spawn(server);
+
+    // A key made while node 5 lies: the liar lists another key's package for it, three times.
+    let created = hyok_e2e::eventually(std::time::Duration::from_secs(30), || {
+        let mut admin = admin.clone();
+        async move {
+            let request = pb::CreateKeyRequest { key_id: "forged".into(), usages: vec![], request_id: "lie".into() };
+            Ok(admin.create_key(request).await?.into_inner())
+        }
+    })
+    .await
+    .unwrap();
+    let honest = Rogue::holding(&cluster, Role::Coordinator).package(1, "forged", 1).await;
+    assert_eq!(created.versions[0].public_key, honest.group_key().as_bytes().to_vec(), "the real group key");
+    let public_key = admin.get_public_key(pb::GetPublicKeyRequest { key_id: "forged".into(), version: 0 }).await;
+    assert_eq!(public_key.unwrap().into_inner().public_key, honest.group_key().as_bytes().to_vec());
+
+    // Both keys round-trip, whatever node 5 says.
+    for key in [demo, "forged"] {
+        let plaintext = format!("through a liar: {key}").into_bytes();
+        let evidence = Some(admin.signer.encrypt(key, &plaintext, b""));
+        let request = pb::EncryptRequest {
+            key_id: key.into(),
+            plaintext: plaintext.clone(),
+            aad: vec![],
+            request_id: "lie".into(),
+            evidence,
+        };
+        let sealed = admin.encrypt(request).await.unwrap().into_inner();
+        let evidence = admin.signer.decrypt_blob(key, &sealed.ciphertext);
+        let request = pb::DecryptRequest {
+            key_id: key.into(),
+            ciphertext: sealed.ciphertext,
+            aad: vec![],
+            request_id: "lie".into(),
+            evidence,
+        };
+        assert_eq!(admin.decrypt(request).await.unwrap().into_inner().plaintext, plaintext, "{key}");
+    }
+
+    // ClusterStatus names the liar, for every key, and no other node (once the coordinator
+    // reaches it again after the restart).
+    let status = hyok_e2e::eventually(std::time::Duration::from_secs(30), || {
+        let mut admin = admin.clone();
+        async move {
+            let status = admin.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+            let reached = status.keys.iter().all(|k| k.nodes.iter().all(|n| n.reachable));
+            anyhow::ensure!(reached, "waiting for every node to answer about every key");
+            Ok(status)
+        }
+    })
+    .await
+    .unwrap();
+    for key in &status.keys {
+        for node in &key.nodes {
+            assert_eq!(node.invalid, node.node_id == 5, "{}: node {}: {key:?}", key.key_id, node.node_id);
+        }
+    }
+    assert!(status.keys.iter().any(|k| k.key_id == "forged"));
+    served.abort();
+}

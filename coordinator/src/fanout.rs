@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tonic::Status;
+use tracing::Instrument as _;
 
 /// `message` as a request whose gRPC timeout is what is left until `deadline`.
 pub fn request<T>(message: T, deadline: Instant) -> tonic::Request<T> {
@@ -80,17 +81,21 @@ where
     for (index, node) in &asked {
         let (index, node) = (*index, Arc::clone(node));
         let call = f(node.clone());
-        calls.spawn(async move {
-            let result = tokio::time::timeout_at(deadline, call)
-                .await
-                .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer before the deadline")));
-            if let Err(status) = &result
-                && is_transport_failure(status)
-            {
-                node.mark_down(down_for, status.message());
+        // In the request's log span, so that what a node's answer makes the pool log carries its id.
+        calls.spawn(
+            async move {
+                let result = tokio::time::timeout_at(deadline, call)
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer before the deadline")));
+                if let Err(status) = &result
+                    && is_transport_failure(status)
+                {
+                    node.mark_down(down_for, status.message());
+                }
+                (index, result)
             }
-            (index, result)
-        });
+            .in_current_span(),
+        );
     }
     let mut soft_deadline = deadline;
     let mut succeeded = 0;
@@ -341,11 +346,14 @@ where
         waiting.pop_front();
         let call = ask(&node);
         let asked = Instant::now();
-        inflight.spawn(async move {
-            let reply = call.await;
-            crate::metrics::partial(node.id, reply.outcome(), asked.elapsed());
-            (node, reply)
-        });
+        inflight.spawn(
+            async move {
+                let reply = call.await;
+                crate::metrics::partial(node.id, reply.outcome(), asked.elapsed());
+                (node, reply)
+            }
+            .in_current_span(),
+        );
         true
     };
     let blame = |culprits: &[NodeId]| {

@@ -85,6 +85,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = Server::builder()
         .layer(hyok_proto::metrics::GrpcLayer::new())
+        .layer(hyok_proto::request_id::SpanLayer::new("coordinator"))
         .tls_config(config.tls_files().server_config()?)?
         .add_service(health)
         .add_service(reflection)

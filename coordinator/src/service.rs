@@ -3,6 +3,7 @@
 use crate::error::CoordError;
 use crate::vault::Vault;
 use hyok_proto::Role;
+use hyok_proto::request_id;
 use hyok_proto::tls::require_role;
 use hyok_proto::v1 as pb;
 use hyok_threshold::aead::Blob;
@@ -57,18 +58,21 @@ fn take_plaintext(bytes: Zeroizing<Vec<u8>>) -> Vec<u8> {
 #[tonic::async_trait]
 impl pb::key_vault_server::KeyVault for VaultService {
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, ADMINS)?;
         let r = req.into_inner();
         Ok(Response::new(self.vault.create_key(&r.key_id, &r.usages, &r.request_id).await?))
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        request_id::of_call(&req);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         Ok(Response::new(self.vault.get_key(&req.into_inner().key_id, deadline).await?))
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         Ok(Response::new(pb::ListKeysResponse { keys: self.vault.list_keys(deadline).await? }))
@@ -78,6 +82,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         &self,
         req: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -92,6 +97,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
     }
 
     async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> Result<Response<pb::EncryptResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -104,6 +110,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
     }
 
     async fn decrypt(&self, req: Request<pb::DecryptRequest>) -> Result<Response<pb::DecryptResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -129,6 +136,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         &self,
         req: Request<pb::EncryptDetachedRequest>,
     ) -> Result<Response<pb::EncryptDetachedResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -148,6 +156,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         &self,
         req: Request<pb::DecryptDetachedRequest>,
     ) -> Result<Response<pb::DecryptResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -172,6 +181,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         &self,
         req: Request<pb::GenerateDataKeyRequest>,
     ) -> Result<Response<pb::GenerateDataKeyResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -186,6 +196,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
     }
 
     async fn wrap(&self, req: Request<pb::WrapRequest>) -> Result<Response<pb::WrapResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -194,6 +205,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
     }
 
     async fn unwrap(&self, req: Request<pb::UnwrapRequest>) -> Result<Response<pb::UnwrapResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -205,29 +217,34 @@ impl pb::key_vault_server::KeyVault for VaultService {
     }
 
     async fn rotate_key(&self, req: Request<pb::RotateKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, ADMINS)?;
         let r = req.into_inner();
         Ok(Response::new(self.vault.rotate_key(&r.key_id, &r.request_id).await?))
     }
 
     async fn enable_key(&self, req: Request<pb::EnableKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, ADMINS)?;
         let r = req.into_inner();
         Ok(Response::new(self.vault.set_enabled(&r.key_id, true, &r.request_id).await?))
     }
 
     async fn disable_key(&self, req: Request<pb::DisableKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, ADMINS)?;
         let r = req.into_inner();
         Ok(Response::new(self.vault.set_enabled(&r.key_id, false, &r.request_id).await?))
     }
 
     async fn import_rsa_key(&self, req: Request<pb::ImportRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, ADMINS)?;
         Ok(Response::new(self.vault.import_rsa_key(req.into_inner()).await?))
     }
 
     async fn get_rsa_key(&self, req: Request<pb::GetRsaKeyRequest>) -> Result<Response<pb::RsaKeyInfo>, Status> {
+        request_id::of_call(&req);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         Ok(Response::new(self.vault.get_rsa_key(&req.into_inner().name, deadline).await?))
@@ -237,6 +254,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         &self,
         req: Request<pb::ListRsaKeysRequest>,
     ) -> Result<Response<pb::ListRsaKeysResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         Ok(Response::new(pb::ListRsaKeysResponse { keys: self.vault.list_rsa_keys(deadline).await? }))
@@ -246,6 +264,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         &self,
         req: Request<pb::RsaDecryptRequest>,
     ) -> Result<Response<pb::RsaDecryptResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, USERS)?;
         let deadline = self.vault.deadline(caller_timeout(&req));
         let r = req.into_inner();
@@ -260,6 +279,7 @@ impl pb::key_vault_server::KeyVault for VaultService {
         &self,
         req: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, USERS)?;
         Ok(Response::new(self.vault.cluster_status().await))
     }

@@ -304,25 +304,25 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
         NodeCommand::Run { id, data_dir, listen, ca, cert, key, init, metrics_listen } => {
             if init && !crate::server::seal_key_path(&data_dir).exists() {
                 crate::server::init(&data_dir)?;
-                eprintln!("hyok-node {id}: initialized {} (new identity, no shares)", data_dir.display());
+                tracing::info!(node = id, data_dir = %data_dir.display(), "initialized (new identity, no shares)");
             }
             let node = Arc::new(crate::server::open(NodeId::new(id)?, &data_dir)?);
+            // Logged, not printed, so that a JSON log (HYOK_LOG_FORMAT=json) holds only JSON.
             match node.manifest() {
-                Some(m) => eprintln!(
-                    "hyok-node {id}: cluster manifest {} ({}-of-{}, {} coordinator key(s) pinned)",
-                    crate::manifest::digest_hex(&m),
-                    m.threshold(),
-                    m.n(),
-                    m.coordinators().len()
+                Some(m) => tracing::info!(
+                    node = id,
+                    digest = crate::manifest::digest_hex(&m),
+                    threshold = m.threshold(),
+                    n = m.n(),
+                    coordinator_keys = m.coordinators().len(),
+                    "cluster manifest"
                 ),
-                None => {
-                    eprintln!(
-                        "hyok-node {id}: NO CLUSTER MANIFEST: DKGs and RSA shares are refused, and any coordinator or \
-                         admin certificate from the cluster CA may use the keys this node already holds, until this \
-                         node's operator installs one (`hyok-node manifest install`)"
-                    );
-                    tracing::warn!(node = id, "no cluster manifest installed");
-                }
+                None => tracing::warn!(
+                    node = id,
+                    "no cluster manifest installed: DKGs and RSA shares are refused, and any coordinator or admin \
+                     certificate from the cluster CA may use the keys this node already holds, until this node's \
+                     operator installs one (`hyok-node manifest install`)"
+                ),
             }
             let listener = tokio::net::TcpListener::bind(listen).await?;
             hyok_proto::metrics::start("hyok-node", metrics_listen).await?;
@@ -332,7 +332,7 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
             #[cfg(unix)]
             let operator = {
                 let endpoint = crate::operator::Endpoint::bind(&data_dir)?;
-                eprintln!("hyok-node {id}: operator endpoint {}", endpoint.path().display());
+                tracing::info!(node = id, path = %endpoint.path().display(), "operator endpoint");
                 tokio::spawn(endpoint.serve(node.clone(), stop.clone().cancelled_owned()))
             };
             // The readiness line tests and `hyokctl dev` wait for.

@@ -159,6 +159,7 @@ pub async fn run(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
         .layer(hyok_proto::metrics::GrpcLayer::new())
+        .layer(hyok_proto::request_id::SpanLayer::new("node"))
         .tls_config(tls.server_config()?)?
         .add_service(NodeServer::new(NodeService::new(node)))
         .serve_with_incoming_shutdown(incoming, shutdown)

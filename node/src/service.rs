@@ -3,6 +3,7 @@
 
 use crate::node::{Node, NodeError};
 use hyok_proto::Role;
+use hyok_proto::request_id;
 use hyok_proto::tls::{caller_spki_sha256, require_role};
 use hyok_proto::v1 as pb;
 use std::sync::Arc;
@@ -42,13 +43,14 @@ impl NodeService {
         NodeService { node }
     }
 
-    /// Runs CPU-heavy node work off the async executor.
+    /// Runs CPU-heavy node work off the async executor (in the call's log span).
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Node) -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, Status> {
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || f(&node))
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&node)))
             .await
             .map_err(|_| Status::internal("worker failed"))?
             .map_err(Status::from)
@@ -81,29 +83,34 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::GetIdentityRequest>,
     ) -> Result<Response<pb::GetIdentityResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, OPERATORS)?;
         Ok(Response::new(self.blocking(|n| n.identity()).await?))
     }
 
     async fn dkg_round1(&self, req: Request<pb::DkgRound1Request>) -> Result<Response<pb::DkgRound1Response>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         let caller = self.pinned(&req, "dkg_round1").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.dkg_round1(&req, &caller)).await?))
     }
 
     async fn dkg_round2(&self, req: Request<pb::DkgRound2Request>) -> Result<Response<pb::DkgRound2Response>, Status> {
+        request_id::of_call(&req);
         self.pinned(&req, "dkg_round2").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.dkg_round2(&req)).await?))
     }
 
     async fn dkg_finish(&self, req: Request<pb::DkgFinishRequest>) -> Result<Response<pb::DkgFinishResponse>, Status> {
+        request_id::of_call(&req);
         self.pinned(&req, "dkg_finish").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.dkg_finish(&req)).await?))
     }
 
     async fn dkg_commit(&self, req: Request<pb::DkgCommitRequest>) -> Result<Response<pb::DkgCommitResponse>, Status> {
+        request_id::of_call(&req);
         let caller = self.pinned(&req, "dkg_commit").await?;
         let req = req.into_inner();
         self.blocking(move |n| n.dkg_commit(&req, &caller)).await?;
@@ -111,6 +118,7 @@ impl pb::node_server::Node for NodeService {
     }
 
     async fn dkg_abort(&self, req: Request<pb::DkgAbortRequest>) -> Result<Response<pb::DkgAbortResponse>, Status> {
+        request_id::of_call(&req);
         self.pinned(&req, "dkg_abort").await?;
         let req = req.into_inner();
         self.blocking(move |n| n.dkg_abort(&req)).await?;
@@ -121,6 +129,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::EvaluateBatchRequest>,
     ) -> Result<Response<pb::EvaluateBatchResponse>, Status> {
+        request_id::record_batch(req.get_ref().items.iter().map(|i| i.request_id.as_str()));
         let caller = self.pinned(&req, "evaluate_batch").await?;
         let items = req.into_inner().items;
         let results = self.blocking(move |n| n.evaluate_batch(&items, &caller)).await?;
@@ -131,6 +140,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::UnwrapBatchRequest>,
     ) -> Result<Response<pb::UnwrapBatchResponse>, Status> {
+        request_id::record_batch(req.get_ref().items.iter().map(|i| i.request_id.as_str()));
         let caller = self.pinned(&req, "unwrap_batch").await?;
         let items = req.into_inner().items;
         let results = self.blocking(move |n| n.unwrap_batch(&items, &caller)).await?;
@@ -138,6 +148,7 @@ impl pb::node_server::Node for NodeService {
     }
 
     async fn get_key_state(&self, req: Request<pb::GetKeyStateRequest>) -> Result<Response<pb::NodeKeyState>, Status> {
+        request_id::of_call(&req);
         require_role(&req, OPERATORS)?;
         let key_id = req.into_inner().key_id;
         Ok(Response::new(self.blocking(move |n| n.key_state(&key_id)).await?))
@@ -147,6 +158,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::ListKeyStatesRequest>,
     ) -> Result<Response<pb::ListKeyStatesResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, OPERATORS)?;
         let keys = self.blocking(|n| n.key_states()).await?;
         Ok(Response::new(pb::ListKeyStatesResponse { keys }))
@@ -156,18 +168,21 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::SetKeyEnabledRequest>,
     ) -> Result<Response<pb::NodeKeyState>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         let caller = self.pinned(&req, "set_key_enabled").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.set_enabled(&req, &caller)).await?))
     }
 
     async fn rsa_store(&self, req: Request<pb::RsaStoreRequest>) -> Result<Response<pb::RsaStoreResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         let caller = self.pinned(&req, "rsa_store").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.rsa_store(&req, &caller)).await?))
     }
 
     async fn rsa_commit(&self, req: Request<pb::RsaCommitRequest>) -> Result<Response<pb::RsaCommitResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         let caller = self.pinned(&req, "rsa_commit").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.rsa_commit(&req, &caller)).await?))
@@ -177,6 +192,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::RsaPartialRequest>,
     ) -> Result<Response<pb::RsaPartialResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
         let caller = self.pinned(&req, "rsa_partial").await?;
         let req = req.into_inner();
         Ok(Response::new(self.blocking(move |n| n.rsa_partial(&req, &caller)).await?))
@@ -186,6 +202,7 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::GetRsaKeyStateRequest>,
     ) -> Result<Response<pb::NodeRsaKeyState>, Status> {
+        request_id::of_call(&req);
         require_role(&req, OPERATORS)?;
         let name = req.into_inner().name;
         Ok(Response::new(self.blocking(move |n| n.rsa_key_state(&name)).await?))
@@ -195,12 +212,14 @@ impl pb::node_server::Node for NodeService {
         &self,
         req: Request<pb::ListRsaKeyStatesRequest>,
     ) -> Result<Response<pb::ListRsaKeyStatesResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, OPERATORS)?;
         let keys = self.blocking(|n| n.rsa_key_states()).await?;
         Ok(Response::new(pb::ListRsaKeyStatesResponse { keys }))
     }
 
     async fn read_audit(&self, req: Request<pb::ReadAuditRequest>) -> Result<Response<pb::ReadAuditResponse>, Status> {
+        request_id::of_call(&req);
         require_role(&req, AUDITORS)?;
         let req = req.into_inner();
         let (entries, head) =

@@ -49,6 +49,7 @@ pub struct Cluster {
     pub dev: DevFile,
     supervisor: Child,
     restarted: BTreeMap<u16, Child>,
+    env: Vec<(String, String)>,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -60,10 +61,12 @@ fn alive(pid: u32) -> bool {
     Command::new("kill").arg("-0").arg(pid.to_string()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// Runs `hyokctl dev --dir DIR ARGS…`, logging to `DIR/hyokctl-dev.log`.
-fn spawn_dev(dir: &Path, args: &[String]) -> Result<Child> {
+/// Runs `hyokctl dev --dir DIR ARGS…` with `env` added to its environment (and so to every
+/// process it starts), logging to `DIR/hyokctl-dev.log`.
+fn spawn_dev(dir: &Path, args: &[String], env: &[(String, String)]) -> Result<Child> {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("hyokctl-dev.log"))?;
     Ok(Command::new(hyokctl())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("dev")
         .arg("--dir")
         .arg(dir)
@@ -96,18 +99,31 @@ fn wait_for_dev(dir: &Path, supervisor: &mut Child) -> Result<DevFile> {
 impl Cluster {
     /// Starts `hyokctl dev` with `nodes` nodes and threshold `threshold`, and waits for dev.json.
     pub fn start(nodes: u16, threshold: u16) -> Result<Self> {
+        Self::start_with_env(nodes, threshold, &[])
+    }
+
+    /// [`Cluster::start`] with `env` (e.g. `HYOK_LOG_FORMAT=json`) in the environment of every
+    /// process of the cluster, restarts included.
+    pub fn start_with_env(nodes: u16, threshold: u16, env: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let shape = ["--nodes".to_owned(), nodes.to_string(), "--threshold".to_owned(), threshold.to_string()];
-        let mut supervisor = spawn_dev(dir.path(), &shape)?;
+        let mut supervisor = spawn_dev(dir.path(), &shape, &env)?;
         let dev = wait_for_dev(dir.path(), &mut supervisor)?;
-        Ok(Cluster { dir, dev, supervisor, restarted: BTreeMap::new() })
+        Ok(Cluster { dir, dev, supervisor, restarted: BTreeMap::new(), env })
+    }
+
+    /// The log of process `name` (`coordinator`, `node-3`, `xks`, `dke`), as written so far.
+    pub fn log(&self, name: &str) -> Result<String> {
+        let path = self.dir.path().join("logs").join(format!("{name}.log"));
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// Stops every process (as Ctrl-C on `hyokctl dev` would), then runs `hyokctl dev` again on
     /// the same directory and waits for its new dev.json.
     pub fn restart_all(&mut self) -> Result<()> {
         self.shutdown();
-        self.supervisor = spawn_dev(self.dir.path(), &[])?;
+        self.supervisor = spawn_dev(self.dir.path(), &[], &self.env)?;
         self.dev = wait_for_dev(self.dir.path(), &mut self.supervisor)?;
         Ok(())
     }
@@ -254,8 +270,13 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.dir.path().join("logs").join(format!("node-{id}.log")))?;
-        let mut child =
-            Command::new(&argv[0]).args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log).spawn()?;
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         loop {

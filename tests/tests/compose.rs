@@ -1,6 +1,9 @@
 //! Chaos over Docker Compose: the real `docker-compose.yml` (five nodes, the coordinator,
 //! hyok-xks, the key bootstrap) on an image built FROM scratch from this build's `hyokctl`.
 //! Skipped, with a message saying so, where no Docker engine or docker-compose is available.
+//! Its Prometheus (an image built FROM scratch from Debian's prometheus binary) must report
+//! every container's target up and answer every query of monitoring/grafana-dashboard.json;
+//! that part is skipped, with a message, where the prometheus binary is not installed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -38,27 +41,39 @@ fn docker_available() -> bool {
     ok("docker", &["info"]) && ok("docker-compose", &["version"])
 }
 
-/// A compose project of this test; `down -v` and the image removed when dropped.
+/// Debian's prometheus binary, which the compose `prometheus` image is built from.
+const PROMETHEUS: &str = "/usr/bin/prometheus";
+
+/// A compose project of this test; `down -v` and the images removed when dropped.
 struct Project {
     name: String,
     image: String,
+    /// The Prometheus image, when there is a prometheus binary to build it from.
+    prometheus_image: Option<String>,
     dir: tempfile::TempDir,
     port: u16,
     dke_port: u16,
+    prometheus_port: u16,
 }
 
 impl Project {
-    fn compose(&self, args: &[&str]) -> Output {
-        Command::new("docker-compose")
+    /// `docker-compose` in the workspace, with this project's name and environment.
+    fn command(&self) -> Command {
+        let mut command = Command::new("docker-compose");
+        command
             .current_dir(workspace())
             .env("HYOK_COMPOSE_DIR", self.dir.path())
             .env("HYOK_XKS_PORT", self.port.to_string())
             .env("HYOK_DKE_PORT", self.dke_port.to_string())
+            .env("HYOK_PROMETHEUS_PORT", self.prometheus_port.to_string())
             .env("HYOK_IMAGE", &self.image)
-            .args(["-p", &self.name])
-            .args(args)
-            .output()
-            .expect("run docker-compose")
+            .env("HYOK_PROMETHEUS_IMAGE", self.prometheus_image.as_deref().unwrap_or("hyok-prometheus:absent"))
+            .args(["-p", &self.name]);
+        command
+    }
+
+    fn compose(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run docker-compose")
     }
 
     fn compose_ok(&self, args: &[&str]) -> String {
@@ -80,13 +95,9 @@ impl Project {
     /// coordinator is not published on the host), `stdin` fed to it.
     fn hyokctl(&self, args: &[&str], stdin: &[u8]) -> Output {
         use std::io::Write;
-        let mut child = Command::new("docker-compose")
-            .current_dir(workspace())
-            .env("HYOK_COMPOSE_DIR", self.dir.path())
-            .env("HYOK_XKS_PORT", self.port.to_string())
-            .env("HYOK_DKE_PORT", self.dke_port.to_string())
-            .env("HYOK_IMAGE", &self.image)
-            .args(["-p", &self.name, "run", "-T", "--rm", "init", "--endpoint", "https://coordinator:7100"])
+        let mut child = self
+            .command()
+            .args(["run", "-T", "--rm", "init", "--endpoint", "https://coordinator:7100"])
             .args(["--ca", "/etc/hyok/pki/ca.pem", "--cert", "/etc/hyok/pki/admin.pem"])
             .args(["--key", "/etc/hyok/pki/admin-key.pem"])
             .args(args)
@@ -123,6 +134,9 @@ impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.compose(&["down", "-v", "--remove-orphans"]);
         let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
+        if let Some(image) = &self.prometheus_image {
+            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        }
     }
 }
 
@@ -245,6 +259,109 @@ async fn dke_round_trip(project: &Project, file: &ComposeFile) {
     println!("dke (compose): key {} published, one content key unwrapped through the cluster", dke.key_name);
 }
 
+/// `GET path` of the project's Prometheus on the host's loopback, as JSON (HTTP/1.0, so the
+/// answer is never chunked).
+fn prometheus_get(port: u16, path: &str) -> Result<Value, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP head")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("{path}: {head} {body}"));
+    }
+    serde_json::from_str(body).map_err(|e| format!("{path}: {e}: {body}"))
+}
+
+/// `s` for a URL query.
+fn url_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An instant query's result vector.
+fn prometheus_query(port: u16, query: &str) -> Result<Vec<Value>, String> {
+    let answer = prometheus_get(port, &format!("/api/v1/query?query={}", url_encoded(query)))?;
+    if answer["status"] != "success" {
+        return Err(format!("{query}: {answer}"));
+    }
+    Ok(answer["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// Every query of the Grafana dashboard, with Grafana's `$__rate_interval` as one minute.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(workspace().join("monitoring/grafana-dashboard.json")).unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m");
+            queries.push((panel["title"].as_str().unwrap().to_owned(), expr));
+        }
+    }
+    queries
+}
+
+/// The compose Prometheus: every container's target up, the XKS requests sent so far counted,
+/// and every dashboard query answering with data (refusals and throttling only once there have
+/// been some). Stopped afterwards, so the chaos below runs with the load it always had.
+async fn prometheus_sees_every_container(project: &Project, xks_requests: usize) {
+    let port = project.prometheus_port;
+    wait_for("Prometheus to report 8 targets, all up", || async {
+        let Ok(targets) = prometheus_get(port, "/api/v1/targets") else { return false };
+        let active = targets["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+        active.len() == 8 && active.iter().all(|t| t["health"] == "up")
+    })
+    .await;
+    let counted = "sum(hyok_xks_requests_total{status=\"200\"})";
+    wait_for("Prometheus to count the XKS requests sent", || async {
+        prometheus_query(port, counted)
+            .ok()
+            .and_then(|r| r.first().map(|s| s["value"][1].clone()))
+            .is_some_and(|v| v.as_str().and_then(|v| v.parse::<f64>().ok()).is_some_and(|n| n >= xks_requests as f64))
+    })
+    .await;
+    let queries = dashboard_queries();
+    let may_be_empty = |expr: &str| expr.contains("refusals") || expr.contains("throttled");
+    let mut empty = Vec::new();
+    for (title, expr) in &queries {
+        // Every query is valid PromQL over names that exist; rates need two scrapes of data.
+        assert!(prometheus_query(port, expr).is_ok(), "{title}: {expr}: {:?}", prometheus_query(port, expr));
+        if may_be_empty(expr) {
+            if prometheus_query(port, expr).unwrap().is_empty() {
+                empty.push(expr.clone());
+            }
+            continue;
+        }
+        wait_for(&format!("data for the dashboard's {title:?}: {expr}"), || async {
+            prometheus_query(port, expr).is_ok_and(|r| !r.is_empty())
+        })
+        .await;
+    }
+    println!(
+        "prometheus (compose): 8 of 8 targets up; {} of {} dashboard queries return data (empty until something is refused or throttled: {empty:?})",
+        queries.len() - empty.len(),
+        queries.len()
+    );
+    project.compose_ok(&["stop", "prometheus"]);
+}
+
+/// The services `docker-compose up` starts: all of them, or all but Prometheus where its image
+/// could not be built.
+fn services(project: &Project) -> Vec<&'static str> {
+    let mut all = vec!["node-1", "node-2", "node-3", "node-4", "node-5", "coordinator", "xks", "dke", "init"];
+    if project.prometheus_image.is_some() {
+        all.push("prometheus");
+    }
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_and_killed_key_creation() {
     if !docker_available() {
@@ -252,12 +369,21 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
         return;
     }
     let tag = format!("{}-{}", std::process::id(), rand::rng().random_range(0..1_000_000u32));
+    let prometheus = Path::new(PROMETHEUS).exists();
+    if !prometheus {
+        println!(
+            "SKIPPED (the Prometheus part only): no {PROMETHEUS} (Debian's prometheus package) to build the compose \
+             prometheus image from; the cluster runs without it"
+        );
+    }
     let project = Project {
         name: format!("hyoke2e{}", tag.replace('-', "")),
         image: format!("hyok:e2e-{tag}"),
+        prometheus_image: prometheus.then(|| format!("hyok-prometheus:e2e-{tag}")),
         dir: tempfile::tempdir().unwrap(),
         port: free_port(),
         dke_port: free_port(),
+        prometheus_port: free_port(),
     };
     let build = Command::new(workspace().join("docker/build-image.sh"))
         .env("HYOKCTL", hyokctl())
@@ -265,6 +391,15 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
         .output()
         .unwrap();
     assert!(build.status.success(), "building the image: {}", String::from_utf8_lossy(&build.stderr));
+    if let Some(image) = &project.prometheus_image {
+        let build = Command::new(workspace().join("docker/build-image.sh"))
+            .arg("prometheus")
+            .env("PROMETHEUS", PROMETHEUS)
+            .env("IMAGE", image)
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "building the Prometheus image: {}", String::from_utf8_lossy(&build.stderr));
+    }
     let init = Command::new(hyokctl()).args(["compose", "init", "--dir"]).arg(project.dir.path()).output().unwrap();
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let file = ComposeFile::load(project.dir.path()).unwrap();
@@ -273,7 +408,9 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     let xks_config = project.dir.path().join("xks/xks.toml");
     let text = std::fs::read_to_string(&xks_config).unwrap();
     std::fs::write(&xks_config, format!("budget_ms = {BUDGET_MS}\n{text}")).unwrap();
-    project.compose_ok(&["up", "-d"]);
+    let mut up = vec!["up", "-d"];
+    up.extend(services(&project));
+    project.compose_ok(&up);
 
     let target = Target {
         base_url: file.xks_base_url(project.port),
@@ -300,6 +437,10 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     let mut before = Vec::new();
     for n in 1..=5 {
         before.push((n, round_trip(&conn, &target, &key, n).await.expect("round trip before the chaos")));
+    }
+    if project.prometheus_image.is_some() {
+        // Six round trips so far (twelve XKS requests answered 200), and a DKE unwrap.
+        prometheus_sees_every_container(&project, 12).await;
     }
 
     // Chaos: `docker kill` (SIGKILL) a random node while fewer than n − t are down, otherwise

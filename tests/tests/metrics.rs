@@ -1,7 +1,9 @@
 //! Every process of a dev cluster serves Prometheus metrics at the `metrics_url` dev.json
 //! names; the text parses (and passes `promtool check metrics` where promtool is installed), and
 //! traffic moves the counters: requests through the coordinator and hyok-xks, partials on the
-//! nodes, the coordinator's per-node view.
+//! nodes, the coordinator's per-node view. Every metric the Grafana dashboard
+//! (monitoring/grafana-dashboard.json) queries is one that some process exposes, and the compose
+//! scrape configuration passes `promtool check config`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -112,6 +114,58 @@ fn promtool_check(what: &str, text: &str) {
     let out = child.wait_with_output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics of {what}: {said}");
+}
+
+fn monitoring(file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../monitoring").join(file)
+}
+
+/// Every metric name the dashboard's queries use (`hyok_…`, `process_…`).
+fn dashboard_metric_names() -> std::collections::BTreeSet<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(monitoring("grafana-dashboard.json")).unwrap()).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    for target in panels.iter().filter_map(|p| p["targets"].as_array()).flatten() {
+        let expr = target["expr"].as_str().expect("every target has an expr");
+        let mut word = String::new();
+        for c in expr.chars().chain([' ']) {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                word.push(c);
+            } else {
+                if word.starts_with("hyok_") || word.starts_with("process_") {
+                    names.insert(std::mem::take(&mut word));
+                }
+                word.clear();
+            }
+        }
+    }
+    names
+}
+
+/// The families (`# TYPE` lines: name → kind) of scrapes.
+fn families<'a>(scrapes: impl IntoIterator<Item = &'a Scrape>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for s in scrapes {
+        for line in s.text.lines() {
+            if let Some((name, kind)) = line.strip_prefix("# TYPE ").and_then(|r| r.split_once(' ')) {
+                out.insert(name.to_owned(), kind.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_compose_scrape_configuration_passes_promtool() {
+    let Ok(out) =
+        std::process::Command::new("promtool").args(["check", "config"]).arg(monitoring("prometheus.yml")).output()
+    else {
+        eprintln!("promtool is not installed (Debian package `prometheus`): skipping `promtool check config`");
+        return;
+    };
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.contains("SUCCESS"), "promtool check config: {said}");
 }
 
 struct Urls {
@@ -274,6 +328,63 @@ async fn every_process_serves_metrics_that_parse_and_traffic_moves_the_counters(
         assert!(s.get("hyok_node_audit_log_entries") > 0.0, "node {}: empty audit log?\n{}", node.id, s.text);
         assert!(s.get("hyok_node_keys{family=\"ec\"}") >= 1.0, "node {}: no EC key:\n{}", node.id, s.text);
         assert!(s.get("hyok_node_key_versions{family=\"ec\",state=\"active\"}") >= 1.0, "node {}", node.id);
+    }
+
+    // Refusals, by reason: node 1's operator vetoes the demo key; node 1 refuses the partials it
+    // is asked for (the others serve), and both it and the coordinator count the refusal.
+    let veto = |verb: &str| {
+        let mut command = std::process::Command::new(hyok_e2e::hyokctl());
+        command.arg("--dev-dir").arg(cluster.dir.path()).args(["node", verb, "--node", "1", hyok_cli::dev::DEMO_KEY]);
+        if verb == "veto" {
+            command.arg("metrics test");
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "node {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    veto("veto");
+    let refused = |s: &Scrape| s.sum("hyok_coordinator_node_refusals_total", &["node=\"1\""]);
+    let mut tries = 0;
+    while refused(&scrape(&urls.coordinator).unwrap()) == 0.0 {
+        tries += 1;
+        assert!(tries <= 50, "node 1 was never asked for a partial of its vetoed key in 50 encrypts");
+        let plaintext = b"vetoed on node 1".to_vec();
+        let evidence = Some(vault.signer.encrypt(hyok_cli::dev::DEMO_KEY, &plaintext, &[]));
+        vault
+            .encrypt(pb::EncryptRequest {
+                key_id: hyok_cli::dev::DEMO_KEY.into(),
+                plaintext,
+                aad: Vec::new(),
+                request_id: format!("metrics-veto-{tries}"),
+                evidence,
+            })
+            .await
+            .expect("t other nodes serve a key one node vetoed");
+    }
+    veto("lift");
+    let vetoed = scrape(&urls.nodes[0]).unwrap();
+    // (A vetoed key is refused as disabled.)
+    assert!(vetoed.sum("hyok_node_refusals_total", &["reason=\"disabled\""]) >= 1.0, "{}", vetoed.text);
+    let coordinator = scrape(&urls.coordinator).unwrap();
+
+    // Every metric the dashboard queries is exposed (a histogram through its _bucket, _sum or
+    // _count samples). A family appears with its first sample: throttling needs max_in_flight
+    // requests at once, so a front-end's throttled count is taken as there when its requests
+    // count is (one RequestMetrics makes both; crates/frontend's tests check the name).
+    let exposed = families([&coordinator, &after.1, &after.2, &vetoed].into_iter().chain(&after.3));
+    let names = dashboard_metric_names();
+    assert!(names.len() >= 20, "the dashboard queries only {names:?}");
+    for name in &names {
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .any(|base| exposed.get(base).is_some_and(|k| k == "histogram"));
+        let throttled = name
+            .strip_suffix("_throttled_requests_total")
+            .is_some_and(|p| exposed.contains_key(&format!("{p}_requests_total")));
+        assert!(
+            histogram || throttled || exposed.contains_key(name),
+            "the dashboard queries {name}, which no process exposes"
+        );
     }
 
     // hyok-xks's health: the threshold monitor and every node ACTIVE.

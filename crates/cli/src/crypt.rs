@@ -28,7 +28,7 @@ pub async fn encrypt(target: &Target, key_id: &str, aad: &str) -> Result<()> {
             key_id: key_id.into(),
             plaintext,
             aad: aad.as_bytes().to_vec(),
-            request_id: "hyokctl".into(),
+            request_id: hyok_proto::request_id::generate("hyokctl"),
             evidence: Some(evidence),
         })
         .await?
@@ -50,7 +50,7 @@ pub async fn decrypt(target: &Target, key_id: &str, aad: &str) -> Result<()> {
             key_id: key_id.into(),
             ciphertext,
             aad: aad.as_bytes().to_vec(),
-            request_id: "hyokctl".into(),
+            request_id: hyok_proto::request_id::generate("hyokctl"),
             evidence: Some(evidence),
         })
         .await?

@@ -77,7 +77,11 @@ pub async fn create(target: &Target, key_id: &str, usages: &[String]) -> Result<
     let info = target
         .connect()
         .await?
-        .create_key(pb::CreateKeyRequest { key_id: key_id.into(), usages, request_id: "hyokctl".into() })
+        .create_key(pb::CreateKeyRequest {
+            key_id: key_id.into(),
+            usages,
+            request_id: hyok_proto::request_id::generate("hyokctl"),
+        })
         .await?
         .into_inner();
     print!("{}", describe(&info));
@@ -103,7 +107,10 @@ pub async fn rotate(target: &Target, key_id: &str) -> Result<()> {
     let info = target
         .connect()
         .await?
-        .rotate_key(pb::RotateKeyRequest { key_id: key_id.into(), request_id: "hyokctl".into() })
+        .rotate_key(pb::RotateKeyRequest {
+            key_id: key_id.into(),
+            request_id: hyok_proto::request_id::generate("hyokctl"),
+        })
         .await?
         .into_inner();
     print!("{}", describe(&info));
@@ -114,9 +121,19 @@ pub async fn rotate(target: &Target, key_id: &str) -> Result<()> {
 pub async fn set_enabled(target: &Target, key_id: &str, enabled: bool) -> Result<()> {
     let mut client = target.connect().await?;
     let info = if enabled {
-        client.enable_key(pb::EnableKeyRequest { key_id: key_id.into(), request_id: "hyokctl".into() }).await?
+        client
+            .enable_key(pb::EnableKeyRequest {
+                key_id: key_id.into(),
+                request_id: hyok_proto::request_id::generate("hyokctl"),
+            })
+            .await?
     } else {
-        client.disable_key(pb::DisableKeyRequest { key_id: key_id.into(), request_id: "hyokctl".into() }).await?
+        client
+            .disable_key(pb::DisableKeyRequest {
+                key_id: key_id.into(),
+                request_id: hyok_proto::request_id::generate("hyokctl"),
+            })
+            .await?
     }
     .into_inner();
     print!("{}", describe(&info));

@@ -68,8 +68,21 @@ enum Command {
         #[arg(long, default_value = "")]
         aad: String,
     },
-    /// Health of every node and state of every key.
-    Status,
+    /// Health of every node and state of every key; `--watch` redraws it with the request rate
+    /// and latency.
+    Status {
+        /// Redraw every `--interval` seconds until Ctrl-C, with the coordinator's request rate
+        /// and p99 (from two successive scrapes of its metrics).
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between redraws.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// The coordinator's metrics endpoint (default: the dev cluster's
+        /// `coordinator.metrics_url` in dev.json).
+        #[arg(long)]
+        metrics_url: Option<String>,
+    },
     /// Audit logs.
     Audit {
         #[command(subcommand)]
@@ -392,7 +405,11 @@ async fn main() -> Result<()> {
         },
         Command::Encrypt { key, aad } => hyok_cli::crypt::encrypt(&target, &key, &aad).await?,
         Command::Decrypt { key, aad } => hyok_cli::crypt::decrypt(&target, &key, &aad).await?,
-        Command::Status => hyok_cli::status::run(&target).await?,
+        Command::Status { watch: false, .. } => hyok_cli::status::run(&target).await?,
+        Command::Status { watch: true, interval, metrics_url } => {
+            let url = hyok_cli::status::metrics_url(&target, metrics_url);
+            hyok_cli::status::watch(&target, Duration::from_secs_f64(interval.max(0.2)), url).await?
+        }
         Command::Audit { command: AuditCommand::Verify { node } } => hyok_cli::audit::verify(&target, node).await?,
         Command::Bench { key, duration, concurrency, connections, size, op, via, cdiv } => {
             let options = BenchOptions {

@@ -68,7 +68,8 @@ impl Backend for Coordinator {
             name: name.to_owned(),
             version,
             ciphertext: ciphertext.to_vec(),
-            request_id: request_id.to_owned(),
+            // The id of the HTTP request being served, in front of the service's description.
+            request_id: hyok_frontend::request_id::tagged(request_id),
             evidence: Some(evidence),
         };
         let response =

@@ -76,8 +76,15 @@ impl<B: Backend> Pipeline<B> {
         response
     }
 
-    /// Answers one HTTP request; never fails (every failure is a JSON error response).
+    /// Answers one HTTP request; never fails (every failure is a JSON error response). The
+    /// request gets an id of its own (`dke-…`), in every line it logs and in its coordinator
+    /// call.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let request_id = hyok_proto::request_id::generate("dke");
+        hyok_frontend::request_id::serve(&request_id, self.answer(request)).await
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         // The body is read before any answer, even a refusal: an HTTP/2 client whose request

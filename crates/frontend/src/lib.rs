@@ -7,6 +7,8 @@
 //!   loading a TOML file whose relative paths are taken from its directory ([`ConfigFile`]).
 //! - [`pool`]: a few HTTP/2 channels to the coordinator, one [`Pool::call`] bounded by the
 //!   request's deadline, and gRPC statuses mapped once to a [`BackendError`].
+//! - [`request_id`]: the id of the request being served, entered around its handling (a log
+//!   span and a task-local that [`Pool::call`] sends on to the coordinator).
 //! - [`https`]: the HTTPS accept loop (TLS handshake limit, HTTP/1.1 and HTTP/2, graceful
 //!   shutdown); [`tls`]: its rustls server configuration (TLS 1.2/1.3, ALPN, optional client CA
 //!   and subject name).
@@ -26,6 +28,7 @@ pub mod config;
 pub mod https;
 pub mod metrics;
 pub mod pool;
+pub mod request_id;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls;

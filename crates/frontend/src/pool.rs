@@ -107,7 +107,8 @@ impl Pool {
     }
 
     /// Sends `message` with `f` (`|mut c, req| async move { c.get_key(req).await }`) on the next
-    /// connection, with the time left until `deadline` as its gRPC timeout, and waits at most
+    /// connection, with the time left until `deadline` as its gRPC timeout and the id of the
+    /// request being served ([`crate::request_id::current`]) in its metadata, and waits at most
     /// until `deadline`. `key` names what the call is about, in logs only.
     ///
     /// # Errors
@@ -124,6 +125,11 @@ impl Pool {
         }
         let mut request = tonic::Request::new(message);
         request.set_timeout(remaining);
+        if let Some(id) = crate::request_id::current()
+            && let Ok(value) = tonic::metadata::MetadataValue::try_from(&*id)
+        {
+            request.metadata_mut().insert(hyok_proto::request_id::HEADER, value);
+        }
         match tokio::time::timeout_at(deadline, f(self.client(), request)).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
             Ok(Err(status)) => {

@@ -11,18 +11,22 @@
 //! - [`tls`]: mutual-TLS configuration for servers and clients ([`TlsFiles`]), and role checks
 //!   on callers.
 //! - [`connect`]: a typed `KeyVault` client over mutual TLS ([`connect_vault`]).
-//! - `process`: what every binary's `main` needs: [`init_logging`] and [`shutdown_signal`].
+//! - `process`: what every binary's `main` needs: [`init_logging`] (text or JSON, by
+//!   [`LOG_FORMAT_ENV`]) and [`shutdown_signal`].
+//! - [`request_id`]: one request id through every hop: the gRPC servers' per-call log span
+//!   ([`request_id::SpanLayer`]) and how handlers adopt, pass on or make the id.
 //! - [`metrics`]: the process-wide Prometheus registry and its listener, process metrics, the
 //!   gRPC servers' per-RPC layer and the threshold monitor.
 
 pub mod connect;
 pub mod metrics;
 mod process;
+pub mod request_id;
 pub mod roles;
 pub mod tls;
 
 pub use connect::{VaultClient, connect_vault};
-pub use process::{init_logging, shutdown_signal};
+pub use process::{LOG_FORMAT_ENV, LogFormat, init_logging, shutdown_signal};
 pub use roles::Role;
 pub use tls::TlsFiles;
 

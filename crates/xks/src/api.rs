@@ -98,6 +98,15 @@ impl RequestMetadata {
     }
 }
 
+/// The `requestMetadata.kmsRequestId` of a body, if it has one that [`RequestMetadata::check`]
+/// would keep: the request's id in the logs from the start (before authentication, so an
+/// unauthenticated caller's id may appear in the lines of its refusal; it is logged, never
+/// trusted).
+pub fn peek_request_id(body: &[u8]) -> Option<String> {
+    let parsed: MetadataOnly = serde_json::from_slice(body).ok()?;
+    parsed.request_metadata?.kms_request_id.filter(|id| !id.is_empty() && id.len() <= MAX_ID)
+}
+
 /// Body of GetKeyMetadata and GetHealthStatus.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,6 +1,7 @@
-//! hyok-xks's HTTP side: the per-request pipeline (body → route → method → concurrency → SigV4
-//! → API, one log line per request) and the credentials reloader, over the front-end toolkit's
-//! HTTPS accept loop ([`hyok_frontend::https::serve`]).
+//! hyok-xks's HTTP side: the per-request pipeline (body → request id → route → method →
+//! concurrency → SigV4 → API, one log line per request, every line in the request's span) and
+//! the credentials reloader, over the front-end toolkit's HTTPS accept loop
+//! ([`hyok_frontend::https::serve`]).
 
 use crate::api::RequestMetadata;
 use crate::error::XksError;
@@ -79,7 +80,15 @@ impl Pipeline {
             BodyError::TooLarge { .. } => XksError::UnsupportedOperation(e.to_string()),
             _ => XksError::Validation(e.to_string()),
         });
-        let mut response = self.answer(&parts, body, started).await;
+        // Every line of the request carries its kmsRequestId (or, lacking one, an id made here),
+        // as does every call to the coordinator.
+        let request_id = body
+            .as_ref()
+            .ok()
+            .and_then(|b| crate::api::peek_request_id(b))
+            .unwrap_or_else(|| hyok_proto::request_id::generate("xks"));
+        let answer = self.answer(&parts, body, started);
+        let mut response = hyok_frontend::request_id::serve(&request_id, answer).await;
         if close {
             body::close_connection(parts.version, &mut response);
         }

@@ -99,7 +99,7 @@ impl Project {
             .command()
             .args(["run", "-T", "--rm", "init", "--endpoint", "https://coordinator:7100"])
             .args(["--ca", "/etc/hyok/pki/ca.pem", "--cert", "/etc/hyok/pki/admin.pem"])
-            .args(["--key", "/etc/hyok/pki/admin-key.pem"])
+            .args(["--key", "/etc/hyok/pki/admin-key.pem", "--caller-key", "/etc/hyok/caller.key"])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

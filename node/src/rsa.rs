@@ -74,6 +74,18 @@ impl Node {
             tracing::warn!(name = req.name, caller, why, "RSA share refused by the cluster manifest");
             return Err(NodeError::Manifest(why));
         }
+        // Only a dealer this node's operator lists stores a key: the coordinator relays the
+        // ceremony but cannot deal a key of its own.
+        let request = Request::RsaImport { name: &req.name, version: req.version, package: &req.public_package };
+        let grant = match self.authorize(&request, req.evidence.as_ref()) {
+            Ok(grant) => grant,
+            Err(e) => {
+                let op = "refused:rsa:store:permission_denied";
+                self.audit(&[self.event(&req.name, req.version, op, &req.request_id, caller)])?;
+                tracing::warn!(name = req.name, caller, why = e.message, "RSA share refused: not a listed dealer's");
+                return Err(NodeError::Denied(e.message));
+            }
+        };
         let sealed = SealedRsaShare::from_bytes(&req.sealed_share)
             .map_err(|_| NodeError::Invalid("malformed sealed RSA share".into()))?;
         let binding = ShareBinding::new(&req.name, req.version, self.id(), &package);
@@ -97,6 +109,7 @@ impl Node {
             }
             None => {}
         }
+        self.consume(&grant).map_err(|e| NodeError::Denied(e.message))?;
         self.store().rsa().put_pending(
             &req.name,
             req.version,
@@ -105,7 +118,8 @@ impl Node {
             &package.to_bytes(),
             now_ms(),
         )?;
-        self.audit(&[self.event(&req.name, req.version, "rsa:store", &req.request_id, caller)])?;
+        let who = format!("{caller} for {}", grant.principal);
+        self.audit(&[self.event(&req.name, req.version, "rsa:store", &req.request_id, &who)])?;
         Ok(pb::RsaStoreResponse {})
     }
 

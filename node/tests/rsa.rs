@@ -49,6 +49,7 @@ fn ceremony(nodes: &[Node], name: &str, version: u32, t: u16) -> (Vec<pb::RsaSto
                 public_package: package.to_bytes(),
                 sealed_share: sealed.to_bytes(),
                 request_id: "import".into(),
+                evidence: Some(operator().rsa_import(name, version, &package.to_bytes())),
             }
         })
         .collect();
@@ -127,6 +128,10 @@ fn a_share_sealed_for_another_node_key_or_version_is_refused_and_nothing_is_stor
         let mut req = requests[0].clone();
         req.name = name.into();
         req.version = version;
+        // Without the dealer's signature for that name and version, refused at once …
+        assert!(matches!(nodes[0].rsa_store(&req, "admin"), Err(NodeError::Denied(_))));
+        // … and with one, the sealed share's own binding refuses it.
+        req.evidence = Some(operator().rsa_import(name, version, &req.public_package));
         assert!(matches!(nodes[0].rsa_store(&req, "admin"), Err(NodeError::Invalid(_))));
     }
     // Another package (the same key, another threshold).
@@ -166,12 +171,14 @@ fn a_share_sealed_to_the_nodes_identity_key_instead_of_its_seal_key_is_refused()
         public_package: package.to_bytes(),
         sealed_share: sealed.to_bytes(),
         request_id: "import".into(),
+        evidence: Some(operator().rsa_import("dke", 1, &package.to_bytes())),
     };
     assert!(matches!(nodes[0].rsa_store(&req, "admin"), Err(NodeError::Invalid(_))));
     assert!(nodes[0].rsa_key_states().unwrap().is_empty());
     // The control: sealed to the seal key from the verified bundle, the same share is taken.
     let sealed = seal(&shares[0], &seal_key(&nodes[0]), &binding, &mut rng).unwrap();
-    nodes[0].rsa_store(&pb::RsaStoreRequest { sealed_share: sealed.to_bytes(), ..req }, "admin").unwrap();
+    let evidence = Some(operator().rsa_import("dke", 1, &package.to_bytes()));
+    nodes[0].rsa_store(&pb::RsaStoreRequest { sealed_share: sealed.to_bytes(), evidence, ..req }, "admin").unwrap();
 }
 
 #[test]

@@ -969,3 +969,66 @@ async fn a_rogue_node_repeating_its_metadata_or_listing_a_foreign_package_counts
     assert!(status.keys.iter().any(|k| k.key_id == "forged"));
     served.abort();
 }
+
+/// A rogue coordinator deals an RSA key of its own — it would know every share — and asks every
+/// node to store it as the next version of hyok-dke's key, so that hyok-dke would publish a
+/// public key the attacker can open. Without a dealer's signature, with a real dealer's
+/// signature over another package, with an unlisted key's, or with a listed caller's that may
+/// not import: every node refuses, stores nothing, and audits it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_coordinator_cannot_store_an_rsa_key_it_dealt_itself() {
+    use hyok_threshold::rsa::deal::{PrivateKey, deal};
+    use hyok_threshold::rsa::seal::{ShareBinding, seal};
+    let cluster = Cluster::start(5, 3).unwrap();
+    let admin = cluster.client().await.unwrap();
+    let name = cluster.dev.dke.as_ref().unwrap().rsa_key.clone();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let key = PrivateKey::from_pem(include_str!("../../crates/threshold/tests/fixtures/rsa2048-pkcs8.pem")).unwrap();
+    let (shares, package) = deal(&key, 3, 5, &mut rand::rng()).unwrap();
+    let other = PrivateKey::from_pem(include_str!("../../crates/threshold/tests/fixtures/rsa2048-pkcs1.pem")).unwrap();
+    let (_, other_package) = deal(&other, 3, 5, &mut rand::rng()).unwrap();
+    assert_ne!(other_package.to_bytes(), package.to_bytes());
+    let health = Signer::load(&cluster.dir.path().join("xks").join(hyok_cli::policy::HEALTH_CALLER_KEY_FILE)).unwrap();
+    let stranger = Signer::generate(&mut rand::rng());
+    let version = 2;
+    let attempts = [
+        ("no signature", None),
+        (
+            "the dealer's signature over another package",
+            Some(admin.signer.rsa_import(&name, version, &other_package.to_bytes())),
+        ),
+        ("an unlisted key's", Some(stranger.rsa_import(&name, version, &package.to_bytes()))),
+        ("a listed caller's that may not import", Some(health.rsa_import(&name, version, &package.to_bytes()))),
+    ];
+    for share in &shares {
+        let id = share.node().get();
+        let identity = rogue.node(id).await.get_identity(pb::GetIdentityRequest {}).await.unwrap().into_inner();
+        let bundle = hyok_threshold::SignedKeyBundle::from_bytes(&identity.key_bundle).unwrap();
+        let pinned = hyok_threshold::IdentityPublicKey::from_slice(&identity.identity_public_key).unwrap();
+        let seal_key = *bundle.verify(share.node(), &pinned).unwrap().seal();
+        let binding = ShareBinding::new(&name, version, share.node(), &package);
+        let sealed = seal(share, &seal_key, &binding, &mut rand::rng()).unwrap().to_bytes();
+        for (what, evidence) in attempts.clone() {
+            let store = pb::RsaStoreRequest {
+                name: name.clone(),
+                version,
+                public_package: package.to_bytes(),
+                sealed_share: sealed.clone(),
+                request_id: "rogue-dealer".into(),
+                evidence,
+            };
+            let refused = rogue.node(id).await.rsa_store(store).await;
+            let refused = refused.err().unwrap_or_else(|| panic!("node {id} stored a share with {what}"));
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "node {id}, {what}: {refused:?}");
+        }
+        let state = rogue.node(id).await.get_rsa_key_state(pb::GetRsaKeyStateRequest { name: name.clone() }).await;
+        let versions: Vec<u32> = state.unwrap().into_inner().versions.iter().map(|v| v.version).collect();
+        assert_eq!(versions, vec![1], "node {id} stored nothing");
+        let audit = rogue.audit(id).await;
+        let refusals = audit
+            .iter()
+            .filter(|e| e.operation == "refused:rsa:store:permission_denied" && e.request_id == "rogue-dealer")
+            .count();
+        assert_eq!(refusals, attempts.len(), "node {id}: {audit:?}");
+    }
+}

@@ -68,6 +68,8 @@ impl Vault {
             return Err(CoordError::Exists(format!("RSA key {} already has version {highest}", req.name)));
         }
 
+        // The dealer's signature travels to every node, which checks it against its own policy.
+        let evidence = crate::vault::required(req.evidence.as_ref())?.clone();
         let sealed = Arc::new(sealed);
         let stored = ask_every(&self.pool, Ask::EVERY, deadline, |node| {
             let message = pb::RsaStoreRequest {
@@ -76,6 +78,7 @@ impl Vault {
                 public_package: req.public_package.clone(),
                 sealed_share: sealed.get(&node.id).cloned().unwrap_or_default(),
                 request_id: req.request_id.clone(),
+                evidence: Some(evidence.clone()),
             };
             async move { node.client().rsa_store(fanout::request(message, deadline)).await.map(|_| ()) }
         })

@@ -194,14 +194,15 @@ pub async fn run(opts: DevOptions) -> Result<()> {
     let client_tls = TlsFiles { ca: tls.ca.clone(), cert: tls.client_cert.clone(), key: tls.client_key.clone() };
     let result = async {
         ensure_keys(&coordinator.endpoint, &client_tls).await?;
-        ensure_dke_key(&dir, &coordinator.endpoint, &client_tls).await?;
-        // The front-ends' ports, just before they start; their configurations, and the nodes'
-        // evidence policy, which names hyok-dke's URL (the token audience).
+        // The front-ends' ports, shortly before they start; their configurations, and the
+        // nodes' evidence policy, which names hyok-dke's URL (the token audience) and lets the
+        // operator tools' caller key deal the DKE key.
         let xks_ports = (free_port()?, free_port()?);
         let dke_ports = (free_port()?, free_port()?);
         let xks_setup = crate::xks::dev_prepare(&dir, &pki, &coordinator.endpoint, xks_ports.0, xks_ports.1)?;
         let dke_setup = crate::dke::dev_prepare(&dir, &pki, &coordinator.endpoint, dke_ports.0, dke_ports.1)?;
         install_policy(&dir, &dke_setup, &nodes).await?;
+        ensure_dke_key(&dir, &coordinator.endpoint, &client_tls).await?;
         let xks = start_xks(&exe, &logs, xks_setup, xks_ports).await?;
         watch("hyok-xks".into(), xks.0.child, exits_tx.clone());
         pids.push(("hyok-xks".into(), xks.0.pid));

@@ -1,7 +1,7 @@
 //! The dev and compose clusters' evidence policy. Playing every node's operator, hyokctl writes
 //! one policy — the XKS key store's SigV4 credential and key mapping, the dev DKE token issuer
 //! and who may use the DKE key, and two caller keys: the operator's own tools (`DIR/caller.key`,
-//! every key) and hyok-xks's deep health check (its health key only) — and installs it into
+//! every key, and the RSA dealer ceremony) and hyok-xks's deep health check (its health key only) — and installs it into
 //! every node's store. A real cluster's operators each write their own
 //! (`hyok-node policy install`).
 
@@ -97,11 +97,13 @@ pub fn cluster_policy(parties: &Parties<'_>) -> Result<PolicyFile> {
                 name: "operator".to_owned(),
                 public_key: hex::encode(parties.operator.public_key().as_bytes()),
                 keys: vec!["*".to_owned()],
+                rsa_import: true,
             },
             Caller {
                 name: "hyok-xks-health".to_owned(),
                 public_key: hex::encode(parties.health.public_key().as_bytes()),
                 keys: vec![crate::xks::HEALTH_KEY.to_owned()],
+                rsa_import: false,
             },
         ],
     })

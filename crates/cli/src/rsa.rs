@@ -185,6 +185,9 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, trust: &Trus
     }
     drop(shares);
 
+    // As the dealer: a signature over the name, version and package, which every node checks
+    // against its operator's policy before storing its share.
+    let evidence = target.signer()?.rsa_import(name, version, &package.to_bytes());
     let info = client
         .import_rsa_key(pb::ImportRsaKeyRequest {
             name: name.into(),
@@ -192,6 +195,7 @@ pub async fn ceremony(target: &Target, name: &str, key: PrivateKey, trust: &Trus
             public_package: package.to_bytes(),
             shares: sealed,
             request_id: "hyokctl rsa import".into(),
+            evidence: Some(evidence),
         })
         .await
         .map_err(|s| anyhow::anyhow!("import refused: {}: {}", s.code(), s.message()))?

@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
             name: "app".into(),
             public_key: hex::encode(signer.public_key().as_bytes()),
             keys: vec!["*".into()],
+            rsa_import: false,
         }],
     };
     let policy = Policy::compile(&file).unwrap();

@@ -7,6 +7,7 @@
 //! | `decrypt` | the ciphertext's | its 16-byte DPRF seed |
 //! | `unwrap` | the wrap's | [`wrapped_digest`] of wrapped key and label |
 //! | `rsa-decrypt` | the ciphertext's | [`ciphertext_digest`] |
+//! | `rsa-import` | the one added | [`package_digest`] of its public package |
 //!
 //! An encryption's DPRF nonce is derived from the signature ([`encryption_nonce`]) by every
 //! node, as for XKS: no one can steer it onto another ciphertext's seed.
@@ -31,6 +32,8 @@ pub mod op {
     pub const UNWRAP: &str = "unwrap";
     /// A threshold RSA decryption.
     pub const RSA_DECRYPT: &str = "rsa-decrypt";
+    /// Adding a version to an RSA key (the dealer ceremony).
+    pub const RSA_IMPORT: &str = "rsa-import";
 }
 
 fn digest(context: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -56,6 +59,11 @@ pub fn wrapped_digest(wrapped: &[u8], label: &[u8]) -> [u8; 32] {
 /// An RSA decryption's subject: SHA-256 over the ciphertext.
 pub fn ciphertext_digest(ciphertext: &[u8]) -> [u8; 32] {
     digest(b"hyok/v1/caller/rsa-ciphertext", &[ciphertext])
+}
+
+/// An RSA import's subject: SHA-256 over the version's public package.
+pub fn package_digest(package: &[u8]) -> [u8; 32] {
+    digest(b"hyok/v1/caller/rsa-package", &[package])
 }
 
 /// The DPRF nonce of a signed encryption: the first 16 bytes of
@@ -173,6 +181,11 @@ impl Signer {
     /// Evidence for `Unwrap`.
     pub fn unwrap(&self, key: &str, version: u32, wrapped: &[u8], label: &[u8]) -> pb::Evidence {
         self.sign(op::UNWRAP, key, version, &wrapped_digest(wrapped, label), Vec::new())
+    }
+
+    /// Evidence for `ImportRsaKey`: the dealer adds `version` of `name` with this public package.
+    pub fn rsa_import(&self, name: &str, version: u32, package: &[u8]) -> pb::Evidence {
+        self.sign(op::RSA_IMPORT, name, version, &package_digest(package), Vec::new())
     }
 
     /// Evidence for `RsaDecrypt`.

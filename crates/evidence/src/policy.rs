@@ -32,6 +32,7 @@
 //! name = "payments-app"
 //! public_key = "…64 hex…"
 //! keys = ["payments-xks"]                  # key names (EC or RSA); "*" is every key
+//! rsa_import = false                       # may it deal RSA key versions of those names
 //! ```
 
 use crate::caller as signed;
@@ -170,6 +171,10 @@ pub struct Caller {
     pub public_key: String,
     /// The key names (EC or RSA) it may use; `"*"` is every key.
     pub keys: Vec<String>,
+    /// Whether it may also add RSA key versions of those names: sign the dealer ceremony's
+    /// import (`hyokctl rsa create|import`).
+    #[serde(default)]
+    pub rsa_import: bool,
 }
 
 impl PolicyFile {
@@ -243,7 +248,16 @@ struct DkeRules {
 pub struct Policy {
     stores: Vec<Store>,
     dke: Option<DkeRules>,
-    callers: HashMap<[u8; 32], (String, CallerPublicKey, Vec<String>)>,
+    callers: HashMap<[u8; 32], ListedCaller>,
+}
+
+/// A caller the policy lists.
+#[derive(Debug)]
+struct ListedCaller {
+    name: String,
+    key: CallerPublicKey,
+    keys: Vec<String>,
+    rsa_import: bool,
 }
 
 /// What a node is asked to compute, as far as the evidence must cover it.
@@ -271,6 +285,15 @@ pub enum Request<'a> {
         wrapped: &'a [u8],
         /// Its label.
         label: &'a [u8],
+    },
+    /// Storing a share of a new RSA key version (the dealer ceremony).
+    RsaImport {
+        /// The RSA key.
+        name: &'a str,
+        /// The version added.
+        version: u32,
+        /// Its public package (wire encoding).
+        package: &'a [u8],
     },
     /// An RSA partial decryption.
     RsaDecrypt {
@@ -373,7 +396,8 @@ impl Policy {
                 .ok_or_else(|| format!("caller {:?}: public_key must be 64 hex digits", c.name))?;
             let key = CallerPublicKey::from_slice(&bytes)
                 .map_err(|_| format!("caller {:?}: public_key is not a valid key", c.name))?;
-            if callers.insert(bytes, (c.name.clone(), key, c.keys.clone())).is_some() {
+            let listed = ListedCaller { name: c.name.clone(), key, keys: c.keys.clone(), rsa_import: c.rsa_import };
+            if callers.insert(bytes, listed).is_some() {
                 return Err(format!("caller key of {:?} is listed twice", c.name));
             }
         }
@@ -472,13 +496,17 @@ impl Policy {
     fn caller(&self, request: &Request<'_>, c: &pb::CallerSignature, now: SystemTime) -> Result<Grant, Denied> {
         let public: [u8; 32] =
             c.public_key.as_slice().try_into().map_err(|_| denied("the caller key must be 32 bytes"))?;
-        let (name, key, allowed) = self.callers.get(&public).ok_or_else(|| denied("the caller key is not listed"))?;
+        let listed = self.callers.get(&public).ok_or_else(|| denied("the caller key is not listed"))?;
+        let (name, key) = (&listed.name, &listed.key);
         let key_name = match request {
             Request::Evaluate { key_id, .. } | Request::Unwrap { key_id, .. } => key_id,
-            Request::RsaDecrypt { name, .. } => name,
+            Request::RsaDecrypt { name, .. } | Request::RsaImport { name, .. } => name,
         };
-        if !allowed.iter().any(|k| k == "*" || k == key_name) {
+        if !listed.keys.iter().any(|k| k == "*" || k == key_name) {
             return Err(denied(format!("caller {name} may not use key {key_name}")));
+        }
+        if matches!(request, Request::RsaImport { .. }) && !listed.rsa_import {
+            return Err(denied(format!("caller {name} may not add RSA key versions")));
         }
         if unix_ms(now).abs_diff(c.time_ms) > signed::MAX_SKEW_MS {
             return Err(denied("the caller's signature is more than 5 minutes away from the node's clock"));
@@ -505,6 +533,10 @@ impl Policy {
                 digest = signed::ciphertext_digest(ciphertext);
                 (signed::op::RSA_DECRYPT, version, digest.as_slice())
             }
+            Request::RsaImport { version, package, .. } => {
+                digest = signed::package_digest(package);
+                (signed::op::RSA_IMPORT, version, digest.as_slice())
+            }
         };
         let statement = CallerRequest { operation, key: key_name, version, subject, time_ms: c.time_ms, nonce: &nonce };
         hyok_threshold::caller::vartime_verify(key, &statement, &signature)
@@ -515,8 +547,10 @@ impl Policy {
             return Err(denied("the nonce is not the one the caller's signature gives"));
         }
         // A decryption's signature opens once per node. An encryption's may come again: the
-        // nonce is the signature's, so a replay yields exactly the seed it yielded before.
-        let once = (operation != signed::op::ENCRYPT).then(|| Sha256::digest(&c.signature).into());
+        // nonce is the signature's, so a replay yields exactly the seed it yielded before; an
+        // import's too: it can only store that same version's same share again.
+        let single_use = operation != signed::op::ENCRYPT && operation != signed::op::RSA_IMPORT;
+        let once = single_use.then(|| Sha256::digest(&c.signature).into());
         Ok(Grant { principal: format!("caller:{name}"), once })
     }
 }
@@ -548,6 +582,7 @@ mod tests {
                 name: "app".into(),
                 public_key: hex::encode(signer.public_key().as_bytes()),
                 keys: vec!["key-a".into()],
+                rsa_import: false,
             }],
         };
         Policy::compile(&file).unwrap()

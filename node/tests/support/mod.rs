@@ -22,6 +22,7 @@ pub fn policy() -> PolicyFile {
             name: "test-app".into(),
             public_key: hex::encode(operator().public_key().as_bytes()),
             keys: vec!["*".into()],
+            rsa_import: true,
         }],
         ..PolicyFile::default()
     }

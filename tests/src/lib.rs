@@ -330,6 +330,29 @@ where
     }
 }
 
+/// Waits (up to 20 s) until the coordinator reaches every node: a node it saw fail is skipped
+/// for a while after it comes back, and would never be asked.
+pub async fn all_nodes_reachable(client: &Signed) -> Result<()> {
+    eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        async move {
+            let status = client.cluster_status(hyok_proto::v1::ClusterStatusRequest {}).await?.into_inner();
+            anyhow::ensure!(status.nodes.iter().all(|n| n.reachable), "waiting for every node");
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// RSA-OAEP-256 of `message` to the public key hyok-dke publishes (the `key` of `GET /{name}`).
+pub fn wrap_to_published(key: &serde_json::Value, message: &[u8]) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let n = base64::engine::general_purpose::STANDARD.decode(key["n"].as_str().context("no n")?)?;
+    let e = key["e"].as_u64().context("no e")?;
+    let public = hyok_threshold::rsa::RsaPublicKey::from_components(&n, &e.to_be_bytes())?;
+    Ok(hyok_threshold::rsa::oaep::encrypt(&public, message, &mut rand::rng())?)
+}
+
 /// A KeyVault client and the caller key its cryptographic requests are signed with.
 #[derive(Clone, Debug)]
 pub struct Signed {

@@ -207,17 +207,7 @@ async fn a_node_with_a_corrupted_share_is_named_and_outvoted() {
         store.ec().dangerous_replace_share(KEY, 1, &wrong).unwrap();
     }
     cluster.restart_node(2).unwrap();
-    // Until the coordinator reaches node 2 again it skips it, and would never ask it.
-    eventually(Duration::from_secs(20), || {
-        let mut client = client.clone();
-        async move {
-            let status = client.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
-            anyhow::ensure!(status.nodes.iter().all(|n| n.reachable), "waiting for node 2");
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
+    hyok_e2e::all_nodes_reachable(&client).await.unwrap();
 
     // Every request still gets the right answer; node 2's partials are caught.
     for i in 0..30u8 {

@@ -238,10 +238,7 @@ async fn dke_round_trip(project: &Project, file: &ComposeFile) {
         assert!(started.elapsed() < PATIENCE, "hyok-dke never published its key");
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let n = STANDARD.decode(key["n"].as_str().unwrap()).unwrap();
-    let e = key["e"].as_u64().unwrap();
-    let public = hyok_threshold::rsa::RsaPublicKey::from_components(&n, &e.to_be_bytes()).unwrap();
-    let wrapped = hyok_threshold::rsa::oaep::encrypt(&public, b"content key via compose", &mut rand::rng()).unwrap();
+    let wrapped = hyok_e2e::wrap_to_published(&key, b"content key via compose").unwrap();
     let token = hyok_cli::dke::mint_token(
         &dke.issuer_key,
         &dke.issuer_kid,

@@ -74,10 +74,7 @@ async fn dke_decrypt(cluster: &Cluster) {
     let dke = cluster.dev.dke.clone().unwrap();
     let conn = hyok_dke::client::connect(&dke.base_url, &cluster.dev.tls.ca, true).await.unwrap();
     let key = conn.get(&format!("/{}", dke.key_name)).await.unwrap().json["key"].clone();
-    let n = STANDARD.decode(key["n"].as_str().unwrap()).unwrap();
-    let e = key["e"].as_u64().unwrap();
-    let public = hyok_threshold::rsa::RsaPublicKey::from_components(&n, &e.to_be_bytes()).unwrap();
-    let wrapped = hyok_threshold::rsa::oaep::encrypt(&public, b"traced content key", &mut rand::rng()).unwrap();
+    let wrapped = hyok_e2e::wrap_to_published(&key, b"traced content key").unwrap();
     let token = hyok_cli::dke::mint_token(
         &dke.issuer_key,
         &dke.issuer_kid,

@@ -33,6 +33,7 @@ pub mod deal;
 mod der;
 pub mod keygen;
 mod keys;
+mod modexp;
 mod num;
 pub mod oaep;
 pub mod partial;

@@ -108,6 +108,9 @@ pub struct Report {
     pub encrypt: Series,
     /// Decrypt results.
     pub decrypt: Series,
+    /// CPU time per request of each kind of process (dev clusters only: their pids are in
+    /// dev.json), over the whole run.
+    pub cpu: Vec<(&'static str, Duration)>,
 }
 
 fn ms(us: u32) -> String {
@@ -158,6 +161,11 @@ impl Report {
             if let Some(e) = &series.first_error {
                 let _ = writeln!(out, "         first {name} error: {e}");
             }
+        }
+        if !self.cpu.is_empty() {
+            let parts: Vec<String> =
+                self.cpu.iter().map(|(role, per)| format!("{role} {} µs", per.as_micros())).collect();
+            let _ = writeln!(out, "CPU per request (/proc, whole run): {}", parts.join(", "));
         }
         out
     }
@@ -256,6 +264,23 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
     if options.concurrency == 0 || options.connections == 0 {
         bail!("--concurrency and --connections must be at least 1");
     }
+    // A dev cluster's processes: their CPU time is read before and after the run.
+    let watched = match &target.endpoint {
+        None => {
+            crate::devfile::DevFile::load(&target.dev_dir).map(|d| crate::cpu::dev_processes(&d)).unwrap_or_default()
+        }
+        Some(_) => Vec::new(),
+    };
+    let before = crate::cpu::Sample::take(&watched);
+    let mut report = load(target, options).await?;
+    let after = crate::cpu::Sample::take(&watched);
+    let requests = (report.encrypt.latencies_us.len() + report.decrypt.latencies_us.len()).max(1) as u32;
+    report.cpu = before.per_role(&after).into_iter().map(|(role, used)| (role, used / requests)).collect();
+    Ok(report)
+}
+
+/// The load itself, by the path `options.via` names.
+async fn load(target: &Target, options: BenchOptions) -> Result<Report> {
     match options.via {
         BenchVia::Xks => return crate::bench_xks::run(target, options).await,
         BenchVia::Dke => return crate::bench_dke::run(target, options).await,
@@ -329,7 +354,7 @@ where
     let elapsed = start.elapsed();
     ticker.abort();
     eprintln!("{}", progress(elapsed, options.duration, done.load(Ordering::Relaxed)));
-    Ok(Report { options, elapsed, encrypt, decrypt })
+    Ok(Report { options, elapsed, encrypt, decrypt, cpu: Vec::new() })
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod bench;
 pub mod bench_dke;
 pub mod bench_xks;
 pub mod compose;
+pub mod cpu;
 pub mod crypt;
 pub mod dev;
 pub mod devfile;

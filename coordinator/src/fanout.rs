@@ -395,7 +395,11 @@ where
             }
         }
         if inflight.is_empty() && !launch(&mut inflight, false) {
-            return Err(shortfall(need, partials.len(), &misses, retried));
+            let error = shortfall(need, partials.len(), &misses, retried);
+            if matches!(error, CoordError::Unavailable(_)) {
+                tracing::warn!(key_id, version, %error, "too few partials");
+            }
+            return Err(error);
         }
         tokio::select! {
             joined = inflight.join_next() => {
@@ -430,10 +434,12 @@ where
                 while launch(&mut inflight, true) {}
             }
             _ = tokio::time::sleep_until(spread.deadline) => {
-                return Err(CoordError::Unavailable(format!(
+                let error = CoordError::Unavailable(format!(
                     "only {} of the {need} partials needed arrived before the deadline",
                     partials.len()
-                )));
+                ));
+                tracing::warn!(key_id, version, %error, asked = misses.len() + partials.len() + inflight.len(), "deadline");
+                return Err(error);
             }
         }
     }

@@ -92,11 +92,6 @@ impl Evidence {
         Ok(evidence)
     }
 
-    /// The digest of the policy in force.
-    pub fn digest(&self) -> Option<[u8; 32]> {
-        self.policy.read().ok().and_then(|p| p.as_ref().map(|(_, d, _)| *d))
-    }
-
     /// The policy in force, secrets redacted, and its digest.
     pub fn shown(&self) -> Option<([u8; 32], PolicyFile)> {
         self.policy.read().ok().and_then(|p| p.as_ref().map(|(_, d, f)| (*d, f.clone())))

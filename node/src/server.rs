@@ -55,15 +55,7 @@ pub fn install_manifest(data_dir: &Path, m: &Manifest, caller: &str) -> Result<(
     };
     store.put_manifest(&m.to_bytes())?;
     let digest = m.digest();
-    store.append_audit(&[AuditEvent {
-        time_ms: crate::node::now_ms(),
-        key_id: String::new(),
-        version: 0,
-        operation: "manifest:install".into(),
-        request_id: hex::encode(digest),
-        caller: caller.to_owned(),
-        digest: digest.to_vec(),
-    }])?;
+    audit_install(&store, "manifest:install", &digest, caller)?;
     Ok((id, digest))
 }
 
@@ -76,15 +68,7 @@ pub fn install_policy(
 ) -> Result<(Option<NodeId>, [u8; 32])> {
     let (store, secrets) = open_store(data_dir)?;
     let digest = crate::evidence::store_policy(&store, policy).map_err(|e| anyhow::anyhow!("{e}"))?;
-    store.append_audit(&[AuditEvent {
-        time_ms: crate::node::now_ms(),
-        key_id: String::new(),
-        version: 0,
-        operation: "policy:install".into(),
-        request_id: hex::encode(digest),
-        caller: caller.to_owned(),
-        digest: digest.to_vec(),
-    }])?;
+    audit_install(&store, "policy:install", &digest, caller)?;
     let id = store
         .manifest()?
         .and_then(|b| Manifest::from_bytes(&b).ok())
@@ -98,6 +82,21 @@ pub fn stored_policy(data_dir: &Path) -> Result<Option<([u8; 32], hyok_evidence:
     let Some(bytes) = store.policy()? else { return Ok(None) };
     let policy = serde_json::from_slice(&bytes).context("the stored evidence policy")?;
     Ok(Some((crate::node::sha256(&bytes), policy)))
+}
+
+/// Audits an operator's offline installation (`manifest:install`, `policy:install`): the
+/// digest as request id and as the entry's digest.
+fn audit_install(store: &Store, operation: &str, digest: &[u8; 32], caller: &str) -> Result<()> {
+    store.append_audit(&[AuditEvent {
+        time_ms: crate::node::now_ms(),
+        key_id: String::new(),
+        version: 0,
+        operation: operation.to_owned(),
+        request_id: hex::encode(digest),
+        caller: caller.to_owned(),
+        digest: digest.to_vec(),
+    }])?;
+    Ok(())
 }
 
 /// The manifest stored in a stopped node's data directory, if any.

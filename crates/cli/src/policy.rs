@@ -86,6 +86,7 @@ pub fn cluster_policy(parties: &Parties<'_>) -> Result<PolicyFile> {
             jwks: None,
             jwks_file: Some(parties.dke_jwks.to_owned()),
             keys: vec![DkeKey {
+                name: crate::dke::DEV_KEY_NAME.to_owned(),
                 rsa_key: crate::dke::DEV_RSA_KEY.to_owned(),
                 allowed_emails: vec![crate::dke::DEV_EMAIL.to_owned()],
                 allowed_roles: vec![crate::dke::DEV_ROLE.to_owned()],

@@ -104,36 +104,8 @@ pub struct Jwt {
     pub resource: Option<String>,
 }
 
-/// One DKE key name and who may use it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Key {
-    /// The DKE key name (the first path segment; case-sensitive), `[A-Za-z0-9._-]{1,128}`.
-    pub name: String,
-    /// The hyok RSA key behind it.
-    pub rsa_key: String,
-    /// Users who may decrypt: compared case-insensitively with the token's `email`, `upn` and
-    /// `preferred_username` claims.
-    #[serde(default)]
-    pub allowed_emails: Vec<String>,
-    /// Role or group values that may decrypt: any of the token's `roles` or `groups`.
-    #[serde(default)]
-    pub allowed_roles: Vec<String>,
-    /// Immutable user ids that may decrypt, `tid/oid` (Entra ID's tenant and object ids).
-    #[serde(default)]
-    pub allowed_object_ids: Vec<String>,
-}
-
-impl Key {
-    /// Who may use the key.
-    pub fn access(&self) -> hyok_evidence::jwt::Access {
-        hyok_evidence::jwt::Access {
-            allowed_emails: self.allowed_emails.clone(),
-            allowed_roles: self.allowed_roles.clone(),
-            allowed_object_ids: self.allowed_object_ids.clone(),
-        }
-    }
-}
+/// One DKE key name and who may use it (the same table every node's policy holds).
+pub use hyok_evidence::policy::DkeKey as Key;
 
 mod defaults {
     pub fn cache_exp_s() -> u64 {

@@ -105,6 +105,7 @@ fn bench(c: &mut Criterion) {
         jwks: Some(jwks),
         jwks_file: None,
         keys: vec![hyok_evidence::policy::DkeKey {
+            name: "dke".into(),
             rsa_key: "dke".into(),
             allowed_emails: vec!["alice@example.com".into()],
             allowed_roles: Vec::new(),

@@ -22,7 +22,8 @@
 //! issuers = ["https://sts.windows.net/<tenant id>/"]
 //! audience = "https://dke.example.com"
 //! jwks_file = "entra-jwks.json"            # or an inline `jwks = { keys = [...] }`
-//! [[dke.keys]]
+//! [[dke.keys]]                            # hyok-dke's [[keys]] tables, as they are
+//! name = "confidential"
 //! rsa_key = "dke-confidential"
 //! allowed_emails = ["alice@example.com"]
 //! allowed_roles = ["DKE.Readers"]
@@ -144,21 +145,36 @@ fn default_leeway_s() -> u64 {
     60
 }
 
-/// Who may use one RSA key with a DKE token.
+/// One DKE key name, the RSA key behind it, and who may use it: the `[[keys]]` table of
+/// hyok-dke's configuration, which a node's operator copies into the node's policy as is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkeKey {
-    /// The hyok RSA key.
+    /// The DKE key name (the first path segment; case-sensitive), `[A-Za-z0-9._-]{1,128}`.
+    pub name: String,
+    /// The hyok RSA key behind it.
     pub rsa_key: String,
-    /// Users, by `email`, `upn` or `preferred_username` (case-insensitive).
+    /// Users who may decrypt: compared case-insensitively with the token's `email`, `upn` and
+    /// `preferred_username` claims.
     #[serde(default)]
     pub allowed_emails: Vec<String>,
-    /// Roles or groups.
+    /// Role or group values that may decrypt: any of the token's `roles` or `groups`.
     #[serde(default)]
     pub allowed_roles: Vec<String>,
-    /// Immutable user ids, `tid/oid`.
+    /// Immutable user ids that may decrypt, `tid/oid` (Entra ID's tenant and object ids).
     #[serde(default)]
     pub allowed_object_ids: Vec<String>,
+}
+
+impl DkeKey {
+    /// Who may use the key.
+    pub fn access(&self) -> Access {
+        Access {
+            allowed_emails: self.allowed_emails.clone(),
+            allowed_roles: self.allowed_roles.clone(),
+            allowed_object_ids: self.allowed_object_ids.clone(),
+        }
+    }
 }
 
 /// One gRPC caller.
@@ -240,7 +256,8 @@ struct Store {
 struct DkeRules {
     keys: KeySet,
     rules: Rules,
-    access: HashMap<String, Access>,
+    /// RSA key → who may use it (under each DKE name that maps to it).
+    access: Vec<(String, Access)>,
 }
 
 /// The policy, compiled: what a node judges every partial request by.
@@ -373,17 +390,7 @@ impl Policy {
             Some(d) => {
                 let jwks = d.jwks.as_ref().ok_or("dke needs a jwks (or jwks_file)")?;
                 let keys = KeySet::parse(jwks.to_string().as_bytes()).map_err(|e| format!("dke jwks: {e}"))?;
-                let mut access = HashMap::new();
-                for k in &d.keys {
-                    let a = Access {
-                        allowed_emails: k.allowed_emails.clone(),
-                        allowed_roles: k.allowed_roles.clone(),
-                        allowed_object_ids: k.allowed_object_ids.clone(),
-                    };
-                    if access.insert(k.rsa_key.clone(), a).is_some() {
-                        return Err(format!("dke key {:?} is listed twice", k.rsa_key));
-                    }
-                }
+                let access = d.keys.iter().map(|k| (k.rsa_key.clone(), k.access())).collect();
                 let rules = Rules { issuers: d.issuers.clone(), audience: d.audience.clone(), leeway_s: d.leeway_s };
                 Some(DkeRules { keys, rules, access })
             }
@@ -486,8 +493,11 @@ impl Policy {
             jwt::validate(token, &dke.keys, &dke.rules, now_s).map_err(|e| denied(format!("bearer token: {e}")))?;
         let user = printable(claims.object_id.as_deref().unwrap_or(claims.user()), 200);
         let user = if claims.object_id.is_some() { format!("{}|{user}", printable(claims.user(), 200)) } else { user };
-        let access = dke.access.get(name).ok_or_else(|| denied(format!("no DKE user may use key {name}")))?;
-        if !access.permits(&claims) {
+        let mut rules = dke.access.iter().filter(|(rsa_key, _)| rsa_key == name).peekable();
+        if rules.peek().is_none() {
+            return Err(denied(format!("no DKE user may use key {name}")));
+        }
+        if !rules.any(|(_, access)| access.permits(&claims)) {
             return Err(denied(format!("user {user} may not use key {name}")));
         }
         Ok(Grant { principal: format!("user:{user}"), once: None })

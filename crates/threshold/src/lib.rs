@@ -12,6 +12,8 @@
 //!   [`SignedKeyBundle`] that certifies its public keys under its identity key.
 //! - [`dkg`]: distributed key generation, a per-node state machine (`part1` → `round1` →
 //!   `round2` → [`dkg::Output`]).
+//! - [`reshare`]: verifiable resharing of a key to new holders and a new threshold, same group
+//!   key (`deal` → `receive` → `finish` → [`reshare::Output`]).
 //! - [`dprf`]: the distributed PRF `k·H(x)`: node [`dprf::evaluate`], coordinator
 //!   [`dprf::combine`] / [`dprf::combine_unchecked`], batch verification.
 //! - [`aead`]: AES-256-GCM keyed by the DPRF; detached (XKS) and [`aead::Blob`] (gRPC) forms.
@@ -23,7 +25,8 @@
 //! - [`manifest`]: the pinned cluster [`Manifest`] (nodes, identity keys, `t`, coordinator
 //!   certificate keys), pure data with a canonical encoding.
 //! - [`encoding`]: the versioned wire format ([`Wire`]).
-//! - internal: `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
+//! - internal: `vss` (the verifiable dealing, complaints and judging that the DKG and resharing
+//!   share, bound to a run's transcript), `dleq` (Chaum–Pedersen proofs), `schnorr` (proofs of knowledge, signatures),
 //!   `ecies` (ECDH + HKDF key for encrypting to a node's transport or seal key), `lagrange` (interpolation in
 //!   the exponent), `feldman` (vsss-rs glue), `transcript`.
 
@@ -45,9 +48,11 @@ mod lagrange;
 pub mod manifest;
 pub mod node_keys;
 pub mod partial;
+pub mod reshare;
 pub mod rsa;
 mod schnorr;
 mod transcript;
+mod vss;
 
 pub use dleq::DleqProof;
 pub use encoding::Wire;

@@ -30,14 +30,19 @@
 //! complaint, are disqualified. Every node's share is `k_i = Σ_{j∈QUAL} f_j(i)`, the group key
 //! `K = Σ_{j∈QUAL} C_j0`. At least `t` dealers must qualify, so at least one honest dealer's
 //! randomness is in the key.
+//!
+//! The dealing, its checks, the complaints and their judging are [`crate::vss`]'s, shared with
+//! [`crate::reshare`]; this module adds what is the DKG's own (every participant deals a random
+//! secret and keeps its own sub-share; the key is the sum over `QUAL`).
 
 pub mod round1;
 pub mod round2;
 
 use crate::error::{Error, Result};
-use crate::keys::{IdentityPublicKey, KeyShare, NodeId, PublicKeyPackage, TransportPublicKey};
+use crate::keys::{KeyShare, NodeId, PublicKeyPackage};
 use crate::node_keys::KeyBundle;
 use crate::transcript::Transcript;
+use crate::vss::Run;
 use std::collections::BTreeMap;
 
 pub use round1::part1;
@@ -83,19 +88,15 @@ impl Parameters {
     pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.participants.keys().copied()
     }
-    fn bundle(&self, node: NodeId) -> Result<&KeyBundle> {
-        self.participants.get(&node).ok_or(Error::UnknownNode { node: node.get() })
-    }
-    fn identity(&self, node: NodeId) -> Result<&IdentityPublicKey> {
-        Ok(self.bundle(node)?.identity())
-    }
-    fn transport(&self, node: NodeId) -> Result<&TransportPublicKey> {
-        Ok(self.bundle(node)?.transport())
-    }
-    /// A transcript bound to this run: the session id, `t`, and every participant's identity
-    /// and transport keys.
-    fn transcript(&self, domain: &[u8]) -> Transcript {
-        let mut t = Transcript::new(domain);
+}
+
+impl Run for Parameters {
+    const DOMAIN: &'static str = "hyok/v1/dkg";
+    type Dealing = round1::Package;
+    type Complaints = round2::Package;
+
+    /// The session id, `t`, and every participant's identity and transport keys.
+    fn bind(&self, t: &mut Transcript) {
         t.append(b"session", &self.session);
         t.append_u64(b"threshold", u64::from(self.threshold));
         for (id, keys) in &self.participants {
@@ -103,7 +104,28 @@ impl Parameters {
             t.append_point(b"identity", &keys.identity().0.compressed);
             t.append_point(b"transport", &keys.transport().0.compressed);
         }
-        t
+    }
+    fn bundle(&self, node: NodeId) -> Result<&KeyBundle> {
+        self.participants.get(&node).ok_or(Error::UnknownNode { node: node.get() })
+    }
+    fn threshold(&self) -> u16 {
+        self.threshold
+    }
+    fn is_dealer(&self, node: NodeId) -> bool {
+        self.participants.contains_key(&node)
+    }
+    fn is_receiver(&self, node: NodeId) -> bool {
+        self.participants.contains_key(&node)
+    }
+    fn dealers(&self) -> Vec<NodeId> {
+        self.nodes().collect()
+    }
+    fn receivers(&self) -> Vec<NodeId> {
+        self.nodes().collect()
+    }
+    /// Every other participant: a dealer keeps its own sub-share.
+    fn encrypted_to(&self, dealer: NodeId) -> Vec<NodeId> {
+        self.nodes().filter(|n| *n != dealer).collect()
     }
 }
 

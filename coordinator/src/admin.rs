@@ -4,6 +4,7 @@ use crate::dkg::{self, DkgRequest};
 use crate::error::CoordError;
 use crate::fanout::{self, Ask, ask_every};
 use crate::metadata::{self, Ec, KeyView, flatten, merge, read_states};
+use crate::reshare;
 use crate::vault::Vault;
 use hyok_proto::v1 as pb;
 use hyok_threshold::NodeId;
@@ -94,6 +95,7 @@ impl Vault {
                 version: v.version,
                 public_key: v.package.group_key().as_bytes().to_vec(),
                 created_at_ms: v.created_at_ms,
+                generation: v.generation,
             }),
             state: view.state(threshold) as i32,
             threshold: threshold as u32,
@@ -124,6 +126,7 @@ impl Vault {
         if flatten::<Ec>(&states).iter().any(|(_, s)| s.versions.iter().any(|v| v.active)) {
             return Err(CoordError::Exists(format!("key {key_id} already exists")));
         }
+        let _one_at_a_time = self.key_changes.lock().await;
         let req =
             DkgRequest { key_id: key_id.to_owned(), version: 1, usages: chosen, request_id: request_id.to_owned() };
         dkg::run(&self.pool, req, deadline).await?;
@@ -135,6 +138,7 @@ impl Vault {
     pub async fn rotate_key(&self, key_id: &str, request_id: &str) -> Result<pb::KeyInfo, CoordError> {
         let deadline = Instant::now() + DKG_BUDGET;
         hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        let _one_at_a_time = self.key_changes.lock().await;
         // One read serves both: the trusted view (usages, primary) and the highest version any
         // node knows, pending or active on too few nodes to be trusted, so a leftover of a failed
         // run never blocks the new one.
@@ -153,6 +157,69 @@ impl Vault {
         dkg::run(&self.pool, req, deadline).await?;
         let view = self.metadata.refresh(&self.pool, key_id, deadline).await?;
         Ok(self.key_info(&view))
+    }
+
+    /// `ReshareKeys`: every version of `key_id` (or of every EC key) that needs it — with
+    /// `missing_only`, those some reachable member lacks — reshared one after the other, then the
+    /// old generations finalized after one grace period. A version that cannot be reshared now
+    /// keeps its old generation and is reported with its error.
+    pub async fn reshare_keys(
+        &self,
+        key_id: Option<&str>,
+        missing_only: bool,
+        request_id: &str,
+    ) -> Result<pb::ReshareKeysResponse, CoordError> {
+        let _one_at_a_time = self.key_changes.lock().await;
+        let deadline = Instant::now() + DKG_BUDGET;
+        let keys: Vec<String> = match key_id {
+            Some(k) => {
+                hyok_proto::validate_key_id(k).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+                vec![k.to_owned()]
+            }
+            None => metadata::list::<Ec>(&self.pool, deadline).await?.into_iter().map(|v| v.name.clone()).collect(),
+        };
+        let mut out = Vec::new();
+        let mut committed = Vec::new();
+        for key in keys {
+            let versions = if missing_only {
+                reshare::needing_repair(&self.pool, &key, deadline).await?
+            } else {
+                let view = self.metadata.fresh(&self.pool, &key, deadline).await?;
+                view.versions.keys().copied().collect()
+            };
+            for version in versions {
+                let run_deadline = Instant::now() + DKG_BUDGET;
+                match reshare::reshare(&self.pool, &key, version, request_id, run_deadline).await {
+                    Ok(outcome) => {
+                        out.push(pb::ResharedVersion {
+                            key_id: key.clone(),
+                            version,
+                            generation: outcome.generation,
+                            receivers: outcome.receivers.iter().map(|r| u32::from(*r)).collect(),
+                            error: String::new(),
+                        });
+                        committed.push(outcome);
+                    }
+                    Err(e) => out.push(pb::ResharedVersion {
+                        key_id: key.clone(),
+                        version,
+                        generation: 0,
+                        receivers: Vec::new(),
+                        error: e.to_string(),
+                    }),
+                }
+            }
+            self.metadata.invalidate(&key);
+        }
+        if !committed.is_empty() {
+            let finalize_deadline = Instant::now() + reshare::FINALIZE_GRACE + Duration::from_secs(10);
+            tokio::time::sleep(reshare::FINALIZE_GRACE).await;
+            for outcome in &committed {
+                reshare::finalize(&self.pool, outcome, request_id, finalize_deadline).await?;
+                self.metadata.invalidate(&outcome.key_id);
+            }
+        }
+        Ok(pb::ReshareKeysResponse { versions: out })
     }
 
     /// `GetKey`: read fresh from the nodes.

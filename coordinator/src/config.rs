@@ -89,6 +89,14 @@ pub struct Config {
     /// Where `GET /metrics` is served (plain HTTP), or `"off"`.
     #[serde(default = "default_metrics_listen")]
     pub metrics_listen: Listen,
+    /// How often the coordinator looks for key versions a reachable node lacks and repairs them
+    /// by resharing (milliseconds; 0: never on its own).
+    #[serde(default = "default_repair_ms")]
+    pub repair_ms: u64,
+}
+
+fn default_repair_ms() -> u64 {
+    5000
 }
 
 /// The default metrics listener: loopback only.
@@ -147,6 +155,7 @@ impl Config {
             max_in_flight: default_max_in_flight(),
             queue: default_queue(),
             metrics_listen: default_metrics_listen(),
+            repair_ms: default_repair_ms(),
         }
     }
 

@@ -1,20 +1,19 @@
 //! CreateKey and RotateKey: the coordinator relays a DKG between every node.
 //!
 //! The coordinator only moves opaque, signed packages (sub-shares inside are encrypted to their
-//! recipient), so it learns nothing secret. Every configured node must take part; if one cannot,
-//! the run is aborted on all of them and nothing becomes usable. Shares are stored PENDING by
-//! `DkgFinish`, and made ACTIVE by `DkgCommit` only after every node reported the same public
-//! key package.
+//! recipient), so it learns nothing secret. Every reachable node takes part, at least `t` of them:
+//! a node that is down gets its share by a reshare when it is back (the coordinator's repair
+//! loop). If a participant fails during the run, it is aborted on all of them and nothing
+//! becomes usable. Shares are stored PENDING by `DkgFinish`, and made ACTIVE by `DkgCommit` only
+//! after every participant reported the same public key package.
 
 use crate::error::CoordError;
-use crate::fanout::{self, Ask, all_ok, ask_every};
+use crate::fanout::{self, Ask, ask_every, on_each};
 use crate::pool::{NodeHandle, Pool};
 use hyok_proto::v1 as pb;
 use rand::Rng;
-use std::future::Future;
 use std::sync::Arc;
 use tokio::time::Instant;
-use tonic::Status;
 
 /// What to create.
 #[derive(Debug, Clone)]
@@ -29,26 +28,36 @@ pub struct DkgRequest {
     pub request_id: String,
 }
 
-/// Calls `f` on every node concurrently; all must succeed (answers in configuration order).
-async fn on_all<T, F, Fut>(pool: &Pool, deadline: Instant, what: &str, f: F) -> Result<Vec<T>, CoordError>
-where
-    T: Send + 'static,
-    F: Fn(Arc<NodeHandle>) -> Fut,
-    Fut: Future<Output = Result<T, Status>> + Send + 'static,
-{
-    all_ok(ask_every(pool, Ask::EVERY, deadline, f).await, what)
-}
-
-/// Runs the DKG for `req` across every node of `pool`; returns the agreed public key package.
+/// Runs the DKG for `req` across every reachable node of `pool` (at least `t`); returns the
+/// agreed public key package.
 pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<u8>, CoordError> {
     let threshold = pool.threshold() as u32;
-    let identities = on_all(pool, deadline, "reaching every node", |node| async move {
+    // A short look at who is there: a node that does not answer now is left out, not waited for.
+    let look = Instant::now() + std::time::Duration::from_secs(2);
+    let answers = ask_every(pool, Ask::EVERY, look.min(deadline), |node| async move {
         node.client().get_identity(fanout::request(pb::GetIdentityRequest {}, deadline)).await.map(|r| r.into_inner())
     })
-    .await?;
-    let participants: Vec<pb::Participant> = identities
+    .await;
+    let missing = fanout::describe(&answers);
+    let reachable: Vec<(Arc<NodeHandle>, pb::GetIdentityResponse)> =
+        answers.into_iter().filter_map(|(id, r)| Some((pool.get(id)?.clone(), r.ok()?))).collect();
+    if reachable.len() < pool.threshold() {
+        return Err(CoordError::Unavailable(format!(
+            "{} reachable nodes are fewer than t = {threshold}: {missing}",
+            reachable.len()
+        )));
+    }
+    if reachable.len() < pool.all().len() {
+        tracing::warn!(
+            key_id = req.key_id,
+            missing,
+            "creating without the nodes that are down; they get shares on return"
+        );
+    }
+    let nodes: Vec<Arc<NodeHandle>> = reachable.iter().map(|(n, _)| n.clone()).collect();
+    let participants: Vec<pb::Participant> = reachable
         .iter()
-        .map(|id| pb::Participant {
+        .map(|(_, id)| pb::Participant {
             node_id: id.node_id,
             identity_public_key: id.identity_public_key.clone(),
             key_bundle: id.key_bundle.clone(),
@@ -57,12 +66,12 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
     let mut session_id = vec![0u8; 32];
     rand::rng().fill_bytes(&mut session_id);
 
-    let result = rounds(pool, &req, threshold, participants, &session_id, deadline).await;
+    let result = rounds(&nodes, &req, threshold, participants, &session_id, deadline).await;
     match result {
         Ok(package) => {
             let sid = session_id.clone();
             // Commit on every node. A node that fails here keeps its share PENDING (never used).
-            on_all(pool, deadline, "committing the key", move |node| {
+            on_each(&nodes, deadline, "committing the key", move |node| {
                 let sid = sid.clone();
                 async move {
                     node.client().dkg_commit(fanout::request(pb::DkgCommitRequest { session_id: sid }, deadline)).await
@@ -76,7 +85,7 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
             // Best effort: the nodes also drop stale sessions and PENDING versions on their own.
             let sid = session_id.clone();
             let abort_deadline = Instant::now() + std::time::Duration::from_secs(2);
-            let _ = on_all(pool, abort_deadline, "aborting", move |node| {
+            let _ = on_each(&nodes, abort_deadline, "aborting", move |node| {
                 let sid = sid.clone();
                 async move {
                     node.client()
@@ -92,7 +101,7 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
 }
 
 async fn rounds(
-    pool: &Pool,
+    nodes: &[Arc<NodeHandle>],
     req: &DkgRequest,
     threshold: u32,
     participants: Vec<pb::Participant>,
@@ -107,27 +116,27 @@ async fn rounds(
         participants,
         usages: req.usages.clone(),
         request_id: req.request_id.clone(),
+        reshare: None,
     };
-    let packages1: Vec<Vec<u8>> = on_all(pool, deadline, "DKG round 1", |node| {
+    let packages1: Vec<Vec<u8>> = on_each(nodes, deadline, "DKG round 1", |node| {
         let r = round1.clone();
         async move { node.client().dkg_round1(fanout::request(r, deadline)).await.map(|r| r.into_inner().package) }
     })
     .await?;
     let round2 = pb::DkgRound2Request { session_id: session_id.to_vec(), packages: packages1 };
-    let packages2: Vec<Vec<u8>> = on_all(pool, deadline, "DKG round 2", |node| {
+    let packages2: Vec<Vec<u8>> = on_each(nodes, deadline, "DKG round 2", |node| {
         let r = round2.clone();
         async move { node.client().dkg_round2(fanout::request(r, deadline)).await.map(|r| r.into_inner().package) }
     })
     .await?;
     let finish = pb::DkgFinishRequest { session_id: session_id.to_vec(), packages: packages2 };
-    let finished: Vec<pb::DkgFinishResponse> = on_all(pool, deadline, "DKG finish", |node| {
+    let finished: Vec<pb::DkgFinishResponse> = on_each(nodes, deadline, "DKG finish", |node| {
         let r = finish.clone();
         async move { node.client().dkg_finish(fanout::request(r, deadline)).await.map(|r| r.into_inner()) }
     })
     .await?;
     let first = finished.first().ok_or_else(|| CoordError::Internal("no nodes".into()))?;
-    if let Some((node, _)) =
-        pool.all().iter().zip(&finished).find(|(_, f)| f.public_key_package != first.public_key_package)
+    if let Some((node, _)) = nodes.iter().zip(&finished).find(|(_, f)| f.public_key_package != first.public_key_package)
     {
         return Err(CoordError::Internal(format!("node {} derived a different public key package", node.id.get())));
     }

@@ -120,13 +120,44 @@ where
         .collect()
 }
 
-/// The nodes' failures in one line: `node 2: Unavailable: …; node 5: …`.
-pub fn describe<T>(answers: &Answers<T>) -> String {
-    answers
+/// Calls `f` on each of `nodes` concurrently; all must succeed ([`all_ok`]; answers in the
+/// order given).
+pub async fn on_each<T, F, Fut>(
+    nodes: &[Arc<NodeHandle>],
+    deadline: Instant,
+    what: &str,
+    f: F,
+) -> Result<Vec<T>, CoordError>
+where
+    T: Send + 'static,
+    F: Fn(Arc<NodeHandle>) -> Fut,
+    Fut: Future<Output = Result<T, Status>> + Send + 'static,
+{
+    let mut calls = JoinSet::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let call = f(node.clone());
+        calls.spawn(
+            async move {
+                let result = tokio::time::timeout_at(deadline, call)
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer before the deadline")));
+                (index, result)
+            }
+            .in_current_span(),
+        );
+    }
+    let mut out: Vec<Option<Result<T, Status>>> = (0..nodes.len()).map(|_| None).collect();
+    while let Some(joined) = calls.join_next().await {
+        if let Ok((index, result)) = joined {
+            out[index] = Some(result);
+        }
+    }
+    let answers = nodes
         .iter()
-        .filter_map(|(id, r)| r.as_ref().err().map(|s| format!("node {}: {}: {}", id.get(), s.code(), s.message())))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .zip(out)
+        .map(|(n, r)| (n.id, r.unwrap_or_else(|| Err(Status::internal("the call was lost")))))
+        .collect();
+    all_ok(answers, what)
 }
 
 /// The values of a call every node had to accept, in configuration order; otherwise one error:
@@ -148,6 +179,15 @@ pub fn all_ok<T>(answers: Answers<T>, what: &str) -> Result<Vec<T>, CoordError> 
     } else {
         CoordError::Internal(message)
     })
+}
+
+/// The nodes' failures in one line: `node 2: Unavailable: …; node 5: …`.
+pub fn describe<T>(answers: &Answers<T>) -> String {
+    answers
+        .iter()
+        .filter_map(|(id, r)| r.as_ref().err().map(|s| format!("node {}: {}: {}", id.get(), s.code(), s.message())))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A partial result as it comes off the wire: it names the node that computed it.

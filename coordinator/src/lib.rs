@@ -25,6 +25,7 @@ mod fanout;
 mod metadata;
 mod metrics;
 mod pool;
+mod reshare;
 mod rsa;
 mod service;
 mod vault;
@@ -79,6 +80,27 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             }
         })
     };
+    let repairer = (config.repair_ms > 0).then(|| {
+        let vault = vault.clone();
+        let period = Duration::from_millis(config.repair_ms.max(500));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                // Versions a reachable node lacks (down at creation, wiped, a PENDING leftover)
+                // are reshared to it: nobody has to ask.
+                match vault.reshare_keys(None, true, "auto-repair").await {
+                    Ok(done) if !done.versions.is_empty() => {
+                        for v in done.versions {
+                            tracing::info!(key_id = v.key_id, version = v.version, generation = v.generation,
+                                receivers = ?v.receivers, error = v.error, "auto-repair");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "auto-repair skipped"),
+                }
+            }
+        })
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hyok_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -97,6 +119,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     prober.abort();
+    if let Some(repairer) = repairer {
+        repairer.abort();
+    }
     result?;
     Ok(())
 }

@@ -32,6 +32,9 @@ pub struct Reported<'a> {
     pub active: bool,
     /// When the node stored it.
     pub created_at_ms: u64,
+    /// The generation of the shares behind it (a node reports the generation a committed
+    /// reshare replaced too, while it still serves it).
+    pub generation: u32,
 }
 
 /// What differs between the key families: how a node's state is read and what it says.
@@ -83,11 +86,22 @@ impl Family for Ec {
         usages
     }
     fn versions(state: &pb::NodeKeyState) -> impl Iterator<Item = Reported<'_>> {
-        state.versions.iter().map(|v| Reported {
-            version: v.version,
-            package: &v.public_key_package,
-            active: v.active,
-            created_at_ms: v.created_at_ms,
+        state.versions.iter().flat_map(|v| {
+            let current = Reported {
+                version: v.version,
+                package: &v.public_key_package,
+                active: v.active,
+                created_at_ms: v.created_at_ms,
+                generation: v.generation,
+            };
+            let previous = v.previous.as_ref().filter(|_| v.active).map(|p| Reported {
+                version: v.version,
+                package: &p.public_key_package,
+                active: true,
+                created_at_ms: v.created_at_ms,
+                generation: p.generation,
+            });
+            std::iter::once(current).chain(previous)
         })
     }
     fn decode(bytes: &[u8]) -> Option<PublicKeyPackage> {
@@ -137,6 +151,7 @@ impl Family for Rsa {
             package: &v.public_package,
             active: v.active,
             created_at_ms: v.created_at_ms,
+            generation: 0,
         })
     }
     fn decode(bytes: &[u8]) -> Option<RsaPublicPackage> {
@@ -168,6 +183,8 @@ impl Family for Rsa {
 pub struct Trusted<F: Family> {
     /// Version number.
     pub version: u32,
+    /// The newest generation of its shares that t distinct nodes hold: what requests use.
+    pub generation: u32,
     /// The public package (t distinct nodes agree on it).
     pub package: F::Package,
     /// Its wire bytes.
@@ -236,7 +253,8 @@ pub fn merge<F: Family>(name: &str, answers: &[(NodeId, F::State)], threshold: u
     let mut inconsistent: BTreeSet<NodeId> = BTreeSet::new();
     for (node, state) in answers.iter().filter(|(_, s)| F::name(s) == name) {
         let mut seen = BTreeSet::new();
-        if by_node.insert(*node, state).is_some() || !F::versions(state).all(|v| seen.insert(v.version)) {
+        if by_node.insert(*node, state).is_some() || !F::versions(state).all(|v| seen.insert((v.version, v.generation)))
+        {
             inconsistent.insert(*node);
         }
     }
@@ -246,19 +264,21 @@ pub fn merge<F: Family>(name: &str, answers: &[(NodeId, F::State)], threshold: u
     }
 
     let mut usage_tally: HashMap<Vec<i32>, usize> = HashMap::new();
-    // (version, package bytes) → distinct nodes holding it ACTIVE, earliest creation time.
-    let mut tally: BTreeMap<(u32, &[u8]), (usize, u64)> = BTreeMap::new();
+    // (version, generation, package bytes) → distinct nodes holding it ACTIVE, earliest
+    // creation time.
+    let mut tally: BTreeMap<(u32, u32, &[u8]), (usize, u64)> = BTreeMap::new();
     for state in by_node.values() {
         *usage_tally.entry(F::usages(state)).or_default() += 1;
         for v in F::versions(state).filter(|v| v.active) {
-            let entry = tally.entry((v.version, v.package)).or_insert((0, u64::MAX));
+            let entry = tally.entry((v.version, v.generation, v.package)).or_insert((0, u64::MAX));
             entry.0 += 1;
             entry.1 = entry.1.min(v.created_at_ms);
         }
     }
     let usages = usage_tally.into_iter().find(|(_, count)| *count >= threshold)?.0;
     let mut versions = BTreeMap::new();
-    for ((version, bytes), (count, created_at_ms)) in tally {
+    // Ascending (version, generation): a newer trusted generation replaces an older one.
+    for ((version, generation, bytes), (count, created_at_ms)) in tally {
         if count < threshold {
             continue;
         }
@@ -270,7 +290,10 @@ pub fn merge<F: Family>(name: &str, answers: &[(NodeId, F::State)], threshold: u
             tracing::error!(name, version, what = F::WHAT, "package threshold differs from the configured threshold");
             continue;
         }
-        versions.insert(version, Trusted { version, package, package_bytes: bytes.to_vec(), created_at_ms });
+        let created_at_ms =
+            versions.get(&version).map_or(created_at_ms, |t: &Trusted<F>| t.created_at_ms.min(created_at_ms));
+        versions
+            .insert(version, Trusted { version, generation, package, package_bytes: bytes.to_vec(), created_at_ms });
     }
     if versions.is_empty() {
         return None;
@@ -430,6 +453,7 @@ mod tests {
                     public_key_package: p.to_vec(),
                     active: true,
                     created_at_ms: 7,
+                    ..Default::default()
                 })
                 .collect(),
             vetoed: false,
@@ -466,6 +490,36 @@ mod tests {
         // With only two honest answers nothing is trusted.
         assert!(merge::<Ec>("k", &answers[..2], 3).is_none());
         assert!(merge::<Ec>("other", &answers, 3).is_none());
+    }
+
+    /// During a reshare some nodes have committed the new generation and keep the old one as
+    /// `previous`, others hold only the old one: the old generation stays trusted (every node
+    /// holds it) until t nodes hold the new one, which then wins.
+    #[test]
+    fn the_newest_generation_t_nodes_hold_is_the_one_used() {
+        let (old, new) = packages();
+        let with = |current: &[u8], generation: u32, previous: Option<&[u8]>| {
+            let mut s = state("k", true, &[(1, current)]);
+            s.versions[0].generation = generation;
+            s.versions[0].previous =
+                previous.map(|p| pb::NodeKeyGeneration { generation: generation - 1, public_key_package: p.to_vec() });
+            s
+        };
+        let answers = vec![
+            (node(1), with(&new, 1, Some(&old))),
+            (node(2), with(&new, 1, Some(&old))),
+            (node(3), with(&old, 0, None)),
+            (node(4), with(&old, 0, None)),
+        ];
+        let view = merge::<Ec>("k", &answers, 3).unwrap();
+        assert_eq!((view.versions[&1].generation, &view.versions[&1].package_bytes), (0, &old));
+        let mut answers = answers;
+        answers[2].1 = with(&new, 1, Some(&old));
+        let view = merge::<Ec>("k", &answers, 3).unwrap();
+        assert_eq!((view.versions[&1].generation, &view.versions[&1].package_bytes), (1, &new));
+        // Finalized everywhere: only the new one is left, and still trusted.
+        let answers: Vec<_> = (1..=3).map(|i| (node(i), with(&new, 1, None))).collect();
+        assert_eq!(merge::<Ec>("k", &answers, 3).unwrap().versions[&1].generation, 1);
     }
 
     #[test]

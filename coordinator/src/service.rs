@@ -223,6 +223,17 @@ impl pb::key_vault_server::KeyVault for VaultService {
         Ok(Response::new(self.vault.rotate_key(&r.key_id, &r.request_id).await?))
     }
 
+    async fn reshare_keys(
+        &self,
+        req: Request<pb::ReshareKeysRequest>,
+    ) -> Result<Response<pb::ReshareKeysResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
+        require_role(&req, ADMINS)?;
+        let r = req.into_inner();
+        let key = (!r.key_id.is_empty()).then_some(r.key_id.as_str());
+        Ok(Response::new(self.vault.reshare_keys(key, r.missing_only, &r.request_id).await?))
+    }
+
     async fn enable_key(&self, req: Request<pb::EnableKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
         let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, ADMINS)?;

@@ -45,6 +45,9 @@ pub struct Vault {
     /// One RSA import at a time through this coordinator (two concurrent imports of one
     /// version would otherwise replace each other's PENDING shares node by node).
     pub(crate) rsa_import: tokio::sync::Mutex<()>,
+    /// One reshare or key creation at a time through this coordinator: two runs for one version
+    /// would both produce the next generation.
+    pub(crate) key_changes: tokio::sync::Mutex<()>,
     extra: usize,
     hedge: Duration,
     timeout: Duration,
@@ -102,6 +105,7 @@ impl Vault {
             metadata: Metadata::new(Duration::from_millis(config.metadata_ttl_ms)),
             rsa_metadata: Metadata::new(Duration::from_millis(config.metadata_ttl_ms)),
             rsa_import: tokio::sync::Mutex::new(()),
+            key_changes: tokio::sync::Mutex::new(()),
             extra: usize::from(config.extra_nodes),
             hedge: Duration::from_millis(config.hedge_ms),
             timeout: config.request_timeout(),
@@ -161,6 +165,7 @@ impl Vault {
             operation: pb::Operation::Encrypt as i32,
             request_id: request_id.to_owned(),
             evidence: Some(evidence.clone()),
+            generation: Some(primary.generation),
         };
         // Encryption has no check on its result, so every partial used is verified first
         // (one batch verification), and only valid ones are combined.
@@ -246,6 +251,7 @@ impl Vault {
             operation: operation as i32,
             request_id: request_id.to_owned(),
             evidence: Some(evidence.clone()),
+            generation: Some(trusted.generation),
         };
         gather(
             &self.pool,
@@ -310,6 +316,7 @@ impl Vault {
             label: label.to_vec(),
             request_id: request_id.to_owned(),
             evidence: Some(evidence.clone()),
+            generation: Some(trusted.generation),
         };
         gather(
             &self.pool,

@@ -14,6 +14,8 @@ pub struct LoadedVersion {
     pub share: KeyShare,
     /// The version's public package.
     pub package: PublicKeyPackage,
+    /// The generation of the share (see `hyok_store::generations`).
+    pub generation: u32,
 }
 
 /// Why a key version cannot be used here.
@@ -59,7 +61,7 @@ impl Policy {
 /// Cache of unsealed versions and key policies.
 #[derive(Debug, Default)]
 pub struct KeyCache {
-    versions: RwLock<HashMap<(String, u32), Arc<LoadedVersion>>>,
+    versions: RwLock<HashMap<(String, u32, u32), Arc<LoadedVersion>>>,
     policies: RwLock<Policies>,
 }
 
@@ -144,8 +146,23 @@ impl KeyCache {
         policies.by_key.remove(key_id);
     }
 
-    /// Checks policy (`enabled`, not vetoed, `usage`) and returns the unsealed version.
-    pub fn usable(&self, store: &Store, key_id: &str, version: u32, usage: u8) -> Result<Arc<LoadedVersion>, KeyError> {
+    /// Forgets every unsealed generation of `key_id`/`version` (a reshare committed or was
+    /// finalized): the next use reads the store again.
+    pub fn shares_changed(&self, key_id: &str, version: u32) {
+        let mut versions = self.versions.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        versions.retain(|(k, v, _), _| !(k == key_id && *v == version));
+    }
+
+    /// Checks policy (`enabled`, not vetoed, `usage`) and returns the unsealed version: the
+    /// generation named, or the current one for `None`.
+    pub fn usable(
+        &self,
+        store: &Store,
+        key_id: &str,
+        version: u32,
+        generation: Option<u32>,
+        usage: u8,
+    ) -> Result<Arc<LoadedVersion>, KeyError> {
         let policy = self.policy(store, key_id)?;
         if policy.vetoed {
             return Err(KeyError::Vetoed);
@@ -156,21 +173,26 @@ impl KeyCache {
         if !policy.meta.usages.allows(usage) {
             return Err(KeyError::UsageNotAllowed);
         }
-        let cache_key = (key_id.to_owned(), version);
+        let generation = match generation {
+            Some(g) => g,
+            None => store.ec().generation(key_id, version).map_err(|_| KeyError::Internal)?,
+        };
+        let cache_key = (key_id.to_owned(), version, generation);
         if let Some(v) = self.versions.read().map_err(|_| KeyError::Internal)?.get(&cache_key) {
             return Ok(v.clone());
         }
-        let (share_bytes, package_bytes) = store.ec().active_share(key_id, version).map_err(|e| match e {
-            hyok_store::Error::NotFound(_) => KeyError::NotFound,
-            hyok_store::Error::Pending(_) => KeyError::Pending,
-            other => {
-                tracing::error!(error = %other, key_id, version, "unsealing share");
-                KeyError::Internal
-            }
-        })?;
+        let (share_bytes, package_bytes, generation) =
+            store.ec().share_of(key_id, version, Some(generation)).map_err(|e| match e {
+                hyok_store::Error::NotFound(_) => KeyError::NotFound,
+                hyok_store::Error::Pending(_) => KeyError::Pending,
+                other => {
+                    tracing::error!(error = %other, key_id, version, "unsealing share");
+                    KeyError::Internal
+                }
+            })?;
         let share = KeyShare::from_secret_bytes(&share_bytes).map_err(|_| KeyError::Internal)?;
         let package = PublicKeyPackage::from_bytes(&package_bytes).map_err(|_| KeyError::Internal)?;
-        let loaded = Arc::new(LoadedVersion { share, package });
+        let loaded = Arc::new(LoadedVersion { share, package, generation });
         self.versions.write().map_err(|_| KeyError::Internal)?.insert(cache_key, loaded.clone());
         Ok(loaded)
     }
@@ -208,7 +230,7 @@ mod tests {
             .unwrap();
         assert!(raced.meta.enabled, "the racing read itself was ordered before the disable");
         assert!(!cache.policy(&store, "k").unwrap().meta.enabled, "the disable is not lost");
-        assert_eq!(cache.usable(&store, "k", 1, Usages::ENCRYPT).unwrap_err(), KeyError::Disabled);
+        assert_eq!(cache.usable(&store, "k", 1, None, Usages::ENCRYPT).unwrap_err(), KeyError::Disabled);
     }
 
     #[test]
@@ -243,14 +265,17 @@ mod tests {
             .unwrap();
         assert!(!raced.vetoed, "the racing read itself was ordered before the veto");
         assert!(cache.policy(&store, "k").unwrap().vetoed, "the veto is not lost");
-        assert_eq!(cache.usable(&store, "k", 1, Usages::ENCRYPT).unwrap_err(), KeyError::Vetoed);
+        assert_eq!(cache.usable(&store, "k", 1, None, Usages::ENCRYPT).unwrap_err(), KeyError::Vetoed);
         cache.set_enabled(&store, "k", true).unwrap();
         let policy = cache.policy(&store, "k").unwrap();
         assert!(policy.meta.enabled && policy.vetoed && !policy.serves());
-        assert_eq!(cache.usable(&store, "k", 1, Usages::ENCRYPT).unwrap_err(), KeyError::Vetoed);
+        assert_eq!(cache.usable(&store, "k", 1, None, Usages::ENCRYPT).unwrap_err(), KeyError::Vetoed);
         assert!(cache.lift(&store, "k").unwrap().is_some());
         // Lifted: the policy lets it through (the test share itself does not decode).
         assert!(cache.policy(&store, "k").unwrap().serves());
-        assert!(!matches!(cache.usable(&store, "k", 1, Usages::ENCRYPT), Err(KeyError::Vetoed | KeyError::Disabled)));
+        assert!(!matches!(
+            cache.usable(&store, "k", 1, None, Usages::ENCRYPT),
+            Err(KeyError::Vetoed | KeyError::Disabled)
+        ));
     }
 }

@@ -23,6 +23,7 @@ mod metrics;
 pub mod node;
 #[cfg(unix)]
 pub mod operator;
+mod reshare;
 pub mod rsa;
 pub mod server;
 pub mod service;

@@ -135,34 +135,41 @@ pub(crate) fn check_names(m: &Manifest, id: NodeId, identity: &IdentityPublicKey
     }
 }
 
-/// Whether the DKG round 1 request `req` agrees with `m`: threshold `t`, and participants
-/// exactly the manifest's nodes, each with the identity key the manifest pins. (The bundles are
-/// then verified under those keys by the caller.)
+/// Whether the DKG round 1 request `req` agrees with `m`: threshold `t`; participants (a
+/// reshare's receivers) nodes of the manifest, at least `t` of them, each with the identity key
+/// the manifest pins; and a reshare's dealers likewise. (The bundles are then verified under
+/// those keys by the caller.) A key may be made among the nodes that are up, at least `t`: the
+/// others get their shares by a reshare when they are back.
 pub fn check_dkg(m: &Manifest, req: &pb::DkgRound1Request) -> Result<(), String> {
     if req.threshold != u32::from(m.threshold()) {
         return Err(format!("threshold {} differs from the cluster manifest's t = {}", req.threshold, m.threshold()));
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for p in &req.participants {
-        let id = u16::try_from(p.node_id).ok().and_then(|i| NodeId::new(i).ok());
-        let Some(pinned) = id.and_then(|id| m.identity(id)) else {
-            return Err(format!("participant {} is not a node of the cluster manifest", p.node_id));
-        };
-        if p.identity_public_key.as_slice() != pinned.as_bytes() {
-            return Err(format!("participant {}'s identity key is not the one the cluster manifest pins", p.node_id));
-        }
-        if !seen.insert(p.node_id) {
-            return Err(format!("participant {} is listed twice", p.node_id));
-        }
+    let receivers = check_members(m, &req.participants, "participant")?;
+    if receivers < usize::from(m.threshold()) {
+        return Err(format!("{receivers} participants are fewer than the cluster manifest's t = {}", m.threshold()));
     }
-    if seen.len() != m.nodes().len() {
-        return Err(format!(
-            "a DKG must include every node of the cluster manifest ({} of {} given)",
-            seen.len(),
-            m.nodes().len()
-        ));
+    if let Some(reshare) = &req.reshare {
+        check_members(m, &reshare.dealers, "dealer")?;
     }
     Ok(())
+}
+
+/// Every one of `list` is a distinct node of `m` with the identity key `m` pins; their count.
+fn check_members(m: &Manifest, list: &[pb::Participant], what: &str) -> Result<usize, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in list {
+        let id = u16::try_from(p.node_id).ok().and_then(|i| NodeId::new(i).ok());
+        let Some(pinned) = id.and_then(|id| m.identity(id)) else {
+            return Err(format!("{what} {} is not a node of the cluster manifest", p.node_id));
+        };
+        if p.identity_public_key.as_slice() != pinned.as_bytes() {
+            return Err(format!("{what} {}'s identity key is not the one the cluster manifest pins", p.node_id));
+        }
+        if !seen.insert(p.node_id) {
+            return Err(format!("{what} {} is listed twice", p.node_id));
+        }
+    }
+    Ok(seen.len())
 }
 
 /// Whether an RSA package of `t`-of-`n` for node `id` agrees with `m`.

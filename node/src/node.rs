@@ -51,7 +51,7 @@ pub enum NodeError {
 }
 
 /// `2,5` for nodes 2 and 5 (`-` for none), for audit entries.
-fn ids(nodes: &[NodeId]) -> String {
+pub(crate) fn ids(nodes: &[NodeId]) -> String {
     if nodes.is_empty() {
         return "-".into();
     }
@@ -96,7 +96,7 @@ impl From<hyok_store::Error> for NodeError {
 
 /// Decodes every DKG package of a round; malformed input is refused before the session is
 /// touched, so a bad request cannot destroy a run in progress.
-fn decode_all<T: Wire>(packages: &[Vec<u8>]) -> Result<Vec<T>, NodeError> {
+pub(crate) fn decode_all<T: Wire>(packages: &[Vec<u8>]) -> Result<Vec<T>, NodeError> {
     packages.iter().map(|b| T::from_bytes(b)).collect::<Result<_, _>>().map_err(|e| NodeError::Invalid(e.to_string()))
 }
 
@@ -129,22 +129,34 @@ pub fn usages_to_proto(u: Usages) -> Vec<i32> {
     .collect()
 }
 
-struct SessionMeta {
-    key_id: String,
-    version: u32,
-    usages: Usages,
+pub(crate) struct SessionMeta {
+    pub(crate) key_id: String,
+    pub(crate) version: u32,
+    pub(crate) usages: Usages,
+    /// For a reshare: the generation it produces (its output goes to the store's `next`), and
+    /// once finished, the package it produced.
+    pub(crate) generation: Option<u32>,
+    pub(crate) package: Vec<u8>,
 }
 
-enum Session {
+pub(crate) enum Session {
     Round1(SessionMeta, Box<round1::SecretPackage>),
     Round2(SessionMeta, Box<round2::SecretPackage>),
+    /// A reshare's receiver waiting for the dealers' packages.
+    ReshareRound1(SessionMeta, Box<hyok_threshold::reshare::Parameters>),
+    /// A reshare's receiver waiting for the complaints.
+    ReshareRound2(SessionMeta, Box<hyok_threshold::reshare::ReceiverState>),
     Finished(SessionMeta),
 }
 
 impl Session {
     fn meta(&self) -> &SessionMeta {
         match self {
-            Session::Round1(m, _) | Session::Round2(m, _) | Session::Finished(m) => m,
+            Session::Round1(m, _)
+            | Session::Round2(m, _)
+            | Session::ReshareRound1(m, _)
+            | Session::ReshareRound2(m, _)
+            | Session::Finished(m) => m,
         }
     }
 }
@@ -282,6 +294,7 @@ impl Node {
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             key_count,
             key_bundle: self.key_bundle.clone(),
+            manifest: self.manifest().map(|m| m.to_bytes()).unwrap_or_default(),
         })
     }
 
@@ -329,7 +342,10 @@ impl Node {
                     _ => (Usages::DECRYPT, "evaluate:decrypt", given),
                 };
                 let input = DprfInput::new(&item.key_id, item.version, seed).map_err(|_| invalid_item("bad key id"))?;
-                let loaded = self.keys.usable(&self.store, &item.key_id, item.version, usage).map_err(item_error)?;
+                let loaded = self
+                    .keys
+                    .usable(&self.store, &item.key_id, item.version, item.generation, usage)
+                    .map_err(item_error)?;
                 self.consume(&grant)?;
                 let partial = dprf::evaluate(&loaded.share, &input, &mut rng);
                 let who = format!("{caller} for {}", grant.principal);
@@ -387,8 +403,10 @@ impl Node {
                 let grant = self.authorize(&request, item.evidence.as_ref())?;
                 let wrapped =
                     WrappedKey::from_bytes(&item.wrapped).map_err(|_| invalid_item("malformed wrapped key"))?;
-                let loaded =
-                    self.keys.usable(&self.store, &item.key_id, item.version, Usages::UNWRAP).map_err(item_error)?;
+                let loaded = self
+                    .keys
+                    .usable(&self.store, &item.key_id, item.version, item.generation, Usages::UNWRAP)
+                    .map_err(item_error)?;
                 self.consume(&grant)?;
                 let partial =
                     kem::partial_unwrap(&loaded.share, loaded.package.group_key(), &wrapped, &item.label, &mut rng)
@@ -440,7 +458,7 @@ impl Node {
         }
     }
 
-    fn with_sessions<T>(
+    pub(crate) fn with_sessions<T>(
         &self,
         f: impl FnOnce(&mut Vec<Vec<u8>>, &mut HashMap<Vec<u8>, Session>) -> T,
     ) -> Result<T, NodeError> {
@@ -449,12 +467,12 @@ impl Node {
         Ok(f(order, map))
     }
 
-    fn take_session(&self, session_id: &[u8]) -> Result<Session, NodeError> {
+    pub(crate) fn take_session(&self, session_id: &[u8]) -> Result<Session, NodeError> {
         self.with_sessions(|_, map| map.remove(session_id))?
             .ok_or_else(|| NodeError::NotFound("no such DKG session".into()))
     }
 
-    fn put_session(&self, session_id: &[u8], session: Session) -> Result<(), NodeError> {
+    pub(crate) fn put_session(&self, session_id: &[u8], session: Session) -> Result<(), NodeError> {
         self.with_sessions(|order, map| {
             if !map.contains_key(session_id) {
                 order.push(session_id.to_vec());
@@ -497,6 +515,9 @@ impl Node {
         {
             return Err(NodeError::Precondition("usage differs from the key's existing usage".into()));
         }
+        if let Some(reshare) = &req.reshare {
+            return self.reshare_round1(req, reshare, Usages(usages), caller);
+        }
         if self.store.ec().versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active) {
             return Err(NodeError::Precondition(format!("{}/{} already exists", req.key_id, req.version)));
         }
@@ -509,16 +530,40 @@ impl Node {
             })?;
             self.store.ec().remove_pending(&req.key_id, req.version)?;
         }
+        let participants = self.bundles(req, &req.participants, caller)?;
+        let threshold = u16::try_from(req.threshold).map_err(|_| NodeError::Invalid("bad threshold".into()))?;
+        let params = dkg::Parameters::new(threshold, participants.into_values(), &req.session_id)
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let (secret, package) = dkg::part1(self.id, &self.secrets, params, &mut rand::rng())
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let meta = SessionMeta {
+            key_id: req.key_id.clone(),
+            version: req.version,
+            usages: Usages(usages),
+            generation: None,
+            package: Vec::new(),
+        };
+        self.put_session(&req.session_id, Session::Round1(meta, Box::new(secret)))?;
+        self.audit(&[self.event(&req.key_id, req.version, "dkg:round1", &req.request_id, caller)])?;
+        Ok(pb::DkgRound1Response { package: package.to_bytes() })
+    }
+
+    /// Every participant of `list` with its key bundle, verified under its identity key: a
+    /// relay cannot make this node encrypt a sub-share to a key of its choosing.
+    pub(crate) fn bundles(
+        &self,
+        req: &pb::DkgRound1Request,
+        list: &[pb::Participant],
+        caller: &str,
+    ) -> Result<BTreeMap<NodeId, hyok_threshold::KeyBundle>, NodeError> {
         let mut participants = BTreeMap::new();
-        for p in &req.participants {
+        for p in list {
             let id = u16::try_from(p.node_id)
                 .ok()
                 .and_then(|id| NodeId::new(id).ok())
                 .ok_or_else(|| NodeError::Invalid("bad participant id".into()))?;
             let key = IdentityPublicKey::from_slice(&p.identity_public_key)
                 .map_err(|_| NodeError::Invalid("bad participant identity key".into()))?;
-            // Every participant's transport key only ever comes from a bundle its identity key
-            // signed: a relay cannot make this node encrypt a sub-share to a key of its choosing.
             let keys = SignedKeyBundle::from_bytes(&p.key_bundle).and_then(|bundle| bundle.verify(id, &key));
             let keys = match keys {
                 Ok(keys) => keys,
@@ -533,23 +578,17 @@ impl Node {
                 return Err(NodeError::Invalid("duplicate participant".into()));
             }
         }
-        let threshold = u16::try_from(req.threshold).map_err(|_| NodeError::Invalid("bad threshold".into()))?;
-        let params = dkg::Parameters::new(threshold, participants.into_values(), &req.session_id)
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let (secret, package) = dkg::part1(self.id, &self.secrets, params, &mut rand::rng())
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-        let meta = SessionMeta { key_id: req.key_id.clone(), version: req.version, usages: Usages(usages) };
-        self.put_session(&req.session_id, Session::Round1(meta, Box::new(secret)))?;
-        self.audit(&[self.event(&req.key_id, req.version, "dkg:round1", &req.request_id, caller)])?;
-        Ok(pb::DkgRound1Response { package: package.to_bytes() })
+        Ok(participants)
     }
 
     /// `DkgRound2`.
     pub fn dkg_round2(&self, req: &pb::DkgRound2Request) -> Result<pb::DkgRound2Response, NodeError> {
-        let packages: Vec<round1::Package> = decode_all(&req.packages)?;
-        let Session::Round1(meta, secret) = self.take_session(&req.session_id)? else {
-            return Err(NodeError::Precondition("DKG session is not at round 1".into()));
+        let (meta, secret) = match self.take_session(&req.session_id)? {
+            Session::Round1(meta, secret) => (meta, secret),
+            Session::ReshareRound1(meta, params) => return self.reshare_round2(req, meta, *params),
+            _ => return Err(NodeError::Precondition("DKG session is not at round 1".into())),
         };
+        let packages: Vec<round1::Package> = decode_all(&req.packages)?;
         let (secret, package) = match secret.receive(&packages, &mut rand::rng()) {
             Ok(received) => received,
             Err(e) => {
@@ -570,10 +609,12 @@ impl Node {
 
     /// `DkgFinish`: stores the share as PENDING (flushed) and returns the public package.
     pub fn dkg_finish(&self, req: &pb::DkgFinishRequest) -> Result<pb::DkgFinishResponse, NodeError> {
-        let packages: Vec<round2::Package> = decode_all(&req.packages)?;
-        let Session::Round2(meta, secret) = self.take_session(&req.session_id)? else {
-            return Err(NodeError::Precondition("DKG session is not at round 2".into()));
+        let (meta, secret) = match self.take_session(&req.session_id)? {
+            Session::Round2(meta, secret) => (meta, secret),
+            Session::ReshareRound2(meta, state) => return self.reshare_finish(req, meta, *state),
+            _ => return Err(NodeError::Precondition("DKG session is not at round 2".into())),
         };
+        let packages: Vec<round2::Package> = decode_all(&req.packages)?;
         let output = match secret.finish(&packages) {
             Ok(output) => output,
             Err(e) => {
@@ -597,7 +638,7 @@ impl Node {
         )?;
         let disqualified = output.disqualified.iter().map(|n| u32::from(n.get())).collect();
         self.put_session(&req.session_id, Session::Finished(meta))?;
-        Ok(pb::DkgFinishResponse { public_key_package: package, disqualified })
+        Ok(pb::DkgFinishResponse { public_key_package: package, disqualified, false_accusers: Vec::new() })
     }
 
     /// `DkgCommit`: PENDING → ACTIVE, flushed.
@@ -607,8 +648,18 @@ impl Node {
             self.put_session(&req.session_id, session)?;
             return Err(NodeError::Precondition("DKG session is not finished".into()));
         };
-        self.store.ec().activate(&meta.key_id, meta.version)?;
-        self.audit(&[self.event(&meta.key_id, meta.version, "dkg:commit", "", caller)])?;
+        match meta.generation {
+            None => {
+                self.store.ec().activate(&meta.key_id, meta.version)?;
+                self.audit(&[self.event(&meta.key_id, meta.version, "dkg:commit", "", caller)])?;
+            }
+            Some(generation) => {
+                self.store.ec().commit_next(&meta.key_id, meta.version, generation, &meta.package)?;
+                self.keys.shares_changed(&meta.key_id, meta.version);
+                let what = format!("generation={generation}");
+                self.audit(&[self.event(&meta.key_id, meta.version, "reshare:commit", &what, caller)])?;
+            }
+        }
         Ok(())
     }
 
@@ -617,7 +668,10 @@ impl Node {
         if let Ok(session) = self.take_session(&req.session_id) {
             let meta = session.meta();
             if matches!(session, Session::Finished(_)) {
-                self.store.ec().remove_pending(&meta.key_id, meta.version)?;
+                match meta.generation {
+                    None => self.store.ec().remove_pending(&meta.key_id, meta.version)?,
+                    Some(_) => self.store.ec().remove_next(&meta.key_id, meta.version)?,
+                }
             }
             self.audit(&[self.event(&meta.key_id, meta.version, "dkg:abort", "", "")])?;
         }
@@ -629,18 +683,23 @@ impl Node {
     pub fn key_state(&self, key_id: &str) -> Result<pb::NodeKeyState, NodeError> {
         let meta = self.store.ec().key(key_id)?.ok_or_else(|| NodeError::NotFound(key_id.to_owned()))?;
         let vetoed = self.store.vetoed(key_id)?.is_some();
-        let versions = self
-            .store
-            .ec()
-            .versions(key_id)?
-            .into_iter()
-            .map(|v| pb::NodeKeyVersion {
+        let ec = self.store.ec();
+        let generation = |g: hyok_store::Generation| pb::NodeKeyGeneration {
+            generation: g.generation,
+            public_key_package: g.package,
+        };
+        let mut versions = Vec::new();
+        for v in ec.versions(key_id)? {
+            versions.push(pb::NodeKeyVersion {
                 version: v.version,
                 public_key_package: v.package,
                 active: v.active,
                 created_at_ms: v.created_at_ms,
-            })
-            .collect();
+                generation: ec.generation(key_id, v.version)?,
+                previous: ec.previous(key_id, v.version)?.map(generation),
+                next: ec.next(key_id, v.version)?.map(generation),
+            });
+        }
         Ok(pb::NodeKeyState {
             key_id: key_id.to_owned(),
             enabled: meta.enabled && !vetoed,

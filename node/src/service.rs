@@ -125,6 +125,16 @@ impl pb::node_server::Node for NodeService {
         Ok(Response::new(pb::DkgAbortResponse {}))
     }
 
+    async fn finalize_reshare(
+        &self,
+        req: Request<pb::FinalizeReshareRequest>,
+    ) -> Result<Response<pb::FinalizeReshareResponse>, Status> {
+        request_id::of_call(&req);
+        let caller = self.pinned(&req, "finalize_reshare").await?;
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.finalize_reshare(&req, &caller)).await?))
+    }
+
     async fn evaluate_batch(
         &self,
         req: Request<pb::EvaluateBatchRequest>,

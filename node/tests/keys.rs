@@ -51,6 +51,7 @@ fn round1(participants: Vec<pb::Participant>) -> pb::DkgRound1Request {
         participants,
         usages: vec![pb::KeyUsage::Encrypt as i32],
         request_id: "create".into(),
+        reshare: None,
     }
 }
 

@@ -48,6 +48,7 @@ fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> Pub
                 participants: participants.clone(),
                 usages: vec![pb::KeyUsage::Encrypt as i32, pb::KeyUsage::Decrypt as i32],
                 request_id: "create".into(),
+                reshare: None,
             };
             n.dkg_round1(&req, "admin").unwrap().package
         })
@@ -91,6 +92,7 @@ fn evaluate_item(key_id: &str) -> pb::EvaluateItem {
         operation: pb::Operation::Encrypt as i32,
         request_id: "r".into(),
         evidence: Some(evidence),
+        generation: None,
     }
 }
 
@@ -103,6 +105,7 @@ fn decrypt_item(key_id: &str, version: u32, seed: [u8; 16]) -> pb::EvaluateItem 
         operation: pb::Operation::Decrypt as i32,
         request_id: "d".into(),
         evidence: Some(operator().decrypt(key_id, version, &seed)),
+        generation: None,
     }
 }
 
@@ -137,6 +140,7 @@ fn dkg_then_evaluate_then_per_node_disable() {
         label: vec![],
         request_id: "u".into(),
         evidence: Some(operator().unwrap("demo", 1, &[1, 2], &[])),
+        generation: None,
     };
     assert!(matches!(
         nodes[0].unwrap_batch(&[unwrap], "coordinator").unwrap()[0].result,
@@ -258,6 +262,7 @@ fn a_key_at_the_highest_version_number_is_created_served_and_listed_and_version_
         participants: Vec::new(),
         usages: vec![pb::KeyUsage::Encrypt as i32],
         request_id: "r".into(),
+        reshare: None,
     };
     assert!(matches!(nodes[0].dkg_round1(&round1, "admin"), Err(hyok_node::node::NodeError::Invalid(_))));
 }
@@ -426,6 +431,7 @@ fn a_dkg_that_dies_on_a_replayed_package_is_audited_naming_the_dealer() {
             participants: participants.clone(),
             usages: vec![pb::KeyUsage::Encrypt as i32],
             request_id: "create".into(),
+            reshare: None,
         };
         n.dkg_round1(&req, "coordinator").unwrap().package
     };

@@ -47,6 +47,7 @@ fn round1(participants: Vec<pb::Participant>, threshold: u32, request_id: &str) 
         participants,
         usages: vec![pb::KeyUsage::Encrypt as i32],
         request_id: request_id.into(),
+        reshare: None,
     }
 }
 

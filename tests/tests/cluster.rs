@@ -31,6 +31,32 @@ async fn encrypt(client: &mut Signed, plaintext: &[u8], aad: &[u8]) -> Result<Ve
     Ok(r.into_inner().ciphertext)
 }
 
+async fn encrypt_with(client: &mut Signed, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let evidence = Some(client.signer.encrypt(key, plaintext, b""));
+    let r = client
+        .encrypt(pb::EncryptRequest {
+            key_id: key.into(),
+            plaintext: plaintext.to_vec(),
+            aad: Vec::new(),
+            request_id: "e2e".into(),
+            evidence,
+        })
+        .await?;
+    Ok(r.into_inner().ciphertext)
+}
+
+async fn decrypt_with(client: &mut Signed, key: &str, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let evidence = client.signer.decrypt_blob(key, ciphertext);
+    let request = pb::DecryptRequest {
+        key_id: key.into(),
+        ciphertext: ciphertext.to_vec(),
+        aad: Vec::new(),
+        request_id: "e2e".into(),
+        evidence,
+    };
+    Ok(client.decrypt(request).await?.into_inner().plaintext)
+}
+
 async fn decrypt(client: &mut Signed, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let mut request = tonic::Request::new(pb::DecryptRequest {
         key_id: KEY.into(),
@@ -108,18 +134,14 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     }
     assert_eq!(decrypt(&mut client, &blob, b"ctx").await.unwrap(), b"attack at dawn");
     assert_eq!(unwrap(&mut client, pk.version, &wrapped, b"label").await.unwrap(), data_key);
-    // Creating a key needs every node: refused, and nothing half-made is left usable.
-    let create = |client: &mut hyok_proto::VaultClient| {
-        let mut client = client.clone();
-        async move {
-            client
-                .create_key(pb::CreateKeyRequest { key_id: "later".into(), usages: vec![], request_id: String::new() })
-                .await
-        }
-    };
-    assert_eq!(create(&mut client).await.unwrap_err().code(), Code::Unavailable);
-    let missing = client.get_key(pb::GetKeyRequest { key_id: "later".into() }).await.unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
+    // A key can be created among the t nodes that are up; the others get their shares when
+    // they are back.
+    let created = client
+        .create_key(pb::CreateKeyRequest { key_id: "later".into(), usages: vec![], request_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.primary_version, 1);
     let status = client.cluster_status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
     let down: Vec<u32> = status.nodes.iter().filter(|n| !n.reachable).map(|n| n.node_id).collect();
     assert_eq!(down, vec![1, 2]);
@@ -163,14 +185,40 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     })
     .await
     .unwrap();
-    // With every node back, the refused key can be created after all.
-    let created = eventually(Duration::from_secs(30), || {
+    // With every node back, the nodes that were down get their shares of the key made without
+    // them (the coordinator's repair loop reshares it), and it serves with the other two down.
+    for id in 1..=2u16 {
+        let cluster_ref = &cluster;
+        eventually(Duration::from_secs(60), || async move {
+            let mut node = cluster_ref.node_client(id).await?;
+            let states = node.list_key_states(pb::ListKeyStatesRequest {}).await?.into_inner().keys;
+            let held =
+                states.iter().any(|k| k.key_id == "later" && k.versions.iter().any(|v| v.active && v.version == 1));
+            anyhow::ensure!(held, "node {id} has no share of the key made while it was down yet");
+            Ok(())
+        })
+        .await
+        .unwrap();
+    }
+    let blob = {
+        let c = c.clone();
+        eventually(Duration::from_secs(30), || {
+            let mut c = c.clone();
+            async move { Ok(encrypt_with(&mut c, "later", b"made while two were down").await?) }
+        })
+        .await
+        .unwrap()
+    };
+    cluster.kill_node(4).unwrap();
+    cluster.kill_node(5).unwrap();
+    let plain = eventually(Duration::from_secs(30), || {
         let mut c = c.clone();
-        async move { Ok(create(&mut c).await?.into_inner()) }
+        let blob = blob.clone();
+        async move { Ok(decrypt_with(&mut c, "later", &blob).await?) }
     })
     .await
     .unwrap();
-    assert_eq!(created.primary_version, 1);
+    assert_eq!(plain, b"made while two were down", "nodes 1–3, two of them repaired, serve the key");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -315,6 +363,7 @@ async fn strangers_are_refused_and_roles_are_enforced() {
                 operation: pb::Operation::Decrypt as i32,
                 request_id: String::new(),
                 evidence: Some(frontend.signer.decrypt(KEY, 1, &[0; 16])),
+                generation: None,
             }],
         })
         .await

@@ -76,6 +76,7 @@ fn item(
         operation: operation as i32,
         request_id: request_id.into(),
         evidence,
+        generation: None,
     }
 }
 
@@ -379,6 +380,7 @@ async fn a_rogue_coordinator_cannot_start_a_dkg_that_disagrees_with_the_manifest
             participants: participants.clone(),
             usages: vec![pb::KeyUsage::Encrypt as i32, pb::KeyUsage::Decrypt as i32],
             request_id: (*key_id).into(),
+            reshare: None,
         };
         for id in 1..=5u16 {
             let refused = rogue.node(id).await.dkg_round1(req.clone()).await.unwrap_err();
@@ -423,6 +425,7 @@ async fn a_rogue_coordinator_replaying_a_dealer_package_from_an_earlier_run_is_r
         participants: honest.clone(),
         usages: vec![pb::KeyUsage::Encrypt as i32, pb::KeyUsage::Decrypt as i32],
         request_id: "rogue-replay".into(),
+        reshare: None,
     };
     // Run A, honest as far as round 1: the rogue relay keeps every dealer's package.
     let mut run_a = Vec::new();
@@ -869,6 +872,7 @@ lying_node! {
         dkg_finish(pb::DkgFinishRequest) -> pb::DkgFinishResponse;
         dkg_commit(pb::DkgCommitRequest) -> pb::DkgCommitResponse;
         dkg_abort(pb::DkgAbortRequest) -> pb::DkgAbortResponse;
+        finalize_reshare(pb::FinalizeReshareRequest) -> pb::FinalizeReshareResponse;
         evaluate_batch(pb::EvaluateBatchRequest) -> pb::EvaluateBatchResponse;
         unwrap_batch(pb::UnwrapBatchRequest) -> pb::UnwrapBatchResponse;
         set_key_enabled(pb::SetKeyEnabledRequest) -> pb::NodeKeyState;

@@ -163,6 +163,9 @@ pub async fn run(opts: DevOptions) -> Result<()> {
             pki.join(format!("node-{id}-key.pem")).to_string_lossy().into_owned(),
             "--metrics-listen".into(),
             format!("127.0.0.1:{metrics_port}"),
+            // A wiped data directory comes back as an empty node with a new identity, to be
+            // replaced by `hyokctl node replace N`.
+            "--init".into(),
         ];
         let started = start(&argv, &logs.join(format!("node-{id}.log")), "listening on").await?;
         watch(format!("node {id}"), started.child, exits_tx.clone());

@@ -22,6 +22,7 @@ pub mod dev;
 pub mod devfile;
 pub mod dke;
 pub mod keys;
+pub mod membership;
 pub mod pki;
 pub mod policy;
 pub mod rsa;

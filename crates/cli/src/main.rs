@@ -147,13 +147,48 @@ enum Command {
         #[arg(long = "node", global = true)]
         node_id: Option<u16>,
         #[command(subcommand)]
-        command: hyok_node::cli::NodeCommand,
+        command: NodeCli,
+    },
+    /// Keys outliving their nodes: proactive refresh and repair by resharing.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Run the coordinator (what `hyokctl dev` starts; same as the hyok-coordinator binary).
     #[command(hide = true)]
     Coordinator {
         #[command(flatten)]
         args: hyok_coordinator::cli::Args,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCli {
+    /// Replace node N (wiped, or a new machine), playing every node's operator with the dev
+    /// cluster: its new identity into every manifest, then its shares of every key version by
+    /// resharing. Exits 0 once node N holds every share again.
+    Replace {
+        /// The node.
+        id: u16,
+    },
+    #[command(flatten)]
+    Local(hyok_node::cli::NodeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Proactive refresh: every key version's shares dealt afresh to the same members (the old
+    /// shares dropped everywhere; group keys unchanged).
+    Refresh {
+        /// Only this key.
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Reshare the versions some reachable node lacks (what the coordinator also does on its own).
+    Repair {
+        /// Only this key.
+        #[arg(long)]
+        key: Option<String>,
     },
 }
 
@@ -326,10 +361,19 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let target = cli.target;
     match cli.command {
-        Command::Node { node_id, mut command } => {
+        Command::Node { node_id: _, command: NodeCli::Replace { id } } => {
+            hyok_cli::membership::replace(&target, id).await?;
+        }
+        Command::Node { node_id, command: NodeCli::Local(mut command) } => {
             init_logging("info");
             hyok_cli::target::operator_data_dir(&target, node_id, &mut command)?;
             hyok_node::cli::execute(command).await?;
+        }
+        Command::Cluster { command: ClusterCommand::Refresh { key } } => {
+            hyok_cli::membership::refresh(&target, key.as_deref(), false).await?;
+        }
+        Command::Cluster { command: ClusterCommand::Repair { key } } => {
+            hyok_cli::membership::refresh(&target, key.as_deref(), true).await?;
         }
         Command::Coordinator { args } => {
             init_logging("info");

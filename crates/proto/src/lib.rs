@@ -165,6 +165,7 @@ mod tests {
                 operation: v1::Operation::Decrypt as i32,
                 request_id: "r-1".into(),
                 evidence: None,
+                generation: None,
             }],
         };
         let bytes = req.encode_to_vec();

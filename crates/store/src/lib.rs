@@ -18,6 +18,7 @@
 
 pub mod audit;
 mod error;
+pub mod generations;
 pub mod keys;
 pub mod seal;
 pub mod store;
@@ -25,6 +26,7 @@ pub mod veto;
 
 pub use audit::{AuditBreak, AuditEntry, AuditEvent};
 pub use error::{Error, Result};
+pub use generations::Generation;
 pub use keys::{Ec, Family, KeyMeta, Rsa, Usages, VersionInfo};
 pub use seal::SealKey;
 pub use store::{Keys, Store};

@@ -46,14 +46,26 @@ pub const MAX_POLICY_LEN: usize = 1024 * 1024;
 pub const MAX_MANIFEST_LEN: usize = 40 * 1024;
 
 /// One family's two trees (see [`Family`]).
-struct Trees {
-    keys: sled::Tree,
-    versions: sled::Tree,
+pub(crate) struct Trees {
+    pub(crate) keys: sled::Tree,
+    pub(crate) versions: sled::Tree,
+    /// Reshared shares not yet committed (see [`crate::generations`]).
+    pub(crate) next: sled::Tree,
+    /// The generation a committed reshare replaced, kept until the reshare is finalized.
+    pub(crate) previous: sled::Tree,
+    /// The current share's generation, where it is not 0.
+    pub(crate) generations: sled::Tree,
 }
 
 impl Trees {
     fn open<F: Family>(db: &sled::Db) -> Result<Self> {
-        Ok(Trees { keys: db.open_tree(F::KEYS_TREE)?, versions: db.open_tree(F::VERSIONS_TREE)? })
+        Ok(Trees {
+            keys: db.open_tree(F::KEYS_TREE)?,
+            versions: db.open_tree(F::VERSIONS_TREE)?,
+            next: db.open_tree(format!("{}_next", F::VERSIONS_TREE))?,
+            previous: db.open_tree(format!("{}_previous", F::VERSIONS_TREE))?,
+            generations: db.open_tree(format!("{}_generations", F::VERSIONS_TREE))?,
+        })
     }
 }
 
@@ -68,9 +80,9 @@ pub struct Store {
     audit: sled::Tree,
     /// Operator vetoes (see [`crate::veto`]).
     vetoes: sled::Tree,
-    seal: SealKey,
+    pub(crate) seal: SealKey,
     /// Serializes writers of key records (every family's trees).
-    key_writes: Mutex<()>,
+    pub(crate) key_writes: Mutex<()>,
     /// Serializes audit appends.
     audit_writes: Mutex<()>,
 }
@@ -82,18 +94,18 @@ impl std::fmt::Debug for Store {
 }
 
 /// The guarded data is `()`, so a panic elsewhere cannot leave it inconsistent.
-fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn tx_error(e: TransactionError<Error>) -> Error {
+pub(crate) fn tx_error(e: TransactionError<Error>) -> Error {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => Error::Storage(e),
     }
 }
 
-fn name(key_id: &str, version: u32) -> String {
+pub(crate) fn name(key_id: &str, version: u32) -> String {
     format!("{key_id}/{version}")
 }
 
@@ -116,7 +128,7 @@ impl Store {
         })
     }
 
-    fn flush(&self) -> Result<()> {
+    pub(crate) fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
     }
@@ -346,8 +358,8 @@ impl Store {
 /// DKG or ceremony not yet committed), becomes ACTIVE on commit, and only ACTIVE versions are
 /// ever used.
 pub struct Keys<'s, F: Family> {
-    store: &'s Store,
-    trees: &'s Trees,
+    pub(crate) store: &'s Store,
+    pub(crate) trees: &'s Trees,
     family: PhantomData<F>,
 }
 
@@ -479,7 +491,9 @@ impl<F: Family> Keys<'_, F> {
         if !r.active {
             return Err(Error::Pending(name));
         }
-        let share = self.store.seal.open(&share_aad::<F>(key_id, version), r.sealed)?;
+        let generation = self.generation(key_id, version)?;
+        let aad = crate::generations::generation_aad::<F>(key_id, version, generation);
+        let share = self.store.seal.open(&aad, r.sealed)?;
         Ok((share, r.package.to_vec()))
     }
 
@@ -492,7 +506,8 @@ impl<F: Family> Keys<'_, F> {
         let _guard = lock(&self.store.key_writes);
         let value = self.trees.versions.get(&vkey)?.ok_or_else(|| Error::NotFound(name.clone()))?;
         let r = VersionRecord::decode(&name, &value)?;
-        let sealed = self.store.seal.seal(&share_aad::<F>(key_id, version), share)?;
+        let aad = crate::generations::generation_aad::<F>(key_id, version, self.generation(key_id, version)?);
+        let sealed = self.store.seal.seal(&aad, share)?;
         self.trees.versions.insert(vkey, VersionRecord { sealed: &sealed, ..r }.encode())?;
         self.store.flush()
     }

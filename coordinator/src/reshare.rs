@@ -1,0 +1,295 @@
+//! Resharing one key version: repair of a node that lacks it (wiped, replaced, down at
+//! creation, or left with a PENDING leftover) and proactive refresh are the same run.
+//!
+//! The coordinator relays, as for a DKG: the old holders of the trusted generation deal their
+//! shares afresh (`DkgRound1` with `reshare` set), the receivers check and complain
+//! (`DkgRound2`), finish (`DkgFinish`, the new share stored PENDING as the next generation) and
+//! commit (`DkgCommit`). Only then, after a grace period in which requests that chose the old
+//! generation complete, `FinalizeReshare` drops the old generation everywhere: from then on no
+//! old share exists. A failure before every receiver committed aborts the run on all of them;
+//! the old generation is untouched and keeps serving.
+//!
+//! Receivers are the reachable nodes whose identity key at least `t` other nodes' manifests pin
+//! (a node with a new identity joins once its operators accepted it); each node checks the run
+//! against its own manifest regardless.
+
+use crate::error::CoordError;
+use crate::fanout::{self, Ask, ask_every};
+use crate::metadata::{Ec, KeyView, flatten, merge, read_states};
+use crate::pool::{NodeHandle, Pool};
+use hyok_proto::v1 as pb;
+use hyok_threshold::{Manifest, NodeId, Wire};
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long requests that chose the old generation get before it is dropped.
+pub const FINALIZE_GRACE: Duration = Duration::from_millis(1500);
+
+/// One reshared version.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The key.
+    pub key_id: String,
+    /// The version.
+    pub version: u32,
+    /// The generation now trusted.
+    pub generation: u32,
+    /// The nodes that hold it.
+    pub receivers: Vec<u16>,
+}
+
+/// A reachable node with its identity, as the coordinator asks it to take part.
+struct Member {
+    handle: Arc<NodeHandle>,
+    participant: pb::Participant,
+}
+
+/// The reachable nodes, with their identities, that at least `t` other nodes' manifests pin.
+async fn members(pool: &Pool, deadline: Instant) -> Vec<Member> {
+    let answers = ask_every(pool, Ask::EVERY, deadline, |node| async move {
+        node.client().get_identity(fanout::request(pb::GetIdentityRequest {}, deadline)).await.map(|r| r.into_inner())
+    })
+    .await;
+    let identities: Vec<pb::GetIdentityResponse> = answers.into_iter().filter_map(|(_, r)| r.ok()).collect();
+    let manifests: Vec<(u32, Manifest)> =
+        identities.iter().filter_map(|i| Manifest::from_bytes(&i.manifest).ok().map(|m| (i.node_id, m))).collect();
+    let t = pool.threshold();
+    identities
+        .into_iter()
+        .filter(|i| {
+            let pinned_by = manifests
+                .iter()
+                .filter(|(by, m)| {
+                    *by != i.node_id
+                        && u16::try_from(i.node_id)
+                            .ok()
+                            .and_then(|id| NodeId::new(id).ok())
+                            .and_then(|id| m.identity(id))
+                            .is_some_and(|k| k.as_bytes() == i.identity_public_key.as_slice())
+                })
+                .count();
+            pinned_by >= t.saturating_sub(1).max(1)
+        })
+        .filter_map(|i| {
+            let id = NodeId::new(u16::try_from(i.node_id).ok()?).ok()?;
+            let handle = pool.get(id)?.clone();
+            let participant = pb::Participant {
+                node_id: i.node_id,
+                identity_public_key: i.identity_public_key,
+                key_bundle: i.key_bundle,
+            };
+            Some(Member { handle, participant })
+        })
+        .collect()
+}
+
+/// Whether `state` (one node's) holds `version` of the trusted view ACTIVE at its trusted
+/// generation, with nothing pending.
+fn holds_current(state: &pb::NodeKeyState, view: &KeyView, version: u32) -> bool {
+    let Some(trusted) = view.versions.get(&version) else { return false };
+    state.versions.iter().any(|v| {
+        v.version == version
+            && v.active
+            && v.generation == trusted.generation
+            && v.public_key_package == trusted.package_bytes
+            && v.next.is_none()
+    })
+}
+
+/// The versions of key `key_id` that some reachable member lacks at the trusted generation.
+pub async fn needing_repair(pool: &Pool, key_id: &str, deadline: Instant) -> Result<Vec<u32>, CoordError> {
+    let members = members(pool, deadline).await;
+    let states = read_states::<Ec>(pool, Some(key_id), deadline).await;
+    let answers = flatten::<Ec>(&states);
+    let Some(view) = merge::<Ec>(key_id, &answers, pool.threshold()) else { return Ok(Vec::new()) };
+    let by_node: BTreeMap<NodeId, &pb::NodeKeyState> = answers.iter().map(|(n, s)| (*n, s)).collect();
+    let mut out = Vec::new();
+    for version in view.versions.keys() {
+        let lacking =
+            members.iter().any(|m| !by_node.get(&m.handle.id).is_some_and(|s| holds_current(s, &view, *version)));
+        if lacking {
+            out.push(*version);
+        }
+    }
+    Ok(out)
+}
+
+/// Reshares `version` of `key_id` from the reachable holders of its trusted generation to every
+/// reachable member. Returns when the new generation is committed on every receiver and the old
+/// one finalized.
+pub async fn reshare(
+    pool: &Pool,
+    key_id: &str,
+    version: u32,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Outcome, CoordError> {
+    let t = pool.threshold();
+    let members = members(pool, deadline).await;
+    let states = read_states::<Ec>(pool, Some(key_id), deadline).await;
+    let answers = flatten::<Ec>(&states);
+    let view = merge::<Ec>(key_id, &answers, t)
+        .ok_or_else(|| CoordError::NotFound(format!("no key {key_id} (held by fewer than {t} nodes)")))?;
+    let trusted = view
+        .versions
+        .get(&version)
+        .ok_or_else(|| CoordError::NotFound(format!("no trusted version {version} of key {key_id}")))?;
+    let by_node: BTreeMap<NodeId, &pb::NodeKeyState> = answers.iter().map(|(n, s)| (*n, s)).collect();
+    let holds_trusted = |id: NodeId| {
+        by_node.get(&id).is_some_and(|s| {
+            s.versions.iter().any(|v| {
+                v.version == version
+                    && v.active
+                    && v.generation == trusted.generation
+                    && v.public_key_package == trusted.package_bytes
+            })
+        })
+    };
+    let dealers: Vec<&Member> = members.iter().filter(|m| holds_trusted(m.handle.id)).collect();
+    if dealers.len() < usize::from(trusted.package.threshold()) {
+        return Err(CoordError::Unavailable(format!(
+            "{} reachable holders of {key_id}/{version} are fewer than its t = {}",
+            dealers.len(),
+            trusted.package.threshold()
+        )));
+    }
+    if members.len() < t {
+        return Err(CoordError::Unavailable(format!("{} reachable members are fewer than t = {t}", members.len())));
+    }
+    let generation = trusted
+        .generation
+        .checked_add(1)
+        .ok_or_else(|| CoordError::Precondition(format!("{key_id}/{version} is at the last generation")))?;
+    let mut session_id = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut session_id);
+    let round1 = pb::DkgRound1Request {
+        session_id: session_id.clone(),
+        key_id: key_id.to_owned(),
+        version,
+        threshold: t as u32,
+        participants: members.iter().map(|m| m.participant.clone()).collect(),
+        usages: view.usages.clone(),
+        request_id: request_id.to_owned(),
+        reshare: Some(pb::Reshare {
+            dealers: dealers.iter().map(|m| m.participant.clone()).collect(),
+            old_package: trusted.package_bytes.clone(),
+            generation,
+            old_generation: trusted.generation,
+        }),
+    };
+    let receivers: Vec<Arc<NodeHandle>> = members.iter().map(|m| m.handle.clone()).collect();
+    let mut everyone: Vec<Arc<NodeHandle>> = receivers.clone();
+    for d in &dealers {
+        if !everyone.iter().any(|n| n.id == d.handle.id) {
+            everyone.push(d.handle.clone());
+        }
+    }
+    let result = rounds(&everyone, &receivers, &dealers, round1, deadline).await;
+    let sid = session_id.clone();
+    if let Err(e) = result {
+        let abort_deadline = Instant::now() + Duration::from_secs(2);
+        let _ = fanout::on_each(&everyone, abort_deadline, "aborting", move |node| {
+            let sid = sid.clone();
+            async move {
+                node.client().dkg_abort(fanout::request(pb::DkgAbortRequest { session_id: sid }, abort_deadline)).await
+            }
+        })
+        .await;
+        tracing::warn!(key_id, version, error = %e, "reshare aborted; the old generation serves on");
+        return Err(e);
+    }
+    fanout::on_each(&receivers, deadline, "committing the reshare", move |node| {
+        let sid = sid.clone();
+        async move { node.client().dkg_commit(fanout::request(pb::DkgCommitRequest { session_id: sid }, deadline)).await }
+    })
+    .await?;
+    tracing::info!(key_id, version, generation, receivers = receivers.len(), "reshare committed");
+    Ok(Outcome {
+        key_id: key_id.to_owned(),
+        version,
+        generation,
+        receivers: receivers.iter().map(|n| n.id.get()).collect(),
+    })
+}
+
+/// After [`FINALIZE_GRACE`]: every reachable node drops the generations older than `outcome`'s.
+/// (The caller waits the grace once for a batch of outcomes.)
+pub async fn finalize(pool: &Pool, outcome: &Outcome, request_id: &str, deadline: Instant) -> Result<(), CoordError> {
+    let req = pb::FinalizeReshareRequest {
+        key_id: outcome.key_id.clone(),
+        version: outcome.version,
+        generation: outcome.generation,
+        request_id: request_id.to_owned(),
+    };
+    let answers = ask_every(pool, Ask::EVERY, deadline, |node| {
+        let r = req.clone();
+        async move { node.client().finalize_reshare(fanout::request(r, deadline)).await.map(|r| r.into_inner()) }
+    })
+    .await;
+    let failed: Vec<String> = answers
+        .iter()
+        .filter_map(|(id, r)| r.as_ref().err().map(|s| format!("node {}: {}", id.get(), s.message())))
+        .collect();
+    if !failed.is_empty() {
+        // A node that missed the finalize drops its old generation at the next reshare's.
+        tracing::warn!(
+            key_id = outcome.key_id,
+            version = outcome.version,
+            failed = failed.join("; "),
+            "finalize missed"
+        );
+    }
+    Ok(())
+}
+
+async fn rounds(
+    everyone: &[Arc<NodeHandle>],
+    receivers: &[Arc<NodeHandle>],
+    dealers: &[&Member],
+    round1: pb::DkgRound1Request,
+    deadline: Instant,
+) -> Result<(), CoordError> {
+    let session_id = round1.session_id.clone();
+    let answers: Vec<(NodeId, Vec<u8>)> = fanout::on_each(everyone, deadline, "reshare round 1", |node| {
+        let r = round1.clone();
+        async move {
+            let id = node.id;
+            node.client().dkg_round1(fanout::request(r, deadline)).await.map(|r| (id, r.into_inner().package))
+        }
+    })
+    .await?;
+    let packages: Vec<Vec<u8>> = answers
+        .into_iter()
+        .filter(|(id, p)| dealers.iter().any(|d| d.handle.id == *id) && !p.is_empty())
+        .map(|(_, p)| p)
+        .collect();
+    if packages.len() != dealers.len() {
+        return Err(CoordError::Internal("a dealer sent no package".into()));
+    }
+    let round2 = pb::DkgRound2Request { session_id: session_id.clone(), packages };
+    let complaints: Vec<Vec<u8>> = fanout::on_each(receivers, deadline, "reshare round 2", |node| {
+        let r = round2.clone();
+        async move { node.client().dkg_round2(fanout::request(r, deadline)).await.map(|r| r.into_inner().package) }
+    })
+    .await?;
+    let finish = pb::DkgFinishRequest { session_id, packages: complaints };
+    let finished: Vec<pb::DkgFinishResponse> = fanout::on_each(receivers, deadline, "reshare finish", |node| {
+        let r = finish.clone();
+        async move { node.client().dkg_finish(fanout::request(r, deadline)).await.map(|r| r.into_inner()) }
+    })
+    .await?;
+    let first = finished.first().ok_or_else(|| CoordError::Internal("no receivers".into()))?;
+    if let Some((node, _)) =
+        receivers.iter().zip(&finished).find(|(_, f)| f.public_key_package != first.public_key_package)
+    {
+        return Err(CoordError::Internal(format!("node {} derived a different package", node.id.get())));
+    }
+    let disqualified: Vec<u32> = finished.iter().flat_map(|f| f.disqualified.iter().copied()).collect();
+    if !disqualified.is_empty() {
+        tracing::warn!(?disqualified, "reshare excluded dealers");
+    }
+    Ok(())
+}

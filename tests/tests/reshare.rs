@@ -1,0 +1,250 @@
+//! Keys outlive their nodes: every node of a `hyokctl dev` cluster wiped and replaced in turn
+//! (`hyokctl node replace N`) while traffic runs, and a proactive refresh; afterwards no
+//! original share exists anywhere, yet everything encrypted before still decrypts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers outside #[test] functions fail loudly"
+)]
+
+use hyok_e2e::{Cluster, Signed, eventually, hyokctl};
+use hyok_proto::v1 as pb;
+use hyok_threshold::{GroupPublicKey, Wire, kem};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+const KEY: &str = "demo";
+
+async fn encrypt(client: &mut Signed, plaintext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let evidence = Some(client.signer.encrypt(KEY, plaintext, b""));
+    let request = pb::EncryptRequest {
+        key_id: KEY.into(),
+        plaintext: plaintext.to_vec(),
+        aad: Vec::new(),
+        request_id: "reshare".into(),
+        evidence,
+    };
+    Ok(client.encrypt(request).await?.into_inner().ciphertext)
+}
+
+async fn decrypt(client: &mut Signed, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let evidence = client.signer.decrypt_blob(KEY, ciphertext);
+    let request = pb::DecryptRequest {
+        key_id: KEY.into(),
+        ciphertext: ciphertext.to_vec(),
+        aad: Vec::new(),
+        request_id: "reshare".into(),
+        evidence,
+    };
+    Ok(client.decrypt(request).await?.into_inner().plaintext)
+}
+
+async fn unwrap(client: &mut Signed, version: u32, wrapped: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let evidence = Some(client.signer.unwrap(KEY, version, wrapped, b"label"));
+    let request = pb::UnwrapRequest {
+        key_id: KEY.into(),
+        version,
+        wrapped: wrapped.to_vec(),
+        label: b"label".to_vec(),
+        request_id: "reshare".into(),
+        evidence,
+    };
+    Ok(client.unwrap(request).await?.into_inner().data_key)
+}
+
+/// Every node's identity key.
+async fn identities(cluster: &Cluster) -> BTreeMap<u16, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for n in &cluster.dev.nodes {
+        let mut node = cluster.node_client(n.id).await.unwrap();
+        let id = node.get_identity(pb::GetIdentityRequest {}).await.unwrap().into_inner();
+        out.insert(n.id, id.identity_public_key);
+    }
+    out
+}
+
+/// Node `id`'s generation of every EC key version it holds ACTIVE.
+async fn generations(cluster: &Cluster, id: u16) -> BTreeMap<(String, u32), u32> {
+    let mut node = cluster.node_client(id).await.unwrap();
+    let keys = node.list_key_states(pb::ListKeyStatesRequest {}).await.unwrap().into_inner().keys;
+    let mut out = BTreeMap::new();
+    for k in keys {
+        for v in k.versions.iter().filter(|v| v.active) {
+            assert!(v.previous.is_none(), "node {id} still holds an old generation of {}/{}", k.key_id, v.version);
+            out.insert((k.key_id.clone(), v.version), v.generation);
+        }
+    }
+    out
+}
+
+/// Round trips on the demo key until `stop`; counts failures and wrong plaintexts.
+fn traffic(client: Signed, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, usize, usize)> {
+    tokio::spawn(async move {
+        let mut client = client;
+        let (mut ok, mut failed, mut wrong) = (0, 0, 0);
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let plaintext = n.to_be_bytes().repeat(4);
+            match encrypt(&mut client, &plaintext).await {
+                Ok(blob) => match decrypt(&mut client, &blob).await {
+                    Ok(p) if p == plaintext => ok += 1,
+                    Ok(_) => wrong += 1,
+                    Err(e) => {
+                        eprintln!("traffic decrypt: {e}");
+                        failed += 1;
+                    }
+                },
+                Err(e) => {
+                    eprintln!("traffic encrypt: {e}");
+                    failed += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (ok, failed, wrong)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ciphertext() {
+    let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let mut client = cluster.client().await.unwrap();
+    let before_ids = identities(&cluster).await;
+
+    // What the cloud stored before the drill.
+    let mut sealed = Vec::new();
+    for i in 0..8u8 {
+        let plaintext = vec![i; 64];
+        sealed.push((encrypt(&mut client, &plaintext).await.unwrap(), plaintext));
+    }
+    let pk =
+        client.get_public_key(pb::GetPublicKeyRequest { key_id: KEY.into(), version: 0 }).await.unwrap().into_inner();
+    let group_key = GroupPublicKey::from_slice(&pk.public_key).unwrap();
+    let data_key = [0x5au8; 32];
+    let wrapped = kem::wrap(&group_key, &data_key, b"label", &mut rand::rng()).unwrap().to_bytes();
+    let keys_before = client.list_keys(pb::ListKeysRequest {}).await.unwrap().into_inner().keys;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = traffic(client.clone(), stop.clone());
+    let replaced = AtomicUsize::new(0);
+    for id in cluster.dev.nodes.iter().map(|n| n.id).collect::<Vec<_>>() {
+        // The disk is lost: kill, wipe, start again with the recorded argv (a new, empty node).
+        cluster.kill_node(id).unwrap();
+        std::fs::remove_dir_all(cluster.data_dir(id).unwrap()).unwrap();
+        cluster.restart_node(id).unwrap();
+        let out = tokio::process::Command::new(hyokctl())
+            .arg("--dev-dir")
+            .arg(cluster.dir.path())
+            .args(["node", "replace", &id.to_string()])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "node replace {id}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let held = generations(&cluster, id).await;
+        for k in &keys_before {
+            for v in &k.versions {
+                assert!(
+                    held.contains_key(&(k.key_id.clone(), v.version)),
+                    "node {id} lacks {}/{}",
+                    k.key_id,
+                    v.version
+                );
+            }
+        }
+        replaced.fetch_add(1, Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, wrong) = load.await.unwrap();
+
+    // Every identity is new, and no node holds generation 0 (an original share) of anything.
+    let after_ids = identities(&cluster).await;
+    for (id, key) in &before_ids {
+        assert_ne!(after_ids.get(id), Some(key), "node {id} kept its identity");
+    }
+    for id in after_ids.keys() {
+        let held = generations(&cluster, *id).await;
+        assert!(held.values().all(|g| *g >= 1), "node {id} still holds an original share: {held:?}");
+    }
+    let keys_after = client.list_keys(pb::ListKeysRequest {}).await.unwrap().into_inner().keys;
+    for (b, a) in keys_before.iter().zip(&keys_after) {
+        assert_eq!(b.key_id, a.key_id);
+        for (vb, va) in b.versions.iter().zip(&a.versions) {
+            assert_eq!(vb.public_key, va.public_key, "{}/{}: the group key never changes", b.key_id, vb.version);
+            assert!(va.generation > vb.generation);
+        }
+    }
+
+    // Everything from before the drill opens, through any t nodes.
+    for (down_a, down_b) in [(1, 2), (4, 5), (2, 4)] {
+        cluster.kill_node(down_a).unwrap();
+        cluster.kill_node(down_b).unwrap();
+        let c = client.clone();
+        let (blob, plaintext) = sealed[0].clone();
+        eventually(Duration::from_secs(30), || {
+            let mut c = c.clone();
+            let blob = blob.clone();
+            async move { Ok(decrypt(&mut c, &blob).await?) }
+        })
+        .await
+        .unwrap();
+        for (blob, plaintext) in &sealed {
+            assert_eq!(&decrypt(&mut client, blob).await.unwrap(), plaintext, "with nodes {down_a} and {down_b} down");
+        }
+        assert_eq!(unwrap(&mut client, pk.version, &wrapped).await.unwrap(), data_key);
+        let _ = plaintext;
+        cluster.restart_node(down_a).unwrap();
+        cluster.restart_node(down_b).unwrap();
+    }
+    println!(
+        "replace drill (processes): {} nodes wiped and replaced, traffic {ok} round trips, {failed} failed, {wrong} wrong; {} old ciphertexts and 1 wrapped key open through three t-subsets",
+        replaced.load(Ordering::Relaxed),
+        sealed.len()
+    );
+    assert_eq!((failed, wrong), (0, 0), "requests failed or returned a wrong plaintext during the drill");
+    assert!(ok > 0, "traffic ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
+    let cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let mut client = cluster.client().await.unwrap();
+    let blob = encrypt(&mut client, b"before the refresh").await.unwrap();
+    let before = client.list_keys(pb::ListKeysRequest {}).await.unwrap().into_inner().keys;
+    let mut nodes_before = Vec::new();
+    for id in 1..=5 {
+        nodes_before.push(generations(&cluster, id).await);
+    }
+    let out = tokio::process::Command::new(hyokctl())
+        .arg("--dev-dir")
+        .arg(cluster.dir.path())
+        .args(["cluster", "refresh", "--key", KEY])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let after = client.list_keys(pb::ListKeysRequest {}).await.unwrap().into_inner().keys;
+    let demo = |keys: &[pb::KeyInfo]| keys.iter().find(|k| k.key_id == KEY).unwrap().versions.clone();
+    for (b, a) in demo(&before).iter().zip(demo(&after).iter()) {
+        assert_eq!(b.public_key, a.public_key);
+        assert_eq!(a.generation, b.generation + 1);
+    }
+    for id in 1..=5u16 {
+        let held = generations(&cluster, id).await;
+        for ((key, version), g) in &held {
+            let old = nodes_before[usize::from(id) - 1][&(key.clone(), *version)];
+            assert_eq!(*g, if key == KEY { old + 1 } else { old }, "node {id}: {key}/{version}");
+        }
+    }
+    assert_eq!(decrypt(&mut client, &blob).await.unwrap(), b"before the refresh");
+    let blob = encrypt(&mut client, b"after").await.unwrap();
+    assert_eq!(decrypt(&mut client, &blob).await.unwrap(), b"after");
+}

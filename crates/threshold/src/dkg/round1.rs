@@ -3,7 +3,7 @@
 //! transport key.
 
 use super::{Parameters, round2};
-use crate::dleq::{DleqProof, Statement};
+use crate::dleq::DleqProof;
 use crate::ecies;
 use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
 use crate::error::{Error, Result};
@@ -232,11 +232,7 @@ pub(crate) fn prove_dh<R: CryptoRng + ?Sized>(
     accused: &Package,
     rng: &mut R,
 ) -> (Element, DleqProof) {
-    let my_key = transport.public_key();
-    let dh = Element::new(accused.ephemeral().point * transport.scalar());
-    let statement = Statement { x: &my_key.0, h: accused.ephemeral(), y: &dh };
-    let proof = DleqProof::prove(transport.scalar(), statement, &complaint_context(params, me, accused.dealer()), rng);
-    (dh, proof)
+    crate::dleq::reveal_dh(transport, accused.ephemeral(), &complaint_context(params, me, accused.dealer()), rng)
 }
 
 /// What a dealer keeps between round 1 and round 2: its identity (to sign) and transport

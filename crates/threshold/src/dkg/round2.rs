@@ -1,7 +1,7 @@
 //! DKG round 2: complaints, disqualification, and each node's share and the public package.
 
 use super::{Output, Parameters, round1};
-use crate::dleq::{DleqProof, Statement};
+use crate::dleq::DleqProof;
 use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
 use crate::error::{Error, Result};
 use crate::feldman;
@@ -160,9 +160,8 @@ impl SecretPackage {
             return Ok(false);
         }
         let accuser_key = self.params.transport(accuser)?;
-        let statement = Statement { x: &accuser_key.0, h: accused.ephemeral(), y: &complaint.dh };
         let context = round1::complaint_context(&self.params, accuser, complaint.accused);
-        if !complaint.proof.vartime_verify(statement, &context) {
+        if !crate::dleq::vartime_verify_revealed_dh(accuser_key, accused.ephemeral(), &complaint.dh, &complaint.proof, &context) {
             return Ok(false);
         }
         let share = accused.open_share(&self.params, accuser, &complaint.dh.point);

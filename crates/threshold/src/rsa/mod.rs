@@ -37,6 +37,7 @@ mod modexp;
 mod num;
 pub mod oaep;
 pub mod partial;
+pub mod reshare;
 pub mod seal;
 
 pub use keys::{

@@ -61,7 +61,8 @@ fn world() -> &'static World {
         let mut r = rng(1);
         let key = PrivateKey::from_pem(PKCS8_PEM).unwrap();
         let (shares, package) = deal(&key, 3, 5, &mut r).unwrap();
-        let secrets: BTreeMap<NodeId, NodeSecrets> = (1..=7).map(|i| (node(i), NodeSecrets::generate(&mut r))).collect();
+        let secrets: BTreeMap<NodeId, NodeSecrets> =
+            (1..=7).map(|i| (node(i), NodeSecrets::generate(&mut r))).collect();
         let bundles = secrets
             .iter()
             .map(|(id, s)| (*id, s.key_bundle(*id, &mut r).verify(*id, &s.identity().public_key()).unwrap()))
@@ -150,7 +151,11 @@ fn collect(outputs: BTreeMap<NodeId, Output>) -> (RsaPublicPackage, Vec<RsaKeySh
 
 /// Every t-subset of the shares decrypts the OpenSSL ciphertext and one of ours; t − 1 are
 /// refused; an old share in place of a new one breaks the y^e check.
-fn assert_decrypts(package: &RsaPublicPackage, shares: &[RsaKeyShare], stale: Option<(&RsaKeyShare, &RsaPublicPackage)>) {
+fn assert_decrypts(
+    package: &RsaPublicPackage,
+    shares: &[RsaKeyShare],
+    stale: Option<(&RsaKeyShare, &RsaPublicPackage)>,
+) {
     let t = usize::from(package.threshold());
     let ours = oaep::encrypt(package.public_key(), b"a reshared DKE key", &mut rng(99)).unwrap();
     for (ciphertext, message) in [(OPENSSL_CIPHERTEXT, OPENSSL_MESSAGE), (&ours[..], &b"a reshared DKE key"[..])] {
@@ -170,9 +175,10 @@ fn assert_decrypts(package: &RsaPublicPackage, shares: &[RsaKeyShare], stale: Op
             let old = partial::evaluate(old_share, package, ciphertext).unwrap();
             assert_eq!(old.node(), mixed[0].node());
             mixed[0] = old;
-            assert_eq!(combine::combine(package, ciphertext, &mixed).unwrap_err(), Error::RsaCombineFailed {
-                culprits: vec![]
-            });
+            assert_eq!(
+                combine::combine(package, ciphertext, &mixed).unwrap_err(),
+                Error::RsaCombineFailed { culprits: vec![] }
+            );
         }
     }
     if let Some((old_share, old_package)) = stale {
@@ -192,7 +198,7 @@ fn expected_share_bits(b: u32, t: u16, n: u16, t2: u16, n2: u16) -> u32 {
     let a = b + delta2_bits + u32::from(t2) + 5 + STATISTICAL_SECURITY;
     let sb = a + bits((0..u32::from(t2)).map(|k| u128::from(n2).pow(k)).sum());
     let mut kb = sb + bits(u128::from(t) * fact(n) * u128::from(n).pow(u32::from(t) - 1));
-    if (kb + 3 + delta2_bits) % 64 == 0 {
+    if (kb + 3 + delta2_bits).is_multiple_of(64) {
         kb += 1;
     }
     kb + 3
@@ -332,7 +338,13 @@ fn parameters_refuse_too_few_dealers_bad_receivers_and_thresholds() {
     let w = world();
     let bundle = |i: u16| w.bundles[&node(i)];
     let make = |dealers: &[u16], receivers: &[u16], t: u16| {
-        Parameters::new(w.package.clone(), dealers.iter().map(|d| bundle(*d)), receivers.iter().map(|i| bundle(*i)), t, b"s")
+        Parameters::new(
+            w.package.clone(),
+            dealers.iter().map(|d| bundle(*d)),
+            receivers.iter().map(|i| bundle(*i)),
+            t,
+            b"s",
+        )
     };
     assert!(make(&[1, 2, 3], &[1, 2, 3], 2).is_ok());
     assert!(matches!(make(&[1, 2], &[1, 2, 3], 2), Err(Error::InvalidParameters(_))));

@@ -161,7 +161,13 @@ impl SecretPackage {
         }
         let accuser_key = self.params.transport(accuser)?;
         let context = round1::complaint_context(&self.params, accuser, complaint.accused);
-        if !crate::dleq::vartime_verify_revealed_dh(accuser_key, accused.ephemeral(), &complaint.dh, &complaint.proof, &context) {
+        if !crate::dleq::vartime_verify_revealed_dh(
+            accuser_key,
+            accused.ephemeral(),
+            &complaint.dh,
+            &complaint.proof,
+            &context,
+        ) {
             return Ok(false);
         }
         let share = accused.open_share(&self.params, accuser, &complaint.dh.point);

@@ -217,7 +217,7 @@ impl RsaPublicPackage {
             .concatenating_mul(&offset)
             .concatenating_mul(&bezout_a);
         let width = offset_term.bits_precision().max(b_abs.bits_precision()) + 64;
-        let bezout_b_abs = num::resized(&offset_term, width).wrapping_add(&num::resized(&b_abs, width));
+        let bezout_b_abs = num::resized(&offset_term, width).wrapping_add(num::resized(&b_abs, width));
         Ok(RsaPublicPackage {
             key,
             threshold,

@@ -90,7 +90,8 @@ pub(crate) fn vartime_shoup_bezout(
     scale: &BoxedUint,
     e: &Odd<BoxedUint>,
 ) -> Option<(BoxedUint, BoxedUint)> {
-    let four_delta_sq = delta.concatenating_mul(delta).concatenating_mul(BoxedUint::from(4u64)).concatenating_mul(scale);
+    let four_delta_sq =
+        delta.concatenating_mul(delta).concatenating_mul(BoxedUint::from(4u64)).concatenating_mul(scale);
     let reduced = four_delta_sq.rem_vartime(e.as_nz_ref());
     let a = reduced.invert_odd_mod_vartime(e).into_option()?;
     if bool::from(a.is_zero()) {

@@ -108,7 +108,7 @@ impl ShareSizes {
             .and_then(|x| x.checked_mul(u128::from(n).checked_pow(u32::from(t) - 1)?))
             .ok_or(bad)?;
         let mut offset_bits = sub_share_bits + bits_u128(lambda_sum);
-        if (offset_bits + 3 + new_delta_bits) % 64 == 0 {
+        if (offset_bits + 3 + new_delta_bits).is_multiple_of(64) {
             offset_bits += 1;
         }
         Ok(ShareSizes { coefficient_bits, sub_share_bits, share_bits: offset_bits + 3 })
@@ -531,6 +531,8 @@ fn feldman_holds(params: &Parameters, commitments: &[Vec<u8>], i: NodeId, value:
 
 /// Ways a dealer or receiver can cheat, for tests that prove the reshare catches them.
 #[cfg(feature = "dangerous-testing")]
+// Test-only and passed by value once per dealer: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum DangerousFault {
     /// Deal `g_j(0) = Δ′·(s_j + 1)`, consistently committed: only the constant-term check sees it.
@@ -606,7 +608,7 @@ fn deal_inner<R: CryptoRng + ?Sized>(
     let mut secret = Zeroizing::new(num::resized(share.secret(), wide));
     #[cfg(feature = "dangerous-testing")]
     if let Some(DangerousFault::WrongConstantTerm) = fault {
-        *secret = secret.wrapping_add(&BoxedUint::one_with_precision(wide));
+        *secret = secret.wrapping_add(BoxedUint::one_with_precision(wide));
     }
     // C_0 = (g^s_j)^Δ′: the secret exponent s_j has a public word length (exactly B bits for a
     // reshared share), which Δ′·s_j would not always have.
@@ -647,7 +649,7 @@ fn deal_inner<R: CryptoRng + ?Sized>(
         // Horner: acc ← acc·i + a_k, from the top coefficient down, at a fixed width.
         let mut acc = Zeroizing::new(BoxedUint::zero_with_precision(wide));
         for a in coefficients.iter().rev() {
-            let mut next = Zeroizing::new(acc.wrapping_mul(&num::resized(&BoxedUint::from(u64::from(id.get())), wide)));
+            let mut next = Zeroizing::new(acc.wrapping_mul(num::resized(&BoxedUint::from(u64::from(id.get())), wide)));
             next.wrapping_add_assign(&**a);
             acc = next;
         }
@@ -655,7 +657,7 @@ fn deal_inner<R: CryptoRng + ?Sized>(
         if let Some(DangerousFault::CorruptShareFor(victim)) = fault
             && victim == *id
         {
-            *acc = acc.wrapping_add(&BoxedUint::one_with_precision(wide));
+            *acc = acc.wrapping_add(BoxedUint::one_with_precision(wide));
         }
         let mut buffer = num::to_be_fixed(&acc, sizes.sub_share_bytes());
         let dh = keys.transport().0.point * *e;
@@ -672,7 +674,8 @@ fn deal_inner<R: CryptoRng + ?Sized>(
         body.shares.insert(*id, out);
     }
     let identity = secrets.identity();
-    let signature = schnorr::Proof::prove(identity.scalar(), &identity.public_key().0, &body.signature_context(params), rng);
+    let signature =
+        schnorr::Proof::prove(identity.scalar(), &identity.public_key().0, &body.signature_context(params), rng);
     Ok(DealerPackage { body, signature })
 }
 
@@ -1023,7 +1026,7 @@ impl ReceiverState {
         let new_scale = params.new_delta.concatenating_mul(old.delta()).concatenating_mul(old.scale());
         let carried = params.new_delta.concatenating_mul(old.delta()).concatenating_mul(old.offset());
         let w = carried.bits_precision().max(width) + 64;
-        let new_offset = num::resized(&carried, w).wrapping_add(&num::resized(&offset, w));
+        let new_offset = num::resized(&carried, w).wrapping_add(num::resized(&offset, w));
         let package = RsaPublicPackage::with_representation(
             old.public_key().clone(),
             params.threshold,
@@ -1060,7 +1063,7 @@ impl ConstantTermCheck {
         let scale = params.new_delta.concatenating_mul(old.delta());
         let ke = old.offset().concatenating_mul(key.exponent().as_ref());
         let w = ke.bits_precision().max(old.scale().bits_precision()) + 64;
-        let inner = num::resized(&ke, w).wrapping_add(&num::resized(old.scale(), w));
+        let inner = num::resized(&ke, w).wrapping_add(num::resized(old.scale(), w));
         let exponent = bn(&scale.concatenating_mul(&inner))?;
         let target = modulus.vartime_pow(&modulus.element(&params.generator)?, &exponent)?;
         let e = bn(key.exponent().as_ref())?;
@@ -1130,7 +1133,7 @@ mod tests {
         assert_eq!(s.coefficient_bits, 2048 + 143);
         assert_eq!(s.sub_share_bits, 2048 + 148);
         let kb = 2048 + 148 + 14;
-        let kb = if (kb + 3 + 7) % 64 == 0 { kb + 1 } else { kb };
+        let kb = if (kb + 3 + 7u32).is_multiple_of(64) { kb + 1 } else { kb };
         assert_eq!(s.share_bits, kb + 3);
     }
 }

@@ -81,6 +81,33 @@ impl DleqProof {
     }
 }
 
+/// A complaint's evidence: the ECDH value `dh = tr·E` of one channel (`tr` the complainer's
+/// transport secret, `E` the sender's ephemeral), with a proof that `log_G T = log_E dh`. Shared
+/// by the DKG and the RSA reshare, so that both reveal exactly the same kind of value.
+pub(crate) fn reveal_dh<R: CryptoRng + ?Sized>(
+    transport: &crate::keys::TransportSecret,
+    ephemeral: &Element,
+    context: &Transcript,
+    rng: &mut R,
+) -> (Element, DleqProof) {
+    let my_key = transport.public_key();
+    let dh = Element::new(ephemeral.point * transport.scalar());
+    let statement = Statement { x: &my_key.0, h: ephemeral, y: &dh };
+    let proof = DleqProof::prove(transport.scalar(), statement, context, rng);
+    (dh, proof)
+}
+
+/// Checks [`reveal_dh`]'s proof that `dh = tr·E` for the complainer's transport key `T`.
+pub(crate) fn vartime_verify_revealed_dh(
+    transport: &crate::keys::TransportPublicKey,
+    ephemeral: &Element,
+    dh: &Element,
+    proof: &DleqProof,
+    context: &Transcript,
+) -> bool {
+    proof.vartime_verify(Statement { x: &transport.0, h: ephemeral, y: dh }, context)
+}
+
 /// Checks many proofs that share the base `H` at once: with random 128-bit weights `z_j, w_j`,
 ///
 /// `(Σ z_j s_j)·G + (Σ w_j s_j)·H − Σ z_j c_j·X_j − Σ z_j·A_j − Σ w_j c_j·Y_j − Σ w_j·B_j = 0`.

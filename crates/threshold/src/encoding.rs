@@ -157,6 +157,10 @@ impl<'a> Reader<'a> {
     pub(crate) fn scalar(&mut self) -> Result<Scalar> {
         Option::from(Scalar::from_canonical_bytes(self.array()?)).ok_or_else(|| self.malformed())
     }
+    /// Whether every byte has been read (for an optional trailing field).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
     fn finish(&self) -> Result<()> {
         if self.buf.is_empty() { Ok(()) } else { Err(self.malformed()) }
     }

@@ -6,7 +6,7 @@ use crate::encoding::{Reader, WIRE_VERSION, Wire, Writer};
 use crate::error::{Error, Result};
 use crate::keys::NodeId;
 use crypto_bigint::modular::BoxedMontyParams;
-use crypto_bigint::{BoxedUint, Odd};
+use crypto_bigint::{BoxedUint, ConcatenatingMul, Odd};
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -129,43 +129,107 @@ impl fmt::Debug for RsaPublicKey {
 }
 
 /// What every party of a threshold RSA key holds: `(N, e)`, the threshold `t` and the number
-/// of nodes `n`, plus values derived from them once: `Δ = n!` and the Bézout coefficients
-/// `a·4Δ² + b·e = 1` of the combine step.
+/// of nodes `n`, what the shares represent, plus values derived from them once: `Δ = n!` and
+/// the Bézout coefficients of the combine step.
 ///
-/// Invariants (checked by every constructor): `1 ≤ t ≤ n ≤ 255` and `gcd(e, 4Δ²) = 1`.
+/// **Representation.** For every set `S` of `t` node ids, with the integer Lagrange
+/// coefficients `λ_i = Δ·Π_{j∈S∖{i}} j/(j−i)`, the shares satisfy
+/// `Σ_{i∈S} λ_i·s_i ≡ Δ·(M·d + K) (mod λ(N))`: the *scale* `M` and *offset* `K` are `1` and `0`
+/// for a dealt key, and change with every reshare ([`super::reshare`]). Every share has at
+/// most [`RsaPublicPackage::share_bits`] bits (the bit length of `N` for a dealt key).
+///
+/// The combiner forms `w = c^(4Δ²(M·d + K))` and returns `y = w^a · c^(−|b'|)` with
+/// `a·4Δ²M + b·e = 1` and `|b'| = |b| + 4Δ²·K·a`, which is `c^d`.
+///
+/// Invariants (checked by every constructor): `1 ≤ t ≤ n ≤ 255`, `M ≥ 1` and
+/// `gcd(e, 4Δ²M) = 1`.
 #[derive(Clone)]
 pub struct RsaPublicPackage {
     key: RsaPublicKey,
     threshold: u16,
     nodes: u16,
+    /// `M`, 1 for a dealt key.
+    scale: BoxedUint,
+    /// `K`, 0 for a dealt key.
+    offset: BoxedUint,
+    /// An upper bound on the bit length of every share.
+    share_bits: u32,
     /// `Δ = n!`.
     delta: BoxedUint,
     /// `2Δ`, the node's extra exponent.
     two_delta: BoxedUint,
-    /// `a = (4Δ²)^{-1} mod e`.
+    /// `a = (4Δ²M)^{-1} mod e`.
     bezout_a: BoxedUint,
-    /// `|b| = (a·4Δ² − 1)/e`, so that `b = −|b|`.
+    /// `|b'| = (a·4Δ²M − 1)/e + 4Δ²·K·a`.
     bezout_b_abs: BoxedUint,
 }
 
+/// Largest share, in bits, any package may announce: twice the largest modulus (a reshare that
+/// would exceed the key's own cap, [`RsaPublicPackage::max_share_bits`], is refused first).
+pub(crate) const MAX_SHARE_BITS: u32 = 2 * MAX_MODULUS_BITS;
+/// Largest byte length of a share's value on the wire or at rest.
+pub(crate) const MAX_SHARE_BYTES: usize = (MAX_SHARE_BITS / 8) as usize + 8;
+/// Largest byte length of a scale or offset.
+const MAX_REPRESENTATION_BYTES: usize = MAX_SHARE_BYTES + 64;
+
 impl RsaPublicPackage {
-    /// The package for `key` split `threshold`-of-`nodes` over the node ids `1..=nodes`.
+    /// The package for `key` split `threshold`-of-`nodes` over the node ids `1..=nodes` by the
+    /// dealer (scale 1, offset 0, shares below `N`).
     ///
     /// # Errors
     /// [`Error::InvalidParameters`] unless `1 ≤ t ≤ n ≤ 255` and `gcd(e, 4·(n!)²) = 1`
     /// (i.e. `e` has no prime factor `≤ n`; `e = 65537` always qualifies).
     pub fn new(key: RsaPublicKey, threshold: u16, nodes: u16) -> Result<Self> {
+        let share_bits = key.bits();
+        Self::with_representation(key, threshold, nodes, BoxedUint::one(), BoxedUint::zero(), share_bits)
+    }
+
+    /// The package of reshared shares: representation `(M, K)` and share bound as described on
+    /// the type.
+    pub(crate) fn with_representation(
+        key: RsaPublicKey,
+        threshold: u16,
+        nodes: u16,
+        scale: BoxedUint,
+        offset: BoxedUint,
+        share_bits: u32,
+    ) -> Result<Self> {
         if threshold == 0 || threshold > nodes {
             return Err(Error::InvalidParameters("threshold RSA needs 1 ≤ t ≤ n"));
         }
         if nodes > MAX_NODES {
             return Err(Error::InvalidParameters("threshold RSA supports at most 255 nodes"));
         }
+        if bool::from(scale.is_zero()) {
+            return Err(Error::InvalidParameters("threshold RSA scale must be at least 1"));
+        }
+        if !(key.bits()..=MAX_SHARE_BITS).contains(&share_bits) {
+            return Err(Error::InvalidParameters("threshold RSA share bound out of range"));
+        }
         let delta = num::vartime_factorial(nodes)?;
         let two_delta = num::vartime_mul_small(&delta, 2).ok_or(Error::InvalidParameters("2Δ overflows"))?;
-        let (bezout_a, bezout_b_abs) = num::vartime_shoup_bezout(&delta, key.exponent())
-            .ok_or(Error::InvalidParameters("RSA exponent e must be coprime to 4·(n!)²"))?;
-        Ok(RsaPublicPackage { key, threshold, nodes, delta, two_delta, bezout_a, bezout_b_abs })
+        let (bezout_a, b_abs) = num::vartime_shoup_bezout(&delta, &scale, key.exponent())
+            .ok_or(Error::InvalidParameters("RSA exponent e must be coprime to 4·(n!)²·M"))?;
+        // |b'| = |b| + 4Δ²·K·a: folds c^(−4Δ²K·a), which removes the offset, into c^b.
+        let offset_term = delta
+            .concatenating_mul(&delta)
+            .concatenating_mul(BoxedUint::from(4u64))
+            .concatenating_mul(&offset)
+            .concatenating_mul(&bezout_a);
+        let width = offset_term.bits_precision().max(b_abs.bits_precision()) + 64;
+        let bezout_b_abs = num::resized(&offset_term, width).wrapping_add(num::resized(&b_abs, width));
+        Ok(RsaPublicPackage {
+            key,
+            threshold,
+            nodes,
+            scale,
+            offset,
+            share_bits,
+            delta,
+            two_delta,
+            bezout_a,
+            bezout_b_abs,
+        })
     }
 
     /// The RSA public key `(N, e)`.
@@ -180,6 +244,27 @@ impl RsaPublicPackage {
     pub fn nodes(&self) -> u16 {
         self.nodes
     }
+    /// The scale `M`, big-endian and minimal (`[1]` for a dealt key).
+    pub fn scale_bytes(&self) -> Vec<u8> {
+        num::vartime_to_be_minimal(&self.scale)
+    }
+    /// The offset `K`, big-endian and minimal (`[0]` for a dealt key).
+    pub fn offset_bytes(&self) -> Vec<u8> {
+        num::vartime_to_be_minimal(&self.offset)
+    }
+    /// An upper bound on every share's bit length (for a reshared key, the exact length).
+    pub fn share_bits(&self) -> u32 {
+        self.share_bits
+    }
+    /// The largest share bound a reshare of this key may produce: twice the modulus length, so
+    /// a partial never costs more than twice what it cost for the dealt key.
+    pub fn max_share_bits(&self) -> u32 {
+        2 * self.key.bits()
+    }
+    /// Whether this is a dealt key (`M = 1`, `K = 0`) rather than a reshared one.
+    pub fn is_dealt(&self) -> bool {
+        self.scale_bytes() == [1] && self.offset_bytes() == [0]
+    }
 
     /// `node` if it is one of `1..=n`.
     pub(crate) fn check_node(&self, node: NodeId) -> Result<()> {
@@ -191,6 +276,12 @@ impl RsaPublicPackage {
     pub(crate) fn two_delta(&self) -> &BoxedUint {
         &self.two_delta
     }
+    pub(crate) fn scale(&self) -> &BoxedUint {
+        &self.scale
+    }
+    pub(crate) fn offset(&self) -> &BoxedUint {
+        &self.offset
+    }
     pub(crate) fn bezout(&self) -> (&BoxedUint, &BoxedUint) {
         (&self.bezout_a, &self.bezout_b_abs)
     }
@@ -199,7 +290,12 @@ impl RsaPublicPackage {
 impl PartialEq for RsaPublicPackage {
     fn eq(&self, other: &Self) -> bool {
         // Everything else is derived from these.
-        self.key == other.key && self.threshold == other.threshold && self.nodes == other.nodes
+        self.key == other.key
+            && self.threshold == other.threshold
+            && self.nodes == other.nodes
+            && self.scale_bytes() == other.scale_bytes()
+            && self.offset_bytes() == other.offset_bytes()
+            && self.share_bits == other.share_bits
     }
 }
 impl Eq for RsaPublicPackage {}
@@ -210,12 +306,16 @@ impl fmt::Debug for RsaPublicPackage {
             .field("key", &self.key)
             .field("threshold", &self.threshold)
             .field("nodes", &self.nodes)
+            .field("scale_bits", &self.scale.bits_vartime())
+            .field("share_bits", &self.share_bits)
             .finish()
     }
 }
 
 /// `version || 0x60 || u16be(t) || u16be(n) || u32be(len) || N || u32be(len) || e`, with `N`
-/// and `e` big-endian and minimal (no leading zero byte). Decoding re-checks every invariant.
+/// and `e` big-endian and minimal (no leading zero byte); for a reshared key (and only then)
+/// followed by `u32be(share bits) || u32be(len) || M || u32be(len) || K`, minimal, `M > 1`.
+/// A dealt key's encoding is the one it always had. Decoding re-checks every invariant.
 impl Wire for RsaPublicPackage {
     const NAME: &'static str = "RSA public package";
     const TAG: u8 = 0x60;
@@ -224,6 +324,11 @@ impl Wire for RsaPublicPackage {
         w.u16(self.nodes);
         w.bytes(&self.key.modulus_bytes());
         w.bytes(&self.key.exponent_bytes());
+        if !self.is_dealt() {
+            w.u32(self.share_bits);
+            w.bytes(&self.scale_bytes());
+            w.bytes(&self.offset_bytes());
+        }
     }
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
         let malformed = Error::Malformed { what: Self::NAME };
@@ -235,7 +340,22 @@ impl Wire for RsaPublicPackage {
             return Err(malformed);
         }
         let key = RsaPublicKey::from_components(modulus, exponent).map_err(|_| malformed.clone())?;
-        RsaPublicPackage::new(key, threshold, nodes).map_err(|_| malformed)
+        if r.is_empty() {
+            return RsaPublicPackage::new(key, threshold, nodes).map_err(|_| malformed);
+        }
+        let share_bits = r.u32()?;
+        let scale = r.bytes(MAX_REPRESENTATION_BYTES)?;
+        let offset = r.bytes(MAX_REPRESENTATION_BYTES)?;
+        let minimal = |b: &[u8]| b.len() == 1 || b.first().is_some_and(|x| *x != 0);
+        if !minimal(scale) || !minimal(offset) || scale.is_empty() || offset.is_empty() {
+            return Err(malformed);
+        }
+        let scale = num::vartime_from_be(scale, MAX_REPRESENTATION_BYTES).ok_or(malformed.clone())?;
+        let offset = num::vartime_from_be(offset, MAX_REPRESENTATION_BYTES).ok_or(malformed.clone())?;
+        let package = RsaPublicPackage::with_representation(key, threshold, nodes, scale, offset, share_bits)
+            .map_err(|_| malformed.clone())?;
+        // The extension is there exactly when the key is not a dealt one.
+        if package.is_dealt() { Err(malformed) } else { Ok(package) }
     }
 }
 
@@ -286,7 +406,7 @@ impl RsaKeyShare {
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self> {
         crate::encoding::decode(bytes, "RSA key share", Self::TAG, |r| {
             let node = r.node()?;
-            let value = r.bytes(MAX_INT_BYTES + 8)?;
+            let value = r.bytes(MAX_SHARE_BYTES)?;
             if value.is_empty() {
                 return Err(Error::Malformed { what: "RSA key share" });
             }

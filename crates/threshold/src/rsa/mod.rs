@@ -24,6 +24,8 @@
 //!   package); and [`fingerprint`], the SHA-256 of the key's `SubjectPublicKeyInfo`.
 //! - [`combine`]: integer Lagrange interpolation in the exponent, the Euclid step, the check,
 //!   and culprit search over other subsets.
+//! - [`reshare`]: integer resharing of the shares to new holders and a new `t′`-of-`n′`, with
+//!   Feldman commitments in `Z_N^*` and a public constant-term check (`M`, `K` in the package).
 //! - [`oaep`]: EME-OAEP with SHA-256 — constant-time decoding, and encryption for clients.
 //! - internal: `num` (big-integer helpers on crypto-bigint), `der` (PEM/PKCS#1/PKCS#8 reader and
 //!   writer, and the DER `SubjectPublicKeyInfo` behind [`fingerprint`]).
@@ -37,6 +39,7 @@ mod modexp;
 mod num;
 pub mod oaep;
 pub mod partial;
+pub mod reshare;
 pub mod seal;
 
 pub use keys::{

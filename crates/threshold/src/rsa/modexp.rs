@@ -9,6 +9,11 @@
 //! public here (the width of `s_i` and `2Δ`). The exponent is copied into OpenSSL only for the
 //! call and cleared (`BN_clear`) right after; OpenSSL cleanses its table of powers itself.
 //!
+//! A reshared share ([`super::reshare`]) is longer than `N` (up to twice its length); the routine
+//! takes exponents of any length, and still runs over every window of the exponent's full word
+//! length, which is public: every reshared share has exactly the package's `share_bits` bits, and
+//! the reshare picks that length so that `2Δ·s_i` always has the same number of words.
+//!
 //! Chosen over crypto-bigint's `BoxedMontyForm::pow` (also constant-time, used before) for speed:
 //! 2.4 ms against 8.6 ms for a 2048-bit modulus and a 2052-bit exponent on the reference
 //! machine (`benches/rsa.rs`).
@@ -50,5 +55,11 @@ mod tests {
         // A zero exponent gives 1; a leading-zero exponent is the same number.
         assert_eq!(secret_pow(&[7], &[0, 0], &[101], 1).unwrap().as_slice(), &[1]);
         assert_eq!(secret_pow(&[3], &[0, 0, 5], &[101], 1).unwrap().as_slice(), &[41]);
+        // An exponent far longer than the modulus: 3^(2^70 + 5) mod 101 = 3^((2^70 + 5) mod 100)
+        // = 3^29 mod 101 = 2.
+        let mut long = vec![0u8; 9];
+        long[0] = 0x40;
+        long[8] = 5;
+        assert_eq!(secret_pow(&[3], &long, &[101], 1).unwrap().as_slice(), &[2]);
     }
 }

@@ -81,11 +81,17 @@ pub(crate) fn vartime_factorial(n: u16) -> Result<BoxedUint> {
     Ok(acc)
 }
 
-/// The extended Euclid step of Shoup's combine: for odd `e` with `gcd(e, 4Δ²) = 1`, returns
-/// `(a, |b|)` with `a·4Δ² + b·e = 1`, where `a = (4Δ²)^{-1} mod e ∈ [1, e)` and hence
-/// `b = (1 − a·4Δ²)/e ≤ 0`. `None` when `4Δ²` is not invertible modulo `e`. Public values only.
-pub(crate) fn vartime_shoup_bezout(delta: &BoxedUint, e: &Odd<BoxedUint>) -> Option<(BoxedUint, BoxedUint)> {
-    let four_delta_sq = delta.concatenating_mul(delta).concatenating_mul(BoxedUint::from(4u64));
+/// The extended Euclid step of Shoup's combine: for odd `e` with `gcd(e, 4Δ²M) = 1` (`M` the
+/// package's scale, 1 for a dealt key), returns `(a, |b|)` with `a·4Δ²M + b·e = 1`, where
+/// `a = (4Δ²M)^{-1} mod e ∈ [1, e)` and hence `b = (1 − a·4Δ²M)/e ≤ 0`. `None` when `4Δ²M` is
+/// not invertible modulo `e`. Public values only.
+pub(crate) fn vartime_shoup_bezout(
+    delta: &BoxedUint,
+    scale: &BoxedUint,
+    e: &Odd<BoxedUint>,
+) -> Option<(BoxedUint, BoxedUint)> {
+    let four_delta_sq =
+        delta.concatenating_mul(delta).concatenating_mul(BoxedUint::from(4u64)).concatenating_mul(scale);
     let reduced = four_delta_sq.rem_vartime(e.as_nz_ref());
     let a = reduced.invert_odd_mod_vartime(e).into_option()?;
     if bool::from(a.is_zero()) {
@@ -172,10 +178,14 @@ mod tests {
     fn bezout_coefficients_satisfy_the_identity() {
         let delta = vartime_factorial(5).unwrap();
         let e = Odd::new(BoxedUint::from(65_537u64)).into_option().unwrap();
-        let (a, b_abs) = vartime_shoup_bezout(&delta, &e).unwrap();
+        let (a, b_abs) = vartime_shoup_bezout(&delta, &BoxedUint::one(), &e).unwrap();
         let (a, b) = (small(&a) as i128, -(small(&b_abs) as i128));
         assert_eq!(a * 4 * 120 * 120 + b * 65_537, 1);
         let three = Odd::new(BoxedUint::from(3u64)).into_option().unwrap();
-        assert!(vartime_shoup_bezout(&delta, &three).is_none());
+        assert!(vartime_shoup_bezout(&delta, &BoxedUint::one(), &three).is_none());
+        // A scale enters the product: 4·120²·7 and e = 7 share the factor 7.
+        let seven = Odd::new(BoxedUint::from(7u64)).into_option().unwrap();
+        assert!(vartime_shoup_bezout(&vartime_factorial(2).unwrap(), &BoxedUint::from(7u64), &seven).is_none());
+        assert!(vartime_shoup_bezout(&vartime_factorial(2).unwrap(), &BoxedUint::from(5u64), &seven).is_some());
     }
 }

@@ -12,7 +12,7 @@
 //! [`ShareBinding`]: `("hyok/v1/rsa-share", name, version, node id, SHA-256(public package))`.
 //! Each key seals one message, so the nonce is zero.
 
-use super::keys::{MAX_MODULUS_BITS, RsaKeyShare, RsaPublicPackage};
+use super::keys::{MAX_SHARE_BYTES, RsaKeyShare, RsaPublicPackage};
 use crate::ecies;
 use crate::encoding::{Reader, Wire, Writer};
 use crate::error::{Error, Result};
@@ -24,9 +24,9 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 const DOMAIN: &[u8] = b"hyok/v1/rsa-share";
-/// Longest sealed share accepted: a share of a 4096-bit key (plus its fixed-width slack and
-/// header) and the tag.
-const MAX_SEALED_BYTES: usize = (MAX_MODULUS_BITS / 8) as usize + 256;
+/// Longest sealed share accepted: the longest share (a reshared one may be up to twice the
+/// modulus), its header and the tag.
+const MAX_SEALED_BYTES: usize = MAX_SHARE_BYTES + 256;
 /// The GCM tag length.
 const TAG_LEN: usize = 16;
 

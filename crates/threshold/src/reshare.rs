@@ -14,7 +14,7 @@
 //! The key version's [`PublicKeyPackage`] (threshold `t`, `K`, `K_j = k_j·G`) names the old
 //! holders. Every **dealer** `j` (an old holder) deals a fresh random polynomial `g_j` of degree
 //! `t′ − 1` with `g_j(0) = k_j` to every **receiver** `i` (itself included when it is one), with
-//! the dealing of [`crate::vss`], the DKG's: Feldman commitments `C_jk`, a proof of knowledge of
+//! the dealing of `vss`, the DKG's: Feldman commitments `C_jk`, a proof of knowledge of
 //! `k_j`, a fresh ephemeral with a proof of knowledge bound to this run, each `g_j(i)` encrypted
 //! to `i`'s DKG transport key, all signed with `j`'s identity key. The run's transcript binds
 //! the domain `hyok/v1/reshare/…`, the session, the old package's encoding, `t`, `t′`, and every

@@ -298,6 +298,8 @@ impl ForeignEphemeral {
 
 /// Ways a cheating dealer can misbehave; each run maps its public `DangerousFault` onto these.
 #[cfg(feature = "dangerous-testing")]
+// Test-only and passed by value once per dealer: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Fault {
     /// Deal `f(i) + 1` to node `i` (correctly encrypted and signed, but off the polynomial).

@@ -95,9 +95,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn decoding_arbitrary_bytes_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..600), tag in 0usize..6) {
+    fn decoding_arbitrary_bytes_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..600), tag in 0usize..8) {
         if !bytes.is_empty() { bytes[0] = 1; }
-        if bytes.len() > 1 { bytes[1] = [0x01, 0x02, 0x10, 0x20, 0x40, 0x50][tag]; }
+        if bytes.len() > 1 { bytes[1] = [0x01, 0x02, 0x10, 0x20, 0x40, 0x50, 0x52, 0x53][tag]; }
         let _ = KeyShare::from_secret_bytes(&bytes);
         let _ = PublicKeyPackage::from_bytes(&bytes);
         let _ = PartialEvaluation::from_bytes(&bytes);
@@ -105,6 +105,8 @@ proptest! {
         let _ = WrappedKey::from_bytes(&bytes);
         let _ = round1::Package::from_bytes(&bytes);
         let _ = round2::Package::from_bytes(&bytes);
+        let _ = hyok_threshold::reshare::DealerPackage::from_bytes(&bytes);
+        let _ = hyok_threshold::reshare::ComplaintPackage::from_bytes(&bytes);
         let _ = hyok_threshold::aead::Blob::from_bytes(&bytes);
     }
 }

@@ -31,7 +31,7 @@
 //! `K = Σ_{j∈QUAL} C_j0`. At least `t` dealers must qualify, so at least one honest dealer's
 //! randomness is in the key.
 //!
-//! The dealing, its checks, the complaints and their judging are [`crate::vss`]'s, shared with
+//! The dealing, its checks, the complaints and their judging are `vss`'s, shared with
 //! [`crate::reshare`]; this module adds what is the DKG's own (every participant deals a random
 //! secret and keeps its own sub-share; the key is the sum over `QUAL`).
 

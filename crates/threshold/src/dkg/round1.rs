@@ -1,6 +1,6 @@
 //! DKG round 1: deal a random polynomial, commit to it, prove knowledge of its constant term and
 //! of a fresh ephemeral key for this run, and encrypt each sub-share to its recipient's DKG
-//! transport key (the dealing of [`crate::vss`]).
+//! transport key (the dealing of `vss`).
 
 use super::{Parameters, round2};
 use crate::encoding::{Reader, Wire, Writer};

@@ -175,15 +175,9 @@ impl Node {
             self.audit(&[self.event(&meta.key_id, meta.version, "reshare:disqualified", &what, "")])?;
         }
         let package = output.package.to_bytes();
-        self.store().ec().put_next(
-            &meta.key_id,
-            meta.version,
-            meta.usages,
-            generation,
-            &output.share.to_secret_bytes(),
-            &package,
-            now_ms(),
-        )?;
+        let share = output.share.to_secret_bytes();
+        let next = hyok_store::Reshared { generation, share: &share, package: &package, created_at_ms: now_ms() };
+        self.store().ec().put_next(&meta.key_id, meta.version, meta.usages, next)?;
         let what = format!("generation={generation}");
         self.audit(&[self.event(&meta.key_id, meta.version, "reshare:finish", &what, "")])?;
         let to_wire = |nodes: &[hyok_threshold::NodeId]| nodes.iter().map(|n| u32::from(n.get())).collect();

@@ -412,6 +412,81 @@ async fn a_rogue_coordinator_cannot_start_a_dkg_that_disagrees_with_the_manifest
     }
 }
 
+/// A rogue coordinator (the real coordinator's certificate) tries to steer a reshare of `demo`:
+/// (a) with another key's real package as the "old package" (so that receivers would check the
+/// dealers against verification keys of its choosing), and (b) with node 2 replaced among the
+/// receivers by a key the attacker owns (so that a share would be encrypted to it). Every node
+/// refuses both before dealing or storing anything, and audits (a).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_coordinator_cannot_steer_a_reshare_to_another_package_or_receiver() {
+    let cluster = Cluster::start(5, 3).unwrap();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let honest = participants(&rogue, 5).await;
+    let package_of = |state: pb::NodeKeyState| state.versions[0].public_key_package.clone();
+    let demo = package_of(
+        rogue.node(1).await.get_key_state(pb::GetKeyStateRequest { key_id: "demo".into() }).await.unwrap().into_inner(),
+    );
+    let other = package_of(
+        rogue
+            .node(1)
+            .await
+            .get_key_state(pb::GetKeyStateRequest { key_id: "xks-demo".into() })
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_ne!(demo, other);
+    let attacker = NodeSecrets::generate(&mut rand::rng());
+    let mut forged = honest.clone();
+    forged[1].identity_public_key = attacker.identity().public_key().as_bytes().to_vec();
+    forged[1].key_bundle = attacker.key_bundle(NodeId::new(2).unwrap(), &mut rand::rng()).to_bytes();
+    let reshare = |session: &str, old_package: Vec<u8>, receivers: Vec<pb::Participant>| pb::DkgRound1Request {
+        session_id: session.as_bytes().to_vec(),
+        key_id: "demo".into(),
+        version: 1,
+        threshold: 3,
+        participants: receivers,
+        usages: vec![
+            pb::KeyUsage::Encrypt as i32,
+            pb::KeyUsage::Decrypt as i32,
+            pb::KeyUsage::Wrap as i32,
+            pb::KeyUsage::Unwrap as i32,
+        ],
+        request_id: session.into(),
+        reshare: Some(pb::Reshare { dealers: honest.clone(), old_package, generation: 1, old_generation: 0 }),
+    };
+    for id in 1..=5u16 {
+        let refused =
+            rogue.node(id).await.dkg_round1(reshare("rogue-package", other.clone(), honest.clone())).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "node {id}: {refused:?}");
+        assert!(refused.message().contains("old package"), "node {id}: {refused:?}");
+        let refused =
+            rogue.node(id).await.dkg_round1(reshare("rogue-receiver", demo.clone(), forged.clone())).await.unwrap_err();
+        assert!(
+            refused.message().contains("cluster manifest") && refused.message().contains("identity key"),
+            "node {id}: {refused:?}"
+        );
+        for session in ["rogue-package", "rogue-receiver"] {
+            let round2 = pb::DkgRound2Request { session_id: session.as_bytes().to_vec(), packages: vec![] };
+            assert_eq!(rogue.node(id).await.dkg_round2(round2).await.unwrap_err().code(), tonic::Code::NotFound);
+        }
+        let state = rogue
+            .node(id)
+            .await
+            .get_key_state(pb::GetKeyStateRequest { key_id: "demo".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(state.versions.iter().all(|v| v.generation == 0 && v.next.is_none()), "node {id}: {state:?}");
+        let audit = rogue.audit(id).await;
+        assert!(audit.iter().any(|e| e.operation == "refused:reshare:package" && e.key_id == "demo"), "node {id}");
+        assert!(
+            audit.iter().any(|e| e.operation == "refused:dkg:manifest" && e.request_id == "rogue-receiver"),
+            "node {id}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rogue_coordinator_replaying_a_dealer_package_from_an_earlier_run_is_refused_by_every_node() {
     let cluster = Cluster::start(5, 3).unwrap();

@@ -109,7 +109,8 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
     for attempt in 1..=REPAIR_ATTEMPTS {
         let missing = lacking(target, &mut client).await?;
         if missing.is_empty() {
-            println!("node {id} holds every key version again");
+            println!("node {id} holds every EC key version again");
+            warn_rsa(target, &mut client, id).await?;
             return Ok(());
         }
         println!("node {id} lacks {} key versions; resharing (attempt {attempt})", missing.len());
@@ -127,6 +128,30 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bail!("node {id} still lacks key versions after {REPAIR_ATTEMPTS} attempts")
+}
+
+/// Threshold RSA shares are not reshared through the cluster yet (the integer resharing exists
+/// in `hyok_threshold::rsa::reshare`, not its wiring): says which RSA versions node `id` lacks,
+/// so that nobody takes the replacement for whole.
+async fn warn_rsa(target: &Target, client: &mut NodeClient<tonic::transport::Channel>, id: u16) -> Result<()> {
+    let mut vault = target.connect().await?;
+    let keys = vault.list_rsa_keys(pb::ListRsaKeysRequest {}).await?.into_inner().keys;
+    let held = client.list_rsa_key_states(pb::ListRsaKeyStatesRequest {}).await?.into_inner().keys;
+    for key in keys {
+        for v in key.versions {
+            let has = held
+                .iter()
+                .any(|h| h.name == key.name && h.versions.iter().any(|hv| hv.version == v.version && hv.active));
+            if !has {
+                eprintln!(
+                    "warning: node {id} holds no share of RSA key {}/{}: RSA shares are not reshared by the cluster yet; \
+                     the key serves from the other nodes",
+                    key.name, v.version
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_reshared(v: &pb::ResharedVersion) {

@@ -37,6 +37,25 @@ pub struct Generation {
     pub package: Vec<u8>,
 }
 
+/// A reshare's output for one key version, as [`Keys::put_next`] stores it.
+#[derive(Clone, Copy)]
+pub struct Reshared<'a> {
+    /// The generation it makes.
+    pub generation: u32,
+    /// This node's new share (sealed before it is stored).
+    pub share: &'a [u8],
+    /// The new public package.
+    pub package: &'a [u8],
+    /// When this node stored it, Unix milliseconds.
+    pub created_at_ms: u64,
+}
+
+impl std::fmt::Debug for Reshared<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reshared").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
 /// The associated data of generation `generation`'s share.
 pub(crate) fn generation_aad<F: Family>(key_id: &str, version: u32, generation: u32) -> Vec<u8> {
     let mut aad = share_aad::<F>(key_id, version);
@@ -91,16 +110,8 @@ impl<F: Family> Keys<'_, F> {
     /// replacing any earlier pending one. A node that never held the version (it was down at
     /// creation, or its disk was wiped) gets the key's policy record with `usages`; an existing
     /// key's usages must equal them. The generation must be above the current one. Flushed.
-    pub fn put_next(
-        &self,
-        key_id: &str,
-        version: u32,
-        usages: Usages,
-        generation: u32,
-        share: &[u8],
-        package: &[u8],
-        created_at_ms: u64,
-    ) -> Result<()> {
+    pub fn put_next(&self, key_id: &str, version: u32, usages: Usages, next: Reshared<'_>) -> Result<()> {
+        let Reshared { generation, share, package, created_at_ms } = next;
         crate::keys::check_key_id(key_id)?;
         if !usages.is_valid() || F::FIXED_USAGES.is_some_and(|fixed| fixed != usages) {
             return Err(Error::Invalid("usages"));
@@ -239,7 +250,12 @@ impl<F: Family> Keys<'_, F> {
 
 #[cfg(test)]
 mod tests {
+    use super::Reshared;
     use crate::{SealKey, Store, Usages};
+
+    fn next<'a>(generation: u32, share: &'a [u8], package: &'a [u8]) -> Reshared<'a> {
+        Reshared { generation, share, package, created_at_ms: 2 }
+    }
 
     fn store(dir: &std::path::Path) -> Store {
         let seal = SealKey::create(dir.join("seal.key")).unwrap();
@@ -254,8 +270,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let ec = store.ec();
-        assert!(ec.put_next("k", 1, Usages::ALL, 0, b"x", b"y", 2).is_err(), "generation must grow");
-        ec.put_next("k", 1, Usages::ALL, 1, b"share-1", b"package-1", 2).unwrap();
+        assert!(ec.put_next("k", 1, Usages::ALL, next(0, b"x", b"y")).is_err(), "generation must grow");
+        ec.put_next("k", 1, Usages::ALL, next(1, b"share-1", b"package-1")).unwrap();
         assert_eq!(ec.next("k", 1).unwrap().unwrap().generation, 1);
         assert_eq!(&ec.share_of("k", 1, None).unwrap().0[..], b"share-0", "pending is never used");
         assert!(ec.share_of("k", 1, Some(1)).is_err());
@@ -283,14 +299,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let ec = store.ec();
-        assert!(ec.put_next("new", 3, Usages(Usages::WRAP), 2, b"s", b"p", 5).is_ok());
-        assert!(ec.put_next("k", 2, Usages(Usages::WRAP), 1, b"s", b"p", 5).is_err(), "usages must match");
+        assert!(ec.put_next("new", 3, Usages(Usages::WRAP), next(2, b"s", b"p")).is_ok());
+        assert!(ec.put_next("k", 2, Usages(Usages::WRAP), next(1, b"s", b"p")).is_err(), "usages must match");
         ec.commit_next("new", 3, 2, b"p").unwrap();
         assert_eq!(ec.versions("new").unwrap().len(), 1);
         assert!(ec.versions("new").unwrap()[0].active);
         assert_eq!(&ec.share_of("new", 3, None).unwrap().0[..], b"s");
         assert!(ec.previous("new", 3).unwrap().is_none());
-        ec.put_next("k", 1, Usages::ALL, 4, b"s4", b"p4", 5).unwrap();
+        ec.put_next("k", 1, Usages::ALL, next(4, b"s4", b"p4")).unwrap();
         ec.remove_next("k", 1).unwrap();
         assert!(ec.commit_next("k", 1, 4, b"p4").is_err(), "an aborted reshare cannot be committed");
     }

@@ -26,7 +26,7 @@ pub mod veto;
 
 pub use audit::{AuditBreak, AuditEntry, AuditEvent};
 pub use error::{Error, Result};
-pub use generations::Generation;
+pub use generations::{Generation, Reshared};
 pub use keys::{Ec, Family, KeyMeta, Rsa, Usages, VersionInfo};
 pub use seal::SealKey;
 pub use store::{Keys, Store};

@@ -40,7 +40,7 @@ use crate::keys::{Element, KeyShare, NodeId, PublicKeyPackage, VerificationKey};
 use crate::lagrange;
 use crate::node_keys::{KeyBundle, NodeSecrets};
 use crate::transcript::Transcript;
-use crate::vss::{self, ComplaintsMessage, DealingMessage, Run, SignedComplaints, SignedDealing};
+use crate::vss::{self, Channel, ComplaintsMessage, DealingMessage, Run, SignedComplaints, SignedDealing};
 use curve25519_dalek::{RistrettoPoint, Scalar};
 use rand_core::CryptoRng;
 use std::collections::btree_map::Entry;
@@ -158,10 +158,8 @@ impl Parameters {
     }
 }
 
-impl Run for Parameters {
+impl Channel for Parameters {
     const DOMAIN: &'static str = "hyok/v1/reshare";
-    type Dealing = DealerPackage;
-    type Complaints = ComplaintPackage;
 
     /// The session id, the old package, `t`, `t′`, and every dealer's and receiver's identity
     /// and transport keys.
@@ -180,6 +178,18 @@ impl Run for Parameters {
             }
         }
     }
+    fn receiver_bundle(&self, node: NodeId) -> Result<&KeyBundle> {
+        Run::bundle(self, node)
+    }
+    fn receiver_ids(&self) -> Vec<NodeId> {
+        Run::receivers(self)
+    }
+}
+
+impl Run for Parameters {
+    type Dealing = DealerPackage;
+    type Complaints = ComplaintPackage;
+
     fn bundle(&self, node: NodeId) -> Result<&KeyBundle> {
         self.bundles.get(&node).ok_or(Error::UnknownNode { node: node.get() })
     }

@@ -18,7 +18,7 @@
 //! Every domain is `"<run domain>/<step>"` (`hyok/v1/dkg/ephemeral`, `hyok/v1/reshare/ephemeral`,
 //! …) followed by the run's binding, so nothing made for one run verifies or opens in another.
 
-use crate::dleq::{DleqProof, Statement};
+use crate::dleq::DleqProof;
 use crate::ecies;
 use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
 use crate::error::{Error, Result};
@@ -33,18 +33,36 @@ use rand_core::CryptoRng;
 use std::collections::{BTreeMap, BTreeSet};
 use zeroize::Zeroizing;
 
-/// One run of verifiable dealing: who deals, who receives, the threshold of the dealt
-/// polynomials, and what every transcript is bound to.
-pub(crate) trait Run: Clone {
+/// What the complaint round needs of a run: what binds its transcripts, and its receivers'
+/// keys. Every verifiable dealing in the crate — the DKG, the EC reshare ([`Run`]s) and the
+/// threshold RSA reshare — runs its complaint round ([`Complaint`], [`SignedComplaints`],
+/// [`judge_complaints`]) over it.
+pub(crate) trait Channel {
     /// The domain prefix of every transcript of the run, e.g. `hyok/v1/dkg`.
     const DOMAIN: &'static str;
+    /// Appends what binds a transcript to this run (session, thresholds, every party's keys).
+    fn bind(&self, t: &mut Transcript);
+    /// A receiver's key bundle ([`Error::UnknownNode`] for anyone else).
+    fn receiver_bundle(&self, node: NodeId) -> Result<&KeyBundle>;
+    /// The receivers, ascending.
+    fn receiver_ids(&self) -> Vec<NodeId>;
+
+    /// `H("<DOMAIN>/<step>", binding)`.
+    fn transcript(&self, step: &str) -> Transcript {
+        let mut t = Transcript::new(format!("{}/{}", Self::DOMAIN, step).as_bytes());
+        self.bind(&mut t);
+        t
+    }
+}
+
+/// One run of verifiable dealing of scalar shares: who deals, who receives, the threshold of
+/// the dealt polynomials.
+pub(crate) trait Run: Channel + Clone {
     /// The run's signed dealing as it travels.
     type Dealing: DealingMessage;
     /// The run's signed round 2 complaints as they travel.
     type Complaints: ComplaintsMessage;
 
-    /// Appends what binds a transcript to this run (session, thresholds, every party's keys).
-    fn bind(&self, t: &mut Transcript);
     /// The key bundle of a dealer or receiver.
     fn bundle(&self, node: NodeId) -> Result<&KeyBundle>;
     /// The threshold `t` of the dealt polynomials (each has `t` commitments).
@@ -65,12 +83,6 @@ pub(crate) trait Run: Clone {
         true
     }
 
-    /// `H("<DOMAIN>/<step>", binding)`.
-    fn transcript(&self, step: &str) -> Transcript {
-        let mut t = Transcript::new(format!("{}/{}", Self::DOMAIN, step).as_bytes());
-        self.bind(&mut t);
-        t
-    }
     /// A dealer's or receiver's identity key.
     fn identity(&self, node: NodeId) -> Result<&IdentityPublicKey> {
         Ok(self.bundle(node)?.identity())
@@ -251,7 +263,7 @@ impl SignedDealing {
 /// The context of a dealer's proofs (of knowledge of `a_j0`, step `proof-of-knowledge`; of
 /// `e_j`, step `ephemeral`): this run and the dealer, so a proof made for any other run or
 /// dealer fails.
-fn dealer_context<R: Run>(run: &R, step: &str, dealer: NodeId) -> Transcript {
+pub(crate) fn dealer_context<C: Channel>(run: &C, step: &str, dealer: NodeId) -> Transcript {
     let mut t = run.transcript(step);
     t.append_u64(b"dealer", u64::from(dealer.get()));
     t
@@ -406,8 +418,8 @@ pub(crate) fn deal<R: Run, G: CryptoRng + ?Sized>(
 /// any other run, and nothing sealed to the node's identity or seal key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Complaint {
-    accused: NodeId,
-    dh: Element,
+    pub(crate) accused: NodeId,
+    pub(crate) dh: Element,
     proof: DleqProof,
 }
 
@@ -422,27 +434,32 @@ impl Complaint {
         self.dh.compressed.to_bytes()
     }
 
-    /// `tr_i·E_j` for `accused`'s dealing, with its DLEQ proof against `T_i`. Only ever called
-    /// for a dealing whose ephemeral proof verified in this run
-    /// ([`SignedDealing::check_signature_and_ephemeral`]).
-    fn prove<R: Run, G: CryptoRng + ?Sized>(
-        run: &R,
+    /// `tr_i·E_j` for the dealing of `accused` with ephemeral `E_j`, with its DLEQ proof against
+    /// `T_i`. Only ever called for a dealing whose ephemeral proof verified in this run
+    /// ([`SignedDealing::check_signature_and_ephemeral`], and the RSA reshare's equivalent).
+    pub(crate) fn prove<C: Channel, G: CryptoRng + ?Sized>(
+        run: &C,
         transport: &TransportSecret,
         me: NodeId,
-        accused: &SignedDealing,
+        accused: NodeId,
+        ephemeral: &Element,
         rng: &mut G,
     ) -> Self {
-        let my_key = transport.public_key();
-        let dh = Element::new(accused.ephemeral().point * transport.scalar());
-        let statement = Statement { x: &my_key.0, h: accused.ephemeral(), y: &dh };
-        let context = complaint_context(run, me, accused.dealer());
-        let proof = DleqProof::prove(transport.scalar(), statement, &context, rng);
-        Complaint { accused: accused.dealer(), dh, proof }
+        let (dh, proof) = crate::dleq::reveal_dh(transport, ephemeral, &complaint_context(run, me, accused), rng);
+        Complaint { accused, dh, proof }
+    }
+
+    /// Whether the revealed `dh` is `tr_i·E_j` for `accuser`'s transport key (the first half of
+    /// judging: the run then opens the sub-share with it and checks it).
+    pub(crate) fn reveals<C: Channel>(&self, run: &C, accuser: NodeId, ephemeral: &Element) -> Result<bool> {
+        let key = run.receiver_bundle(accuser)?.transport();
+        let context = complaint_context(run, accuser, self.accused);
+        Ok(crate::dleq::vartime_verify_revealed_dh(key, ephemeral, &self.dh, &self.proof, &context))
     }
 }
 
 /// The complaint context: a DLEQ proof that `dh = tr_i·E_j` for the accuser's transport key.
-fn complaint_context<R: Run>(run: &R, accuser: NodeId, accused: NodeId) -> Transcript {
+fn complaint_context<C: Channel>(run: &C, accuser: NodeId, accused: NodeId) -> Transcript {
     let mut t = run.transcript("complaint");
     t.append_u64(b"accuser", u64::from(accuser.get()));
     t.append_u64(b"accused", u64::from(accused.get()));
@@ -461,9 +478,7 @@ fn judge<R: Run>(
     let Some(accused) = dealings.get(&complaint.accused).map(DealingMessage::dealing) else {
         return Ok(false);
     };
-    let accuser_key = run.transport(accuser)?;
-    let statement = Statement { x: &accuser_key.0, h: accused.ephemeral(), y: &complaint.dh };
-    if !complaint.proof.vartime_verify(statement, &complaint_context(run, accuser, complaint.accused)) {
+    if !complaint.reveals(run, accuser, accused.ephemeral())? {
         return Ok(false);
     }
     let share = accused.open_share(run, accuser, &complaint.dh.point);
@@ -498,7 +513,7 @@ impl SignedComplaints {
         w.fixed(view);
     }
 
-    fn signature_context<R: Run>(run: &R, sender: NodeId, complaints: &[Complaint], view: &[u8; 64]) -> Transcript {
+    fn signature_context<C: Channel>(run: &C, sender: NodeId, complaints: &[Complaint], view: &[u8; 64]) -> Transcript {
         let mut w = Writer(Vec::new());
         Self::write_unsigned(sender, complaints, view, &mut w);
         let mut t = run.transcript("round2-signature");
@@ -506,8 +521,8 @@ impl SignedComplaints {
         t
     }
 
-    fn sign<R: Run, G: CryptoRng + ?Sized>(
-        run: &R,
+    pub(crate) fn sign<C: Channel, G: CryptoRng + ?Sized>(
+        run: &C,
         identity: &IdentitySecret,
         sender: NodeId,
         complaints: Vec<Complaint>,
@@ -519,8 +534,8 @@ impl SignedComplaints {
         SignedComplaints { sender, complaints, view, signature }
     }
 
-    fn verify<R: Run>(&self, run: &R) -> Result<()> {
-        let identity = run.identity(self.sender)?;
+    fn verify<C: Channel>(&self, run: &C) -> Result<()> {
+        let identity = run.receiver_bundle(self.sender)?.identity();
         let context = Self::signature_context(run, self.sender, &self.complaints, &self.view);
         if self.signature.vartime_verify(&identity.0, &context) {
             Ok(())
@@ -548,12 +563,56 @@ impl SignedComplaints {
 }
 
 /// `H(every dealing as encoded)`, in dealer order.
-fn view_of<R: Run>(run: &R, dealings: &BTreeMap<NodeId, R::Dealing>) -> [u8; 64] {
+pub(crate) fn view_of<'a, C: Channel, W: Wire + 'a>(run: &C, dealings: impl IntoIterator<Item = &'a W>) -> [u8; 64] {
     let mut t = run.transcript("view");
-    for p in dealings.values() {
+    for p in dealings {
         t.append(b"package", &p.to_bytes());
     }
     t.digest()
+}
+
+/// Round 2 of any run: check every receiver's signed complaints (one from each; `me`'s own may
+/// be left out, `own` stands for it), that every receiver saw the same dealings as `own`, and
+/// judge every complaint with `judge` (`Ok(true)`: the accused dealt a bad sub-share).
+pub(crate) fn judge_complaints<'a, C: Channel>(
+    run: &C,
+    me: NodeId,
+    own: &'a SignedComplaints,
+    packages: impl IntoIterator<Item = &'a SignedComplaints>,
+    mut judge: impl FnMut(NodeId, &Complaint) -> Result<bool>,
+) -> Result<Verdict> {
+    let mut all = BTreeMap::new();
+    for p in packages {
+        run.receiver_bundle(p.sender)?;
+        p.verify(run)?;
+        if p.sender == me {
+            continue;
+        }
+        if all.insert(p.sender, p).is_some() {
+            return Err(Error::DuplicateNode { node: p.sender });
+        }
+    }
+    for node in run.receiver_ids() {
+        if node != me && !all.contains_key(&node) {
+            return Err(Error::MissingMessage { node });
+        }
+    }
+    all.insert(me, own);
+    let mut bad_dealers = BTreeSet::new();
+    let mut false_accusers = BTreeSet::new();
+    for (sender, package) in &all {
+        if package.view != own.view {
+            return Err(Error::InconsistentView { node: *sender });
+        }
+        for complaint in &package.complaints {
+            if judge(*sender, complaint)? {
+                bad_dealers.insert(complaint.accused);
+            } else {
+                false_accusers.insert(*sender);
+            }
+        }
+    }
+    Ok(Verdict { bad_dealers, false_accusers })
 }
 
 /// What a receiver keeps between round 1 and the end: the sub-shares it accepted, every
@@ -655,13 +714,14 @@ pub(crate) fn receive<R: Run, G: CryptoRng + ?Sized>(
             Some(s) => {
                 received.insert(*dealer, s);
             }
-            None => complaints.push(Complaint::prove(&run, transport, me, dealing, rng)),
+            None => complaints.push(Complaint::prove(&run, transport, me, *dealer, dealing.ephemeral(), rng)),
         }
     }
     if let Some(accused) = false_accusation.and_then(|id| all.get(&id)) {
-        complaints.push(Complaint::prove(&run, transport, me, accused.dealing(), rng));
+        let accused = accused.dealing();
+        complaints.push(Complaint::prove(&run, transport, me, accused.dealer(), accused.ephemeral(), rng));
     }
-    let view = view_of(&run, &all);
+    let view = view_of(&run, all.values());
     let own_complaints = SignedComplaints::sign(&run, identity, me, complaints, view, rng);
     let message = R::Complaints::wrap(own_complaints.clone());
     Ok((Received { me, run, dealings: all, received, bad, own_complaints }, message))
@@ -671,41 +731,12 @@ impl<R: Run> Received<R> {
     /// Round 2: check every receiver's signed complaints (one from each, `me`'s own may be
     /// left out), that every receiver saw the same dealings, and judge every complaint.
     pub(crate) fn judge(&self, packages: &[R::Complaints]) -> Result<Verdict> {
-        let mut all = BTreeMap::new();
-        for p in packages {
-            let p = p.complaints();
-            if !self.run.is_receiver(p.sender) {
-                return Err(Error::UnknownNode { node: p.sender.get() });
-            }
-            p.verify(&self.run)?;
-            if p.sender == self.me {
-                continue;
-            }
-            if all.insert(p.sender, p).is_some() {
-                return Err(Error::DuplicateNode { node: p.sender });
-            }
-        }
-        for node in self.run.receivers() {
-            if node != self.me && !all.contains_key(&node) {
-                return Err(Error::MissingMessage { node });
-            }
-        }
-        all.insert(self.me, &self.own_complaints);
-
-        let mut bad_dealers: BTreeSet<NodeId> = self.bad.iter().copied().collect();
-        let mut false_accusers = BTreeSet::new();
-        for (sender, package) in &all {
-            if package.view != self.own_complaints.view {
-                return Err(Error::InconsistentView { node: *sender });
-            }
-            for complaint in &package.complaints {
-                if judge(&self.run, &self.dealings, *sender, complaint)? {
-                    bad_dealers.insert(complaint.accused);
-                } else {
-                    false_accusers.insert(*sender);
-                }
-            }
-        }
-        Ok(Verdict { bad_dealers, false_accusers })
+        let packages = packages.iter().map(ComplaintsMessage::complaints);
+        let mut verdict =
+            judge_complaints(&self.run, self.me, &self.own_complaints, packages, |accuser, complaint| {
+                judge(&self.run, &self.dealings, accuser, complaint)
+            })?;
+        verdict.bad_dealers.extend(self.bad.iter().copied());
+        Ok(verdict)
     }
 }

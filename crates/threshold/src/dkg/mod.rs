@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::keys::{KeyShare, NodeId, PublicKeyPackage};
 use crate::node_keys::KeyBundle;
 use crate::transcript::Transcript;
-use crate::vss::Run;
+use crate::vss::{Channel, Run};
 use std::collections::BTreeMap;
 
 pub use round1::part1;
@@ -90,10 +90,8 @@ impl Parameters {
     }
 }
 
-impl Run for Parameters {
+impl Channel for Parameters {
     const DOMAIN: &'static str = "hyok/v1/dkg";
-    type Dealing = round1::Package;
-    type Complaints = round2::Package;
 
     /// The session id, `t`, and every participant's identity and transport keys.
     fn bind(&self, t: &mut Transcript) {
@@ -105,6 +103,18 @@ impl Run for Parameters {
             t.append_point(b"transport", &keys.transport().0.compressed);
         }
     }
+    fn receiver_bundle(&self, node: NodeId) -> Result<&KeyBundle> {
+        Run::bundle(self, node)
+    }
+    fn receiver_ids(&self) -> Vec<NodeId> {
+        Run::receivers(self)
+    }
+}
+
+impl Run for Parameters {
+    type Dealing = round1::Package;
+    type Complaints = round2::Package;
+
     fn bundle(&self, node: NodeId) -> Result<&KeyBundle> {
         self.participants.get(&node).ok_or(Error::UnknownNode { node: node.get() })
     }

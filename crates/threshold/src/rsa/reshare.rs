@@ -32,7 +32,6 @@
 
 use super::keys::{RsaKeyShare, RsaPublicPackage};
 use super::{modexp, num};
-use crate::dleq::{self, DleqProof};
 use crate::ecies;
 use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
 use crate::error::{Error, Result};
@@ -40,6 +39,7 @@ use crate::keys::{Element, NodeId, TransportSecret};
 use crate::node_keys::{KeyBundle, NodeSecrets};
 use crate::schnorr;
 use crate::transcript::Transcript;
+use crate::vss::{self, Channel, SignedComplaints};
 use aes_gcm::{AeadInOut, Aes256Gcm};
 use crypto_bigint::{BoxedUint, ConcatenatingMul, RandomBits};
 use curve25519_dalek::{RistrettoPoint, Scalar};
@@ -59,7 +59,6 @@ pub const STATISTICAL_SECURITY: u32 = 128;
 pub const MAX_RESHARE_NODES: u16 = 16;
 /// Longest session id, in bytes.
 pub const MAX_SESSION_LEN: usize = 256;
-const DOMAIN: &[u8] = b"hyok/v1/rsa-reshare";
 const GCM_TAG: usize = 16;
 
 fn bits_u128(x: u128) -> u32 {
@@ -199,7 +198,7 @@ fn generator(package: &RsaPublicPackage, modulus: &Modulus) -> Result<Vec<u8>> {
     let mut counter = 0u32;
     while wide.len() < 2 * key.size() {
         let mut h = Sha512::new();
-        h.update(DOMAIN);
+        h.update(<Parameters as Channel>::DOMAIN.as_bytes());
         h.update(b"/generator");
         h.update(key.modulus_bytes());
         h.update(counter.to_be_bytes());
@@ -343,11 +342,30 @@ impl Parameters {
         self.receivers.get(&node).ok_or(Error::UnknownNode { node: node.get() })
     }
 
-    /// This run: session, old package, `t′`, every dealer's and receiver's identity and
-    /// transport keys.
-    fn transcript(&self, label: &[u8]) -> Transcript {
-        let mut t = Transcript::new(DOMAIN);
-        t.append(b"step", label);
+    fn ephemeral_context(&self, dealer: NodeId) -> Transcript {
+        vss::dealer_context(self, "ephemeral", dealer)
+    }
+
+    /// `AES-256-GCM` under `HKDF(dh, info = H(run, j, i, E_j, C_j))`; each key encrypts one
+    /// sub-share.
+    fn share_cipher(&self, body: &Body, recipient: NodeId, dh: &RistrettoPoint) -> Aes256Gcm {
+        let mut t = self.transcript("share-encryption");
+        t.append_u64(b"dealer", u64::from(body.dealer.get()));
+        t.append_u64(b"recipient", u64::from(recipient.get()));
+        t.append_point(b"ephemeral", &body.ephemeral.compressed);
+        for c in &body.commitments {
+            t.append(b"commitment", c);
+        }
+        ecies::cipher(<Self as Channel>::DOMAIN.as_bytes(), dh, &t.digest())
+    }
+}
+
+/// This run: session, old package, `t′`, every dealer's and receiver's identity and transport
+/// keys. The complaint round is the DKG's ([`vss::judge_complaints`]).
+impl Channel for Parameters {
+    const DOMAIN: &'static str = "hyok/v1/rsa-reshare";
+
+    fn bind(&self, t: &mut Transcript) {
         t.append(b"session", &self.session);
         t.append(b"old-package", &self.old.to_bytes());
         t.append_u64(b"new-threshold", u64::from(self.threshold));
@@ -358,33 +376,12 @@ impl Parameters {
                 t.append_point(b"transport", &keys.transport().0.compressed);
             }
         }
-        t
     }
-
-    fn ephemeral_context(&self, dealer: NodeId) -> Transcript {
-        let mut t = self.transcript(b"ephemeral");
-        t.append_u64(b"dealer", u64::from(dealer.get()));
-        t
+    fn receiver_bundle(&self, node: NodeId) -> Result<&KeyBundle> {
+        self.receiver(node)
     }
-
-    fn complaint_context(&self, accuser: NodeId, accused: NodeId) -> Transcript {
-        let mut t = self.transcript(b"complaint");
-        t.append_u64(b"accuser", u64::from(accuser.get()));
-        t.append_u64(b"accused", u64::from(accused.get()));
-        t
-    }
-
-    /// `AES-256-GCM` under `HKDF(dh, info = H(run, j, i, E_j, C_j))`; each key encrypts one
-    /// sub-share.
-    fn share_cipher(&self, body: &Body, recipient: NodeId, dh: &RistrettoPoint) -> Aes256Gcm {
-        let mut t = self.transcript(b"share-encryption");
-        t.append_u64(b"dealer", u64::from(body.dealer.get()));
-        t.append_u64(b"recipient", u64::from(recipient.get()));
-        t.append_point(b"ephemeral", &body.ephemeral.compressed);
-        for c in &body.commitments {
-            t.append(b"commitment", c);
-        }
-        ecies::cipher(DOMAIN, dh, &t.digest())
+    fn receiver_ids(&self) -> Vec<NodeId> {
+        self.receivers.keys().copied().collect()
     }
 }
 
@@ -419,7 +416,7 @@ impl Body {
     fn signature_context(&self, params: &Parameters) -> Transcript {
         let mut w = Writer(Vec::new());
         self.write(&mut w);
-        let mut t = params.transcript(b"dealer-signature");
+        let mut t = params.transcript("dealer-signature");
         t.append(b"package", &w.0);
         t
     }
@@ -708,57 +705,22 @@ impl Wire for DealerPackage {
     }
 }
 
-/// "The sub-share `accused` dealt me does not verify": the ECDH value `tr_i·E_j` of that one
-/// channel with a DLEQ proof against the accuser's transport key (the DKG's complaint).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Complaint {
-    accused: NodeId,
-    dh: Element,
-    proof: DleqProof,
-}
-
-impl Complaint {
-    /// The dealer accused.
-    pub fn accused(&self) -> NodeId {
-        self.accused
-    }
-}
+pub use crate::vss::Complaint;
 
 /// A receiver's broadcast after the dealing: its complaints and a digest of the dealer
-/// packages it saw, signed with its identity key.
+/// packages it saw, signed with its identity key (the DKG's round 2 message, under this run's
+/// transcript and wire tag).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ComplaintPackage {
-    sender: NodeId,
-    complaints: Vec<Complaint>,
-    view: [u8; 64],
-    signature: schnorr::Proof,
-}
+pub struct ComplaintPackage(SignedComplaints);
 
 impl ComplaintPackage {
     /// The receiver that sent it.
     pub fn sender(&self) -> NodeId {
-        self.sender
+        self.0.sender()
     }
     /// Its complaints.
     pub fn complaints(&self) -> &[Complaint] {
-        &self.complaints
-    }
-    fn write_unsigned(sender: NodeId, complaints: &[Complaint], view: &[u8; 64], w: &mut Writer) {
-        w.node(sender);
-        w.u16(complaints.len() as u16);
-        for c in complaints {
-            w.node(c.accused);
-            c.dh.write(w);
-            c.proof.write(w);
-        }
-        w.fixed(view);
-    }
-    fn signature_context(params: &Parameters, sender: NodeId, complaints: &[Complaint], view: &[u8; 64]) -> Transcript {
-        let mut w = Writer(Vec::new());
-        Self::write_unsigned(sender, complaints, view, &mut w);
-        let mut t = params.transcript(b"complaint-signature");
-        t.append(b"package", &w.0);
-        t
+        self.0.complaints()
     }
 }
 
@@ -768,17 +730,10 @@ impl Wire for ComplaintPackage {
     const NAME: &'static str = "RSA reshare complaint package";
     const TAG: u8 = 0x5B;
     fn encode_body(&self, w: &mut Writer) {
-        Self::write_unsigned(self.sender, &self.complaints, &self.view, w);
-        self.signature.write(w);
+        self.0.write(w);
     }
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
-        let sender = r.node()?;
-        let n = r.count(usize::from(MAX_RESHARE_NODES))?;
-        let mut complaints = Vec::with_capacity(n);
-        for _ in 0..n {
-            complaints.push(Complaint { accused: r.node()?, dh: Element::read(r)?, proof: DleqProof::read(r)? });
-        }
-        Ok(ComplaintPackage { sender, complaints, view: r.array()?, signature: schnorr::Proof::read(r)? })
+        SignedComplaints::read(r).map(ComplaintPackage)
     }
 }
 
@@ -890,20 +845,11 @@ fn receive_inner<R: CryptoRng + ?Sized>(
             received.insert(*dealer, value);
         }
         if complain {
-            let context = params.complaint_context(me, *dealer);
-            let (dh, proof) = dleq::reveal_dh(transport, &package.body.ephemeral, &context, rng);
-            complaints.push(Complaint { accused: *dealer, dh, proof });
+            complaints.push(Complaint::prove(&params, transport, me, *dealer, &package.body.ephemeral, rng));
         }
     }
-    let mut t = params.transcript(b"view");
-    for p in all.values() {
-        t.append(b"package", &p.to_bytes());
-    }
-    let view = t.digest();
-    let identity = secrets.identity();
-    let context = ComplaintPackage::signature_context(&params, me, &complaints, &view);
-    let signature = schnorr::Proof::prove(identity.scalar(), &identity.public_key().0, &context, rng);
-    let own = ComplaintPackage { sender: me, complaints, view, signature };
+    let view = vss::view_of(&params, all.values());
+    let own = ComplaintPackage(SignedComplaints::sign(&params, secrets.identity(), me, complaints, view, rng));
     let state = ReceiverState { me, params, packages: all, received, bad_shape, own: own.clone() };
     Ok((state, own))
 }
@@ -911,10 +857,8 @@ fn receive_inner<R: CryptoRng + ?Sized>(
 impl ReceiverState {
     /// `Ok(true)` if `accused` dealt `accuser` a bad sub-share, `Ok(false)` if the accuser lied.
     fn judge(&self, accuser: NodeId, complaint: &Complaint) -> Result<bool> {
-        let Some(accused) = self.packages.get(&complaint.accused) else { return Ok(false) };
-        let key = self.params.receiver(accuser)?.transport();
-        let context = self.params.complaint_context(accuser, complaint.accused);
-        if !dleq::vartime_verify_revealed_dh(key, &accused.body.ephemeral, &complaint.dh, &complaint.proof, &context) {
+        let Some(accused) = self.packages.get(&complaint.accused()) else { return Ok(false) };
+        if !complaint.reveals(&self.params, accuser, &accused.body.ephemeral)? {
             return Ok(false);
         }
         Ok(accused.open_share(&self.params, accuser, &complaint.dh.point)?.is_none())
@@ -930,34 +874,13 @@ impl ReceiverState {
     /// (abort the run); [`Error::NotEnoughQualifiedDealers`] when no `t`-subset passes.
     pub fn finish(self, packages: &[ComplaintPackage]) -> Result<Output> {
         let params = &self.params;
-        let mut all = BTreeMap::new();
-        for p in packages {
-            let identity = params.receiver(p.sender)?.identity();
-            let context = ComplaintPackage::signature_context(params, p.sender, &p.complaints, &p.view);
-            if !p.signature.vartime_verify(&identity.0, &context) {
-                return Err(Error::InvalidSignature { node: p.sender });
-            }
-            if all.insert(p.sender, p).is_some() {
-                return Err(Error::DuplicateNode { node: p.sender });
-            }
-        }
-        if let Some(node) = params.receivers.keys().find(|r| !all.contains_key(r)) {
-            return Err(Error::MissingMessage { node: *node });
-        }
+        let packages = packages.iter().map(|p| &p.0);
+        let verdict = vss::judge_complaints(params, self.me, &self.own.0, packages, |accuser, complaint| {
+            self.judge(accuser, complaint)
+        })?;
         let mut disqualified: BTreeSet<NodeId> = self.bad_shape.iter().copied().collect();
-        let mut false_accusers = BTreeSet::new();
-        for (sender, package) in &all {
-            if package.view != self.own.view {
-                return Err(Error::InconsistentView { node: *sender });
-            }
-            for complaint in &package.complaints {
-                if self.judge(*sender, complaint)? {
-                    disqualified.insert(complaint.accused);
-                } else {
-                    false_accusers.insert(*sender);
-                }
-            }
-        }
+        disqualified.extend(verdict.bad_dealers);
+        let false_accusers = verdict.false_accusers;
         let candidates: Vec<NodeId> = params.dealers().filter(|d| !disqualified.contains(d)).collect();
         let t = usize::from(params.old.threshold());
         let checker = ConstantTermCheck::new(&self)?;

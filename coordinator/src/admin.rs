@@ -180,9 +180,11 @@ impl Vault {
         };
         let mut out = Vec::new();
         let mut committed = Vec::new();
+        // Who could receive, asked once for the whole pass (each reshare asks again itself).
+        let members = if missing_only { reshare::members(&self.pool, deadline).await } else { Vec::new() };
         for key in keys {
             let versions = if missing_only {
-                reshare::needing_repair(&self.pool, &key, deadline).await?
+                reshare::needing_repair(&self.pool, &members, &key, deadline).await?
             } else {
                 let view = self.metadata.fresh(&self.pool, &key, deadline).await?;
                 view.versions.keys().copied().collect()

@@ -9,9 +9,9 @@
 //! old share exists. A failure before every receiver committed aborts the run on all of them;
 //! the old generation is untouched and keeps serving.
 //!
-//! Receivers are the reachable nodes whose identity key at least `t` other nodes' manifests pin
-//! (a node with a new identity joins once its operators accepted it); each node checks the run
-//! against its own manifest regardless.
+//! Receivers are the reachable nodes whose identity key at least `t − 1` other nodes' manifests
+//! pin (with its own, `t`: a node with a new identity joins once its operators accepted it);
+//! each node checks the run against its own manifest regardless.
 
 use crate::error::CoordError;
 use crate::fanout::{self, Ask, ask_every};
@@ -42,13 +42,13 @@ pub struct Outcome {
 }
 
 /// A reachable node with its identity, as the coordinator asks it to take part.
-struct Member {
+pub struct Member {
     handle: Arc<NodeHandle>,
     participant: pb::Participant,
 }
 
-/// The reachable nodes, with their identities, that at least `t` other nodes' manifests pin.
-async fn members(pool: &Pool, deadline: Instant) -> Vec<Member> {
+/// The reachable nodes, with their identities, that at least `t − 1` other nodes' manifests pin.
+pub async fn members(pool: &Pool, deadline: Instant) -> Vec<Member> {
     let answers = ask_every(pool, Ask::EVERY, deadline, |node| async move {
         node.client().get_identity(fanout::request(pb::GetIdentityRequest {}, deadline)).await.map(|r| r.into_inner())
     })
@@ -99,9 +99,13 @@ fn holds_current(state: &pb::NodeKeyState, view: &KeyView, version: u32) -> bool
     })
 }
 
-/// The versions of key `key_id` that some reachable member lacks at the trusted generation.
-pub async fn needing_repair(pool: &Pool, key_id: &str, deadline: Instant) -> Result<Vec<u32>, CoordError> {
-    let members = members(pool, deadline).await;
+/// The versions of key `key_id` that one of `members` lacks at the trusted generation.
+pub async fn needing_repair(
+    pool: &Pool,
+    members: &[Member],
+    key_id: &str,
+    deadline: Instant,
+) -> Result<Vec<u32>, CoordError> {
     let states = read_states::<Ec>(pool, Some(key_id), deadline).await;
     let answers = flatten::<Ec>(&states);
     let Some(view) = merge::<Ec>(key_id, &answers, pool.threshold()) else { return Ok(Vec::new()) };

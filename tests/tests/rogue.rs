@@ -545,8 +545,8 @@ fn minted_coordinator(cluster: &Cluster, scratch: &std::path::Path) -> TlsFiles 
 
 /// Holding the admin certificate, or the cluster CA key (and so any coordinator certificate one
 /// cares to mint), is not enough to use a key: every node's manifest pins the real
-/// coordinator's key, so EvaluateBatch and SetKeyEnabled are PERMISSION_DENIED, nothing changes,
-/// and the audit names the refusal. The real coordinator's certificate still works.
+/// coordinator's key, so EvaluateBatch, SetKeyEnabled and FinalizeReshare (which would drop a
+/// generation of shares) are PERMISSION_DENIED, nothing changes, and the audit names the refusal. The real coordinator's certificate still works.
 #[tokio::test(flavor = "multi_thread")]
 async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coordinator() {
     let cluster = Cluster::start(5, 3).unwrap();
@@ -570,6 +570,14 @@ async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coord
             let disable = pb::SetKeyEnabledRequest { key_id: "pinned".into(), enabled: false, request_id: who.into() };
             let refused = rogue.node(id).await.set_key_enabled(disable).await.unwrap_err();
             assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{who} node {id}: {refused:?}");
+            let finalize = pb::FinalizeReshareRequest {
+                key_id: "pinned".into(),
+                version: created.primary_version,
+                generation: u32::MAX,
+                request_id: who.into(),
+            };
+            let refused = rogue.node(id).await.finalize_reshare(finalize).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{who} node {id}: {refused:?}");
             // Reads stay role-based.
             let state = rogue.node(id).await.get_key_state(pb::GetKeyStateRequest { key_id: "pinned".into() }).await;
             assert!(state.unwrap().into_inner().enabled, "{who} node {id}: nothing changed");
@@ -577,7 +585,9 @@ async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coord
     }
     for id in 1..=5u16 {
         let audit = Rogue::holding(&cluster, Role::Admin).audit(id).await;
-        for op in ["refused:evaluate_batch:unpinned", "refused:set_key_enabled:unpinned"] {
+        for op in
+            ["refused:evaluate_batch:unpinned", "refused:set_key_enabled:unpinned", "refused:finalize_reshare:unpinned"]
+        {
             assert!(audit.iter().any(|e| e.operation == op && e.caller == "admin"), "node {id} {op}: {audit:?}");
             assert!(audit.iter().any(|e| e.operation == op && e.caller == "coordinator"), "node {id} {op}");
         }

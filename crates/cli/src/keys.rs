@@ -49,7 +49,14 @@ pub fn describe(info: &pb::KeyInfo) -> String {
     let _ = writeln!(out, "threshold  {} of {}", info.threshold, info.nodes);
     let _ = writeln!(out, "primary    v{}", info.primary_version);
     for v in &info.versions {
-        let _ = writeln!(out, "  v{:<6} public key {}  created {} ms", v.version, hex(&v.public_key), v.created_at_ms);
+        let _ = writeln!(
+            out,
+            "  v{:<6} public key {}  created {} ms  generation {}",
+            v.version,
+            hex(&v.public_key),
+            v.created_at_ms,
+            v.generation
+        );
     }
     out
 }

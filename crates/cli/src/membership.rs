@@ -56,10 +56,9 @@ async fn held(client: &mut NodeClient<tonic::transport::Channel>) -> Result<BTre
 
 /// The EC key versions node `id` lacks at the generation the cluster trusts.
 async fn lacking(
-    target: &Target,
+    vault: &mut hyok_proto::VaultClient,
     client: &mut NodeClient<tonic::transport::Channel>,
 ) -> Result<Vec<(String, u32, u32)>> {
-    let mut vault = target.connect().await?;
     let keys = vault.list_keys(pb::ListKeysRequest {}).await?.into_inner().keys;
     let held = held(client).await?;
     let mut out = Vec::new();
@@ -107,10 +106,10 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
 
     let mut vault = target.connect().await?;
     for attempt in 1..=REPAIR_ATTEMPTS {
-        let missing = lacking(target, &mut client).await?;
+        let missing = lacking(&mut vault, &mut client).await?;
         if missing.is_empty() {
             println!("node {id} holds every EC key version again");
-            warn_rsa(target, &mut client, id).await?;
+            warn_rsa(&mut vault, &mut client, id).await?;
             return Ok(());
         }
         println!("node {id} lacks {} key versions; resharing (attempt {attempt})", missing.len());
@@ -133,8 +132,11 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
 /// Threshold RSA shares are not reshared through the cluster yet (the integer resharing exists
 /// in `hyok_threshold::rsa::reshare`, not its wiring): says which RSA versions node `id` lacks,
 /// so that nobody takes the replacement for whole.
-async fn warn_rsa(target: &Target, client: &mut NodeClient<tonic::transport::Channel>, id: u16) -> Result<()> {
-    let mut vault = target.connect().await?;
+async fn warn_rsa(
+    vault: &mut hyok_proto::VaultClient,
+    client: &mut NodeClient<tonic::transport::Channel>,
+    id: u16,
+) -> Result<()> {
     let keys = vault.list_rsa_keys(pb::ListRsaKeysRequest {}).await?.into_inner().keys;
     let held = client.list_rsa_key_states(pb::ListRsaKeyStatesRequest {}).await?.into_inner().keys;
     for key in keys {

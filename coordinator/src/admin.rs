@@ -83,6 +83,18 @@ impl Tally {
     }
 }
 
+/// One [`Vault::reshare_keys`] pass: what it was asked, and what it did so far.
+struct Pass<'a> {
+    key_id: Option<&'a str>,
+    missing_only: bool,
+    members: Vec<reshare::Member>,
+    request_id: &'a str,
+    deadline: Instant,
+    found: bool,
+    out: Vec<pb::ResharedVersion>,
+    committed: Vec<reshare::Outcome>,
+}
+
 impl Vault {
     /// `KeyInfo` for a trusted view.
     pub fn key_info(&self, view: &KeyView) -> pb::KeyInfo {
@@ -159,69 +171,88 @@ impl Vault {
         Ok(self.key_info(&view))
     }
 
-    /// `ReshareKeys`: every version of `key_id` (or of every EC key) that needs it — with
-    /// `missing_only`, those some reachable member lacks — reshared one after the other, then the
-    /// old generations finalized after one grace period. A version that cannot be reshared now
-    /// keeps its old generation and is reported with its error.
+    /// `ReshareKeys`: every version of `key_id` (or of every key), EC and threshold RSA alike,
+    /// that needs it — with `missing_only`, those some reachable member lacks — reshared one
+    /// after the other, then the old generations finalized after one grace period. A version
+    /// that cannot be reshared now keeps its old generation and is reported with its error.
     pub async fn reshare_keys(
         &self,
         key_id: Option<&str>,
         missing_only: bool,
         request_id: &str,
     ) -> Result<pb::ReshareKeysResponse, CoordError> {
+        if let Some(k) = key_id {
+            hyok_proto::validate_key_id(k).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        }
         let _one_at_a_time = self.key_changes.lock().await;
         let deadline = Instant::now() + DKG_BUDGET;
-        let keys: Vec<String> = match key_id {
-            Some(k) => {
-                hyok_proto::validate_key_id(k).map_err(|e| CoordError::Invalid(e.to_owned()))?;
-                vec![k.to_owned()]
-            }
-            None => metadata::list::<Ec>(&self.pool, deadline).await?.into_iter().map(|v| v.name.clone()).collect(),
-        };
-        let mut out = Vec::new();
-        let mut committed = Vec::new();
         // Who could receive, asked once for the whole pass (each reshare asks again itself).
         let members = if missing_only { reshare::members(&self.pool, deadline).await } else { Vec::new() };
-        for key in keys {
-            let versions = if missing_only {
-                reshare::needing_repair(&self.pool, &members, &key, deadline).await?
+        let mut pass = Pass {
+            key_id,
+            missing_only,
+            members,
+            request_id,
+            deadline,
+            found: false,
+            out: Vec::new(),
+            committed: Vec::new(),
+        };
+        self.reshare_family(&self.metadata, &mut pass).await?;
+        self.reshare_family(&self.rsa_metadata, &mut pass).await?;
+        if let Some(k) = key_id
+            && !pass.found
+        {
+            return Err(CoordError::NotFound(format!("no key {k}")));
+        }
+        if !pass.committed.is_empty() {
+            let finalize_deadline = Instant::now() + reshare::FINALIZE_GRACE + Duration::from_secs(10);
+            tokio::time::sleep(reshare::FINALIZE_GRACE).await;
+            for outcome in &pass.committed {
+                reshare::finalize(&self.pool, outcome, request_id, finalize_deadline).await?;
+                self.metadata.invalidate(&outcome.key_id);
+                self.rsa_metadata.invalidate(&outcome.key_id);
+            }
+        }
+        Ok(pb::ReshareKeysResponse { versions: pass.out })
+    }
+
+    /// One family's part of a [`Vault::reshare_keys`] pass.
+    async fn reshare_family<F: metadata::Family>(
+        &self,
+        cache: &metadata::Metadata<F>,
+        pass: &mut Pass<'_>,
+    ) -> Result<(), CoordError> {
+        let names: Vec<String> = metadata::list::<F>(&self.pool, pass.deadline)
+            .await?
+            .into_iter()
+            .map(|v| v.name.clone())
+            .filter(|name| pass.key_id.is_none_or(|k| k == name))
+            .collect();
+        for key in names {
+            pass.found = true;
+            let versions = if pass.missing_only {
+                reshare::needing_repair::<F>(&self.pool, &pass.members, &key, pass.deadline).await?
             } else {
-                let view = self.metadata.fresh(&self.pool, &key, deadline).await?;
-                view.versions.keys().copied().collect()
+                cache.fresh(&self.pool, &key, pass.deadline).await?.versions.keys().copied().collect()
             };
             for version in versions {
                 let run_deadline = Instant::now() + DKG_BUDGET;
-                match reshare::reshare(&self.pool, &key, version, request_id, run_deadline).await {
+                let mut reported =
+                    pb::ResharedVersion { key_id: key.clone(), version, rsa: F::RSA, ..Default::default() };
+                match reshare::reshare::<F>(&self.pool, &key, version, pass.request_id, run_deadline).await {
                     Ok(outcome) => {
-                        out.push(pb::ResharedVersion {
-                            key_id: key.clone(),
-                            version,
-                            generation: outcome.generation,
-                            receivers: outcome.receivers.iter().map(|r| u32::from(*r)).collect(),
-                            error: String::new(),
-                        });
-                        committed.push(outcome);
+                        reported.generation = outcome.generation;
+                        reported.receivers = outcome.receivers.iter().map(|r| u32::from(*r)).collect();
+                        pass.committed.push(outcome);
                     }
-                    Err(e) => out.push(pb::ResharedVersion {
-                        key_id: key.clone(),
-                        version,
-                        generation: 0,
-                        receivers: Vec::new(),
-                        error: e.to_string(),
-                    }),
+                    Err(e) => reported.error = e.to_string(),
                 }
+                pass.out.push(reported);
             }
-            self.metadata.invalidate(&key);
+            cache.invalidate(&key);
         }
-        if !committed.is_empty() {
-            let finalize_deadline = Instant::now() + reshare::FINALIZE_GRACE + Duration::from_secs(10);
-            tokio::time::sleep(reshare::FINALIZE_GRACE).await;
-            for outcome in &committed {
-                reshare::finalize(&self.pool, outcome, request_id, finalize_deadline).await?;
-                self.metadata.invalidate(&outcome.key_id);
-            }
-        }
-        Ok(pb::ReshareKeysResponse { versions: out })
+        Ok(())
     }
 
     /// `GetKey`: read fresh from the nodes.

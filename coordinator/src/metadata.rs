@@ -35,6 +35,23 @@ pub struct Reported<'a> {
     /// The generation of the shares behind it (a node reports the generation a committed
     /// reshare replaced too, while it still serves it).
     pub generation: u32,
+    /// The node also holds a reshare's output for this version that it has not committed.
+    pub next: bool,
+}
+
+/// A version as a node reports it, and the generation a committed reshare replaced, which an
+/// ACTIVE version still serves until the reshare is finalized.
+fn with_previous<'a>(
+    current: Reported<'a>,
+    previous: Option<&'a pb::NodeKeyGeneration>,
+) -> impl Iterator<Item = Reported<'a>> {
+    let previous = previous.filter(|_| current.active).map(|p| Reported {
+        package: &p.public_key_package,
+        generation: p.generation,
+        next: false,
+        ..current
+    });
+    std::iter::once(current).chain(previous)
 }
 
 /// What differs between the key families: how a node's state is read and what it says.
@@ -45,6 +62,8 @@ pub trait Family: Send + Sync + 'static {
     type Package: Send + Sync + Debug;
     /// "key" or "RSA key", for messages.
     const WHAT: &'static str;
+    /// Threshold RSA keys (a reshare says which family it is for).
+    const RSA: bool;
     /// The key's name.
     fn name(state: &Self::State) -> &str;
     /// Whether this node lets the key be used.
@@ -73,6 +92,7 @@ impl Family for Ec {
     type State = pb::NodeKeyState;
     type Package = PublicKeyPackage;
     const WHAT: &'static str = "key";
+    const RSA: bool = false;
     fn name(state: &pb::NodeKeyState) -> &str {
         &state.key_id
     }
@@ -93,15 +113,9 @@ impl Family for Ec {
                 active: v.active,
                 created_at_ms: v.created_at_ms,
                 generation: v.generation,
+                next: v.next.is_some(),
             };
-            let previous = v.previous.as_ref().filter(|_| v.active).map(|p| Reported {
-                version: v.version,
-                package: &p.public_key_package,
-                active: true,
-                created_at_ms: v.created_at_ms,
-                generation: p.generation,
-            });
-            std::iter::once(current).chain(previous)
+            with_previous(current, v.previous.as_ref())
         })
     }
     fn decode(bytes: &[u8]) -> Option<PublicKeyPackage> {
@@ -136,6 +150,7 @@ impl Family for Rsa {
     type State = pb::NodeRsaKeyState;
     type Package = RsaPublicPackage;
     const WHAT: &'static str = "RSA key";
+    const RSA: bool = true;
     fn name(state: &pb::NodeRsaKeyState) -> &str {
         &state.name
     }
@@ -146,12 +161,16 @@ impl Family for Rsa {
         Vec::new()
     }
     fn versions(state: &pb::NodeRsaKeyState) -> impl Iterator<Item = Reported<'_>> {
-        state.versions.iter().map(|v| Reported {
-            version: v.version,
-            package: &v.public_package,
-            active: v.active,
-            created_at_ms: v.created_at_ms,
-            generation: 0,
+        state.versions.iter().flat_map(|v| {
+            let current = Reported {
+                version: v.version,
+                package: &v.public_package,
+                active: v.active,
+                created_at_ms: v.created_at_ms,
+                generation: v.generation,
+                next: v.next.is_some(),
+            };
+            with_previous(current, v.previous.as_ref())
         })
     }
     fn decode(bytes: &[u8]) -> Option<RsaPublicPackage> {
@@ -559,6 +578,7 @@ mod tests {
                     public_package: p.to_vec(),
                     active: *active,
                     created_at_ms: 7,
+                    ..Default::default()
                 })
                 .collect(),
             vetoed: false,

@@ -1,5 +1,6 @@
-//! Resharing one key version: repair of a node that lacks it (wiped, replaced, down at
-//! creation, or left with a PENDING leftover) and proactive refresh are the same run.
+//! Resharing one key version, of either family (EC keys, threshold RSA keys): repair of a node
+//! that lacks it (wiped, replaced, down at creation, or left with a PENDING leftover) and
+//! proactive refresh are the same run.
 //!
 //! The coordinator relays, as for a DKG: the old holders of the trusted generation deal their
 //! shares afresh (`DkgRound1` with `reshare` set), the receivers check and complain
@@ -9,13 +10,16 @@
 //! old share exists. A failure before every receiver committed aborts the run on all of them;
 //! the old generation is untouched and keeps serving.
 //!
+//! A threshold RSA version's receivers are always every node (its shares are dealt for ids
+//! `1..=n`), so it is reshared only when every node is reachable.
+//!
 //! Receivers are the reachable nodes whose identity key at least `t − 1` other nodes' manifests
 //! pin (with its own, `t`: a node with a new identity joins once its operators accepted it);
 //! each node checks the run against its own manifest regardless.
 
 use crate::error::CoordError;
 use crate::fanout::{self, Ask, ask_every};
-use crate::metadata::{Ec, KeyView, flatten, merge, read_states};
+use crate::metadata::{Family, View, flatten, merge, read_states};
 use crate::pool::{NodeHandle, Pool};
 use hyok_proto::v1 as pb;
 use hyok_threshold::{Manifest, NodeId, Wire};
@@ -39,6 +43,8 @@ pub struct Outcome {
     pub generation: u32,
     /// The nodes that hold it.
     pub receivers: Vec<u16>,
+    /// A threshold RSA key's version.
+    pub rsa: bool,
 }
 
 /// A reachable node with its identity, as the coordinator asks it to take part.
@@ -87,33 +93,34 @@ pub async fn members(pool: &Pool, deadline: Instant) -> Vec<Member> {
 }
 
 /// Whether `state` (one node's) holds `version` of the trusted view ACTIVE at its trusted
-/// generation, with nothing pending.
-fn holds_current(state: &pb::NodeKeyState, view: &KeyView, version: u32) -> bool {
+/// generation, and (with `settled`) has no reshare output pending for it.
+fn holds_trusted<F: Family>(state: &F::State, view: &View<F>, version: u32, settled: bool) -> bool {
     let Some(trusted) = view.versions.get(&version) else { return false };
-    state.versions.iter().any(|v| {
+    F::versions(state).any(|v| {
         v.version == version
             && v.active
             && v.generation == trusted.generation
-            && v.public_key_package == trusted.package_bytes
-            && v.next.is_none()
+            && v.package == trusted.package_bytes.as_slice()
+            && !(settled && v.next)
     })
 }
 
 /// The versions of key `key_id` that one of `members` lacks at the trusted generation.
-pub async fn needing_repair(
+pub async fn needing_repair<F: Family>(
     pool: &Pool,
     members: &[Member],
     key_id: &str,
     deadline: Instant,
 ) -> Result<Vec<u32>, CoordError> {
-    let states = read_states::<Ec>(pool, Some(key_id), deadline).await;
-    let answers = flatten::<Ec>(&states);
-    let Some(view) = merge::<Ec>(key_id, &answers, pool.threshold()) else { return Ok(Vec::new()) };
-    let by_node: BTreeMap<NodeId, &pb::NodeKeyState> = answers.iter().map(|(n, s)| (*n, s)).collect();
+    let states = read_states::<F>(pool, Some(key_id), deadline).await;
+    let answers = flatten::<F>(&states);
+    let Some(view) = merge::<F>(key_id, &answers, pool.threshold()) else { return Ok(Vec::new()) };
+    let by_node: BTreeMap<NodeId, &F::State> = answers.iter().map(|(n, s)| (*n, s)).collect();
     let mut out = Vec::new();
     for version in view.versions.keys() {
-        let lacking =
-            members.iter().any(|m| !by_node.get(&m.handle.id).is_some_and(|s| holds_current(s, &view, *version)));
+        let lacking = members
+            .iter()
+            .any(|m| !by_node.get(&m.handle.id).is_some_and(|s| holds_trusted(*s, &view, *version, true)));
         if lacking {
             out.push(*version);
         }
@@ -124,7 +131,7 @@ pub async fn needing_repair(
 /// Reshares `version` of `key_id` from the reachable holders of its trusted generation to every
 /// reachable member. Returns when the new generation is committed on every receiver and the old
 /// one finalized.
-pub async fn reshare(
+pub async fn reshare<F: Family>(
     pool: &Pool,
     key_id: &str,
     version: u32,
@@ -133,35 +140,32 @@ pub async fn reshare(
 ) -> Result<Outcome, CoordError> {
     let t = pool.threshold();
     let members = members(pool, deadline).await;
-    let states = read_states::<Ec>(pool, Some(key_id), deadline).await;
-    let answers = flatten::<Ec>(&states);
-    let view = merge::<Ec>(key_id, &answers, t)
-        .ok_or_else(|| CoordError::NotFound(format!("no key {key_id} (held by fewer than {t} nodes)")))?;
+    let states = read_states::<F>(pool, Some(key_id), deadline).await;
+    let answers = flatten::<F>(&states);
+    let view = merge::<F>(key_id, &answers, t)
+        .ok_or_else(|| CoordError::NotFound(format!("no {} {key_id} (held by fewer than {t} nodes)", F::WHAT)))?;
     let trusted = view
         .versions
         .get(&version)
-        .ok_or_else(|| CoordError::NotFound(format!("no trusted version {version} of key {key_id}")))?;
-    let by_node: BTreeMap<NodeId, &pb::NodeKeyState> = answers.iter().map(|(n, s)| (*n, s)).collect();
-    let holds_trusted = |id: NodeId| {
-        by_node.get(&id).is_some_and(|s| {
-            s.versions.iter().any(|v| {
-                v.version == version
-                    && v.active
-                    && v.generation == trusted.generation
-                    && v.public_key_package == trusted.package_bytes
-            })
-        })
-    };
-    let dealers: Vec<&Member> = members.iter().filter(|m| holds_trusted(m.handle.id)).collect();
-    if dealers.len() < usize::from(trusted.package.threshold()) {
+        .ok_or_else(|| CoordError::NotFound(format!("no trusted version {version} of {} {key_id}", F::WHAT)))?;
+    let by_node: BTreeMap<NodeId, &F::State> = answers.iter().map(|(n, s)| (*n, s)).collect();
+    let dealers: Vec<&Member> = members
+        .iter()
+        .filter(|m| by_node.get(&m.handle.id).is_some_and(|s| holds_trusted(*s, &view, version, false)))
+        .collect();
+    let old_t = F::threshold(&trusted.package);
+    if dealers.len() < old_t {
         return Err(CoordError::Unavailable(format!(
-            "{} reachable holders of {key_id}/{version} are fewer than its t = {}",
-            dealers.len(),
-            trusted.package.threshold()
+            "{} reachable holders of {key_id}/{version} are fewer than its t = {old_t}",
+            dealers.len()
         )));
     }
-    if members.len() < t {
-        return Err(CoordError::Unavailable(format!("{} reachable members are fewer than t = {t}", members.len())));
+    if members.len() < t || (F::RSA && members.len() != pool.all().len()) {
+        return Err(CoordError::Unavailable(format!(
+            "{} reachable members of {}: a reshare needs t = {t}, an RSA key's every node",
+            members.len(),
+            pool.all().len()
+        )));
     }
     let generation = trusted
         .generation
@@ -175,13 +179,14 @@ pub async fn reshare(
         version,
         threshold: t as u32,
         participants: members.iter().map(|m| m.participant.clone()).collect(),
-        usages: view.usages.clone(),
+        usages: if F::RSA { vec![pb::KeyUsage::Decrypt as i32] } else { view.usages.clone() },
         request_id: request_id.to_owned(),
         reshare: Some(pb::Reshare {
             dealers: dealers.iter().map(|m| m.participant.clone()).collect(),
             old_package: trusted.package_bytes.clone(),
             generation,
             old_generation: trusted.generation,
+            rsa: F::RSA,
         }),
     };
     let receivers: Vec<Arc<NodeHandle>> = members.iter().map(|m| m.handle.clone()).collect();
@@ -216,6 +221,7 @@ pub async fn reshare(
         version,
         generation,
         receivers: receivers.iter().map(|n| n.id.get()).collect(),
+        rsa: F::RSA,
     })
 }
 
@@ -227,6 +233,7 @@ pub async fn finalize(pool: &Pool, outcome: &Outcome, request_id: &str, deadline
         version: outcome.version,
         generation: outcome.generation,
         request_id: request_id.to_owned(),
+        rsa: outcome.rsa,
     };
     let answers = ask_every(pool, Ask::EVERY, deadline, |node| {
         let r = req.clone();

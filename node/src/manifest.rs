@@ -150,6 +150,12 @@ pub fn check_dkg(m: &Manifest, req: &pb::DkgRound1Request) -> Result<(), String>
     }
     if let Some(reshare) = &req.reshare {
         check_members(m, &reshare.dealers, "dealer")?;
+        if reshare.rsa && receivers != m.nodes().len() {
+            return Err(format!(
+                "an RSA reshare's receivers are every node of the cluster manifest ({receivers} of {} given)",
+                m.nodes().len()
+            ));
+        }
     }
     Ok(())
 }

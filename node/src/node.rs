@@ -137,6 +137,8 @@ pub(crate) struct SessionMeta {
     /// once finished, the package it produced.
     pub(crate) generation: Option<u32>,
     pub(crate) package: Vec<u8>,
+    /// A reshare of a threshold RSA key's version (else an EC key's).
+    pub(crate) rsa: bool,
 }
 
 pub(crate) enum Session {
@@ -146,6 +148,9 @@ pub(crate) enum Session {
     ReshareRound1(SessionMeta, Box<hyok_threshold::reshare::Parameters>),
     /// A reshare's receiver waiting for the complaints.
     ReshareRound2(SessionMeta, Box<hyok_threshold::reshare::ReceiverState>),
+    /// The same two for a threshold RSA key's version.
+    RsaReshareRound1(SessionMeta, Box<hyok_threshold::rsa::reshare::Parameters>),
+    RsaReshareRound2(SessionMeta, Box<hyok_threshold::rsa::reshare::ReceiverState>),
     Finished(SessionMeta),
 }
 
@@ -156,6 +161,8 @@ impl Session {
             | Session::Round2(m, _)
             | Session::ReshareRound1(m, _)
             | Session::ReshareRound2(m, _)
+            | Session::RsaReshareRound1(m, _)
+            | Session::RsaReshareRound2(m, _)
             | Session::Finished(m) => m,
         }
     }
@@ -510,13 +517,13 @@ impl Node {
             tracing::warn!(key_id = req.key_id, caller, why, "DKG refused by the cluster manifest");
             return Err(NodeError::Manifest(why));
         }
+        if let Some(reshare) = &req.reshare {
+            return self.reshare_round1(req, reshare, Usages(usages), caller);
+        }
         if let Some(meta) = self.store.ec().key(&req.key_id)?
             && meta.usages.0 != usages
         {
             return Err(NodeError::Precondition("usage differs from the key's existing usage".into()));
-        }
-        if let Some(reshare) = &req.reshare {
-            return self.reshare_round1(req, reshare, Usages(usages), caller);
         }
         if self.store.ec().versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active) {
             return Err(NodeError::Precondition(format!("{}/{} already exists", req.key_id, req.version)));
@@ -542,6 +549,7 @@ impl Node {
             usages: Usages(usages),
             generation: None,
             package: Vec::new(),
+            rsa: false,
         };
         self.put_session(&req.session_id, Session::Round1(meta, Box::new(secret)))?;
         self.audit(&[self.event(&req.key_id, req.version, "dkg:round1", &req.request_id, caller)])?;
@@ -586,6 +594,7 @@ impl Node {
         let (meta, secret) = match self.take_session(&req.session_id)? {
             Session::Round1(meta, secret) => (meta, secret),
             Session::ReshareRound1(meta, params) => return self.reshare_round2(req, meta, *params),
+            Session::RsaReshareRound1(meta, params) => return self.rsa_reshare_round2(req, meta, *params),
             _ => return Err(NodeError::Precondition("DKG session is not at round 1".into())),
         };
         let packages: Vec<round1::Package> = decode_all(&req.packages)?;
@@ -612,6 +621,7 @@ impl Node {
         let (meta, secret) = match self.take_session(&req.session_id)? {
             Session::Round2(meta, secret) => (meta, secret),
             Session::ReshareRound2(meta, state) => return self.reshare_finish(req, meta, *state),
+            Session::RsaReshareRound2(meta, state) => return self.rsa_reshare_finish(req, meta, *state),
             _ => return Err(NodeError::Precondition("DKG session is not at round 2".into())),
         };
         let packages: Vec<round2::Package> = decode_all(&req.packages)?;
@@ -653,12 +663,7 @@ impl Node {
                 self.store.ec().activate(&meta.key_id, meta.version)?;
                 self.audit(&[self.event(&meta.key_id, meta.version, "dkg:commit", "", caller)])?;
             }
-            Some(generation) => {
-                self.store.ec().commit_next(&meta.key_id, meta.version, generation, &meta.package)?;
-                self.keys.shares_changed(&meta.key_id, meta.version);
-                let what = format!("generation={generation}");
-                self.audit(&[self.event(&meta.key_id, meta.version, "reshare:commit", &what, caller)])?;
-            }
+            Some(generation) => self.reshare_commit(&meta, generation, caller)?,
         }
         Ok(())
     }
@@ -670,6 +675,7 @@ impl Node {
             if matches!(session, Session::Finished(_)) {
                 match meta.generation {
                     None => self.store.ec().remove_pending(&meta.key_id, meta.version)?,
+                    Some(_) if meta.rsa => self.store.rsa().remove_next(&meta.key_id, meta.version)?,
                     Some(_) => self.store.ec().remove_next(&meta.key_id, meta.version)?,
                 }
             }
@@ -683,21 +689,17 @@ impl Node {
     pub fn key_state(&self, key_id: &str) -> Result<pb::NodeKeyState, NodeError> {
         let meta = self.store.ec().key(key_id)?.ok_or_else(|| NodeError::NotFound(key_id.to_owned()))?;
         let vetoed = self.store.vetoed(key_id)?.is_some();
-        let ec = self.store.ec();
-        let generation = |g: hyok_store::Generation| pb::NodeKeyGeneration {
-            generation: g.generation,
-            public_key_package: g.package,
-        };
         let mut versions = Vec::new();
-        for v in ec.versions(key_id)? {
+        for v in self.store.ec().versions(key_id)? {
+            let (generation, previous, next) = crate::reshare::generations(self.store.ec(), key_id, v.version)?;
             versions.push(pb::NodeKeyVersion {
                 version: v.version,
                 public_key_package: v.package,
                 active: v.active,
                 created_at_ms: v.created_at_ms,
-                generation: ec.generation(key_id, v.version)?,
-                previous: ec.previous(key_id, v.version)?.map(generation),
-                next: ec.next(key_id, v.version)?.map(generation),
+                generation,
+                previous,
+                next,
             });
         }
         Ok(pb::NodeKeyState {

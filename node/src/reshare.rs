@@ -1,5 +1,8 @@
-//! The node's side of a reshare: the same four RPCs as a DKG (`DkgRound1` with `reshare` set,
-//! `DkgRound2`, `DkgFinish`, `DkgCommit`/`DkgAbort`), then `FinalizeReshare`.
+//! The node's side of a reshare, of an EC key's version (`hyok_threshold::reshare`) or a
+//! threshold RSA key's (`hyok_threshold::rsa::reshare`): the same four RPCs as a DKG
+//! (`DkgRound1` with `reshare` set, `DkgRound2`, `DkgFinish`, `DkgCommit`/`DkgAbort`), then
+//! `FinalizeReshare`. Everything but the math is one code path for both families: the checks
+//! before dealing, the store's generations, commit, abort, finalize and audit.
 //!
 //! What a lying party could try, and what stops it:
 //! - *A coordinator naming another key, version, usage or generation to a receiver* (say, to a
@@ -22,10 +25,13 @@
 
 use crate::node::{Node, NodeError, Session, SessionMeta, decode_all, ids, now_ms};
 use hyok_proto::v1 as pb;
-use hyok_store::Usages;
+use hyok_store::{Family, Keys, Usages};
 use hyok_threshold::reshare::{self, ComplaintPackage, DealerPackage};
-use hyok_threshold::{KeyShare, PublicKeyPackage, Wire};
+use hyok_threshold::rsa::reshare as rsa_reshare;
+use hyok_threshold::rsa::{RsaKeyShare, RsaPublicPackage};
+use hyok_threshold::{KeyShare, NodeId, PublicKeyPackage, Wire};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// The session a reshare's packages are bound to: the coordinator's session id and everything
 /// the receivers must not be lied to about.
@@ -39,7 +45,7 @@ fn bound_session(req: &pb::DkgRound1Request, reshare: &pb::Reshare, usages: Usag
     h.update(req.version.to_be_bytes());
     h.update(reshare.old_generation.to_be_bytes());
     h.update(reshare.generation.to_be_bytes());
-    h.update([usages.0]);
+    h.update([usages.0, u8::from(reshare.rsa)]);
     h.finalize().to_vec()
 }
 
@@ -56,6 +62,9 @@ impl Node {
         if reshare.generation != reshare.old_generation.checked_add(1).unwrap_or(0) || reshare.generation == 0 {
             return Err(NodeError::Invalid("a reshare produces the generation after the old one".into()));
         }
+        if reshare.rsa && usages != Usages(Usages::DECRYPT) {
+            return Err(NodeError::Invalid("a threshold RSA key's only usage is DECRYPT".into()));
+        }
         let receivers = self.bundles(req, &req.participants, caller)?;
         let dealers = self.bundles(req, &reshare.dealers, caller)?;
         let me = self.id();
@@ -64,60 +73,53 @@ impl Node {
         if !is_dealer && !is_receiver {
             return Err(NodeError::Invalid("this node neither deals nor receives in this reshare".into()));
         }
-        let old = PublicKeyPackage::from_bytes(&reshare.old_package)
-            .map_err(|e| NodeError::Invalid(format!("old package: {e}")))?;
         let threshold = u16::try_from(req.threshold).map_err(|_| NodeError::Invalid("bad threshold".into()))?;
         let session = bound_session(req, reshare, usages);
-        let params = reshare::Parameters::new(old, dealers.into_values(), receivers.into_values(), threshold, &session)
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-
-        let ec = self.store().ec();
-        let package = if is_dealer {
-            let meta = ec.key(&req.key_id)?.ok_or_else(|| NodeError::NotFound(req.key_id.clone()))?;
-            if meta.usages != usages {
-                return Err(NodeError::Precondition("usage differs from the key's usage on this node".into()));
+        let invalid = |e: hyok_threshold::Error| NodeError::Invalid(e.to_string());
+        let (receivers, dealers) = (receivers.into_values(), dealers.into_values());
+        let meta = SessionMeta {
+            key_id: req.key_id.clone(),
+            version: req.version,
+            usages,
+            generation: Some(reshare.generation),
+            package: Vec::new(),
+            rsa: reshare.rsa,
+        };
+        let (package, session) = if reshare.rsa {
+            if is_receiver {
+                self.check_receiver(self.store().rsa(), req, reshare)?;
             }
-            if ec.generation(&req.key_id, req.version)? != reshare.old_generation {
-                return Err(NodeError::Precondition(format!(
-                    "{}/{} is not at generation {} on this node",
-                    req.key_id, req.version, reshare.old_generation
-                )));
-            }
-            let (share, package) = ec.active_share(&req.key_id, req.version)?;
-            if package != reshare.old_package {
-                self.audit(&[self.event(
-                    &req.key_id,
-                    req.version,
-                    "refused:reshare:package",
-                    &req.request_id,
-                    caller,
-                )])?;
-                return Err(NodeError::Precondition("the old package is not the one this node holds".into()));
-            }
-            let share = KeyShare::from_secret_bytes(&share).map_err(|_| NodeError::Internal)?;
-            let dealt = reshare::deal(me, self.secrets(), &share, &params, &mut rand::rng())
-                .map_err(|e| NodeError::Invalid(e.to_string()))?;
-            dealt.to_bytes()
+            let old = RsaPublicPackage::from_bytes(&reshare.old_package)
+                .map_err(|e| NodeError::Invalid(format!("old package: {e}")))?;
+            let params = rsa_reshare::Parameters::new(old, dealers, receivers, threshold, &session).map_err(invalid)?;
+            let package = match self.dealer_share(self.store().rsa(), req, reshare, usages, caller)? {
+                Some(share) if is_dealer => {
+                    let share = RsaKeyShare::from_secret_bytes(&share).map_err(|_| NodeError::Internal)?;
+                    rsa_reshare::deal(me, self.secrets(), &share, &params, &mut rand::rng())
+                        .map_err(invalid)?
+                        .to_bytes()
+                }
+                _ => Vec::new(),
+            };
+            (package, Session::RsaReshareRound1(meta, Box::new(params)))
         } else {
-            Vec::new()
+            if is_receiver {
+                self.check_receiver(self.store().ec(), req, reshare)?;
+            }
+            let old = PublicKeyPackage::from_bytes(&reshare.old_package)
+                .map_err(|e| NodeError::Invalid(format!("old package: {e}")))?;
+            let params = reshare::Parameters::new(old, dealers, receivers, threshold, &session).map_err(invalid)?;
+            let package = match self.dealer_share(self.store().ec(), req, reshare, usages, caller)? {
+                Some(share) if is_dealer => {
+                    let share = KeyShare::from_secret_bytes(&share).map_err(|_| NodeError::Internal)?;
+                    reshare::deal(me, self.secrets(), &share, &params, &mut rand::rng()).map_err(invalid)?.to_bytes()
+                }
+                _ => Vec::new(),
+            };
+            (package, Session::ReshareRound1(meta, Box::new(params)))
         };
         if is_receiver {
-            if ec.versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active)
-                && ec.generation(&req.key_id, req.version)? >= reshare.generation
-            {
-                return Err(NodeError::Precondition(format!(
-                    "{}/{} is already at generation {} here",
-                    req.key_id, req.version, reshare.generation
-                )));
-            }
-            let meta = SessionMeta {
-                key_id: req.key_id.clone(),
-                version: req.version,
-                usages,
-                generation: Some(reshare.generation),
-                package: Vec::new(),
-            };
-            self.put_session(&req.session_id, Session::ReshareRound1(meta, Box::new(params)))?;
+            self.put_session(&req.session_id, session)?;
         }
         let what = format!("generation={} dealer={is_dealer} receiver={is_receiver}", reshare.generation);
         let what = format!("{what} {}", req.request_id);
@@ -125,8 +127,85 @@ impl Node {
         Ok(pb::DkgRound1Response { package })
     }
 
-    /// `DkgRound2` for a reshare's receiver: check every dealer's package, open and check its
-    /// sub-share, complain about the bad ones.
+    /// A dealer's share of the old generation (`None` if this node does not deal): refused
+    /// unless this node holds exactly that generation of exactly that package, with the usages
+    /// the run names.
+    fn dealer_share<F: Family>(
+        &self,
+        keys: Keys<'_, F>,
+        req: &pb::DkgRound1Request,
+        reshare: &pb::Reshare,
+        usages: Usages,
+        caller: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, NodeError> {
+        let me = u32::from(self.id().get());
+        if !reshare.dealers.iter().any(|d| d.node_id == me) {
+            return Ok(None);
+        }
+        let meta = keys.key(&req.key_id)?.ok_or_else(|| NodeError::NotFound(req.key_id.clone()))?;
+        if meta.usages != usages {
+            return Err(NodeError::Precondition("usage differs from the key's usage on this node".into()));
+        }
+        if keys.generation(&req.key_id, req.version)? != reshare.old_generation {
+            return Err(NodeError::Precondition(format!(
+                "{}/{} is not at generation {} on this node",
+                req.key_id, req.version, reshare.old_generation
+            )));
+        }
+        let (share, package) = keys.active_share(&req.key_id, req.version)?;
+        if package != reshare.old_package {
+            self.audit(&[self.event(&req.key_id, req.version, "refused:reshare:package", &req.request_id, caller)])?;
+            return Err(NodeError::Precondition("the old package is not the one this node holds".into()));
+        }
+        Ok(Some(share))
+    }
+
+    /// A receiver never takes a generation it already holds (or an older one).
+    fn check_receiver<F: Family>(
+        &self,
+        keys: Keys<'_, F>,
+        req: &pb::DkgRound1Request,
+        reshare: &pb::Reshare,
+    ) -> Result<(), NodeError> {
+        if keys.versions(&req.key_id)?.iter().any(|v| v.version == req.version && v.active)
+            && keys.generation(&req.key_id, req.version)? >= reshare.generation
+        {
+            return Err(NodeError::Precondition(format!(
+                "{}/{} is already at generation {} here",
+                req.key_id, req.version, reshare.generation
+            )));
+        }
+        Ok(())
+    }
+
+    /// The end of round 2 or of the run in either family: a run that died is audited with its
+    /// culprits; the error goes back to the coordinator.
+    fn aborted(&self, meta: &SessionMeta, step: &str, e: &hyok_threshold::Error) -> NodeError {
+        let blamed = format!("culprits={}", ids(&e.culprits()));
+        let _ = self.audit(&[self.event(&meta.key_id, meta.version, &format!("reshare:abort:{step}"), &blamed, "")]);
+        NodeError::Precondition(e.to_string())
+    }
+
+    /// Round 2's complaints, audited, and the session moved on.
+    fn complained(
+        &self,
+        req: &pb::DkgRound2Request,
+        key_id: &str,
+        version: u32,
+        accused: &[NodeId],
+        session: Session,
+        package: Vec<u8>,
+    ) -> Result<pb::DkgRound2Response, NodeError> {
+        if !accused.is_empty() {
+            let what = format!("accused={}", ids(accused));
+            self.audit(&[self.event(key_id, version, "reshare:complaint", &what, "")])?;
+        }
+        self.put_session(&req.session_id, session)?;
+        Ok(pb::DkgRound2Response { package })
+    }
+
+    /// `DkgRound2` for an EC reshare's receiver: check every dealer's package, open and check
+    /// its sub-share, complain about the bad ones.
     pub(crate) fn reshare_round2(
         &self,
         req: &pb::DkgRound2Request,
@@ -134,26 +213,32 @@ impl Node {
         params: reshare::Parameters,
     ) -> Result<pb::DkgRound2Response, NodeError> {
         let packages: Vec<DealerPackage> = decode_all(&req.packages)?;
-        let (state, complaints) = match reshare::receive(self.id(), self.secrets(), params, &packages, &mut rand::rng())
-        {
-            Ok(received) => received,
-            Err(e) => {
-                let blamed = format!("culprits={}", ids(&e.culprits()));
-                let _ = self.audit(&[self.event(&meta.key_id, meta.version, "reshare:abort:round2", &blamed, "")]);
-                return Err(NodeError::Precondition(e.to_string()));
-            }
-        };
+        let (state, complaints) = reshare::receive(self.id(), self.secrets(), params, &packages, &mut rand::rng())
+            .map_err(|e| self.aborted(&meta, "round2", &e))?;
         let accused = complaints.complaints();
-        if !accused.is_empty() {
-            let what = format!("accused={}", ids(&accused));
-            self.audit(&[self.event(&meta.key_id, meta.version, "reshare:complaint", &what, "")])?;
-        }
-        self.put_session(&req.session_id, Session::ReshareRound2(meta, Box::new(state)))?;
-        Ok(pb::DkgRound2Response { package: complaints.to_bytes() })
+        let package = complaints.to_bytes();
+        let (key_id, version) = (meta.key_id.clone(), meta.version);
+        self.complained(req, &key_id, version, &accused, Session::ReshareRound2(meta, Box::new(state)), package)
     }
 
-    /// `DkgFinish` for a reshare's receiver: judge the complaints, compute the new share and
-    /// package, store them as the pending next generation (flushed).
+    /// `DkgRound2` for a threshold RSA reshare's receiver.
+    pub(crate) fn rsa_reshare_round2(
+        &self,
+        req: &pb::DkgRound2Request,
+        meta: SessionMeta,
+        params: rsa_reshare::Parameters,
+    ) -> Result<pb::DkgRound2Response, NodeError> {
+        let packages: Vec<rsa_reshare::DealerPackage> = decode_all(&req.packages)?;
+        let (state, complaints) = rsa_reshare::receive(self.id(), self.secrets(), params, &packages, &mut rand::rng())
+            .map_err(|e| self.aborted(&meta, "round2", &e))?;
+        let accused: Vec<NodeId> = complaints.complaints().iter().map(|c| c.accused()).collect();
+        let package = complaints.to_bytes();
+        let (key_id, version) = (meta.key_id.clone(), meta.version);
+        self.complained(req, &key_id, version, &accused, Session::RsaReshareRound2(meta, Box::new(state)), package)
+    }
+
+    /// `DkgFinish` for an EC reshare's receiver: judge the complaints, compute the new share
+    /// and package, store them as the pending next generation (flushed).
     pub(crate) fn reshare_finish(
         &self,
         req: &pb::DkgFinishRequest,
@@ -161,34 +246,83 @@ impl Node {
         state: reshare::ReceiverState,
     ) -> Result<pb::DkgFinishResponse, NodeError> {
         let packages: Vec<ComplaintPackage> = decode_all(&req.packages)?;
-        let output = match state.finish(&packages) {
-            Ok(output) => output,
-            Err(e) => {
-                let blamed = format!("culprits={}", ids(&e.culprits()));
-                let _ = self.audit(&[self.event(&meta.key_id, meta.version, "reshare:abort:finish", &blamed, "")]);
-                return Err(NodeError::Precondition(e.to_string()));
-            }
+        let output = state.finish(&packages).map_err(|e| self.aborted(&meta, "finish", &e))?;
+        let reshared = Reshared {
+            share: output.share.to_secret_bytes(),
+            package: output.package.to_bytes(),
+            disqualified: output.disqualified,
+            false_accusers: output.false_accusers,
         };
+        self.store_reshared(self.store().ec(), req, meta, reshared)
+    }
+
+    /// `DkgFinish` for a threshold RSA reshare's receiver.
+    pub(crate) fn rsa_reshare_finish(
+        &self,
+        req: &pb::DkgFinishRequest,
+        meta: SessionMeta,
+        state: rsa_reshare::ReceiverState,
+    ) -> Result<pb::DkgFinishResponse, NodeError> {
+        let packages: Vec<rsa_reshare::ComplaintPackage> = decode_all(&req.packages)?;
+        let output = state.finish(&packages).map_err(|e| self.aborted(&meta, "finish", &e))?;
+        let reshared = Reshared {
+            share: output.share.to_secret_bytes(),
+            package: output.package.to_bytes(),
+            disqualified: output.disqualified,
+            false_accusers: output.false_accusers,
+        };
+        self.store_reshared(self.store().rsa(), req, meta, reshared)
+    }
+
+    /// Stores a receiver's output as the pending next generation (flushed, audited) and answers
+    /// with the package, the disqualified dealers and the false accusers.
+    fn store_reshared<F: Family>(
+        &self,
+        keys: Keys<'_, F>,
+        req: &pb::DkgFinishRequest,
+        meta: SessionMeta,
+        out: Reshared,
+    ) -> Result<pb::DkgFinishResponse, NodeError> {
         let generation = meta.generation.ok_or(NodeError::Internal)?;
-        if !output.disqualified.is_empty() || !output.false_accusers.is_empty() {
-            let what = format!("dealers={} false_accusers={}", ids(&output.disqualified), ids(&output.false_accusers));
+        if !out.disqualified.is_empty() || !out.false_accusers.is_empty() {
+            let what = format!("dealers={} false_accusers={}", ids(&out.disqualified), ids(&out.false_accusers));
             self.audit(&[self.event(&meta.key_id, meta.version, "reshare:disqualified", &what, "")])?;
         }
-        let package = output.package.to_bytes();
-        let share = output.share.to_secret_bytes();
-        let next = hyok_store::Reshared { generation, share: &share, package: &package, created_at_ms: now_ms() };
-        self.store().ec().put_next(&meta.key_id, meta.version, meta.usages, next)?;
+        let next =
+            hyok_store::Reshared { generation, share: &out.share, package: &out.package, created_at_ms: now_ms() };
+        keys.put_next(&meta.key_id, meta.version, meta.usages, next)?;
         let what = format!("generation={generation}");
         self.audit(&[self.event(&meta.key_id, meta.version, "reshare:finish", &what, "")])?;
-        let to_wire = |nodes: &[hyok_threshold::NodeId]| nodes.iter().map(|n| u32::from(n.get())).collect();
+        let to_wire = |nodes: &[NodeId]| nodes.iter().map(|n| u32::from(n.get())).collect();
         let response = pb::DkgFinishResponse {
-            public_key_package: package,
-            disqualified: to_wire(&output.disqualified),
-            false_accusers: to_wire(&output.false_accusers),
+            public_key_package: out.package.clone(),
+            disqualified: to_wire(&out.disqualified),
+            false_accusers: to_wire(&out.false_accusers),
         };
-        let meta = SessionMeta { package: response.public_key_package.clone(), ..meta };
+        let meta = SessionMeta { package: out.package, ..meta };
         self.put_session(&req.session_id, Session::Finished(meta))?;
         Ok(response)
+    }
+
+    /// `DkgCommit` of a finished reshare: the run's own output becomes the current generation
+    /// (the old one kept as previous), and the cached shares are forgotten. Flushed, audited.
+    pub(crate) fn reshare_commit(&self, meta: &SessionMeta, generation: u32, caller: &str) -> Result<(), NodeError> {
+        if meta.rsa {
+            self.store().rsa().commit_next(&meta.key_id, meta.version, generation, &meta.package)?;
+        } else {
+            self.store().ec().commit_next(&meta.key_id, meta.version, generation, &meta.package)?;
+        }
+        self.shares_changed(meta.rsa, &meta.key_id, meta.version);
+        let what = format!("generation={generation}");
+        self.audit(&[self.event(&meta.key_id, meta.version, "reshare:commit", &what, caller)])
+    }
+
+    fn shares_changed(&self, rsa: bool, key_id: &str, version: u32) {
+        if rsa {
+            self.rsa_keys().forget(key_id, version);
+        } else {
+            self.keys().shares_changed(key_id, version);
+        }
     }
 
     /// `FinalizeReshare`: drops the generation the reshare replaced; from here on the old share
@@ -199,10 +333,37 @@ impl Node {
         caller: &str,
     ) -> Result<pb::FinalizeReshareResponse, NodeError> {
         hyok_proto::validate_key_id(&req.key_id).map_err(|e| NodeError::Invalid(e.to_owned()))?;
-        let dropped = self.store().ec().drop_previous(&req.key_id, req.version, req.generation)?;
-        self.keys().shares_changed(&req.key_id, req.version);
+        let dropped = if req.rsa {
+            self.store().rsa().drop_previous(&req.key_id, req.version, req.generation)?
+        } else {
+            self.store().ec().drop_previous(&req.key_id, req.version, req.generation)?
+        };
+        self.shares_changed(req.rsa, &req.key_id, req.version);
         let what = format!("generation={} dropped={dropped}", req.generation);
         self.audit(&[self.event(&req.key_id, req.version, "reshare:finalize", &what, caller)])?;
         Ok(pb::FinalizeReshareResponse { dropped })
     }
+}
+
+/// What a node reports of a version's generations, in either family: the current share's, the
+/// one a committed reshare replaced (still served), and a reshare's uncommitted output.
+pub(crate) type Generations = (u32, Option<pb::NodeKeyGeneration>, Option<pb::NodeKeyGeneration>);
+
+/// [`Generations`] of `key_id`/`version` in `keys`.
+pub(crate) fn generations<F: Family>(keys: Keys<'_, F>, key_id: &str, version: u32) -> Result<Generations, NodeError> {
+    let wire =
+        |g: hyok_store::Generation| pb::NodeKeyGeneration { generation: g.generation, public_key_package: g.package };
+    Ok((
+        keys.generation(key_id, version)?,
+        keys.previous(key_id, version)?.map(wire),
+        keys.next(key_id, version)?.map(wire),
+    ))
+}
+
+/// A receiver's output in either family, as the store and the coordinator take it.
+struct Reshared {
+    share: Zeroizing<Vec<u8>>,
+    package: Vec<u8>,
+    disqualified: Vec<NodeId>,
+    false_accusers: Vec<NodeId>,
 }

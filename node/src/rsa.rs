@@ -25,26 +25,26 @@ pub struct LoadedRsaVersion {
     pub package: RsaPublicPackage,
 }
 
-/// Cache of unsealed RSA versions. Policy (enabled) is read from the store on every partial,
-/// so a disable takes effect at once.
+/// Cache of unsealed RSA versions, per share generation. Policy (enabled) is read from the
+/// store on every partial, so a disable takes effect at once.
 #[derive(Debug, Default)]
 pub struct RsaKeyCache {
-    versions: RwLock<HashMap<(String, u32), Arc<LoadedRsaVersion>>>,
+    versions: RwLock<HashMap<(String, u32, u32), Arc<LoadedRsaVersion>>>,
 }
 
 impl RsaKeyCache {
-    fn get(&self, name: &str, version: u32) -> Option<Arc<LoadedRsaVersion>> {
-        self.versions.read().ok()?.get(&(name.to_owned(), version)).cloned()
+    fn get(&self, name: &str, version: u32, generation: u32) -> Option<Arc<LoadedRsaVersion>> {
+        self.versions.read().ok()?.get(&(name.to_owned(), version, generation)).cloned()
     }
-    fn put(&self, name: &str, version: u32, loaded: Arc<LoadedRsaVersion>) {
+    fn put(&self, name: &str, version: u32, generation: u32, loaded: Arc<LoadedRsaVersion>) {
         if let Ok(mut v) = self.versions.write() {
-            v.insert((name.to_owned(), version), loaded);
+            v.insert((name.to_owned(), version, generation), loaded);
         }
     }
-    fn forget(&self, name: &str, version: u32) {
-        if let Ok(mut v) = self.versions.write() {
-            v.remove(&(name.to_owned(), version));
-        }
+    /// Forgets every generation of `name`/`version` (dropped, or reshared).
+    pub(crate) fn forget(&self, name: &str, version: u32) {
+        let mut v = self.versions.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        v.retain(|(n, ver, _), _| !(n == name && *ver == version));
     }
 }
 
@@ -162,7 +162,7 @@ impl Node {
             if !meta.enabled {
                 return Err(NodeError::Disabled(format!("RSA key {} is disabled on this node", req.name)));
             }
-            let loaded = self.rsa_loaded(&req.name, req.version)?;
+            let loaded = self.rsa_loaded(&req.name, req.version, req.generation)?;
             self.consume(&grant).map_err(|e| NodeError::Denied(e.message))?;
             partial::evaluate(&loaded.share, &loaded.package, &req.ciphertext)
                 .map(|x| (x, grant))
@@ -189,11 +189,21 @@ impl Node {
         }
     }
 
-    fn rsa_loaded(&self, name: &str, version: u32) -> Result<Arc<LoadedRsaVersion>, NodeError> {
-        if let Some(v) = self.rsa_keys().get(name, version) {
+    fn rsa_loaded(
+        &self,
+        name: &str,
+        version: u32,
+        generation: Option<u32>,
+    ) -> Result<Arc<LoadedRsaVersion>, NodeError> {
+        let generation = match generation {
+            Some(g) => g,
+            None => self.store().rsa().generation(name, version)?,
+        };
+        if let Some(v) = self.rsa_keys().get(name, version, generation) {
             return Ok(v);
         }
-        let (share, package) = self.store().rsa().active_share(name, version).map_err(|e| match e {
+        let shared = self.store().rsa().share_of(name, version, Some(generation));
+        let (share, package, _) = shared.map_err(|e| match e {
             hyok_store::Error::NotFound(_) => NodeError::NotFound(format!("RSA key version {name}/{version}")),
             hyok_store::Error::Pending(_) => {
                 NodeError::Precondition(format!("RSA key version {name}/{version} is pending"))
@@ -209,7 +219,7 @@ impl Node {
             NodeError::Internal
         })?;
         let loaded = Arc::new(LoadedRsaVersion { share, package });
-        self.rsa_keys().put(name, version, loaded.clone());
+        self.rsa_keys().put(name, version, generation, loaded.clone());
         Ok(loaded)
     }
 
@@ -218,18 +228,19 @@ impl Node {
         hyok_proto::validate_key_id(name).map_err(|e| NodeError::Invalid(e.to_owned()))?;
         let meta = self.store().rsa().key(name)?.ok_or_else(|| NodeError::NotFound(format!("RSA key {name}")))?;
         let vetoed = self.store().vetoed(name)?.is_some();
-        let versions = self
-            .store()
-            .rsa()
-            .versions(name)?
-            .into_iter()
-            .map(|v| pb::NodeRsaKeyVersion {
+        let mut versions = Vec::new();
+        for v in self.store().rsa().versions(name)? {
+            let (generation, previous, next) = crate::reshare::generations(self.store().rsa(), name, v.version)?;
+            versions.push(pb::NodeRsaKeyVersion {
                 version: v.version,
                 public_package: v.package,
                 active: v.active,
                 created_at_ms: v.created_at_ms,
-            })
-            .collect();
+                generation,
+                previous,
+                next,
+            });
+        }
         Ok(pb::NodeRsaKeyState { name: name.to_owned(), enabled: meta.enabled && !vetoed, versions, vetoed })
     }
 

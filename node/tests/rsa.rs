@@ -64,6 +64,7 @@ fn partial_req(name: &str, version: u32, ciphertext: &[u8]) -> pb::RsaPartialReq
         ciphertext: ciphertext.to_vec(),
         request_id: "user@x".into(),
         evidence: Some(operator().rsa_decrypt(name, version, ciphertext)),
+        generation: None,
     }
 }
 

@@ -10,6 +10,7 @@
 
 use hyok_e2e::{Cluster, Signed, eventually, hyokctl};
 use hyok_proto::v1 as pb;
+use hyok_threshold::rsa::{RsaPublicKey, oaep};
 use hyok_threshold::{GroupPublicKey, Wire, kem};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const KEY: &str = "demo";
+/// The dev cluster's DKE key (threshold RSA).
+const RSA_KEY: &str = "dke-dev";
 
 async fn encrypt(client: &mut Signed, plaintext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let evidence = Some(client.signer.encrypt(KEY, plaintext, b""));
@@ -55,6 +58,25 @@ async fn unwrap(client: &mut Signed, version: u32, wrapped: &[u8]) -> Result<Vec
     Ok(client.unwrap(request).await?.into_inner().data_key)
 }
 
+async fn rsa_decrypt(client: &mut Signed, version: u32, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let request = pb::RsaDecryptRequest {
+        name: RSA_KEY.into(),
+        version,
+        ciphertext: ciphertext.to_vec(),
+        request_id: "reshare".into(),
+        evidence: Some(client.signer.rsa_decrypt(RSA_KEY, version, ciphertext)),
+    };
+    Ok(client.rsa_decrypt(request).await?.into_inner().plaintext)
+}
+
+/// A content key wrapped to the DKE key's primary version, as Office wraps one, and the version.
+async fn dke_wrapped(client: &mut Signed, content_key: &[u8]) -> (u32, Vec<u8>) {
+    let info = client.get_rsa_key(pb::GetRsaKeyRequest { name: RSA_KEY.into() }).await.unwrap().into_inner();
+    let v = info.versions.iter().find(|v| v.version == info.primary_version).unwrap();
+    let public = RsaPublicKey::from_components(&v.modulus, &v.exponent).unwrap();
+    (v.version, oaep::encrypt(&public, content_key, &mut rand::rng()).unwrap())
+}
+
 /// Every node's identity key.
 async fn identities(cluster: &Cluster) -> BTreeMap<u16, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -66,7 +88,8 @@ async fn identities(cluster: &Cluster) -> BTreeMap<u16, Vec<u8>> {
     out
 }
 
-/// Node `id`'s generation of every EC key version it holds ACTIVE.
+/// Node `id`'s generation of every key version it holds ACTIVE, EC keys by name and RSA keys
+/// as `rsa:NAME`; no node may still hold a replaced generation.
 async fn generations(cluster: &Cluster, id: u16) -> BTreeMap<(String, u32), u32> {
     let mut node = cluster.node_client(id).await.unwrap();
     let keys = node.list_key_states(pb::ListKeyStatesRequest {}).await.unwrap().into_inner().keys;
@@ -75,6 +98,13 @@ async fn generations(cluster: &Cluster, id: u16) -> BTreeMap<(String, u32), u32>
         for v in k.versions.iter().filter(|v| v.active) {
             assert!(v.previous.is_none(), "node {id} still holds an old generation of {}/{}", k.key_id, v.version);
             out.insert((k.key_id.clone(), v.version), v.generation);
+        }
+    }
+    let keys = node.list_rsa_key_states(pb::ListRsaKeyStatesRequest {}).await.unwrap().into_inner().keys;
+    for k in keys {
+        for v in k.versions.iter().filter(|v| v.active) {
+            assert!(v.previous.is_none(), "node {id} still holds an old generation of RSA {}/{}", k.name, v.version);
+            out.insert((format!("rsa:{}", k.name), v.version), v.generation);
         }
     }
     out
@@ -127,6 +157,8 @@ async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ci
     let data_key = [0x5au8; 32];
     let wrapped = kem::wrap(&group_key, &data_key, b"label", &mut rand::rng()).unwrap().to_bytes();
     let keys_before = client.list_keys(pb::ListKeysRequest {}).await.unwrap().into_inner().keys;
+    let content_key = [0x33u8; 32];
+    let (rsa_version, dke_ciphertext) = dke_wrapped(&mut client, &content_key).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let load = traffic(client.clone(), stop.clone());
@@ -160,6 +192,7 @@ async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ci
                 );
             }
         }
+        assert!(held.contains_key(&(format!("rsa:{RSA_KEY}"), rsa_version)), "node {id} lacks its RSA share");
         replaced += 1;
     }
     stop.store(true, Ordering::Relaxed);
@@ -201,11 +234,12 @@ async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ci
             assert_eq!(&decrypt(&mut client, blob).await.unwrap(), plaintext, "with nodes {down_a} and {down_b} down");
         }
         assert_eq!(unwrap(&mut client, pk.version, &wrapped).await.unwrap(), data_key);
+        assert_eq!(rsa_decrypt(&mut client, rsa_version, &dke_ciphertext).await.unwrap(), content_key);
         cluster.restart_node(down_a).unwrap();
         cluster.restart_node(down_b).unwrap();
     }
     println!(
-        "replace drill (processes): {} nodes wiped and replaced, traffic {ok} round trips, {failed} failed, {wrong} wrong; {} old ciphertexts and 1 wrapped key open through three t-subsets",
+        "replace drill (processes): {} nodes wiped and replaced, traffic {ok} round trips, {failed} failed, {wrong} wrong; {} old ciphertexts, 1 wrapped key and 1 DKE-wrapped content key open through three t-subsets",
         replaced,
         sealed.len()
     );
@@ -258,4 +292,22 @@ async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
     assert!(show.status.success() && shown.contains(&expected), "{shown}");
     let blob = encrypt(&mut client, b"after").await.unwrap();
     assert_eq!(decrypt(&mut client, &blob).await.unwrap(), b"after");
+
+    // The DKE key's integer shares are refreshed the same way, and what was wrapped to it before
+    // still opens.
+    let (version, wrapped) = dke_wrapped(&mut client, b"content key").await;
+    let out = tokio::process::Command::new(hyokctl())
+        .arg("--dev-dir")
+        .arg(cluster.dir.path())
+        .args(["cluster", "refresh", "--key", RSA_KEY])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let rsa = (format!("rsa:{RSA_KEY}"), version);
+    for id in 1..=5u16 {
+        let before = nodes_before[usize::from(id) - 1][&rsa];
+        assert_eq!(generations(&cluster, id).await[&rsa], before + 1, "node {id}: the RSA share was reshared");
+    }
+    assert_eq!(rsa_decrypt(&mut client, version, &wrapped).await.unwrap(), b"content key");
 }

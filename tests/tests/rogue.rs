@@ -417,8 +417,9 @@ async fn a_rogue_coordinator_cannot_start_a_dkg_that_disagrees_with_the_manifest
 /// A rogue coordinator (the real coordinator's certificate) tries to steer a reshare of `demo`:
 /// (a) with another key's real package as the "old package" (so that receivers would check the
 /// dealers against verification keys of its choosing), and (b) with node 2 replaced among the
-/// receivers by a key the attacker owns (so that a share would be encrypted to it). Every node
-/// refuses both before dealing or storing anything, and audits (a).
+/// receivers by a key the attacker owns (so that a share would be encrypted to it); then the DKE
+/// key's RSA shares to four of the five nodes, or with a foreign old package. Every node refuses
+/// each before dealing or storing anything, and audits (a).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rogue_coordinator_cannot_steer_a_reshare_to_another_package_or_receiver() {
     let cluster = Cluster::start(5, 3).unwrap();
@@ -455,7 +456,13 @@ async fn a_rogue_coordinator_cannot_steer_a_reshare_to_another_package_or_receiv
             pb::KeyUsage::Unwrap as i32,
         ],
         request_id: session.into(),
-        reshare: Some(pb::Reshare { dealers: honest.clone(), old_package, generation: 1, old_generation: 0 }),
+        reshare: Some(pb::Reshare {
+            dealers: honest.clone(),
+            old_package,
+            generation: 1,
+            old_generation: 0,
+            rsa: false,
+        }),
     };
     for id in 1..=5u16 {
         let refused =
@@ -486,6 +493,45 @@ async fn a_rogue_coordinator_cannot_steer_a_reshare_to_another_package_or_receiv
             audit.iter().any(|e| e.operation == "refused:dkg:manifest" && e.request_id == "rogue-receiver"),
             "node {id}"
         );
+    }
+
+    // The same against the DKE key's integer shares: (c) dealt to four of the five nodes (a
+    // smaller set the coordinator would need fewer accomplices to cover), and (d) with the EC
+    // key's package as the old one.
+    let rsa_states = |state: pb::NodeRsaKeyState| state.versions;
+    let rsa_package = rsa_states(
+        rogue
+            .node(1)
+            .await
+            .get_rsa_key_state(pb::GetRsaKeyStateRequest { name: "dke-dev".into() })
+            .await
+            .unwrap()
+            .into_inner(),
+    )[0]
+    .public_package
+    .clone();
+    let rsa_reshare = |session: &str, old_package: Vec<u8>, receivers: Vec<pb::Participant>| pb::DkgRound1Request {
+        key_id: "dke-dev".into(),
+        usages: vec![pb::KeyUsage::Decrypt as i32],
+        reshare: Some(pb::Reshare {
+            dealers: honest.clone(),
+            old_package,
+            generation: 1,
+            old_generation: 0,
+            rsa: true,
+        }),
+        ..reshare(session, Vec::new(), receivers)
+    };
+    for id in 1..=5u16 {
+        let four = rsa_reshare("rogue-rsa-four", rsa_package.clone(), honest[..4].to_vec());
+        let refused = rogue.node(id).await.dkg_round1(four).await.unwrap_err();
+        assert!(refused.message().contains("every node of the cluster manifest"), "node {id}: {refused:?}");
+        let foreign = rsa_reshare("rogue-rsa-package", demo.clone(), honest.clone());
+        let refused = rogue.node(id).await.dkg_round1(foreign).await.unwrap_err();
+        assert!(refused.message().contains("old package"), "node {id}: {refused:?}");
+        let state = rogue.node(id).await.get_rsa_key_state(pb::GetRsaKeyStateRequest { name: "dke-dev".into() }).await;
+        let versions = rsa_states(state.unwrap().into_inner());
+        assert!(versions.iter().all(|v| v.generation == 0 && v.next.is_none()), "node {id}: {versions:?}");
     }
 }
 
@@ -575,6 +621,7 @@ async fn neither_the_admin_certificate_nor_the_ca_key_passes_as_the_pinned_coord
                 version: created.primary_version,
                 generation: u32::MAX,
                 request_id: who.into(),
+                rsa: false,
             };
             let refused = rogue.node(id).await.finalize_reshare(finalize).await.unwrap_err();
             assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{who} node {id}: {refused:?}");

@@ -72,6 +72,7 @@ impl Vault {
             ciphertext: ciphertext.to_vec(),
             request_id: request_id.to_owned(),
             evidence: Some(evidence.clone()),
+            generation: Some(trusted.generation),
         };
         gather(
             &self.pool,

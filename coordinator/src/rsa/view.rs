@@ -23,6 +23,7 @@ impl Vault {
                     exponent: key.exponent_bytes(),
                     fingerprint: fingerprint(key),
                     created_at_ms: v.created_at_ms,
+                    generation: v.generation,
                 }
             }),
             state: view.state(self.pool.threshold()) as i32,

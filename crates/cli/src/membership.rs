@@ -42,38 +42,44 @@ pub fn with_identity(m: &Manifest, id: NodeId, identity: IdentityPublicKey) -> R
     Ok(Manifest::new(m.threshold(), nodes, m.coordinators().iter().copied())?)
 }
 
-/// Node `id`'s versions as it reports them: `(key, version) → generation` of what it holds ACTIVE.
-async fn held(client: &mut NodeClient<tonic::transport::Channel>) -> Result<BTreeMap<(String, u32), u32>> {
-    let states = client.list_key_states(pb::ListKeyStatesRequest {}).await?.into_inner().keys;
+/// What node `id` holds ACTIVE and settled: `(rsa, key, version) → generation`.
+async fn held(client: &mut NodeClient<tonic::transport::Channel>) -> Result<BTreeMap<(bool, String, u32), u32>> {
     let mut out = BTreeMap::new();
-    for s in states {
+    for s in client.list_key_states(pb::ListKeyStatesRequest {}).await?.into_inner().keys {
         for v in s.versions.iter().filter(|v| v.active && v.next.is_none()) {
-            out.insert((s.key_id.clone(), v.version), v.generation);
+            out.insert((false, s.key_id.clone(), v.version), v.generation);
+        }
+    }
+    for s in client.list_rsa_key_states(pb::ListRsaKeyStatesRequest {}).await?.into_inner().keys {
+        for v in s.versions.iter().filter(|v| v.active && v.next.is_none()) {
+            out.insert((true, s.name.clone(), v.version), v.generation);
         }
     }
     Ok(out)
 }
 
-/// The EC key versions node `id` lacks at the generation the cluster trusts.
+/// The key versions (EC and RSA) node `id` lacks at the generation the cluster trusts.
 async fn lacking(
     vault: &mut hyok_proto::VaultClient,
     client: &mut NodeClient<tonic::transport::Channel>,
-) -> Result<Vec<(String, u32, u32)>> {
-    let keys = vault.list_keys(pb::ListKeysRequest {}).await?.into_inner().keys;
-    let held = held(client).await?;
-    let mut out = Vec::new();
-    for key in keys {
-        for v in key.versions {
-            if held.get(&(key.key_id.clone(), v.version)) != Some(&v.generation) {
-                out.push((key.key_id.clone(), v.version, v.generation));
-            }
-        }
+) -> Result<Vec<String>> {
+    let mut trusted = Vec::new();
+    for key in vault.list_keys(pb::ListKeysRequest {}).await?.into_inner().keys {
+        trusted.extend(key.versions.iter().map(|v| (false, key.key_id.clone(), v.version, v.generation)));
     }
-    Ok(out)
+    for key in vault.list_rsa_keys(pb::ListRsaKeysRequest {}).await?.into_inner().keys {
+        trusted.extend(key.versions.iter().map(|v| (true, key.name.clone(), v.version, v.generation)));
+    }
+    let held = held(client).await?;
+    Ok(trusted
+        .into_iter()
+        .filter(|(rsa, key, version, generation)| held.get(&(*rsa, key.clone(), *version)) != Some(generation))
+        .map(|(rsa, key, version, _)| format!("{}{key}/{version}", if rsa { "RSA " } else { "" }))
+        .collect())
 }
 
 /// `hyokctl node replace N` with the dev cluster: see the module docs. Returns once node N holds
-/// every version of every EC key at the generation the cluster trusts.
+/// every version of every key, EC and threshold RSA, at the generation the cluster trusts.
 pub async fn replace(target: &Target, id: u16) -> Result<()> {
     let dev = DevFile::load(&target.dev_dir)?;
     let node = dev.nodes.iter().find(|n| n.id == id).with_context(|| format!("no node {id} in dev.json"))?;
@@ -108,11 +114,10 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
     for attempt in 1..=REPAIR_ATTEMPTS {
         let missing = lacking(&mut vault, &mut client).await?;
         if missing.is_empty() {
-            println!("node {id} holds every EC key version again");
-            warn_rsa(&mut vault, &mut client, id).await?;
+            println!("node {id} holds every key version again, EC and RSA");
             return Ok(());
         }
-        println!("node {id} lacks {} key versions; resharing (attempt {attempt})", missing.len());
+        println!("node {id} lacks {}; resharing (attempt {attempt})", missing.join(", "));
         let done = vault
             .reshare_keys(pb::ReshareKeysRequest {
                 key_id: String::new(),
@@ -129,38 +134,12 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
     bail!("node {id} still lacks key versions after {REPAIR_ATTEMPTS} attempts")
 }
 
-/// Threshold RSA shares are not reshared through the cluster yet (the integer resharing exists
-/// in `hyok_threshold::rsa::reshare`, not its wiring): says which RSA versions node `id` lacks,
-/// so that nobody takes the replacement for whole.
-async fn warn_rsa(
-    vault: &mut hyok_proto::VaultClient,
-    client: &mut NodeClient<tonic::transport::Channel>,
-    id: u16,
-) -> Result<()> {
-    let keys = vault.list_rsa_keys(pb::ListRsaKeysRequest {}).await?.into_inner().keys;
-    let held = client.list_rsa_key_states(pb::ListRsaKeyStatesRequest {}).await?.into_inner().keys;
-    for key in keys {
-        for v in key.versions {
-            let has = held
-                .iter()
-                .any(|h| h.name == key.name && h.versions.iter().any(|hv| hv.version == v.version && hv.active));
-            if !has {
-                eprintln!(
-                    "warning: node {id} holds no share of RSA key {}/{}: RSA shares are not reshared by the cluster yet; \
-                     the key serves from the other nodes",
-                    key.name, v.version
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 fn print_reshared(v: &pb::ResharedVersion) {
+    let family = if v.rsa { "RSA " } else { "" };
     if v.error.is_empty() {
-        println!("  {}/{}: generation {} on nodes {:?}", v.key_id, v.version, v.generation, v.receivers);
+        println!("  {family}{}/{}: generation {} on nodes {:?}", v.key_id, v.version, v.generation, v.receivers);
     } else {
-        println!("  {}/{}: not reshared: {}", v.key_id, v.version, v.error);
+        println!("  {family}{}/{}: not reshared: {}", v.key_id, v.version, v.error);
     }
 }
 

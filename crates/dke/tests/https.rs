@@ -101,6 +101,7 @@ impl Backend for FakeCluster {
                     exponent: v.public.exponent_bytes(),
                     fingerprint: String::new(),
                     created_at_ms: 0,
+                    generation: 0,
                 })
                 .collect(),
             state: if self.disabled.load(Ordering::SeqCst) { pb::KeyState::Disabled } else { pb::KeyState::Enabled }

@@ -35,8 +35,10 @@ pub struct Reported<'a> {
     /// The generation of the shares behind it (a node reports the generation a committed
     /// reshare replaced too, while it still serves it).
     pub generation: u32,
-    /// The node also holds a reshare's output for this version that it has not committed.
-    pub next: bool,
+    /// The generation of a reshare's output for this version the node has not committed.
+    pub next: Option<u32>,
+    /// This is the generation a committed reshare replaced, not the node's current one.
+    pub replaced: bool,
 }
 
 /// A version as a node reports it, and the generation a committed reshare replaced, which an
@@ -48,7 +50,8 @@ fn with_previous<'a>(
     let previous = previous.filter(|_| current.active).map(|p| Reported {
         package: &p.public_key_package,
         generation: p.generation,
-        next: false,
+        next: None,
+        replaced: true,
         ..current
     });
     std::iter::once(current).chain(previous)
@@ -113,7 +116,8 @@ impl Family for Ec {
                 active: v.active,
                 created_at_ms: v.created_at_ms,
                 generation: v.generation,
-                next: v.next.is_some(),
+                next: v.next.as_ref().map(|n| n.generation),
+                replaced: false,
             };
             with_previous(current, v.previous.as_ref())
         })
@@ -168,7 +172,8 @@ impl Family for Rsa {
                 active: v.active,
                 created_at_ms: v.created_at_ms,
                 generation: v.generation,
-                next: v.next.is_some(),
+                next: v.next.as_ref().map(|n| n.generation),
+                replaced: false,
             };
             with_previous(current, v.previous.as_ref())
         })

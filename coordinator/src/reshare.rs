@@ -93,7 +93,7 @@ pub async fn members(pool: &Pool, deadline: Instant) -> Vec<Member> {
 }
 
 /// Whether `state` (one node's) holds `version` of the trusted view ACTIVE at its trusted
-/// generation, and (with `settled`) has no reshare output pending for it.
+/// generation — with `settled`, as its current share, with no reshare output pending.
 fn holds_trusted<F: Family>(state: &F::State, view: &View<F>, version: u32, settled: bool) -> bool {
     let Some(trusted) = view.versions.get(&version) else { return false };
     F::versions(state).any(|v| {
@@ -101,7 +101,7 @@ fn holds_trusted<F: Family>(state: &F::State, view: &View<F>, version: u32, sett
             && v.active
             && v.generation == trusted.generation
             && v.package == trusted.package_bytes.as_slice()
-            && !(settled && v.next)
+            && !(settled && (v.next.is_some() || v.replaced))
     })
 }
 
@@ -167,8 +167,17 @@ pub async fn reshare<F: Family>(
             pool.all().len()
         )));
     }
-    let generation = trusted
-        .generation
+    // Above every generation any node holds of this version, trusted or not: a reshare that
+    // committed on fewer than t nodes left a newer, untrusted one behind.
+    let highest = answers
+        .iter()
+        .flat_map(|(_, s)| {
+            F::versions(s).filter(|v| v.version == version).map(|v| v.generation.max(v.next.unwrap_or(0)))
+        })
+        .max()
+        .unwrap_or(trusted.generation)
+        .max(trusted.generation);
+    let generation = highest
         .checked_add(1)
         .ok_or_else(|| CoordError::Precondition(format!("{key_id}/{version} is at the last generation")))?;
     let mut session_id = vec![0u8; 32];

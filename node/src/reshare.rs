@@ -59,8 +59,8 @@ impl Node {
         usages: Usages,
         caller: &str,
     ) -> Result<pb::DkgRound1Response, NodeError> {
-        if reshare.generation != reshare.old_generation.checked_add(1).unwrap_or(0) || reshare.generation == 0 {
-            return Err(NodeError::Invalid("a reshare produces the generation after the old one".into()));
+        if reshare.generation <= reshare.old_generation {
+            return Err(NodeError::Invalid("a reshare produces a generation above the old one".into()));
         }
         if reshare.rsa && usages != Usages(Usages::DECRYPT) {
             return Err(NodeError::Invalid("a threshold RSA key's only usage is DECRYPT".into()));
@@ -128,8 +128,9 @@ impl Node {
     }
 
     /// A dealer's share of the old generation (`None` if this node does not deal): refused
-    /// unless this node holds exactly that generation of exactly that package, with the usages
-    /// the run names.
+    /// unless this node holds exactly that generation of exactly that package — as its current
+    /// share, or as the one a later reshare replaced, should that reshare not have reached t
+    /// nodes — with the usages the run names.
     fn dealer_share<F: Family>(
         &self,
         keys: Keys<'_, F>,
@@ -146,13 +147,14 @@ impl Node {
         if meta.usages != usages {
             return Err(NodeError::Precondition("usage differs from the key's usage on this node".into()));
         }
-        if keys.generation(&req.key_id, req.version)? != reshare.old_generation {
-            return Err(NodeError::Precondition(format!(
-                "{}/{} is not at generation {} on this node",
-                req.key_id, req.version, reshare.old_generation
-            )));
-        }
-        let (share, package) = keys.active_share(&req.key_id, req.version)?;
+        let (share, package, _) =
+            keys.share_of(&req.key_id, req.version, Some(reshare.old_generation)).map_err(|e| match e {
+                hyok_store::Error::NotFound(_) => NodeError::Precondition(format!(
+                    "{}/{} generation {} is not on this node",
+                    req.key_id, req.version, reshare.old_generation
+                )),
+                other => NodeError::from(other),
+            })?;
         if package != reshare.old_package {
             self.audit(&[self.event(&req.key_id, req.version, "refused:reshare:package", &req.request_id, caller)])?;
             return Err(NodeError::Precondition("the old package is not the one this node holds".into()));

@@ -80,6 +80,31 @@ pub enum NodeCommand {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// As this node's operator: write a sealed backup of this stopped node (its whole store and
+    /// seal key, sealed under a backup key kept apart from the node).
+    Backup {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write the backup (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// The backup key (32 bytes, mode 0600); made by the first backup if missing.
+        #[arg(long)]
+        backup_key: PathBuf,
+    },
+    /// As this node's operator: restore a node from its sealed backup into an empty directory.
+    Restore {
+        /// The data directory to restore into (must hold no node).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The backup key it was sealed under.
+        #[arg(long)]
+        backup_key: PathBuf,
+    },
 }
 
 /// `hyok-node policy …`.
@@ -138,7 +163,10 @@ impl NodeCommand {
             | NodeCommand::Policy { command: PolicyCommand::Install { at, .. } | PolicyCommand::Show { at } } => {
                 Some(at)
             }
-            NodeCommand::Init { .. } | NodeCommand::Run { .. } => None,
+            NodeCommand::Init { .. }
+            | NodeCommand::Run { .. }
+            | NodeCommand::Backup { .. }
+            | NodeCommand::Restore { .. } => None,
         }
     }
 }
@@ -300,6 +328,14 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
         NodeCommand::Init { data_dir } => {
             crate::server::init(&data_dir)?;
             println!("initialized {}", data_dir.display());
+        }
+        NodeCommand::Backup { data_dir, out, backup_key } => {
+            crate::backup::backup(&data_dir, &out, &backup_key)?;
+            println!("backed up {} to {}", data_dir.display(), out.display());
+        }
+        NodeCommand::Restore { data_dir, from, backup_key } => {
+            crate::backup::restore(&data_dir, &from, &backup_key)?;
+            println!("restored {} from {}", data_dir.display(), from.display());
         }
         NodeCommand::Run { id, data_dir, listen, ca, cert, key, init, metrics_listen } => {
             if init && !crate::server::seal_key_path(&data_dir).exists() {

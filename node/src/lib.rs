@@ -15,6 +15,7 @@
 //! - `cli`: the command line (shared by `hyok-node` and `hyokctl node`).
 //! - `metrics`: operations, refusals, audit log length, key and version counts.
 
+pub mod backup;
 pub mod cli;
 pub mod evidence;
 pub mod keys;

@@ -19,7 +19,7 @@ pub fn seal_key_path(data_dir: &Path) -> PathBuf {
     data_dir.join("seal.key")
 }
 
-fn db_path(data_dir: &Path) -> PathBuf {
+pub(crate) fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("db")
 }
 
@@ -113,7 +113,7 @@ pub fn stored_identity(data_dir: &Path) -> Result<IdentityPublicKey> {
 }
 
 /// The store and long-term keys of an initialized data directory (upgrading legacy keys).
-fn open_store(data_dir: &Path) -> Result<(Store, NodeSecrets)> {
+pub(crate) fn open_store(data_dir: &Path) -> Result<(Store, NodeSecrets)> {
     // A store of this directory dropped a moment ago in this process (`run --init`) holds the
     // directory lock until sled's IO threads let go: wait for that, briefly.
     let started = std::time::Instant::now();

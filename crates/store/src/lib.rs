@@ -17,6 +17,7 @@
 //! - `error`: [`Error`], the one error type; it never carries secret bytes.
 
 pub mod audit;
+pub mod backup;
 mod error;
 pub mod generations;
 pub mod keys;

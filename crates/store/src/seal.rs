@@ -43,9 +43,32 @@ impl SealKey {
     /// Writes a fresh random key to `path` with mode 0600 and syncs it (and, on Unix, its
     /// directory). Refuses to overwrite an existing file; leaves no partial file on failure.
     pub fn create(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
         let mut key = SealKey([0u8; 32]);
         rand::rng().fill_bytes(&mut key.0);
+        key.write_new(path.as_ref())?;
+        Ok(key)
+    }
+
+    /// Writes `bytes` (a key from [`SealKey::to_backup_bytes`]) to `path` the way
+    /// [`SealKey::create`] writes a fresh one: a node restored from its backup.
+    pub fn restore(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Self> {
+        let path = path.as_ref();
+        let mut key = SealKey([0u8; 32]);
+        if bytes.len() != key.0.len() {
+            return Err(Error::Corrupt(path.display().to_string()));
+        }
+        key.0.copy_from_slice(bytes);
+        key.write_new(path)?;
+        Ok(key)
+    }
+
+    /// The raw key, for a sealed backup of the node (the caller seals it under another key).
+    pub fn to_backup_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.0.to_vec())
+    }
+
+    fn write_new(&self, path: &Path) -> Result<()> {
+        let key = self;
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -63,7 +86,7 @@ impl SealKey {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| file_error(dir, e))?;
         }
-        Ok(key)
+        Ok(())
     }
 
     /// Reads the key at `path`: exactly 32 bytes, and on Unix not readable or writable by group

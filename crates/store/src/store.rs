@@ -128,6 +128,16 @@ impl Store {
         })
     }
 
+    /// Every tree's name (for [`Store::export`]).
+    pub(crate) fn tree_names(&self) -> Vec<sled::IVec> {
+        self.db.tree_names()
+    }
+
+    /// The tree called `name`, created if missing (for [`Store::import`]).
+    pub(crate) fn tree(&self, name: &[u8]) -> Result<sled::Tree> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     pub(crate) fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())

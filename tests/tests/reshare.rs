@@ -11,7 +11,7 @@
 use hyok_e2e::{Cluster, Signed, eventually, hyokctl};
 use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::{RsaPublicKey, oaep};
-use hyok_threshold::{GroupPublicKey, Wire, kem};
+use hyok_threshold::{GroupPublicKey, PublicKeyPackage, Wire, kem};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -488,4 +488,108 @@ async fn a_node_restored_from_its_sealed_backup_serves_again() {
     .await
     .unwrap();
     assert_eq!(plain, b"sealed before the backup", "nodes 3–5, 3 restored from its backup, serve");
+}
+
+/// A copy of `from` (a stopped node's data directory) in `to`, as a thief or a careless
+/// operator would keep it.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A refresh makes old shares useless: node 1's data directory is copied aside before a refresh
+/// of a key, and afterwards the old share it holds, combined with two new partials, does not
+/// open a ciphertext that three new partials open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_refresh_an_old_share_kept_aside_no_longer_combines_with_the_new_ones() {
+    let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let mut client = cluster.client().await.unwrap();
+    let key = "kept-aside";
+    client
+        .create_key(pb::CreateKeyRequest { key_id: key.into(), usages: vec![], request_id: "setup".into() })
+        .await
+        .unwrap();
+    let secret = b"old shares must not open this".to_vec();
+    let evidence = client.signer.encrypt(key, &secret, b"");
+    let sealed = client
+        .encrypt_detached(pb::EncryptDetachedRequest {
+            key_id: key.into(),
+            plaintext: secret.clone(),
+            aad: Vec::new(),
+            request_id: "setup".into(),
+            evidence: Some(evidence),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let aside = tempfile::tempdir().unwrap();
+    cluster.stop_node(1).unwrap();
+    copy_dir(&cluster.data_dir(1).unwrap(), aside.path());
+    cluster.restart_node(1).unwrap();
+    let out = tokio::process::Command::new(hyokctl())
+        .arg("--dev-dir")
+        .arg(cluster.dir.path())
+        .args(["cluster", "refresh", "--key", key])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The old share, read from the copy as whoever holds it (disk and seal key) can.
+    let seal = hyok_store::SealKey::load(aside.path().join("seal.key")).unwrap();
+    let store = hyok_store::Store::open(aside.path().join("db"), seal).unwrap();
+    let (old_share, old_package) = store.ec().active_share(key, sealed.version).unwrap();
+    let old_share = hyok_threshold::KeyShare::from_secret_bytes(&old_share).unwrap();
+    let seed: [u8; 16] = sealed.seed.clone().try_into().unwrap();
+    let input = hyok_threshold::dprf::DprfInput::new(key, sealed.version, seed).unwrap();
+    let old_partial = hyok_threshold::dprf::evaluate(&old_share, &input, &mut rand::rng());
+
+    // New partials, asked the way the coordinator asks, with the requester's evidence.
+    let coordinator = cluster.tls_for(hyok_proto::Role::Coordinator);
+    let mut new_partials = BTreeMap::new();
+    let mut generation = 0;
+    for id in 1..=3u16 {
+        let mut node = cluster.node_client_as(id, &coordinator).await.unwrap();
+        let state = node.get_key_state(pb::GetKeyStateRequest { key_id: key.into() }).await.unwrap().into_inner();
+        generation = state.versions[0].generation;
+        let item = pb::EvaluateItem {
+            key_id: key.into(),
+            version: sealed.version,
+            seed: sealed.seed.clone(),
+            operation: pb::Operation::Decrypt as i32,
+            request_id: "kept-aside".into(),
+            evidence: Some(client.signer.decrypt(key, sealed.version, &sealed.seed)),
+            generation: Some(generation),
+        };
+        let results = node.evaluate_batch(pb::EvaluateBatchRequest { items: vec![item] }).await.unwrap().into_inner();
+        let Some(pb::partial_result::Result::Partial(bytes)) = results.results[0].result.clone() else {
+            panic!("node {id} gave no partial: {:?}", results.results[0]);
+        };
+        new_partials.insert(id, hyok_threshold::PartialEvaluation::from_bytes(&bytes).unwrap());
+    }
+    assert_eq!(generation, 1, "the refresh made generation 1");
+    let mut node = cluster.node_client(2).await.unwrap();
+    let state = node.get_key_state(pb::GetKeyStateRequest { key_id: key.into() }).await.unwrap().into_inner();
+    let new_package = PublicKeyPackage::from_bytes(&state.versions[0].public_key_package).unwrap();
+    let old_package = PublicKeyPackage::from_bytes(&old_package).unwrap();
+    assert_eq!(new_package.group_key(), old_package.group_key(), "the public key never changes");
+    let tag: [u8; 16] = sealed.tag.clone().try_into().unwrap();
+    let open = |package: &PublicKeyPackage, partials: &[hyok_threshold::PartialEvaluation]| {
+        hyok_threshold::aead::decrypt(package, &input, partials, b"", &sealed.ciphertext, &tag)
+            .map(|o| o.value.to_vec())
+    };
+    let all_new: Vec<_> = new_partials.values().cloned().collect();
+    assert_eq!(open(&new_package, &all_new).unwrap(), secret, "three new partials open it");
+    let mixed = vec![old_partial, new_partials[&2].clone(), new_partials[&3].clone()];
+    assert!(open(&new_package, &mixed).is_err(), "the old share with two new ones opens nothing");
+    assert!(open(&old_package, &mixed).is_err(), "… whichever package the holder believes in");
 }

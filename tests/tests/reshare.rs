@@ -296,6 +296,18 @@ async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
     let shown = String::from_utf8_lossy(&show.stdout);
     let expected = format!("generation {}", demo(&after)[0].generation);
     assert!(show.status.success() && shown.contains(&expected), "{shown}");
+    // `hyokctl cluster status`: every node at that generation, nothing old kept.
+    let status = tokio::process::Command::new(hyokctl())
+        .arg("--dev-dir")
+        .arg(cluster.dir.path())
+        .args(["cluster", "status"])
+        .output()
+        .await
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    let row = shown.lines().find(|l| l.starts_with("demo/1 ")).unwrap_or_default();
+    assert!(row.contains("generation 1") && row.contains("1:g1  2:g1  3:g1  4:g1  5:g1"), "{shown}");
+    assert!(shown.contains("and nothing else"), "{shown}");
     let blob = encrypt(&mut client, b"after").await.unwrap();
     assert_eq!(decrypt(&mut client, &blob).await.unwrap(), b"after");
 

@@ -190,6 +190,8 @@ enum ClusterCommand {
         #[arg(long)]
         key: Option<String>,
     },
+    /// Every key version's generation in use, and what each node holds of it (dev cluster).
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -375,6 +377,7 @@ async fn main() -> Result<()> {
         Command::Cluster { command: ClusterCommand::Repair { key } } => {
             hyok_cli::membership::refresh(&target, key.as_deref(), true).await?;
         }
+        Command::Cluster { command: ClusterCommand::Status } => hyok_cli::membership::status(&target).await?,
         Command::Coordinator { args } => {
             init_logging("info");
             hyok_coordinator::cli::execute(args).await?;

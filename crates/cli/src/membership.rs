@@ -42,40 +42,159 @@ pub fn with_identity(m: &Manifest, id: NodeId, identity: IdentityPublicKey) -> R
     Ok(Manifest::new(m.threshold(), nodes, m.coordinators().iter().copied())?)
 }
 
-/// What node `id` holds ACTIVE and settled: `(rsa, key, version) → generation`.
-async fn held(client: &mut NodeClient<tonic::transport::Channel>) -> Result<BTreeMap<(bool, String, u32), u32>> {
+/// A key version: `(rsa, key, version)`.
+type VersionId = (bool, String, u32);
+
+/// What one node holds of one version: its current generation (if ACTIVE), the one a
+/// committed reshare replaced, and a reshare's uncommitted output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Holding {
+    /// The current share's generation, if the version is ACTIVE here.
+    pub current: Option<u32>,
+    /// A replaced generation still kept.
+    pub previous: Option<u32>,
+    /// A reshare's output not yet committed.
+    pub next: Option<u32>,
+}
+
+impl Holding {
+    /// Holds `generation` as its current share, with nothing pending.
+    fn settled_at(&self, generation: u32) -> bool {
+        self.current == Some(generation) && self.next.is_none()
+    }
+    fn describe(&self) -> String {
+        let mut out = self.current.map_or_else(|| "-".to_owned(), |g| format!("g{g}"));
+        if let Some(p) = self.previous {
+            out.push_str(&format!("(+g{p})"));
+        }
+        if let Some(n) = self.next {
+            out.push_str(&format!("→g{n}?"));
+        }
+        out
+    }
+}
+
+/// Everything node `client` holds, EC and RSA.
+async fn held(client: &mut NodeClient<tonic::transport::Channel>) -> Result<BTreeMap<VersionId, Holding>> {
     let mut out = BTreeMap::new();
+    let holding =
+        |active: bool, g: u32, p: &Option<pb::NodeKeyGeneration>, n: &Option<pb::NodeKeyGeneration>| Holding {
+            current: active.then_some(g),
+            previous: p.as_ref().map(|p| p.generation),
+            next: n.as_ref().map(|n| n.generation),
+        };
     for s in client.list_key_states(pb::ListKeyStatesRequest {}).await?.into_inner().keys {
-        for v in s.versions.iter().filter(|v| v.active && v.next.is_none()) {
-            out.insert((false, s.key_id.clone(), v.version), v.generation);
+        for v in &s.versions {
+            out.insert((false, s.key_id.clone(), v.version), holding(v.active, v.generation, &v.previous, &v.next));
         }
     }
     for s in client.list_rsa_key_states(pb::ListRsaKeyStatesRequest {}).await?.into_inner().keys {
-        for v in s.versions.iter().filter(|v| v.active && v.next.is_none()) {
-            out.insert((true, s.name.clone(), v.version), v.generation);
+        for v in &s.versions {
+            out.insert((true, s.name.clone(), v.version), holding(v.active, v.generation, &v.previous, &v.next));
         }
     }
     Ok(out)
 }
 
-/// The key versions (EC and RSA) node `id` lacks at the generation the cluster trusts.
+/// Every version the cluster trusts, with the generation in use.
+async fn trusted(vault: &mut hyok_proto::VaultClient) -> Result<Vec<(VersionId, u32)>> {
+    let mut out = Vec::new();
+    for key in vault.list_keys(pb::ListKeysRequest {}).await?.into_inner().keys {
+        out.extend(key.versions.iter().map(|v| ((false, key.key_id.clone(), v.version), v.generation)));
+    }
+    for key in vault.list_rsa_keys(pb::ListRsaKeysRequest {}).await?.into_inner().keys {
+        out.extend(key.versions.iter().map(|v| ((true, key.name.clone(), v.version), v.generation)));
+    }
+    Ok(out)
+}
+
+fn name((rsa, key, version): &VersionId) -> String {
+    format!("{}{key}/{version}", if *rsa { "RSA " } else { "" })
+}
+
+/// The key versions (EC and RSA) node `client` lacks at the generation the cluster trusts.
 async fn lacking(
     vault: &mut hyok_proto::VaultClient,
     client: &mut NodeClient<tonic::transport::Channel>,
 ) -> Result<Vec<String>> {
-    let mut trusted = Vec::new();
-    for key in vault.list_keys(pb::ListKeysRequest {}).await?.into_inner().keys {
-        trusted.extend(key.versions.iter().map(|v| (false, key.key_id.clone(), v.version, v.generation)));
-    }
-    for key in vault.list_rsa_keys(pb::ListRsaKeysRequest {}).await?.into_inner().keys {
-        trusted.extend(key.versions.iter().map(|v| (true, key.name.clone(), v.version, v.generation)));
-    }
     let held = held(client).await?;
-    Ok(trusted
+    Ok(trusted(vault)
+        .await?
         .into_iter()
-        .filter(|(rsa, key, version, generation)| held.get(&(*rsa, key.clone(), *version)) != Some(generation))
-        .map(|(rsa, key, version, _)| format!("{}{key}/{version}", if rsa { "RSA " } else { "" }))
+        .filter(|(id, generation)| !held.get(id).is_some_and(|h| h.settled_at(*generation)))
+        .map(|(id, _)| name(&id))
         .collect())
+}
+
+/// `hyokctl cluster status` as text: per trusted version, its generation and what each node
+/// holds (`g2` current, `(+g1)` a replaced one still kept, `→g3?` an uncommitted reshare, `-`
+/// nothing; `?` an unreachable node), and the versions that still need repair.
+pub fn render_status(trusted: &[(VersionId, u32)], nodes: &[(u16, Option<BTreeMap<VersionId, Holding>>)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let mut unsettled = 0;
+    for (id, generation) in trusted {
+        let _ = write!(out, "{:<24} generation {generation:<3}", name(id));
+        let mut settled = true;
+        for (node, held) in nodes {
+            let cell = match held {
+                None => "?".to_owned(),
+                Some(held) => {
+                    let h = held.get(id).copied().unwrap_or_default();
+                    settled &= h.settled_at(*generation) && h.previous.is_none();
+                    h.describe()
+                }
+            };
+            let _ = write!(out, "  {node}:{cell}");
+        }
+        unsettled += usize::from(!settled);
+        out.push('\n');
+    }
+    if unsettled == 0 {
+        out.push_str("every reachable node holds every version at its generation, and nothing else\n");
+    } else {
+        let _ = writeln!(out, "{unsettled} versions are not settled on every reachable node (repair runs on its own)");
+    }
+    out
+}
+
+/// `hyokctl cluster status` with the dev cluster (it reads every node).
+pub async fn status(target: &Target) -> Result<()> {
+    let mut vault = target.connect().await?;
+    let trusted = trusted(&mut vault).await?;
+    let (nodes, tls) = target.nodes()?;
+    let mut held_by = Vec::new();
+    for (id, endpoint) in nodes {
+        let held = match node_client(&tls, id, &endpoint).await {
+            Ok(mut client) => held(&mut client).await.ok(),
+            Err(_) => None,
+        };
+        held_by.push((id, held));
+    }
+    print!("{}", render_status(&trusted, &held_by));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_each_nodes_generations_and_what_is_not_settled() {
+        let demo = (false, "demo".to_owned(), 1);
+        let dke = (true, "dke".to_owned(), 1);
+        let at = |g| Holding { current: Some(g), ..Holding::default() };
+        let settled: BTreeMap<_, _> = [(demo.clone(), at(2)), (dke.clone(), at(1))].into();
+        let mid: BTreeMap<_, _> =
+            [(demo.clone(), Holding { current: Some(2), previous: Some(1), next: None }), (dke.clone(), at(1))].into();
+        let trusted = vec![(demo.clone(), 2), (dke.clone(), 1)];
+        let text = render_status(&trusted, &[(1, Some(settled.clone())), (2, Some(settled.clone()))]);
+        assert!(text.contains("demo/1") && text.contains("RSA dke/1") && text.contains("1:g2  2:g2"), "{text}");
+        assert!(text.ends_with("and nothing else\n"), "{text}");
+        let text = render_status(&trusted, &[(1, Some(mid)), (2, None), (3, Some(BTreeMap::new()))]);
+        assert!(text.contains("1:g2(+g1)  2:?  3:-"), "{text}");
+        assert!(text.contains("2 versions are not settled"), "{text}");
+    }
 }
 
 /// `hyokctl node replace N` with the dev cluster: see the module docs. Returns once node N holds

@@ -175,28 +175,6 @@ pub async fn status(target: &Target) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_shows_each_nodes_generations_and_what_is_not_settled() {
-        let demo = (false, "demo".to_owned(), 1);
-        let dke = (true, "dke".to_owned(), 1);
-        let at = |g| Holding { current: Some(g), ..Holding::default() };
-        let settled: BTreeMap<_, _> = [(demo.clone(), at(2)), (dke.clone(), at(1))].into();
-        let mid: BTreeMap<_, _> =
-            [(demo.clone(), Holding { current: Some(2), previous: Some(1), next: None }), (dke.clone(), at(1))].into();
-        let trusted = vec![(demo.clone(), 2), (dke.clone(), 1)];
-        let text = render_status(&trusted, &[(1, Some(settled.clone())), (2, Some(settled.clone()))]);
-        assert!(text.contains("demo/1") && text.contains("RSA dke/1") && text.contains("1:g2  2:g2"), "{text}");
-        assert!(text.ends_with("and nothing else\n"), "{text}");
-        let text = render_status(&trusted, &[(1, Some(mid)), (2, None), (3, Some(BTreeMap::new()))]);
-        assert!(text.contains("1:g2(+g1)  2:?  3:-"), "{text}");
-        assert!(text.contains("2 versions are not settled"), "{text}");
-    }
-}
-
 /// `hyokctl node replace N` with the dev cluster: see the module docs. Returns once node N holds
 /// every version of every key, EC and threshold RSA, at the generation the cluster trusts.
 pub async fn replace(target: &Target, id: u16) -> Result<()> {
@@ -283,4 +261,26 @@ pub async fn refresh(target: &Target, key: Option<&str>, missing_only: bool) -> 
     }
     println!("{} versions reshared", done.versions.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_each_nodes_generations_and_what_is_not_settled() {
+        let demo = (false, "demo".to_owned(), 1);
+        let dke = (true, "dke".to_owned(), 1);
+        let at = |g| Holding { current: Some(g), ..Holding::default() };
+        let settled: BTreeMap<_, _> = [(demo.clone(), at(2)), (dke.clone(), at(1))].into();
+        let mid: BTreeMap<_, _> =
+            [(demo.clone(), Holding { current: Some(2), previous: Some(1), next: None }), (dke.clone(), at(1))].into();
+        let trusted = vec![(demo.clone(), 2), (dke.clone(), 1)];
+        let text = render_status(&trusted, &[(1, Some(settled.clone())), (2, Some(settled.clone()))]);
+        assert!(text.contains("demo/1") && text.contains("RSA dke/1") && text.contains("1:g2  2:g2"), "{text}");
+        assert!(text.ends_with("and nothing else\n"), "{text}");
+        let text = render_status(&trusted, &[(1, Some(mid)), (2, None), (3, Some(BTreeMap::new()))]);
+        assert!(text.contains("1:g2(+g1)  2:?  3:-"), "{text}");
+        assert!(text.contains("2 versions are not settled"), "{text}");
+    }
 }

@@ -156,7 +156,7 @@ impl Vault {
         // run never blocks the new one.
         let states = read_states::<Ec>(&self.pool, Some(key_id), deadline).await;
         let answers = flatten::<Ec>(&states);
-        let view = merge::<Ec>(key_id, &answers, self.pool.threshold()).ok_or_else(|| {
+        let view = merge::<Ec>(key_id, &answers, self.pool.quorum()).ok_or_else(|| {
             CoordError::NotFound(format!("no key {key_id} (held by fewer than {} nodes)", self.pool.threshold()))
         })?;
         let highest = answers.iter().flat_map(|(_, s)| s.versions.iter().map(|v| v.version)).max().unwrap_or(0);
@@ -215,6 +215,21 @@ impl Vault {
             }
         }
         Ok(pb::ReshareKeysResponse { versions: pass.out })
+    }
+
+    /// `ExecuteEpoch` (one key change at a time: no creation, rotation or reshare runs beside it).
+    pub async fn execute_epoch(&self, request_id: &str) -> Result<pb::ExecuteEpochResponse, CoordError> {
+        let _one_at_a_time = self.key_changes.lock().await;
+        let result = crate::epoch::execute(&self.pool, request_id).await;
+        self.metadata.invalidate_all();
+        self.rsa_metadata.invalidate_all();
+        result
+    }
+
+    /// `AbortEpoch`.
+    pub async fn abort_epoch(&self, request_id: &str) -> Result<pb::AbortEpochVaultResponse, CoordError> {
+        let _one_at_a_time = self.key_changes.lock().await;
+        crate::epoch::abort(&self.pool, request_id).await
     }
 
     /// One family's part of a [`Vault::reshare_keys`] pass.

@@ -53,9 +53,12 @@ pub struct Config {
     /// Address to serve KeyVault on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Threshold t: partials needed per operation.
+    /// The cluster's threshold t at its first epoch, and always the least number of distinct
+    /// nodes whose agreement the coordinator trusts (key metadata, the cluster's manifest). After
+    /// a membership change, the t in force is the one the nodes' manifests agree on.
     pub threshold: u16,
-    /// Every node of the cluster.
+    /// Every node of the cluster. Re-read while running when the file changes, so that a
+    /// membership change can add nodes and retire them.
     pub nodes: Vec<NodeConfig>,
     /// Mutual TLS.
     pub tls: TlsConfig,
@@ -93,6 +96,9 @@ pub struct Config {
     /// by resharing (milliseconds; 0: never on its own).
     #[serde(default = "default_repair_ms")]
     pub repair_ms: u64,
+    /// The file this was loaded from (re-read for the node list while running).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 fn default_repair_ms() -> u64 {
@@ -156,14 +162,16 @@ impl Config {
             queue: default_queue(),
             metrics_listen: default_metrics_listen(),
             repair_ms: default_repair_ms(),
+            source: None,
         }
     }
 
     /// Reads and checks a TOML file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         config.validate()?;
+        config.source = Some(path.to_owned());
         Ok(config)
     }
 

@@ -43,6 +43,26 @@ pub enum CoordError {
 }
 
 impl CoordError {
+    /// The same error, its message prefixed with `what` (`what: message`); DataLoss, whose
+    /// message is fixed, is unchanged.
+    #[must_use]
+    pub fn context(self, what: &str) -> Self {
+        let with = |m: String| format!("{what}: {m}");
+        match self {
+            CoordError::Invalid(m) => CoordError::Invalid(with(m)),
+            CoordError::NotFound(m) => CoordError::NotFound(with(m)),
+            CoordError::Exists(m) => CoordError::Exists(with(m)),
+            CoordError::VersionNotFound(m) => CoordError::VersionNotFound(with(m)),
+            CoordError::Disabled(m) => CoordError::Disabled(with(m)),
+            CoordError::UsageNotAllowed(m) => CoordError::UsageNotAllowed(with(m)),
+            CoordError::Precondition(m) => CoordError::Precondition(with(m)),
+            CoordError::PermissionDenied(m) => CoordError::PermissionDenied(with(m)),
+            CoordError::Unavailable(m) => CoordError::Unavailable(with(m)),
+            CoordError::DataLoss => CoordError::DataLoss,
+            CoordError::Internal(m) => CoordError::Internal(with(m)),
+        }
+    }
+
     /// The machine-readable reason sent as the `hyok-reason` metadata entry, where a status code
     /// alone is ambiguous.
     pub fn reason(&self) -> Option<Reason> {

@@ -70,7 +70,7 @@ where
 {
     let all = pool.all();
     let asked: Vec<(usize, &Arc<NodeHandle>)> = match ask.who {
-        Who::Reachable if pool.up_count() >= pool.threshold() => {
+        Who::Reachable if pool.up_count() >= pool.quorum() => {
             all.iter().enumerate().filter(|(_, n)| n.is_up()).collect()
         }
         _ => all.iter().enumerate().collect(),
@@ -104,7 +104,7 @@ where
         succeeded += usize::from(result.is_ok());
         out[index] = Some((all[index].id, result));
         if let Some(grace) = ask.grace
-            && succeeded >= pool.threshold()
+            && succeeded >= pool.quorum()
             && soft_deadline == deadline
         {
             soft_deadline = (Instant::now() + grace).min(deadline);
@@ -350,7 +350,8 @@ impl Miss {
     }
 }
 
-/// Gathers partials of kind `P` until `attempt` is done. `ask` asks one node for the item.
+/// Gathers partials of kind `P` until `attempt` is done. `ask` asks one node for the item; `t`
+/// is the threshold of the version's package.
 ///
 /// `t + extra` nodes are asked at once (reachable ones first, rotated per request). Each miss —
 /// a transport error, a refusal, a full queue, an invalid partial — asks the next node at once;
@@ -360,7 +361,7 @@ impl Miss {
 pub async fn gather<P, T, F, Fut>(
     pool: &Pool,
     spread: Spread,
-    (key_id, version): (&str, u32),
+    (key_id, version, t): (&str, u32, usize),
     ask: F,
     mut attempt: impl FnMut(&[P]) -> Step<T>,
 ) -> Result<T, CoordError>
@@ -369,7 +370,6 @@ where
     F: Fn(&Arc<NodeHandle>) -> Fut,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    let t = pool.threshold();
     let mut need = t;
     let mut retried = false;
     let mut waiting: VecDeque<Arc<NodeHandle>> = pool.ordered().into();

@@ -9,7 +9,8 @@
 //!   hedging and retries within the deadline, ask every node, the timeout helper.
 //! - `metadata`: key metadata of both key families, trusted when t distinct nodes agree, cached.
 //! - `vault`: encrypt, decrypt, wrap, unwrap; `admin`: create, rotate, enable, disable,
-//!   status; `dkg`: the DKG relay.
+//!   status; `dkg`: the DKG relay; `reshare`: repair and refresh of one version; `epoch`:
+//!   membership changes (every version reshared to the new members, then committed).
 //! - `rsa`: threshold RSA — `view` (metadata), `import` (a dealt key), `decrypt`.
 //! - `service`: the tonic adapter; `error`: errors → gRPC status codes.
 //! - `metrics`: what the coordinator knows of each node (partial latency, refusals, invalid
@@ -20,6 +21,7 @@ mod batch;
 pub mod cli;
 pub mod config;
 mod dkg;
+mod epoch;
 mod error;
 mod fanout;
 mod metadata;
@@ -43,6 +45,11 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+/// When `path` was last modified, if it can be read.
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// The gRPC health service name clients check.
 pub const HEALTH_SERVICE: &str = "hyok.v1.KeyVault";
 
@@ -56,6 +63,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     reporter.set_service_status("", ServingStatus::NotServing).await;
     let prober = {
         let vault = vault.clone();
+        let source = config.source.clone();
         let period = Duration::from_millis(config.probe_ms.max(50));
         tokio::spawn(async move {
             let mut last = None;
@@ -64,7 +72,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 vault.pool().all().len(),
                 vault.pool().threshold(),
             );
+            let mut watched = source.map(|path| (modified(&path), path));
             loop {
+                if let Some((seen, path)) = &mut watched {
+                    let now = modified(path);
+                    if now != *seen {
+                        *seen = now;
+                        match Config::load(path).and_then(|c| vault.pool().reconfigure(&c)) {
+                            Ok(()) => {}
+                            Err(e) => {
+                                tracing::error!(error = %e, "the reloaded configuration is refused; keeping the last")
+                            }
+                        }
+                    }
+                }
                 vault.pool().probe_all(period.min(Duration::from_secs(1))).await;
                 let up = vault.pool().up_count();
                 monitor.observe(up);
@@ -86,6 +107,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(period).await;
+                if vault.pool().change_pending() {
+                    continue;
+                }
                 // Versions a reachable node lacks (down at creation, wiped, a PENDING leftover)
                 // are reshared to it: nobody has to ask.
                 match vault.reshare_keys(None, true, "auto-repair").await {

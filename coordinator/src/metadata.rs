@@ -37,6 +37,8 @@ pub struct Reported<'a> {
     pub generation: u32,
     /// The generation of a reshare's output for this version the node has not committed.
     pub next: Option<u32>,
+    /// That output's public package (empty when there is none).
+    pub next_package: &'a [u8],
     /// This is the generation a committed reshare replaced, not the node's current one.
     pub replaced: bool,
 }
@@ -51,6 +53,7 @@ fn with_previous<'a>(
         package: &p.public_key_package,
         generation: p.generation,
         next: None,
+        next_package: &[],
         replaced: true,
         ..current
     });
@@ -117,6 +120,7 @@ impl Family for Ec {
                 created_at_ms: v.created_at_ms,
                 generation: v.generation,
                 next: v.next.as_ref().map(|n| n.generation),
+                next_package: v.next.as_ref().map_or(&[], |n| &n.public_key_package),
                 replaced: false,
             };
             with_previous(current, v.previous.as_ref())
@@ -173,6 +177,7 @@ impl Family for Rsa {
                 created_at_ms: v.created_at_ms,
                 generation: v.generation,
                 next: v.next.as_ref().map(|n| n.generation),
+                next_package: v.next.as_ref().map_or(&[], |n| &n.public_key_package),
                 replaced: false,
             };
             with_previous(current, v.previous.as_ref())
@@ -267,8 +272,9 @@ impl<F: Family> View<F> {
     }
 }
 
-/// Builds the trusted view of key `name` from the nodes' answers; `None` when no version is
-/// held ACTIVE with identical bytes by `threshold` distinct nodes (the key does not exist as
+/// Builds the trusted view of key `name` from the nodes' answers; `threshold` is the quorum
+/// (the pool's [`crate::pool::Pool::quorum`]), and a package of a higher t needs that many.
+/// `None` when no version is held ACTIVE with identical bytes by `threshold` distinct nodes (the key does not exist as
 /// far as the cluster can prove), or no usage set has `threshold` supporters.
 pub fn merge<F: Family>(name: &str, answers: &[(NodeId, F::State)], threshold: usize) -> Option<View<F>> {
     // Each node's one answer about this key; a node that answers twice, or lists a version
@@ -310,8 +316,8 @@ pub fn merge<F: Family>(name: &str, answers: &[(NodeId, F::State)], threshold: u
             tracing::error!(name, version, what = F::WHAT, "t nodes agree on a package that does not decode");
             continue;
         };
-        if F::threshold(&package) != threshold {
-            tracing::error!(name, version, what = F::WHAT, "package threshold differs from the configured threshold");
+        // A package of t′ > the quorum (a membership change raised t) needs t′ agreeing nodes.
+        if count < F::threshold(&package) {
             continue;
         }
         let created_at_ms =
@@ -350,17 +356,17 @@ pub fn flatten<F: Family>(answers: &Answers<Vec<F::State>>) -> Vec<(NodeId, F::S
 pub async fn list<F: Family>(pool: &Pool, deadline: Instant) -> Result<Vec<View<F>>, CoordError> {
     let answers = read_states::<F>(pool, None, deadline).await;
     let answered = answers.iter().filter(|(_, r)| r.is_ok()).count();
-    if answered < pool.threshold() {
+    if answered < pool.quorum() {
         return Err(CoordError::Unavailable(format!(
             "only {answered} nodes answered, {} needed to trust key metadata",
-            pool.threshold()
+            pool.quorum()
         )));
     }
     let mut by_name: BTreeMap<String, Vec<(NodeId, F::State)>> = BTreeMap::new();
     for (node, state) in flatten::<F>(&answers) {
         by_name.entry(F::name(&state).to_owned()).or_default().push((node, state));
     }
-    Ok(by_name.iter().filter_map(|(name, states)| merge::<F>(name, states, pool.threshold())).collect())
+    Ok(by_name.iter().filter_map(|(name, states)| merge::<F>(name, states, pool.quorum())).collect())
 }
 
 /// A cached view and when it was read.
@@ -418,6 +424,13 @@ impl<F: Family> Metadata<F> {
         }
     }
 
+    /// Forgets every cached key (a membership change replaced every version's package).
+    pub fn invalidate_all(&self) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.clear();
+        }
+    }
+
     /// Checks the name, then reads the key from the nodes now (`GetKey`, `GetRsaKey`).
     pub async fn fresh(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
         hyok_proto::validate_key_id(name).map_err(|e| CoordError::Invalid(e.to_owned()))?;
@@ -428,7 +441,7 @@ impl<F: Family> Metadata<F> {
     pub async fn refresh(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
         let answers = read_states::<F>(pool, Some(name), deadline).await;
         let states = flatten::<F>(&answers);
-        if let Some(view) = merge::<F>(name, &states, pool.threshold()) {
+        if let Some(view) = merge::<F>(name, &states, pool.quorum()) {
             let view = Arc::new(view);
             if let Ok(mut cache) = self.cache.write() {
                 cache.insert(name.to_owned(), (Instant::now(), view.clone()));
@@ -439,14 +452,14 @@ impl<F: Family> Metadata<F> {
         let not_found =
             answers.iter().filter(|(_, r)| matches!(r, Err(s) if s.code() == tonic::Code::NotFound)).count();
         let answered = states.len() + not_found;
-        if answered < pool.threshold() {
+        if answered < pool.quorum() {
             Err(CoordError::Unavailable(format!(
                 "only {answered} of {} nodes answered; {} needed to trust key metadata",
                 pool.all().len(),
-                pool.threshold()
+                pool.quorum()
             )))
         } else {
-            Err(CoordError::NotFound(format!("no {} {name} (held by fewer than {} nodes)", F::WHAT, pool.threshold())))
+            Err(CoordError::NotFound(format!("no {} {name} (held by fewer than {} nodes)", F::WHAT, pool.quorum())))
         }
     }
 }

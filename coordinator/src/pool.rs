@@ -10,8 +10,10 @@ use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_threshold::NodeId;
+use hyok_threshold::{Manifest, Wire};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Code;
@@ -107,60 +109,129 @@ pub fn is_transport_failure(status: &tonic::Status) -> bool {
 }
 
 /// Every node of the cluster.
+///
+/// The node list is the configuration's, and follows it when it is reloaded (a membership
+/// change adds or removes nodes). The threshold `t` is the cluster's current epoch's: the
+/// highest-epoch manifest that at least `quorum` nodes report identically (the configured
+/// threshold, and the least number of distinct nodes whose agreement the coordinator trusts).
 #[derive(Debug)]
 pub struct Pool {
-    nodes: Vec<Arc<NodeHandle>>,
-    threshold: usize,
+    nodes: RwLock<Arc<Vec<Arc<NodeHandle>>>>,
+    quorum: usize,
+    threshold: AtomicUsize,
+    epoch: AtomicU64,
+    change_pending: std::sync::atomic::AtomicBool,
     down_for: Duration,
     next: AtomicUsize,
+}
+
+fn handle(config: &Config, node: &crate::config::NodeConfig) -> Result<Arc<NodeHandle>> {
+    let tls = config.tls_files();
+    let id = NodeId::new(node.id)?;
+    let server_name = Role::Node(node.id).proof_name();
+    let endpoint = Endpoint::from_shared(node.endpoint.clone())
+        .with_context(|| format!("node {} endpoint", node.id))?
+        .tls_config(tls.client_config(&server_name)?)?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    let client = NodeClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    Ok(Arc::new(NodeHandle {
+        id,
+        endpoint: node.endpoint.clone(),
+        evaluate: Batcher::spawn(client.clone(), config.max_batch, config.max_in_flight, config.queue),
+        unwrap: Batcher::spawn(client.clone(), config.max_batch, config.max_in_flight, config.queue),
+        client,
+        down_until: Mutex::new(None),
+        last_probe: Mutex::new(Probe::default()),
+        invalid_partials: AtomicU64::new(0),
+    }))
 }
 
 impl Pool {
     /// Builds lazily-connecting mTLS channels to every node (inside a Tokio runtime).
     pub fn new(config: &Config) -> Result<Self> {
-        let tls = config.tls_files();
-        let mut nodes = Vec::with_capacity(config.nodes.len());
-        for node in &config.nodes {
-            let id = NodeId::new(node.id)?;
-            let server_name = Role::Node(node.id).proof_name();
-            let endpoint = Endpoint::from_shared(node.endpoint.clone())
-                .with_context(|| format!("node {} endpoint", node.id))?
-                .tls_config(tls.client_config(&server_name)?)?
-                .connect_timeout(Duration::from_millis(500))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5));
-            let client = NodeClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024);
-            nodes.push(Arc::new(NodeHandle {
-                id,
-                endpoint: node.endpoint.clone(),
-                evaluate: Batcher::spawn(client.clone(), config.max_batch, config.max_in_flight, config.queue),
-                unwrap: Batcher::spawn(client.clone(), config.max_batch, config.max_in_flight, config.queue),
-                client,
-                down_until: Mutex::new(None),
-                last_probe: Mutex::new(Probe::default()),
-                invalid_partials: AtomicU64::new(0),
-            }));
-        }
+        let nodes = config.nodes.iter().map(|n| handle(config, n)).collect::<Result<Vec<_>>>()?;
         crate::metrics::init(nodes.iter().map(|n| n.id));
         Ok(Pool {
-            nodes,
-            threshold: usize::from(config.threshold),
+            nodes: RwLock::new(Arc::new(nodes)),
+            quorum: usize::from(config.threshold),
+            threshold: AtomicUsize::new(usize::from(config.threshold)),
+            epoch: AtomicU64::new(0),
+            change_pending: std::sync::atomic::AtomicBool::new(false),
             down_for: Duration::from_millis(config.down_ms),
             next: AtomicUsize::new(0),
         })
     }
 
-    /// Threshold t.
-    pub fn threshold(&self) -> usize {
-        self.threshold
+    /// Follows a reloaded configuration's node list: a node with the same id and endpoint keeps
+    /// its channel, queues and health; new ones are added, missing ones dropped.
+    pub fn reconfigure(&self, config: &Config) -> Result<()> {
+        let current = self.all();
+        let mut nodes = Vec::with_capacity(config.nodes.len());
+        let mut added = Vec::new();
+        for n in &config.nodes {
+            match current.iter().find(|h| h.id.get() == n.id && h.endpoint == n.endpoint) {
+                Some(h) => nodes.push(h.clone()),
+                None => {
+                    let h = handle(config, n)?;
+                    added.push(h.id);
+                    nodes.push(h);
+                }
+            }
+        }
+        let removed: Vec<u16> =
+            current.iter().filter(|h| !nodes.iter().any(|n| Arc::ptr_eq(n, h))).map(|h| h.id.get()).collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        crate::metrics::init(added.iter().copied());
+        tracing::warn!(added = ?added.iter().map(|n| n.get()).collect::<Vec<_>>(), ?removed, "node list reloaded");
+        let mut slot = self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Arc::new(nodes);
+        Ok(())
     }
 
-    /// Every node, in configuration order.
-    pub fn all(&self) -> &[Arc<NodeHandle>] {
-        &self.nodes
+    /// The least number of distinct nodes whose agreement is trusted (metadata, manifests).
+    pub fn quorum(&self) -> usize {
+        self.quorum
+    }
+
+    /// The current epoch (as learnt from the nodes' manifests; 0 until then).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Learns the current epoch and its `t` from the manifests the nodes report: the
+    /// highest-epoch one that at least [`Self::quorum`] nodes report identically.
+    fn learn_epoch(&self, manifests: &[Vec<u8>]) {
+        let mut tally: BTreeMap<(u64, &[u8]), usize> = BTreeMap::new();
+        for bytes in manifests.iter().filter(|b| !b.is_empty()) {
+            if let Ok(m) = Manifest::from_bytes(bytes) {
+                *tally.entry((m.epoch(), bytes.as_slice())).or_default() += 1;
+            }
+        }
+        let Some(((epoch, bytes), _)) = tally.into_iter().rev().find(|(_, count)| *count >= self.quorum) else {
+            return;
+        };
+        let Ok(m) = Manifest::from_bytes(bytes) else { return };
+        let t = usize::from(m.threshold());
+        if self.threshold.swap(t, Ordering::Relaxed) != t || self.epoch.swap(epoch, Ordering::Relaxed) != epoch {
+            tracing::info!(epoch, threshold = t, nodes = m.n(), "cluster epoch");
+        }
+    }
+
+    /// The current epoch's threshold t (the configured one until the nodes' manifests say).
+    pub fn threshold(&self) -> usize {
+        self.threshold.load(Ordering::Relaxed)
+    }
+
+    /// Every node, in configuration order (a snapshot: a reload does not change it).
+    pub fn all(&self) -> Arc<Vec<Arc<NodeHandle>>> {
+        self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// How long a failed node is skipped.
@@ -169,16 +240,17 @@ impl Pool {
     }
 
     /// The node with id `id`.
-    pub fn get(&self, id: NodeId) -> Option<&Arc<NodeHandle>> {
-        self.nodes.iter().find(|n| n.id == id)
+    pub fn get(&self, id: NodeId) -> Option<Arc<NodeHandle>> {
+        self.all().iter().find(|n| n.id == id).cloned()
     }
 
     /// Nodes in the order to ask them: reachable ones first, rotated per request so load
     /// spreads; nodes believed down last (asked only if the others do not suffice).
     pub fn ordered(&self) -> Vec<Arc<NodeHandle>> {
-        let n = self.nodes.len();
+        let nodes = self.all();
+        let n = nodes.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
-        let rotated = self.nodes.iter().cycle().skip(start).take(n);
+        let rotated = nodes.iter().cycle().skip(start).take(n);
         let (mut up, down): (Vec<_>, Vec<_>) = rotated.cloned().partition(|node| node.is_up());
         up.extend(down);
         up
@@ -186,20 +258,28 @@ impl Pool {
 
     /// Number of nodes believed reachable.
     pub fn up_count(&self) -> usize {
-        self.nodes.iter().filter(|n| n.is_up()).count()
+        self.all().iter().filter(|n| n.is_up()).count()
     }
 
     /// Probes every node once (`GetIdentity`, bounded by `timeout`), updating health.
     pub async fn probe_all(&self, timeout: Duration) {
         let mut probes = tokio::task::JoinSet::new();
-        for node in &self.nodes {
+        for node in self.all().iter() {
             let node = node.clone();
             probes.spawn(async move {
                 let probe = probe(&node, timeout).await;
                 (node, probe)
             });
         }
+        let mut manifests = Vec::new();
+        let mut pending = false;
         while let Some(Ok((node, probe))) = probes.join_next().await {
+            if let Some(identity) = &probe.identity {
+                manifests.push(identity.manifest.clone());
+                pending |= !identity.proposal.is_empty()
+                    && hyok_threshold::epoch::Proposal::from_bytes(&identity.proposal)
+                        .is_ok_and(|p| p.to().to_bytes() != identity.manifest);
+            }
             crate::metrics::probed(node.id, probe.reachable, probe.latency);
             if probe.reachable {
                 node.mark_up();
@@ -210,6 +290,14 @@ impl Pool {
                 *last = probe;
             }
         }
+        self.learn_epoch(&manifests);
+        self.change_pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// Whether, at the last probe, some node's operator had accepted a membership change that
+    /// is not in force there (repair waits for it: the nodes refuse other reshares meanwhile).
+    pub fn change_pending(&self) -> bool {
+        self.change_pending.load(Ordering::Relaxed)
     }
 }
 

@@ -45,12 +45,46 @@ pub struct Outcome {
     pub receivers: Vec<u16>,
     /// A threshold RSA key's version.
     pub rsa: bool,
+    /// The new generation's public package (wire bytes).
+    pub package: Vec<u8>,
 }
 
 /// A reachable node with its identity, as the coordinator asks it to take part.
+#[derive(Clone)]
 pub struct Member {
     handle: Arc<NodeHandle>,
     participant: pb::Participant,
+}
+
+impl Member {
+    /// Node `handle` as it described itself in `identity`.
+    pub fn new(handle: Arc<NodeHandle>, identity: &pb::GetIdentityResponse) -> Self {
+        let participant = pb::Participant {
+            node_id: identity.node_id,
+            identity_public_key: identity.identity_public_key.clone(),
+            key_bundle: identity.key_bundle.clone(),
+        };
+        Member { handle, participant }
+    }
+
+    /// Its channel.
+    pub fn handle(&self) -> &Arc<NodeHandle> {
+        &self.handle
+    }
+}
+
+/// Who a reshare deals to, at what threshold: the current members at the current t (repair,
+/// refresh; committed at once), or a membership change's new members at its t (left pending
+/// until the change commits).
+pub struct Target<'a> {
+    /// The receivers.
+    pub receivers: &'a [Member],
+    /// The nodes that may deal (those that hold the trusted generation deal).
+    pub dealers: &'a [Member],
+    /// The new threshold.
+    pub threshold: usize,
+    /// A membership change's epoch; 0 for none.
+    pub epoch: u64,
 }
 
 /// The reachable nodes, with their identities, that at least `t − 1` other nodes' manifests pin.
@@ -114,7 +148,7 @@ pub async fn needing_repair<F: Family>(
 ) -> Result<Vec<u32>, CoordError> {
     let states = read_states::<F>(pool, Some(key_id), deadline).await;
     let answers = flatten::<F>(&states);
-    let Some(view) = merge::<F>(key_id, &answers, pool.threshold()) else { return Ok(Vec::new()) };
+    let Some(view) = merge::<F>(key_id, &answers, pool.quorum()) else { return Ok(Vec::new()) };
     let by_node: BTreeMap<NodeId, &F::State> = answers.iter().map(|(n, s)| (*n, s)).collect();
     let mut out = Vec::new();
     for version in view.versions.keys() {
@@ -129,8 +163,8 @@ pub async fn needing_repair<F: Family>(
 }
 
 /// Reshares `version` of `key_id` from the reachable holders of its trusted generation to every
-/// reachable member. Returns when the new generation is committed on every receiver and the old
-/// one finalized.
+/// reachable member. Returns when the new generation is committed on every receiver (the old
+/// one is finalized by the caller, after the grace).
 pub async fn reshare<F: Family>(
     pool: &Pool,
     key_id: &str,
@@ -140,16 +174,51 @@ pub async fn reshare<F: Family>(
 ) -> Result<Outcome, CoordError> {
     let t = pool.threshold();
     let members = members(pool, deadline).await;
+    if members.len() < t || (F::RSA && members.len() != pool.all().len()) {
+        return Err(CoordError::Unavailable(format!(
+            "{} reachable members of {}: a reshare needs t = {t}, an RSA key's every node",
+            members.len(),
+            pool.all().len()
+        )));
+    }
+    let target = Target { receivers: &members, dealers: &members, threshold: t, epoch: 0 };
+    let (outcome, session_id) = run::<F>(pool, key_id, version, request_id, deadline, &target).await?;
+    fanout::on_each(&handles(&members), deadline, "committing the reshare", move |node| {
+        let sid = session_id.clone();
+        async move { node.client().dkg_commit(fanout::request(pb::DkgCommitRequest { session_id: sid }, deadline)).await }
+    })
+    .await?;
+    tracing::info!(key_id, version, generation = outcome.generation, receivers = members.len(), "reshare committed");
+    Ok(outcome)
+}
+
+fn handles(members: &[Member]) -> Vec<Arc<NodeHandle>> {
+    members.iter().map(|m| m.handle.clone()).collect()
+}
+
+/// One reshare run of `version` of `key_id` to `target`, up to every receiver holding the new
+/// generation pending (or, on failure, aborted everywhere): the outcome and the session id to
+/// commit (a membership change's runs are committed by the change instead).
+pub async fn run<F: Family>(
+    pool: &Pool,
+    key_id: &str,
+    version: u32,
+    request_id: &str,
+    deadline: Instant,
+    target: &Target<'_>,
+) -> Result<(Outcome, Vec<u8>), CoordError> {
+    let quorum = pool.quorum();
     let states = read_states::<F>(pool, Some(key_id), deadline).await;
     let answers = flatten::<F>(&states);
-    let view = merge::<F>(key_id, &answers, t)
-        .ok_or_else(|| CoordError::NotFound(format!("no {} {key_id} (held by fewer than {t} nodes)", F::WHAT)))?;
+    let view = merge::<F>(key_id, &answers, quorum)
+        .ok_or_else(|| CoordError::NotFound(format!("no {} {key_id} (held by fewer than {quorum} nodes)", F::WHAT)))?;
     let trusted = view
         .versions
         .get(&version)
         .ok_or_else(|| CoordError::NotFound(format!("no trusted version {version} of {} {key_id}", F::WHAT)))?;
     let by_node: BTreeMap<NodeId, &F::State> = answers.iter().map(|(n, s)| (*n, s)).collect();
-    let dealers: Vec<&Member> = members
+    let dealers: Vec<&Member> = target
+        .dealers
         .iter()
         .filter(|m| by_node.get(&m.handle.id).is_some_and(|s| holds_trusted(*s, &view, version, false)))
         .collect();
@@ -158,13 +227,6 @@ pub async fn reshare<F: Family>(
         return Err(CoordError::Unavailable(format!(
             "{} reachable holders of {key_id}/{version} are fewer than its t = {old_t}",
             dealers.len()
-        )));
-    }
-    if members.len() < t || (F::RSA && members.len() != pool.all().len()) {
-        return Err(CoordError::Unavailable(format!(
-            "{} reachable members of {}: a reshare needs t = {t}, an RSA key's every node",
-            members.len(),
-            pool.all().len()
         )));
     }
     // Above every generation any node holds of this version, trusted or not: a reshare that
@@ -186,8 +248,8 @@ pub async fn reshare<F: Family>(
         session_id: session_id.clone(),
         key_id: key_id.to_owned(),
         version,
-        threshold: t as u32,
-        participants: members.iter().map(|m| m.participant.clone()).collect(),
+        threshold: target.threshold as u32,
+        participants: target.receivers.iter().map(|m| m.participant.clone()).collect(),
         usages: if F::RSA { vec![pb::KeyUsage::Decrypt as i32] } else { view.usages.clone() },
         request_id: request_id.to_owned(),
         reshare: Some(pb::Reshare {
@@ -196,9 +258,10 @@ pub async fn reshare<F: Family>(
             generation,
             old_generation: trusted.generation,
             rsa: F::RSA,
+            epoch: target.epoch,
         }),
     };
-    let receivers: Vec<Arc<NodeHandle>> = members.iter().map(|m| m.handle.clone()).collect();
+    let receivers = handles(target.receivers);
     let mut everyone: Vec<Arc<NodeHandle>> = receivers.clone();
     for d in &dealers {
         if !everyone.iter().any(|n| n.id == d.handle.id) {
@@ -206,32 +269,33 @@ pub async fn reshare<F: Family>(
         }
     }
     let result = rounds(&everyone, &receivers, &dealers, round1, deadline).await;
-    let sid = session_id.clone();
-    if let Err(e) = result {
-        let abort_deadline = Instant::now() + Duration::from_secs(2);
-        let _ = fanout::on_each(&everyone, abort_deadline, "aborting", move |node| {
-            let sid = sid.clone();
-            async move {
-                node.client().dkg_abort(fanout::request(pb::DkgAbortRequest { session_id: sid }, abort_deadline)).await
-            }
-        })
-        .await;
-        tracing::warn!(key_id, version, error = %e, "reshare aborted; the old generation serves on");
-        return Err(e);
-    }
-    fanout::on_each(&receivers, deadline, "committing the reshare", move |node| {
-        let sid = sid.clone();
-        async move { node.client().dkg_commit(fanout::request(pb::DkgCommitRequest { session_id: sid }, deadline)).await }
-    })
-    .await?;
-    tracing::info!(key_id, version, generation, receivers = receivers.len(), "reshare committed");
-    Ok(Outcome {
+    let package = match result {
+        Ok(package) => package,
+        Err(e) => {
+            let sid = session_id.clone();
+            let abort_deadline = Instant::now() + Duration::from_secs(2);
+            let _ = fanout::on_each(&everyone, abort_deadline, "aborting", move |node| {
+                let sid = sid.clone();
+                async move {
+                    node.client()
+                        .dkg_abort(fanout::request(pb::DkgAbortRequest { session_id: sid }, abort_deadline))
+                        .await
+                }
+            })
+            .await;
+            tracing::warn!(key_id, version, error = %e, "reshare aborted; the old generation serves on");
+            return Err(e);
+        }
+    };
+    let outcome = Outcome {
         key_id: key_id.to_owned(),
         version,
         generation,
         receivers: receivers.iter().map(|n| n.id.get()).collect(),
         rsa: F::RSA,
-    })
+        package,
+    };
+    Ok((outcome, session_id))
 }
 
 /// After [`FINALIZE_GRACE`]: every reachable node drops the generations older than `outcome`'s.
@@ -271,7 +335,7 @@ async fn rounds(
     dealers: &[&Member],
     round1: pb::DkgRound1Request,
     deadline: Instant,
-) -> Result<(), CoordError> {
+) -> Result<Vec<u8>, CoordError> {
     let session_id = round1.session_id.clone();
     let answers: Vec<(NodeId, Vec<u8>)> = fanout::on_each(everyone, deadline, "reshare round 1", |node| {
         let r = round1.clone();
@@ -311,5 +375,5 @@ async fn rounds(
     if !disqualified.is_empty() {
         tracing::warn!(?disqualified, "reshare excluded dealers");
     }
-    Ok(())
+    Ok(first.public_key_package.clone())
 }

@@ -234,6 +234,26 @@ impl pb::key_vault_server::KeyVault for VaultService {
         Ok(Response::new(self.vault.reshare_keys(key, r.missing_only, &r.request_id).await?))
     }
 
+    async fn execute_epoch(
+        &self,
+        req: Request<pb::ExecuteEpochRequest>,
+    ) -> Result<Response<pb::ExecuteEpochResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
+        require_role(&req, ADMINS)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.vault.execute_epoch(&r.request_id).await?))
+    }
+
+    async fn abort_epoch(
+        &self,
+        req: Request<pb::AbortEpochVaultRequest>,
+    ) -> Result<Response<pb::AbortEpochVaultResponse>, Status> {
+        let req = request_id::adopt(req, |r| &mut r.request_id);
+        require_role(&req, ADMINS)?;
+        let r = req.into_inner();
+        Ok(Response::new(self.vault.abort_epoch(&r.request_id).await?))
+    }
+
     async fn enable_key(&self, req: Request<pb::EnableKeyRequest>) -> Result<Response<pb::KeyInfo>, Status> {
         let req = request_id::adopt(req, |r| &mut r.request_id);
         require_role(&req, ADMINS)?;

@@ -172,10 +172,10 @@ impl Vault {
         let output = gather(
             &self.pool,
             self.spread(deadline),
-            (key_id, primary.version),
+            (key_id, primary.version, usize::from(primary.package.threshold())),
             |node| node.evaluate.ask(item.clone(), deadline),
             |partials: &[PartialEvaluation]| {
-                let t = self.pool.threshold();
+                let t = usize::from(primary.package.threshold());
                 match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
                     // The usual case: every partial valid, nothing copied.
                     Ok(culprits) if culprits.is_empty() => match dprf::combine_unchecked(&primary.package, partials) {
@@ -256,7 +256,7 @@ impl Vault {
         gather(
             &self.pool,
             self.spread(deadline),
-            (key_id, version),
+            (key_id, version, usize::from(trusted.package.threshold())),
             |node| node.evaluate.ask(item.clone(), deadline),
             |partials: &[PartialEvaluation]| {
                 opened(
@@ -321,7 +321,7 @@ impl Vault {
         gather(
             &self.pool,
             self.spread(deadline),
-            (key_id, version),
+            (key_id, version, usize::from(trusted.package.threshold())),
             |node| node.unwrap.ask(item.clone(), deadline),
             |partials: &[PartialEvaluation]| {
                 opened(kem::combine_unwrap(&trusted.package, &parsed, label, partials), partials.len(), trusted)

@@ -187,8 +187,11 @@ async fn operator(at: &OperatorAt, request: crate::operator::OperatorRequest) ->
         crate::operator::OperatorRequest::ManifestInstall { .. }
         | crate::operator::OperatorRequest::ManifestShow
         | crate::operator::OperatorRequest::PolicyInstall { .. }
-        | crate::operator::OperatorRequest::PolicyShow => {
-            anyhow::bail!("manifest and policy requests go through `manifest` and `policy`")
+        | crate::operator::OperatorRequest::PolicyShow
+        | crate::operator::OperatorRequest::EpochAccept { .. }
+        | crate::operator::OperatorRequest::EpochReject
+        | crate::operator::OperatorRequest::EpochShow => {
+            anyhow::bail!("manifest, policy and epoch requests go through their own commands")
         }
     };
     for v in vetoes {

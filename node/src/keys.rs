@@ -153,6 +153,14 @@ impl KeyCache {
         versions.retain(|(k, v, _), _| !(k == key_id && *v == version));
     }
 
+    /// Forgets everything cached (the node left the cluster and deleted its keys).
+    pub fn clear(&self) {
+        self.versions.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        let mut policies = self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        policies.changes = policies.changes.wrapping_add(1);
+        policies.by_key.clear();
+    }
+
     /// Checks policy (`enabled`, not vetoed, `usage`) and returns the unsealed version: the
     /// generation named, or the current one for `None`.
     pub fn usable(

@@ -8,6 +8,8 @@
 //! - `rsa`: threshold RSA — store a sealed dealer share, commit, partial decryptions, state.
 //! - `manifest`: the pinned cluster manifest — its file form, its installation by this node's
 //!   operator, and the checks that hold DKGs, RSA shares and mutating callers to it.
+//! - `epoch`: membership changes — the operator's acceptance, the change's reshares checked
+//!   against it, commit with every new member's signed acceptance, abort.
 //! - `veto`: the sovereign veto — this node's operator refuses a key here; only they lift it.
 //! - `operator`: the node-local operator endpoint (`DATA_DIR/operator.sock`) that reaches it.
 //! - `service`: the tonic adapter (role checks, conversions, error mapping).
@@ -17,6 +19,7 @@
 
 pub mod backup;
 pub mod cli;
+pub mod epoch;
 pub mod evidence;
 pub mod keys;
 pub mod manifest;

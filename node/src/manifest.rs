@@ -45,10 +45,17 @@ pub struct ManifestFile {
     pub n: u16,
     /// The threshold.
     pub t: u16,
+    /// The epoch: 0 for a cluster's first manifest, one more for each membership change.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     /// Every node.
     pub nodes: Vec<ManifestNode>,
     /// SHA-256 of each accepted coordinator certificate's SubjectPublicKeyInfo, 64 hex digits.
     pub coordinator_spki_sha256: Vec<String>,
+}
+
+fn is_zero(epoch: &u64) -> bool {
+    *epoch == 0
 }
 
 fn hex32(what: &str, s: &str) -> Result<[u8; 32], String> {
@@ -78,7 +85,7 @@ impl ManifestFile {
             .iter()
             .map(|c| hex32("a coordinator_spki_sha256 entry", c))
             .collect::<Result<Vec<SpkiHash>, _>>()?;
-        Manifest::new(self.t, nodes, coordinators).map_err(|e| e.to_string())
+        Ok(Manifest::new(self.t, nodes, coordinators).map_err(|e| e.to_string())?.with_epoch(self.epoch))
     }
 
     /// The file form of `m` (nodes by id, coordinator keys sorted).
@@ -87,6 +94,7 @@ impl ManifestFile {
             format: FORMAT.to_owned(),
             n: m.n(),
             t: m.threshold(),
+            epoch: m.epoch(),
             nodes: m
                 .nodes()
                 .iter()
@@ -94,6 +102,29 @@ impl ManifestFile {
                 .collect(),
             coordinator_spki_sha256: m.coordinators().iter().map(hex::encode).collect(),
         }
+    }
+}
+
+/// A membership change as operators read and write it: the manifest in force and the next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalFile {
+    /// The manifest in force.
+    pub from: ManifestFile,
+    /// The manifest that replaces it (one epoch later).
+    pub to: ManifestFile,
+}
+
+impl ProposalFile {
+    /// The checked proposal this file describes.
+    pub fn to_proposal(&self) -> Result<hyok_threshold::epoch::Proposal, String> {
+        hyok_threshold::epoch::Proposal::new(self.from.to_manifest()?, self.to.to_manifest()?)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The file form of `p`.
+    pub fn from_proposal(p: &hyok_threshold::epoch::Proposal) -> Self {
+        ProposalFile { from: ManifestFile::from_manifest(p.from()), to: ManifestFile::from_manifest(p.to()) }
     }
 }
 
@@ -219,7 +250,12 @@ impl Node {
         // On every mutating call (EvaluateBatch among them): read in place, no copy of the manifest.
         let Ok(slot) = self.manifest_slot().read() else { return false };
         match slot.as_ref() {
-            None => true,
+            // A node joining the cluster: the coordinators of the change its operator accepted.
+            None => match self.pending_change() {
+                Ok(Some((p, _))) => coordinator && spki.is_some_and(|s| p.to().pins_coordinator(s)),
+                Ok(None) => true,
+                Err(_) => false,
+            },
             Some(m) => coordinator && spki.is_some_and(|s| m.pins_coordinator(s)),
         }
     }

@@ -139,6 +139,8 @@ pub(crate) struct SessionMeta {
     pub(crate) package: Vec<u8>,
     /// A reshare of a threshold RSA key's version (else an EC key's).
     pub(crate) rsa: bool,
+    /// A membership change's reshare into this epoch (committed by `CommitEpoch` only); 0 else.
+    pub(crate) epoch: u64,
 }
 
 pub(crate) enum Session {
@@ -284,6 +286,7 @@ impl Node {
 
     /// `GetIdentity`.
     pub fn identity(&self) -> Result<pb::GetIdentityResponse, NodeError> {
+        let accepted = self.accepted()?;
         let mut key_count = 0u32;
         for key_id in self.store.ec().list()? {
             if self.store.ec().versions(&key_id)?.iter().any(|v| v.active) {
@@ -302,6 +305,8 @@ impl Node {
             key_count,
             key_bundle: self.key_bundle.clone(),
             manifest: self.manifest().map(|m| m.to_bytes()).unwrap_or_default(),
+            proposal: accepted.as_ref().map(|(p, _)| p.to_bytes()).unwrap_or_default(),
+            acceptance: accepted.as_ref().map(|(_, a)| a.to_bytes()).unwrap_or_default(),
         })
     }
 
@@ -507,10 +512,28 @@ impl Node {
         if usages == 0 {
             return Err(NodeError::Invalid("a key needs at least one usage".into()));
         }
-        // The manifest decides who takes part and at what threshold, before anything is touched.
-        let agreed = match self.manifest() {
-            None => Err(crate::manifest::NO_MANIFEST.to_owned()),
-            Some(m) => crate::manifest::check_dkg(&m, req),
+        // The manifest decides who takes part and at what threshold, before anything is touched;
+        // a membership change's reshare, the change this node's operator accepted. While one is
+        // accepted, no other reshare runs (its pending shares are never replaced under it).
+        let epoch = req.reshare.as_ref().map_or(0, |r| r.epoch);
+        let agreed = match (self.pending_change()?, req.reshare.as_ref()) {
+            (Some((p, _)), Some(reshare)) if epoch != 0 => {
+                let in_force = self.manifest().is_none_or(|m| &m == p.from());
+                if in_force {
+                    crate::epoch::check_run(&p, req, reshare)
+                } else {
+                    Err("the manifest in force is not the accepted change's starting point".to_owned())
+                }
+            }
+            (None, _) if epoch != 0 => Err(format!("this node's operator accepted no change to epoch {epoch}")),
+            (Some((p, _)), Some(_)) => Err(format!(
+                "a membership change to epoch {} is accepted here: no other reshare runs until it is executed or withdrawn",
+                p.epoch()
+            )),
+            _ => match self.manifest() {
+                None => Err(crate::manifest::NO_MANIFEST.to_owned()),
+                Some(m) => crate::manifest::check_dkg(&m, req),
+            },
         };
         if let Err(why) = agreed {
             self.audit(&[self.event(&req.key_id, req.version, "refused:dkg:manifest", &req.request_id, caller)])?;
@@ -550,6 +573,7 @@ impl Node {
             generation: None,
             package: Vec::new(),
             rsa: false,
+            epoch: 0,
         };
         self.put_session(&req.session_id, Session::Round1(meta, Box::new(secret)))?;
         self.audit(&[self.event(&req.key_id, req.version, "dkg:round1", &req.request_id, caller)])?;
@@ -662,6 +686,12 @@ impl Node {
             None => {
                 self.store.ec().activate(&meta.key_id, meta.version)?;
                 self.audit(&[self.event(&meta.key_id, meta.version, "dkg:commit", "", caller)])?;
+            }
+            Some(_) if meta.epoch != 0 => {
+                self.put_session(&req.session_id, Session::Finished(meta))?;
+                return Err(NodeError::Precondition(
+                    "a membership change's shares are committed by CommitEpoch".into(),
+                ));
             }
             Some(generation) => self.reshare_commit(&meta, generation, caller)?,
         }

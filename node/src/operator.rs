@@ -21,6 +21,10 @@
 //!                                                 manifest in force; show: absent if none)
 //!   {"op":"policy_install","policy":{…the policy, files folded in…}}   {"op":"policy_show"}
 //! ← {"status":"ok","vetoes":[],"policy":{"digest":"…","policy":{…secrets redacted…}}}
+//!   {"op":"epoch_accept","proposal":{"from":{…manifest…},"to":{…manifest…}}}
+//!   {"op":"epoch_reject"}   {"op":"epoch_show"}
+//! ← {"status":"ok","vetoes":[],"epoch":{"digest":"…","proposal":{…}}}   (accept: the change
+//!                                          accepted; reject: the one withdrawn; show: absent if none)
 //! ← {"status":"error","message":"…"}
 //! ```
 //!
@@ -87,6 +91,27 @@ pub enum OperatorRequest {
     /// The policy in force (secrets redacted).
     #[serde(rename = "policy_show")]
     PolicyShow,
+    /// Accept a membership change (signed with this node's identity key).
+    #[serde(rename = "epoch_accept")]
+    EpochAccept {
+        /// The change, in its file form.
+        proposal: crate::manifest::ProposalFile,
+    },
+    /// Withdraw (or refuse) the accepted membership change.
+    #[serde(rename = "epoch_reject")]
+    EpochReject,
+    /// The accepted membership change, if any.
+    #[serde(rename = "epoch_show")]
+    EpochShow,
+}
+
+/// A membership change, as the endpoint reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochShown {
+    /// Its digest, hex (as audited by `epoch:accept` and `epoch:reject`).
+    pub digest: String,
+    /// The change.
+    pub proposal: crate::manifest::ProposalFile,
 }
 
 /// An evidence policy, as the endpoint reports it.
@@ -132,6 +157,9 @@ pub enum OperatorResponse {
         /// The policy concerned (policy requests only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         policy: Option<Box<PolicyShown>>,
+        /// The membership change concerned (epoch requests only: accepted, withdrawn, shown).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<Box<EpochShown>>,
     },
     /// Refused or failed.
     Error {
@@ -261,7 +289,9 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
                 .map_err(|e| NodeError::Invalid(format!("the manifest: {e}")))
                 .and_then(|m| node.install_manifest(&m, caller).map(|_| m));
             return match installed {
-                Ok(m) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: Some(shown(&m)), policy: None },
+                Ok(m) => {
+                    OperatorResponse::Ok { vetoes: Vec::new(), manifest: Some(shown(&m)), policy: None, epoch: None }
+                }
                 Err(e) => OperatorResponse::Error { message: e.to_string() },
             };
         }
@@ -270,16 +300,30 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
                 vetoes: Vec::new(),
                 manifest: node.manifest().as_ref().map(shown),
                 policy: None,
+                epoch: None,
             };
         }
         OperatorRequest::PolicyInstall { policy } => {
             return match node.install_policy(policy, caller) {
-                Ok(_) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: policy_shown(node) },
+                Ok(_) => {
+                    OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: policy_shown(node), epoch: None }
+                }
                 Err(e) => OperatorResponse::Error { message: e.to_string() },
             };
         }
         OperatorRequest::PolicyShow => {
-            return OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: policy_shown(node) };
+            return OperatorResponse::Ok {
+                vetoes: Vec::new(),
+                manifest: None,
+                policy: policy_shown(node),
+                epoch: None,
+            };
+        }
+        OperatorRequest::EpochAccept { .. } | OperatorRequest::EpochReject | OperatorRequest::EpochShow => {
+            return match epoch_answer(node, request, caller) {
+                Ok(epoch) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: None, epoch },
+                Err(e) => OperatorResponse::Error { message: e.to_string() },
+            };
         }
         _ => {}
     }
@@ -290,11 +334,36 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
         OperatorRequest::ManifestInstall { .. }
         | OperatorRequest::ManifestShow
         | OperatorRequest::PolicyInstall { .. }
-        | OperatorRequest::PolicyShow => Ok(Vec::new()),
+        | OperatorRequest::PolicyShow
+        | OperatorRequest::EpochAccept { .. }
+        | OperatorRequest::EpochReject
+        | OperatorRequest::EpochShow => Ok(Vec::new()),
     };
     match result {
-        Ok(vetoes) => OperatorResponse::Ok { vetoes, manifest: None, policy: None },
+        Ok(vetoes) => OperatorResponse::Ok { vetoes, manifest: None, policy: None, epoch: None },
         Err(e) => OperatorResponse::Error { message: e.to_string() },
+    }
+}
+
+fn epoch_answer(node: &Node, request: &OperatorRequest, caller: &str) -> Result<Option<Box<EpochShown>>, NodeError> {
+    let shown = |p: &hyok_threshold::epoch::Proposal| {
+        Box::new(EpochShown {
+            digest: hex::encode(p.digest()),
+            proposal: crate::manifest::ProposalFile::from_proposal(p),
+        })
+    };
+    match request {
+        OperatorRequest::EpochAccept { proposal } => {
+            let p = proposal.to_proposal().map_err(|e| NodeError::Invalid(format!("the membership change: {e}")))?;
+            node.accept_proposal(&p, caller)?;
+            Ok(Some(shown(&p)))
+        }
+        OperatorRequest::EpochReject => {
+            let before = node.accepted()?;
+            node.reject_proposal(caller)?;
+            Ok(before.map(|(p, _)| shown(&p)))
+        }
+        _ => Ok(node.accepted()?.map(|(p, _)| shown(&p))),
     }
 }
 
@@ -310,7 +379,7 @@ pub async fn request(data_dir: &Path, request: &OperatorRequest) -> Result<Vec<V
 
 /// [`request`], with the manifest the node reports (manifest requests).
 pub async fn exchange(data_dir: &Path, request: &OperatorRequest) -> Result<(Vec<VetoEntry>, Option<ManifestShown>)> {
-    let (vetoes, manifest, _) = exchange_all(data_dir, request).await?;
+    let (vetoes, manifest, ..) = exchange_all(data_dir, request).await?;
     Ok((vetoes, manifest))
 }
 
@@ -319,7 +388,12 @@ pub async fn exchange_policy(data_dir: &Path, request: &OperatorRequest) -> Resu
     Ok(exchange_all(data_dir, request).await?.2.map(|b| *b))
 }
 
-type Answer = (Vec<VetoEntry>, Option<ManifestShown>, Option<Box<PolicyShown>>);
+/// [`request`], with the membership change the node reports (epoch requests).
+pub async fn exchange_epoch(data_dir: &Path, request: &OperatorRequest) -> Result<Option<EpochShown>> {
+    Ok(exchange_all(data_dir, request).await?.3.map(|b| *b))
+}
+
+type Answer = (Vec<VetoEntry>, Option<ManifestShown>, Option<Box<PolicyShown>>, Option<Box<EpochShown>>);
 
 async fn exchange_all(data_dir: &Path, request: &OperatorRequest) -> Result<Answer> {
     let path = socket_path(data_dir);
@@ -338,7 +412,7 @@ async fn exchange_all(data_dir: &Path, request: &OperatorRequest) -> Result<Answ
         .await
         .with_context(|| format!("no answer from {}", path.display()))??;
     match serde_json::from_str(&answer).with_context(|| format!("malformed answer from {}", path.display()))? {
-        OperatorResponse::Ok { vetoes, manifest, policy } => Ok((vetoes, manifest, policy)),
+        OperatorResponse::Ok { vetoes, manifest, policy, epoch } => Ok((vetoes, manifest, policy, epoch)),
         OperatorResponse::Error { message } => bail!("the node refused: {message}"),
     }
 }

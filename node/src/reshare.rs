@@ -46,6 +46,7 @@ fn bound_session(req: &pb::DkgRound1Request, reshare: &pb::Reshare, usages: Usag
     h.update(reshare.old_generation.to_be_bytes());
     h.update(reshare.generation.to_be_bytes());
     h.update([usages.0, u8::from(reshare.rsa)]);
+    h.update(reshare.epoch.to_be_bytes());
     h.finalize().to_vec()
 }
 
@@ -84,6 +85,7 @@ impl Node {
             generation: Some(reshare.generation),
             package: Vec::new(),
             rsa: reshare.rsa,
+            epoch: reshare.epoch,
         };
         let (package, session) = if reshare.rsa {
             if is_receiver {

@@ -46,6 +46,10 @@ impl RsaKeyCache {
         let mut v = self.versions.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         v.retain(|(n, ver, _), _| !(n == name && *ver == version));
     }
+    /// Forgets every cached version (the node left the cluster).
+    pub(crate) fn clear(&self) {
+        self.versions.write().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
 }
 
 fn check_name_version(name: &str, version: u32) -> Result<(), NodeError> {

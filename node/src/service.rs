@@ -135,6 +135,26 @@ impl pb::node_server::Node for NodeService {
         Ok(Response::new(self.blocking(move |n| n.finalize_reshare(&req, &caller)).await?))
     }
 
+    async fn commit_epoch(
+        &self,
+        req: Request<pb::CommitEpochRequest>,
+    ) -> Result<Response<pb::CommitEpochResponse>, Status> {
+        request_id::of_call(&req);
+        let caller = self.pinned(&req, "commit_epoch").await?;
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.commit_epoch(&req, &caller)).await?))
+    }
+
+    async fn abort_epoch(
+        &self,
+        req: Request<pb::AbortEpochRequest>,
+    ) -> Result<Response<pb::AbortEpochResponse>, Status> {
+        request_id::of_call(&req);
+        let caller = self.pinned(&req, "abort_epoch").await?;
+        let req = req.into_inner();
+        Ok(Response::new(self.blocking(move |n| n.abort_epoch(&req, &caller)).await?))
+    }
+
     async fn evaluate_batch(
         &self,
         req: Request<pb::EvaluateBatchRequest>,

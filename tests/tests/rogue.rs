@@ -462,6 +462,7 @@ async fn a_rogue_coordinator_cannot_steer_a_reshare_to_another_package_or_receiv
             generation: 1,
             old_generation: 0,
             rsa: false,
+            epoch: 0,
         }),
     };
     for id in 1..=5u16 {
@@ -519,6 +520,7 @@ async fn a_rogue_coordinator_cannot_steer_a_reshare_to_another_package_or_receiv
             generation: 1,
             old_generation: 0,
             rsa: true,
+            epoch: 0,
         }),
         ..reshare(session, Vec::new(), receivers)
     };
@@ -1007,6 +1009,8 @@ lying_node! {
         dkg_commit(pb::DkgCommitRequest) -> pb::DkgCommitResponse;
         dkg_abort(pb::DkgAbortRequest) -> pb::DkgAbortResponse;
         finalize_reshare(pb::FinalizeReshareRequest) -> pb::FinalizeReshareResponse;
+        commit_epoch(pb::CommitEpochRequest) -> pb::CommitEpochResponse;
+        abort_epoch(pb::AbortEpochRequest) -> pb::AbortEpochResponse;
         evaluate_batch(pb::EvaluateBatchRequest) -> pb::EvaluateBatchResponse;
         unwrap_batch(pb::UnwrapBatchRequest) -> pb::UnwrapBatchResponse;
         set_key_enabled(pb::SetKeyEnabledRequest) -> pb::NodeKeyState;

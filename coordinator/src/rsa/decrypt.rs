@@ -77,7 +77,7 @@ impl Vault {
         gather(
             &self.pool,
             self.spread(deadline),
-            (name, version),
+            (name, version, usize::from(trusted.package.threshold())),
             |node| {
                 let mut client = node.client();
                 let message = request.clone();

@@ -121,6 +121,97 @@ fn write_coordinator_config(
     Ok(())
 }
 
+/// The command line of dev node `id` in `dir` (what dev.json records to restart it).
+pub fn node_argv(exe: &str, dir: &Path, id: u16, port: u16, metrics_port: u16) -> Vec<String> {
+    let pki = dir.join("pki");
+    vec![
+        exe.to_owned(),
+        "node".into(),
+        "run".into(),
+        "--id".into(),
+        id.to_string(),
+        "--data-dir".into(),
+        dir.join(format!("node-{id}")).to_string_lossy().into_owned(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--ca".into(),
+        pki.join("ca.pem").to_string_lossy().into_owned(),
+        "--cert".into(),
+        pki.join(format!("node-{id}.pem")).to_string_lossy().into_owned(),
+        "--key".into(),
+        pki.join(format!("node-{id}-key.pem")).to_string_lossy().into_owned(),
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+        // A wiped data directory comes back as an empty node with a new identity, to be
+        // replaced by `hyokctl node replace N`.
+        "--init".into(),
+    ]
+}
+
+/// Starts dev node `id` (a node that joins the running dev cluster) as a process of its own,
+/// outliving this hyokctl (its output appended to `DIR/logs/node-ID.log`); returns its record
+/// once it is ready. `hyokctl dev` stops it with the others.
+pub async fn start_node(dir: &Path, id: u16) -> Result<DevNode> {
+    let exe = std::env::current_exe()?.to_string_lossy().into_owned();
+    let (port, metrics_port) = (free_port()?, free_port()?);
+    let argv = node_argv(&exe, dir, id, port, metrics_port);
+    let log = dir.join("logs").join(format!("node-{id}.log"));
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+    let start_len = out.metadata()?.len();
+    let child = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .with_context(|| format!("starting {}", argv.join(" ")))?;
+    let pid = child.id();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read(&log).unwrap_or_default();
+        if text.get(start_len as usize..).is_some_and(|t| String::from_utf8_lossy(t).contains("listening on")) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            terminate(pid);
+            bail!("node {id} did not become ready; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(DevNode {
+        id,
+        endpoint: format!("https://127.0.0.1:{port}"),
+        pid,
+        data_dir: dir.join(format!("node-{id}")),
+        argv,
+        metrics_url: metrics_url(metrics_port),
+    })
+}
+
+/// Rewrites the node list of the dev coordinator's configuration (`DIR/coordinator.toml`) to
+/// `nodes`, atomically; the running coordinator follows it.
+pub fn set_coordinator_nodes(dir: &Path, nodes: &[DevNode]) -> Result<()> {
+    let path = dir.join("coordinator.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let head = text.split("\n[[nodes]]").next().unwrap_or_default().trim_end().to_owned();
+    let mut out = head;
+    out.push('\n');
+    for n in nodes {
+        out.push_str(&format!("\n[[nodes]]\nid = {}\nendpoint = \"{}\"\n", n.id, n.endpoint));
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Records the dev cluster's shape (`DIR/cluster.json`) after a membership change, so that the
+/// next `hyokctl dev` over the directory starts the same nodes.
+pub fn set_shape(dir: &Path, nodes: u16, threshold: u16) -> Result<()> {
+    std::fs::write(dir.join("cluster.json"), serde_json::to_vec(&Shape { nodes, threshold })?)?;
+    Ok(())
+}
+
 /// Sends SIGTERM to `pid` (through `kill(1)`: no unsafe code here).
 pub fn terminate(pid: u32) {
     let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
@@ -145,28 +236,7 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         let port = free_port()?;
         let metrics_port = free_port()?;
         let data_dir = dir.join(format!("node-{id}"));
-        let argv: Vec<String> = vec![
-            exe.clone(),
-            "node".into(),
-            "run".into(),
-            "--id".into(),
-            id.to_string(),
-            "--data-dir".into(),
-            data_dir.to_string_lossy().into_owned(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--ca".into(),
-            pki.join("ca.pem").to_string_lossy().into_owned(),
-            "--cert".into(),
-            pki.join(format!("node-{id}.pem")).to_string_lossy().into_owned(),
-            "--key".into(),
-            pki.join(format!("node-{id}-key.pem")).to_string_lossy().into_owned(),
-            "--metrics-listen".into(),
-            format!("127.0.0.1:{metrics_port}"),
-            // A wiped data directory comes back as an empty node with a new identity, to be
-            // replaced by `hyokctl node replace N`.
-            "--init".into(),
-        ];
+        let argv = node_argv(&exe, &dir, id, port, metrics_port);
         let started = start(&argv, &logs.join(format!("node-{id}.log")), "listening on").await?;
         watch(format!("node {id}"), started.child, exits_tx.clone());
         pids.push((format!("node {id}"), started.pid));
@@ -237,6 +307,14 @@ pub async fn run(opts: DevOptions) -> Result<()> {
         }
     }
     eprintln!("hyokctl dev: stopping");
+    // Nodes a membership change started (`hyokctl cluster propose`) are in dev.json only.
+    if let Ok(file) = DevFile::load(&dir) {
+        for n in file.nodes {
+            if !pids.iter().any(|(_, pid)| *pid == n.pid) {
+                pids.push((format!("node {}", n.id), n.pid));
+            }
+        }
+    }
     stop(&pids).await;
     let _ = std::fs::remove_file(DevFile::path(&dir));
     Ok(())

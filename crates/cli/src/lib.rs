@@ -21,6 +21,7 @@ pub mod crypt;
 pub mod dev;
 pub mod devfile;
 pub mod dke;
+pub mod epoch;
 pub mod keys;
 pub mod membership;
 pub mod pki;

@@ -190,8 +190,36 @@ enum ClusterCommand {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Every key version's generation in use, and what each node holds of it (dev cluster).
+    /// Each node's epoch and the change it accepted, then every key version's generation in
+    /// use and what each node holds of it (dev cluster).
     Status,
+    /// Propose a membership change to N nodes (ids 1..=N; new ones are started) at threshold T.
+    Propose {
+        /// The node count of the new epoch.
+        #[arg(long)]
+        nodes: u16,
+        /// Its threshold.
+        #[arg(long)]
+        threshold: u16,
+    },
+    /// Accept the proposed change as the operator of each named node (every node of the change
+    /// when none is named).
+    Accept {
+        /// A node whose operator accepts.
+        #[arg(long = "node")]
+        nodes: Vec<u16>,
+    },
+    /// Refuse (or withdraw) the proposed change as the operator of each named node.
+    Reject {
+        /// A node whose operator refuses.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<u16>,
+    },
+    /// Execute the change every new member accepted: every key version reshared to the new
+    /// members at the new t, then the new epoch committed everywhere.
+    Execute,
+    /// Abandon the proposed change; the epoch in force stays whole.
+    Abort,
 }
 
 #[derive(Subcommand, Debug)]
@@ -377,7 +405,21 @@ async fn main() -> Result<()> {
         Command::Cluster { command: ClusterCommand::Repair { key } } => {
             hyok_cli::membership::refresh(&target, key.as_deref(), true).await?;
         }
-        Command::Cluster { command: ClusterCommand::Status } => hyok_cli::membership::status(&target).await?,
+        Command::Cluster { command: ClusterCommand::Status } => {
+            print!("{}", hyok_cli::epoch::describe(&target).await?);
+            hyok_cli::membership::status(&target).await?;
+        }
+        Command::Cluster { command: ClusterCommand::Propose { nodes, threshold } } => {
+            hyok_cli::epoch::propose(&target, nodes, threshold).await?;
+        }
+        Command::Cluster { command: ClusterCommand::Accept { nodes } } => {
+            hyok_cli::epoch::accept(&target, &nodes).await?
+        }
+        Command::Cluster { command: ClusterCommand::Reject { nodes } } => {
+            hyok_cli::epoch::reject(&target, &nodes).await?
+        }
+        Command::Cluster { command: ClusterCommand::Execute } => hyok_cli::epoch::execute(&target).await?,
+        Command::Cluster { command: ClusterCommand::Abort } => hyok_cli::epoch::abort(&target).await?,
         Command::Coordinator { args } => {
             init_logging("info");
             hyok_coordinator::cli::execute(args).await?;

@@ -22,7 +22,11 @@ use tonic::transport::Endpoint;
 /// How often `replace` asks the coordinator to repair before it gives up.
 const REPAIR_ATTEMPTS: usize = 20;
 
-async fn node_client(tls: &TlsFiles, id: u16, endpoint: &str) -> Result<NodeClient<tonic::transport::Channel>> {
+pub(crate) async fn node_client(
+    tls: &TlsFiles,
+    id: u16,
+    endpoint: &str,
+) -> Result<NodeClient<tonic::transport::Channel>> {
     let channel = Endpoint::from_shared(endpoint.to_owned())?
         .tls_config(tls.client_config(&Role::Node(id).proof_name())?)?
         .connect_timeout(Duration::from_secs(3))

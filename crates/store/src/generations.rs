@@ -204,6 +204,43 @@ impl<F: Family> Keys<'_, F> {
         self.store.flush()
     }
 
+    /// Every pending reshare output: `(key_id, version, generation)`.
+    pub fn pending(&self) -> Result<Vec<(String, u32, u32)>> {
+        let mut out = Vec::new();
+        for item in self.trees.next.iter() {
+            let (k, v) = item?;
+            let corrupt = || Error::Corrupt("a pending reshare's key".to_owned());
+            let (key_id, version) = k.len().checked_sub(5).map(|at| k.split_at(at)).ok_or_else(corrupt)?;
+            let key_id = std::str::from_utf8(key_id).map_err(|_| corrupt())?.to_owned();
+            let version = u32::from_be_bytes(version[1..].try_into().map_err(|_| corrupt())?);
+            let (generation, _) = split_generation(&name(&key_id, version), &v)?;
+            out.push((key_id, version, generation));
+        }
+        Ok(out)
+    }
+
+    /// Forgets every pending reshare output (a membership change aborted). Flushed.
+    pub fn remove_all_next(&self) -> Result<usize> {
+        let _guard = lock(&self.store.key_writes);
+        let n = self.trees.next.len();
+        self.trees.next.clear()?;
+        self.store.flush()?;
+        Ok(n)
+    }
+
+    /// Deletes every key of this family, every share of every generation with it: the node
+    /// left the cluster. Returns how many keys it held. Flushed.
+    pub fn retire(&self) -> Result<usize> {
+        let _guard = lock(&self.store.key_writes);
+        let n = self.trees.keys.len();
+        for tree in [&self.trees.next, &self.trees.previous, &self.trees.versions, &self.trees.generations] {
+            tree.clear()?;
+        }
+        self.trees.keys.clear()?;
+        self.store.flush()?;
+        Ok(n)
+    }
+
     /// Drops the previous generation of `key_id`/`version` if it is older than `generation`
     /// (the reshare to `generation` is finalized): from here on this node holds only the new
     /// share, and the old one is gone. Flushed.
@@ -309,5 +346,34 @@ mod tests {
         ec.put_next("k", 1, Usages::ALL, next(4, b"s4", b"p4")).unwrap();
         ec.remove_next("k", 1).unwrap();
         assert!(ec.commit_next("k", 1, 4, b"p4").is_err(), "an aborted reshare cannot be committed");
+    }
+
+    #[test]
+    fn a_membership_change_lists_and_forgets_pending_outputs_and_a_leaving_node_retires_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let ec = store.ec();
+        ec.put_next("k", 1, Usages::ALL, next(3, b"s3", b"p3")).unwrap();
+        ec.put_next("new", 7, Usages::ALL, next(1, b"s", b"p")).unwrap();
+        let mut pending = ec.pending().unwrap();
+        pending.sort();
+        assert_eq!(pending, vec![("k".to_owned(), 1, 3), ("new".to_owned(), 7, 1)]);
+        assert_eq!(ec.remove_all_next().unwrap(), 2);
+        assert!(ec.pending().unwrap().is_empty());
+        assert_eq!(&ec.share_of("k", 1, None).unwrap().0[..], b"share-0", "the current share is untouched");
+
+        store.put_proposal(b"change").unwrap();
+        assert_eq!(store.proposal().unwrap().as_deref(), Some(&b"change"[..]));
+        store.remove_proposal().unwrap();
+        assert_eq!(store.proposal().unwrap(), None);
+
+        ec.put_next("k", 1, Usages::ALL, next(3, b"s3", b"p3")).unwrap();
+        ec.commit_next("k", 1, 3, b"p3").unwrap();
+        assert_eq!(ec.retire().unwrap(), 1);
+        assert!(ec.share_of("k", 1, None).is_err() && ec.share_of("k", 1, Some(0)).is_err());
+        assert!(ec.key("k").unwrap().is_none() && ec.versions("k").unwrap().is_empty());
+        drop(store);
+        let store = Store::open(dir.path().join("db"), SealKey::load(dir.path().join("seal.key")).unwrap()).unwrap();
+        assert!(store.ec().key("k").unwrap().is_none(), "flushed");
     }
 }

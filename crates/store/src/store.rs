@@ -37,6 +37,8 @@ const MAX_IDENTITY_LEN: usize = 1024;
 const AUDIT_HEAD: &[u8] = b"audit_head";
 /// The node's pinned cluster manifest (its canonical encoding; public, so not sealed).
 const MANIFEST: &[u8] = b"manifest";
+/// A membership change this node's operator accepted, not yet executed (opaque here).
+const PROPOSAL: &[u8] = b"proposal";
 /// The node's evidence policy (its operator's; holds SigV4 secrets, so sealed).
 const POLICY: &[u8] = b"policy";
 const POLICY_AAD: &[u8] = b"hyok/v1/policy";
@@ -232,6 +234,27 @@ impl Store {
     /// The manifest stored by [`Store::put_manifest`], if any.
     pub fn manifest(&self) -> Result<Option<Vec<u8>>> {
         Ok(self.meta.get(MANIFEST)?.map(|v| v.to_vec()))
+    }
+
+    /// Stores (or replaces) the membership change this node's operator accepted (the caller's
+    /// encoding: the proposal and the node's signed acceptance). Flushed.
+    pub fn put_proposal(&self, encoded: &[u8]) -> Result<()> {
+        if encoded.is_empty() || encoded.len() > 3 * MAX_MANIFEST_LEN {
+            return Err(Error::Invalid("proposal size"));
+        }
+        self.meta.insert(PROPOSAL, encoded)?;
+        self.flush()
+    }
+
+    /// The accepted membership change stored by [`Store::put_proposal`], if any.
+    pub fn proposal(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.meta.get(PROPOSAL)?.map(|v| v.to_vec()))
+    }
+
+    /// Forgets the accepted membership change (rejected, aborted). Flushed.
+    pub fn remove_proposal(&self) -> Result<()> {
+        self.meta.remove(PROPOSAL)?;
+        self.flush()
     }
 
     // ---- evidence policy -------------------------------------------------------------

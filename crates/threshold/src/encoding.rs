@@ -80,6 +80,9 @@ impl Writer {
     pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
+    pub(crate) fn u64(&mut self, v: u64) {
+        self.fixed(&v.to_be_bytes());
+    }
     pub(crate) fn node(&mut self, v: NodeId) {
         self.u16(v.get());
     }
@@ -130,6 +133,9 @@ impl<'a> Reader<'a> {
     }
     pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_be_bytes(self.array()?))
+    }
+    pub(crate) fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
     }
     pub(crate) fn node(&mut self) -> Result<NodeId> {
         NodeId::new(self.u16()?).map_err(|_| self.malformed())

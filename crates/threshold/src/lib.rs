@@ -40,6 +40,7 @@ mod dleq;
 pub mod dprf;
 mod ecies;
 pub mod encoding;
+pub mod epoch;
 mod error;
 mod feldman;
 pub mod kem;

@@ -1,6 +1,7 @@
 //! The pinned cluster manifest, as pure data: which nodes (id and identity public key) make up
-//! the cluster, its threshold `t` (and so `n`), and the coordinator certificate keys a node
-//! accepts (SHA-256 of each certificate's SubjectPublicKeyInfo). Every node keeps its own copy,
+//! the cluster, its threshold `t` (and so `n`), its epoch (0 for the first; each accepted
+//! membership change, [`crate::epoch`], makes the next), and the coordinator certificate keys a
+//! node accepts (SHA-256 of each certificate's SubjectPublicKeyInfo). Every node keeps its own copy,
 //! installed only by its own operator; a DKG, an RSA share or a caller that disagrees with it is
 //! refused. Reading files and certificates is the caller's job.
 //!
@@ -25,6 +26,7 @@ pub type SpkiHash = [u8; 32];
 /// coordinator key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
+    epoch: u64,
     threshold: u16,
     nodes: BTreeMap<NodeId, IdentityPublicKey>,
     coordinators: BTreeSet<SpkiHash>,
@@ -74,7 +76,19 @@ impl Manifest {
         if coordinators.is_empty() || coordinators.len() > MAX_COORDINATORS {
             return Err(Error::InvalidParameters("a manifest pins between 1 and 64 coordinator keys"));
         }
-        Ok(Manifest { threshold, nodes, coordinators })
+        Ok(Manifest { epoch: 0, threshold, nodes, coordinators })
+    }
+
+    /// This manifest as epoch `epoch` (a membership change's outcome).
+    #[must_use]
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The epoch: 0 for a cluster's first manifest, one more for each membership change.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The threshold `t`.
@@ -123,8 +137,10 @@ impl Manifest {
     }
 }
 
-/// `version ‖ 0x07 ‖ u16be(t) ‖ u16be(n) ‖ n × (u16be(id) ‖ identity key) ‖ u16be(c) ‖ c × SHA-256`,
-/// ids strictly ascending and coordinator keys strictly ascending.
+/// `version ‖ 0x07 ‖ u16be(t) ‖ u16be(n) ‖ n × (u16be(id) ‖ identity key) ‖ u16be(c) ‖ c × SHA-256
+/// [‖ u64be(epoch)]`, ids strictly ascending and coordinator keys strictly ascending; the epoch
+/// is written only when it is not 0 (so a first manifest keeps the encoding, and the digest, it
+/// had before epochs existed), and a written epoch of 0 is malformed.
 impl Wire for Manifest {
     const NAME: &'static str = "cluster manifest";
     const TAG: u8 = 0x07;
@@ -139,6 +155,9 @@ impl Wire for Manifest {
         w.u16(u16::try_from(self.coordinators.len()).unwrap_or(u16::MAX));
         for c in &self.coordinators {
             w.fixed(c);
+        }
+        if self.epoch != 0 {
+            w.u64(self.epoch);
         }
     }
 
@@ -164,7 +183,15 @@ impl Wire for Manifest {
             }
             coordinators.insert(key);
         }
-        Self::checked(threshold, nodes, coordinators).map_err(|_| malformed)
+        let epoch = match r.is_empty() {
+            true => 0,
+            false => match r.u64()? {
+                0 => return Err(malformed),
+                epoch => epoch,
+            },
+        };
+        let manifest = Self::checked(threshold, nodes, coordinators).map_err(|_| malformed)?;
+        Ok(manifest.with_epoch(epoch))
     }
 }
 
@@ -197,6 +224,20 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(Manifest::from_bytes(&long).is_err());
+    }
+
+    #[test]
+    fn an_epoch_is_part_of_the_encoding_and_the_digest_and_zero_is_written_only_by_omission() {
+        let nodes = keys(3);
+        let first = Manifest::new(2, nodes.iter().copied(), [[1u8; 32]]).unwrap();
+        let next = first.clone().with_epoch(7);
+        assert_eq!((first.epoch(), next.epoch()), (0, 7));
+        assert_eq!(next.to_bytes().len(), first.to_bytes().len() + 8);
+        assert_ne!(first.digest(), next.digest());
+        assert_eq!(Manifest::from_bytes(&next.to_bytes()).unwrap(), next);
+        let mut zero = first.to_bytes();
+        zero.extend_from_slice(&0u64.to_be_bytes());
+        assert!(Manifest::from_bytes(&zero).is_err(), "an explicit epoch 0 is not canonical");
     }
 
     #[test]

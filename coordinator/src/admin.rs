@@ -220,7 +220,11 @@ impl Vault {
     /// `ExecuteEpoch` (one key change at a time: no creation, rotation or reshare runs beside it).
     pub async fn execute_epoch(&self, request_id: &str) -> Result<pb::ExecuteEpochResponse, CoordError> {
         let _one_at_a_time = self.key_changes.lock().await;
-        let result = crate::epoch::execute(&self.pool, request_id).await;
+        let forget = || {
+            self.metadata.invalidate_all();
+            self.rsa_metadata.invalidate_all();
+        };
+        let result = crate::epoch::execute(&self.pool, request_id, forget).await;
         self.metadata.invalidate_all();
         self.rsa_metadata.invalidate_all();
         result

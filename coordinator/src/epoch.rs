@@ -173,7 +173,13 @@ fn epoch_version(o: &Outcome) -> pb::EpochVersion {
 }
 
 /// `ExecuteEpoch`: see the module docs.
-pub async fn execute(pool: &Pool, request_id: &str) -> Result<pb::ExecuteEpochResponse, CoordError> {
+/// `committed` runs once the new epoch is committed, before the grace period (the caller
+/// forgets its cached metadata, so that new requests choose the new generations).
+pub async fn execute(
+    pool: &Pool,
+    request_id: &str,
+    committed: impl Fn(),
+) -> Result<pb::ExecuteEpochResponse, CoordError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let change = read_change(pool, deadline).await?;
     if let Some(why) = unaccepted(&change) {
@@ -254,6 +260,7 @@ pub async fn execute(pool: &Pool, request_id: &str) -> Result<pb::ExecuteEpochRe
         }
     }
     tracing::warn!(epoch = proposal.epoch(), versions = outcomes.len(), ?retired, "membership change executed");
+    committed();
     // Requests that chose the old generations complete, then those are dropped everywhere.
     if !outcomes.is_empty() {
         tokio::time::sleep(reshare::FINALIZE_GRACE).await;

@@ -254,6 +254,12 @@ async fn a_change_cut_short_by_a_killed_node_is_abandoned_and_the_old_epoch_serv
     let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
     let mut client = cluster.client().await.unwrap();
     let sealed = (encrypt(&mut client, b"before the change").await.unwrap(), b"before the change".to_vec());
+    // Enough versions that the change's reshares take a while: it is cut short among them.
+    for i in 0..24 {
+        let request =
+            pb::CreateKeyRequest { key_id: format!("extra-{i}"), usages: Vec::new(), request_id: "epoch".into() };
+        client.create_key(request).await.unwrap();
+    }
     let before: Vec<_> = {
         let mut all = Vec::new();
         for id in 1..=5 {
@@ -273,17 +279,18 @@ async fn a_change_cut_short_by_a_killed_node_is_abandoned_and_the_old_epoch_serv
             tokio::process::Command::new(exe).arg("--dev-dir").arg(path).args(["cluster", "execute"]).output().await
         })
     };
-    // Once node 6 holds a first reshared share of the change (more versions follow), it dies.
-    eventually(Duration::from_secs(60), || {
-        let cluster = &cluster;
-        async move {
-            let (_, pending) = holdings(cluster, 6).await;
-            anyhow::ensure!(pending, "node 6 holds nothing of the change yet");
-            Ok(())
+    // Once the change's first reshares are done (more versions follow), node 6 dies.
+    // (A node that held no version reports no pending one: watch node 1, which deals and receives.)
+    let mut node1 = cluster.node_client(1).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let states = node1.list_key_states(pb::ListKeyStatesRequest {}).await.unwrap().into_inner().keys;
+        if states.iter().any(|k| k.versions.iter().any(|v| v.next.is_some())) {
+            break;
         }
-    })
-    .await
-    .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(60), "the change's reshares never began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     cluster.kill_node(6).unwrap();
     let out = execute.await.unwrap().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -230,12 +230,15 @@ pub async fn abort(target: &Target) -> Result<()> {
     let dir = &target.dev_dir;
     let proposal = read_proposal(dir)?;
     let mut vault = target.connect().await?;
-    let done = vault
-        .abort_epoch(pb::AbortEpochVaultRequest { request_id: "hyokctl cluster abort".into() })
-        .await
-        .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
-        .into_inner();
-    println!("abandoned on nodes {:?}", done.nodes);
+    let answer = vault.abort_epoch(pb::AbortEpochVaultRequest { request_id: "hyokctl cluster abort".into() }).await;
+    match answer {
+        Ok(done) => println!("abandoned on nodes {:?}", done.into_inner().nodes),
+        // A failed execution abandons the change itself: nothing is left on the nodes.
+        Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().starts_with("no node's operator") => {
+            println!("no node holds the change any more (a failed execution abandoned it)");
+        }
+        Err(s) => bail!("{}: {}", s.code(), s.message()),
+    }
     let from = proposal.from();
     let mut dev = DevFile::load(dir)?;
     for n in dev.nodes.iter().filter(|n| !member(from, n)) {

@@ -207,7 +207,12 @@ impl Node {
             return Ok(pb::CommitEpochResponse { epoch: m.epoch(), retired: false });
         }
         let proposal = self.accepted_named(&req.proposal_digest)?;
-        check_acceptances(&proposal, &req.acceptances).map_err(NodeError::Precondition)?;
+        let refused = |why: String| {
+            let _ = self.audit(&[self.event("", 0, "refused:epoch:commit", &req.request_id, caller)]);
+            tracing::warn!(caller, why, "membership change commit refused");
+            NodeError::Precondition(why)
+        };
+        check_acceptances(&proposal, &req.acceptances).map_err(refused)?;
         let me = self.id();
         let digest = hex::encode(proposal.digest());
         if proposal.to().identity(me).is_none() {
@@ -229,10 +234,7 @@ impl Node {
         ]
         .concat();
         if !unlisted.is_empty() {
-            return Err(NodeError::Precondition(format!(
-                "the commit leaves out versions this node holds: {}",
-                unlisted.join(", ")
-            )));
+            return Err(refused(format!("the commit leaves out versions this node holds: {}", unlisted.join(", "))));
         }
         for v in &req.versions {
             hyok_proto::validate_key_id(&v.key_id).map_err(|e| NodeError::Invalid(e.to_owned()))?;

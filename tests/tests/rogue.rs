@@ -1174,3 +1174,127 @@ async fn a_rogue_coordinator_cannot_store_an_rsa_key_it_dealt_itself() {
         assert_eq!(refusals, attempts.len(), "node {id}: {audit:?}");
     }
 }
+
+// ---- a rogue coordinator: membership changes -------------------------------------------------
+
+/// A rogue coordinator (the real coordinator's certificate) tries to move nodes into a new epoch
+/// their operators did not accept. The change 5@3 → 6@4 is proposed and accepted by the
+/// operators of nodes 1–5, not yet by node 6's. Every node refuses: a change's reshare with
+/// receivers other than the new manifest's, for another epoch, or on a node whose operator
+/// accepted nothing; any other reshare while a change is accepted; a commit without node 6's
+/// acceptance, with an acceptance node 6 never signed, or leaving out versions the node holds.
+/// Nothing changes: every node stays at epoch 0, with no reshared share pending.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_coordinator_cannot_move_nodes_into_an_epoch_their_operators_did_not_accept() {
+    let mut cluster = Cluster::start(5, 3).unwrap();
+    let hyokctl = |args: &[&str]| {
+        let out = std::process::Command::new(hyok_e2e::hyokctl())
+            .arg("--dev-dir")
+            .arg(cluster.dir.path())
+            .arg("cluster")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    hyokctl(&["propose", "--nodes", "6", "--threshold", "4"]);
+    hyokctl(&["accept", "--node", "1", "--node", "2", "--node", "3", "--node", "4", "--node", "5"]);
+    cluster.dev = hyok_cli::devfile::DevFile::load(cluster.dir.path()).unwrap();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let everyone = participants(&rogue, 6).await;
+    let mut identities = Vec::new();
+    for id in 1..=6u16 {
+        identities.push(rogue.node(id).await.get_identity(pb::GetIdentityRequest {}).await.unwrap().into_inner());
+    }
+    let proposal = hyok_threshold::epoch::Proposal::from_bytes(&identities[0].proposal).unwrap();
+    assert!(identities[5].proposal.is_empty(), "node 6's operator has not accepted");
+    let demo = rogue.node(1).await.get_key_state(pb::GetKeyStateRequest { key_id: "demo".into() }).await;
+    let demo = demo.unwrap().into_inner().versions[0].public_key_package.clone();
+    let run = |session: &str, epoch: u64, threshold: u32, receivers: &[pb::Participant]| pb::DkgRound1Request {
+        session_id: session.as_bytes().to_vec(),
+        key_id: "demo".into(),
+        version: 1,
+        threshold,
+        participants: receivers.to_vec(),
+        usages: vec![
+            pb::KeyUsage::Encrypt as i32,
+            pb::KeyUsage::Decrypt as i32,
+            pb::KeyUsage::Wrap as i32,
+            pb::KeyUsage::Unwrap as i32,
+        ],
+        request_id: session.into(),
+        reshare: Some(pb::Reshare {
+            dealers: everyone[..5].to_vec(),
+            old_package: demo.clone(),
+            generation: 1,
+            old_generation: 0,
+            rsa: false,
+            epoch,
+        }),
+    };
+    let refusals = [
+        ("without node 6", run("epoch-5", 1, 4, &everyone[..5]), "every node of the new manifest"),
+        ("at another t", run("epoch-t3", 1, 3, &everyone), "differs from the new manifest's t = 4"),
+        ("for another epoch", run("epoch-2", 2, 4, &everyone), "the accepted change makes 1"),
+        ("a refresh meanwhile", run("refresh", 0, 3, &everyone[..5]), "no other reshare runs"),
+    ];
+    for (what, request, why) in refusals {
+        for id in 1..=5u16 {
+            let refused = rogue.node(id).await.dkg_round1(request.clone()).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{what}, node {id}: {refused:?}");
+            assert!(refused.message().contains(why), "{what}, node {id}: {refused:?}");
+        }
+    }
+    let refused = rogue.node(6).await.dkg_round1(run("epoch-6", 1, 4, &everyone)).await.unwrap_err();
+    assert!(refused.message().contains("accepted no change to epoch 1"), "node 6: {refused:?}");
+
+    // Commits: node 6's acceptance missing; node 1's acceptance passed off as node 6's; an
+    // acceptance the attacker signed with a key of its own.
+    let accepted: Vec<pb::EpochAcceptance> = identities[..5]
+        .iter()
+        .map(|i| pb::EpochAcceptance { node_id: i.node_id, acceptance: i.acceptance.clone() })
+        .collect();
+    let attacker = NodeSecrets::generate(&mut rand::rng());
+    let forged =
+        hyok_threshold::epoch::accept(attacker.identity(), NodeId::new(6).unwrap(), &proposal, &mut rand::rng());
+    let with = |extra: Option<pb::EpochAcceptance>| pb::CommitEpochRequest {
+        proposal_digest: proposal.digest().to_vec(),
+        versions: Vec::new(),
+        acceptances: accepted.iter().cloned().chain(extra).collect(),
+        request_id: "rogue-commit".into(),
+    };
+    let relabelled = pb::EpochAcceptance { node_id: 6, acceptance: identities[0].acceptance.clone() };
+    let signed_by_attacker = pb::EpochAcceptance { node_id: 6, acceptance: forged.to_bytes() };
+    let commits = [
+        ("without node 6's acceptance", with(None), "not accepted by the operators of nodes 6"),
+        ("node 1's acceptance as node 6's", with(Some(relabelled)), "node 6's acceptance does not verify"),
+        ("an acceptance of the attacker's", with(Some(signed_by_attacker)), "node 6's acceptance does not verify"),
+    ];
+    for (what, request, why) in commits {
+        for id in 1..=5u16 {
+            let refused = rogue.node(id).await.commit_epoch(request.clone()).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{what}, node {id}: {refused:?}");
+            assert!(refused.message().contains(why), "{what}, node {id}: {refused:?}");
+        }
+    }
+    // Once every operator accepted: a commit that leaves out the versions a node holds.
+    hyokctl(&["accept", "--node", "6"]);
+    let six = rogue.node(6).await.get_identity(pb::GetIdentityRequest {}).await.unwrap().into_inner();
+    let complete = with(Some(pb::EpochAcceptance { node_id: 6, acceptance: six.acceptance }));
+    for id in 1..=5u16 {
+        let refused = rogue.node(id).await.commit_epoch(complete.clone()).await.unwrap_err();
+        assert!(refused.message().contains("leaves out versions this node holds"), "node {id}: {refused:?}");
+    }
+    let audited = rogue.audit(1).await;
+    let count = |op: &str| audited.iter().filter(|e| e.operation == op).count();
+    assert_eq!(count("refused:epoch:commit"), 4, "every refused commit is named in the audit log");
+    assert!(count("refused:dkg:manifest") >= 4, "every refused run is named in the audit log");
+    for id in 1..=6u16 {
+        let i = rogue.node(id).await.get_identity(pb::GetIdentityRequest {}).await.unwrap().into_inner();
+        if id <= 5 {
+            assert_eq!(hyok_threshold::Manifest::from_bytes(&i.manifest).unwrap().epoch(), 0, "node {id}");
+        }
+        let states = rogue.node(id).await.list_key_states(pb::ListKeyStatesRequest {}).await.unwrap().into_inner();
+        assert!(states.keys.iter().all(|k| k.versions.iter().all(|v| v.next.is_none())), "node {id}: nothing pending");
+    }
+}

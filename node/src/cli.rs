@@ -80,6 +80,12 @@ pub enum NodeCommand {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// As this node's operator: accept, reject or show a membership change (an epoch) for this
+    /// running node; the node signs an acceptance with its identity key.
+    Epoch {
+        #[command(subcommand)]
+        command: EpochCommand,
+    },
     /// As this node's operator: write a sealed backup of this stopped node (its whole store and
     /// seal key, sealed under a backup key kept apart from the node).
     Backup {
@@ -126,6 +132,29 @@ pub enum PolicyCommand {
     },
 }
 
+/// `hyok-node epoch …`.
+#[derive(Subcommand, Debug)]
+pub enum EpochCommand {
+    /// Accept the change in FILE (JSON: `{"from": manifest, "to": manifest}`, see
+    /// `hyok_node::manifest::ProposalFile`). Its `from` must be the manifest in force here.
+    Accept {
+        #[command(flatten)]
+        at: OperatorAt,
+        /// The proposal file.
+        file: PathBuf,
+    },
+    /// Refuse the accepted change, or withdraw the acceptance (its reshared shares forgotten).
+    Reject {
+        #[command(flatten)]
+        at: OperatorAt,
+    },
+    /// Print the change this node's operator accepted, if any.
+    Show {
+        #[command(flatten)]
+        at: OperatorAt,
+    },
+}
+
 /// `hyok-node manifest …`.
 #[derive(Subcommand, Debug)]
 pub enum ManifestCommand {
@@ -160,9 +189,10 @@ impl NodeCommand {
             | NodeCommand::Lift { at, .. }
             | NodeCommand::Vetoes { at }
             | NodeCommand::Manifest { command: ManifestCommand::Install { at, .. } | ManifestCommand::Show { at } }
-            | NodeCommand::Policy { command: PolicyCommand::Install { at, .. } | PolicyCommand::Show { at } } => {
-                Some(at)
-            }
+            | NodeCommand::Policy { command: PolicyCommand::Install { at, .. } | PolicyCommand::Show { at } }
+            | NodeCommand::Epoch {
+                command: EpochCommand::Accept { at, .. } | EpochCommand::Reject { at } | EpochCommand::Show { at },
+            } => Some(at),
             NodeCommand::Init { .. }
             | NodeCommand::Run { .. }
             | NodeCommand::Backup { .. }
@@ -215,6 +245,37 @@ async fn node_running(data_dir: &std::path::Path) -> bool {
 #[cfg(not(unix))]
 async fn node_running(_: &std::path::Path) -> bool {
     false
+}
+
+#[cfg(unix)]
+async fn epoch(command: EpochCommand) -> Result<()> {
+    use crate::operator::OperatorRequest;
+    let (EpochCommand::Accept { at, .. } | EpochCommand::Reject { at } | EpochCommand::Show { at }) = &command;
+    let Some(data_dir) = at.data_dir.clone() else {
+        anyhow::bail!("--data-dir DIR is required (the node's data directory)")
+    };
+    let (request, verb) = match command {
+        EpochCommand::Accept { file, .. } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading the proposal {}: {e}", file.display()))?;
+            let proposal: crate::manifest::ProposalFile =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("the proposal {}: {e}", file.display()))?;
+            (OperatorRequest::EpochAccept { proposal }, "accepted")
+        }
+        EpochCommand::Reject { .. } => (OperatorRequest::EpochReject, "rejected"),
+        EpochCommand::Show { .. } => (OperatorRequest::EpochShow, "accepted"),
+    };
+    match crate::operator::exchange_epoch(&data_dir, &request).await? {
+        Some(shown) => {
+            let (from, to) = (&shown.proposal.from, &shown.proposal.to);
+            println!(
+                "{verb} the change {}: epoch {} ({}-of-{}) → epoch {} ({}-of-{})",
+                shown.digest, from.epoch, from.t, from.n, to.epoch, to.t, to.n
+            );
+        }
+        None => println!("no membership change is accepted on this node"),
+    }
+    Ok(())
 }
 
 fn print_manifest(digest: &str, m: &hyok_threshold::Manifest) {
@@ -399,6 +460,10 @@ pub async fn execute(command: NodeCommand) -> Result<()> {
         NodeCommand::Vetoes { at } => operator(&at, crate::operator::OperatorRequest::List).await?,
         NodeCommand::Manifest { command } => manifest(command).await?,
         NodeCommand::Policy { command } => policy(command).await?,
+        #[cfg(unix)]
+        NodeCommand::Epoch { command } => epoch(command).await?,
+        #[cfg(not(unix))]
+        NodeCommand::Epoch { .. } => anyhow::bail!("the operator socket needs a Unix system"),
         #[cfg(not(unix))]
         NodeCommand::Veto { at, .. } | NodeCommand::Lift { at, .. } | NodeCommand::Vetoes { at } => {
             operator(&at, ()).await?

@@ -272,3 +272,58 @@ async fn the_operator_socket_shows_and_installs_a_manifest_and_refuses_a_foreign
     stop.send(()).unwrap();
     served.await.unwrap();
 }
+
+/// A membership change at the node: its operator accepts only a change that names it with its
+/// identity key and starts from the manifest in force (a joining node has none); the acceptance
+/// is signed, reported, survives a restart, and is withdrawn by a rejection; a change in force
+/// here cannot be aborted.
+#[test]
+fn an_operator_accepts_only_a_change_from_the_manifest_in_force_that_names_this_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = bare_nodes(dir.path(), 4);
+    let from = manifest_of(&nodes[..3], 2);
+    for n in &nodes[..3] {
+        n.install_manifest(&from, "operator").unwrap();
+    }
+    let to = manifest_of(&nodes, 3).with_epoch(1);
+    let proposal = hyok_threshold::epoch::Proposal::new(from.clone(), to.clone()).unwrap();
+    // A change from another starting point (here: one epoch further on) is refused.
+    let elsewhere = hyok_threshold::epoch::Proposal::new(to.clone(), from.clone().with_epoch(2)).unwrap();
+    assert!(matches!(nodes[0].accept_proposal(&elsewhere, "operator"), Err(NodeError::Manifest(_))));
+    // A change that gives this node another identity key is refused.
+    let stranger = NodeSecrets::generate(&mut rand::rng()).identity().public_key();
+    let mut keys: Vec<_> = to.nodes().iter().map(|(i, k)| (*i, *k)).collect();
+    keys[3].1 = stranger;
+    let wrong = Manifest::new(3, keys, [COORDINATOR]).unwrap().with_epoch(1);
+    let wrong = hyok_threshold::epoch::Proposal::new(from.clone(), wrong).unwrap();
+    assert!(matches!(nodes[3].accept_proposal(&wrong, "operator"), Err(NodeError::Manifest(_))));
+    // Members and the joining node (no manifest yet) accept; the acceptance verifies.
+    for n in &nodes {
+        n.accept_proposal(&proposal, "operator").unwrap();
+        let reported = n.identity().unwrap();
+        assert_eq!(reported.proposal, proposal.to_bytes());
+        let acceptance = hyok_threshold::epoch::Acceptance::from_bytes(&reported.acceptance).unwrap();
+        hyok_threshold::epoch::vartime_verify_acceptance(&proposal, n.id(), &acceptance).unwrap();
+    }
+    assert!(nodes[3].pending_change().unwrap().is_some());
+    // The operator of node 2 withdraws: nothing of the change is left there; the others keep it.
+    assert_eq!(nodes[1].reject_proposal("operator").unwrap(), Some(proposal.digest()));
+    assert!(nodes[1].accepted().unwrap().is_none());
+    assert!(nodes[0].accepted().unwrap().is_some());
+    let audit = nodes[1].read_audit(1, 100).unwrap();
+    assert!(audit.iter().any(|e| e.operation == "epoch:accept") && audit.iter().any(|e| e.operation == "epoch:reject"));
+    // A commit with every acceptance but node 2's is refused where it is asked.
+    let acceptances: Vec<pb::EpochAcceptance> = [&nodes[0], &nodes[2], &nodes[3]]
+        .iter()
+        .map(|n| pb::EpochAcceptance { node_id: u32::from(n.id().get()), acceptance: n.identity().unwrap().acceptance })
+        .collect();
+    let commit = pb::CommitEpochRequest {
+        proposal_digest: proposal.digest().to_vec(),
+        versions: Vec::new(),
+        acceptances,
+        request_id: "commit".into(),
+    };
+    let refused = nodes[0].commit_epoch(&commit, "coordinator").unwrap_err();
+    assert!(refused.to_string().contains("nodes 2"), "{refused}");
+    assert_eq!(nodes[0].manifest().unwrap(), from, "nothing changed");
+}

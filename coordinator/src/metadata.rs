@@ -621,9 +621,14 @@ mod tests {
         assert_eq!(view.enabled_on.len(), 4);
         assert!(merge::<Rsa>("dke", &answers[..2], 3).is_none());
         assert!(merge::<Rsa>("other", &answers, 3).is_none());
-        // Agreement on a package of another threshold is not trusted either.
-        let skewed: Vec<_> = (1..=3).map(|i| (node(i), rsa_state("dke", true, &[(1, &other_t, true)]))).collect();
-        assert!(merge::<Rsa>("dke", &skewed, 3).is_none());
+        // A package of a higher t (a membership change raised it) needs that many nodes, not
+        // only the quorum; one of a lower t, the quorum.
+        let raised = RsaPublicPackage::new(package.public_key().clone(), 4, 5).unwrap().to_bytes();
+        let skewed: Vec<_> = (1..=4).map(|i| (node(i), rsa_state("dke", true, &[(1, &raised, true)]))).collect();
+        assert!(merge::<Rsa>("dke", &skewed[..3], 3).is_none());
+        assert_eq!(merge::<Rsa>("dke", &skewed, 3).unwrap().primary().unwrap().package_bytes, raised);
+        let lowered: Vec<_> = (1..=3).map(|i| (node(i), rsa_state("dke", true, &[(1, &other_t, true)]))).collect();
+        assert_eq!(merge::<Rsa>("dke", &lowered, 3).unwrap().primary().unwrap().package_bytes, other_t);
         // Nor one node saying it three times.
         let repeated: Vec<_> = (0..3).map(|_| (node(1), rsa_state("dke", true, &[(1, &honest, true)]))).collect();
         assert!(merge::<Rsa>("dke", &repeated, 3).is_none());

@@ -369,7 +369,7 @@ mod tests {
 
         ec.put_next("k", 1, Usages::ALL, next(3, b"s3", b"p3")).unwrap();
         ec.commit_next("k", 1, 3, b"p3").unwrap();
-        assert_eq!(ec.retire().unwrap(), 1);
+        assert_eq!(ec.retire().unwrap(), 2, "\"k\" and \"new\", whose key record the removed output left");
         assert!(ec.share_of("k", 1, None).is_err() && ec.share_of("k", 1, Some(0)).is_err());
         assert!(ec.key("k").unwrap().is_none() && ec.versions("k").unwrap().is_empty());
         drop(store);

@@ -261,6 +261,8 @@ pub async fn execute(
     }
     tracing::warn!(epoch = proposal.epoch(), versions = outcomes.len(), ?retired, "membership change executed");
     committed();
+    // The new epoch's t from here on (a key created right after is dealt at it).
+    pool.probe_all(Duration::from_secs(1)).await;
     // Requests that chose the old generations complete, then those are dropped everywhere.
     if !outcomes.is_empty() {
         tokio::time::sleep(reshare::FINALIZE_GRACE).await;

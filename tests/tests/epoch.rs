@@ -197,6 +197,10 @@ async fn growing_from_five_nodes_at_three_to_seven_at_four_and_back_keeps_every_
     cluster.dev = DevFile::load(cluster.dir.path()).unwrap();
     stop.store(true, Ordering::Relaxed);
     let grown = load.await.unwrap();
+    // A key made right after the change is dealt at the new t, to all seven nodes.
+    let made = pb::CreateKeyRequest { key_id: "after-growth".into(), usages: Vec::new(), request_id: "epoch".into() };
+    let made = client.create_key(made).await.unwrap().into_inner();
+    assert_eq!((made.threshold, made.nodes), (4, 7), "{made:?}");
     settled(&cluster, &mut client, 1, 7, 4).await;
 
     // t is 4 now: three nodes down still serve, four do not.

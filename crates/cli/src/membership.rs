@@ -43,7 +43,7 @@ pub fn with_identity(m: &Manifest, id: NodeId, identity: IdentityPublicKey) -> R
     }
     let nodes: Vec<(NodeId, IdentityPublicKey)> =
         m.nodes().iter().map(|(n, k)| (*n, if *n == id { identity } else { *k })).collect();
-    Ok(Manifest::new(m.threshold(), nodes, m.coordinators().iter().copied())?)
+    Ok(Manifest::new(m.threshold(), nodes, m.coordinators().iter().copied())?.with_epoch(m.epoch()))
 }
 
 /// A key version: `(rsa, key, version)`.
@@ -270,6 +270,21 @@ pub async fn refresh(target: &Target, key: Option<&str>, missing_only: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_identity_keeps_the_epoch_t_and_every_other_node() {
+        use hyok_threshold::IdentitySecret;
+        let mut rng = rand::rng();
+        let keys: Vec<_> =
+            (1..=3u16).map(|i| (NodeId::new(i).unwrap(), IdentitySecret::generate(&mut rng).public_key())).collect();
+        let m = Manifest::new(2, keys.clone(), [[1u8; 32]]).unwrap().with_epoch(4);
+        let fresh = IdentitySecret::generate(&mut rng).public_key();
+        let two = NodeId::new(2).unwrap();
+        let replaced = with_identity(&m, two, fresh).unwrap();
+        assert_eq!((replaced.epoch(), replaced.threshold(), replaced.identity(two)), (4, 2, Some(&fresh)));
+        assert_eq!(replaced.identity(keys[0].0), Some(&keys[0].1));
+        assert!(with_identity(&m, NodeId::new(9).unwrap(), fresh).is_err());
+    }
 
     #[test]
     fn status_shows_each_nodes_generations_and_what_is_not_settled() {

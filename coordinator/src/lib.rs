@@ -7,7 +7,8 @@
 //! - `pool`: channels to the nodes and their health; `batch`: per-node request batching.
 //! - `fanout`: every way of asking nodes, once — gather t partials (any partial kind) with
 //!   hedging and retries within the deadline, ask every node, the timeout helper.
-//! - `metadata`: key metadata of both key families, trusted when t distinct nodes agree, cached.
+//! - `metadata`: key metadata of both key families, trusted when t distinct nodes agree, cached
+//!   and refreshed in the background (`hyok_proto::cache`).
 //! - `vault`: encrypt, decrypt, wrap, unwrap; `admin`: create, rotate, enable, disable,
 //!   status; `dkg`: the DKG relay.
 //! - `rsa`: threshold RSA — `view` (metadata), `import` (a dealt key), `decrypt`.
@@ -101,6 +102,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             }
         })
     });
+    // Key metadata in use is read again in the background, so no request waits for it.
+    let refresher = {
+        let vault = vault.clone();
+        let budget = config.request_timeout();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(vault.metadata.refresh_period()).await;
+                vault.metadata.refresh_due(&vault.pool, budget).await;
+                vault.rsa_metadata.refresh_due(&vault.pool, budget).await;
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hyok_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -119,6 +132,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     prober.abort();
+    refresher.abort();
     if let Some(repairer) = repairer {
         repairer.abort();
     }

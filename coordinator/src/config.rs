@@ -80,7 +80,8 @@ pub struct Config {
     /// Items per batched call to one node.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// Batched calls in flight to one node.
+    /// The most batched calls in flight to one node; below it, how many are is sized from the
+    /// node's call time (see `batch`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Items waiting for one node before it counts as overloaded and the next node is asked.
@@ -131,7 +132,7 @@ fn default_max_batch() -> usize {
     64
 }
 fn default_max_in_flight() -> usize {
-    2
+    32
 }
 fn default_queue() -> usize {
     4096

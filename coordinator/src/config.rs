@@ -62,10 +62,12 @@ pub struct Config {
     /// Budget of one request, unless the caller's gRPC deadline is shorter (milliseconds).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// Nodes asked at once beyond t (more are asked as soon as one fails or after `hedge_ms`).
+    /// Nodes asked at once beyond t, only when the request's deadline leaves no room to make up
+    /// a miss (t are asked otherwise; more as soon as one fails or is late for that node).
     #[serde(default = "default_extra_nodes")]
     pub extra_nodes: u16,
-    /// If t valid partials have not arrived after this long, ask every remaining node.
+    /// When a node that has not answered a partial request yet counts as late, and another
+    /// node is asked in its place; afterwards, its own observed answer time decides.
     #[serde(default = "default_hedge_ms")]
     pub hedge_ms: u64,
     /// How long a node that failed at the transport level is skipped (milliseconds).

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration; [`cli`]: the command line.
-//! - `pool`: channels to the nodes and their health; `batch`: per-node request batching.
+//! - `pool`: channels to the nodes and their health; `batch`: per-node request batching;
+//!   `latency`: each node's answer time estimate, from which a gather hedges.
 //! - `fanout`: every way of asking nodes, once — gather t partials (any partial kind) with
 //!   hedging and retries within the deadline, ask every node, the timeout helper.
 //! - `metadata`: key metadata of both key families, trusted when t distinct nodes agree, cached
@@ -23,6 +24,7 @@ pub mod config;
 mod dkg;
 mod error;
 mod fanout;
+mod latency;
 mod metadata;
 mod metrics;
 mod pool;

@@ -134,6 +134,13 @@ impl<K: BatchKind> Batcher<K> {
 /// The fewest calls in flight to a node before waiting is considered at all.
 const BASE_IN_FLIGHT: usize = 2;
 
+/// Calls that come back faster than this: items wait for a slot among [`BASE_IN_FLIGHT`]
+/// calls, as they always did.
+const NEAR: Duration = Duration::from_millis(20);
+
+/// The longest items wait for a call in flight to come back rather than open their own.
+const PATIENCE: Duration = Duration::from_millis(1);
+
 /// What the worker does with items waiting for a call.
 #[derive(Debug, PartialEq, Eq)]
 enum Next {
@@ -147,12 +154,13 @@ enum Next {
 /// Whether items that start waiting now get a call of their own. `started` holds the start
 /// times of the calls in flight, oldest first; `srtt` is the smoothed call time.
 ///
-/// Below [`BASE_IN_FLIGHT`] calls, always. At the ceiling, never. In between, when no call in
-/// flight is due back within `srtt / 8`: waiting then would cost a good part of a round trip
-/// (a node far away), and a call costs less than that. Close by and under load calls come
-/// back all the time, so items wait briefly and travel together, sharing the node's per-call
-/// costs; they go as soon as a call comes back (the worker does that). A call older than twice
-/// `srtt` is not expected back soon.
+/// Below [`BASE_IN_FLIGHT`] calls, always. At the ceiling, never. For a node close by (calls
+/// back within [`NEAR`]), never either: a slot frees within a few milliseconds, and items that
+/// wait travel together, sharing the node's per-call costs. For a node farther away, when no
+/// call in flight is due back within [`PATIENCE`] (or `srtt / 8`, if less): waiting for a slot
+/// would cost a good part of a round trip, a call costs far less; items that do wait go as
+/// soon as a call comes back (the worker does that), or when the call they wait on is a
+/// patience late. A call older than twice `srtt` is not expected back soon.
 fn next(started: &VecDeque<Instant>, now: Instant, srtt: Option<Duration>, ceiling: usize) -> Next {
     if started.len() < BASE_IN_FLIGHT.min(ceiling) {
         return Next::Open;
@@ -161,11 +169,15 @@ fn next(started: &VecDeque<Instant>, now: Instant, srtt: Option<Duration>, ceili
         return Next::Wait(None);
     }
     let Some(srtt) = srtt else { return Next::Wait(None) };
-    let patience = srtt / 8;
+    if srtt < NEAR {
+        // Close by, a slot frees soon: waiting costs less than the node's per-call costs.
+        return Next::Wait(None);
+    }
+    let patience = (srtt / 8).min(PATIENCE);
     // The call due back soonest among those not yet overdue.
     let due = started.iter().map(|s| *s + srtt).find(|due| *due + srtt > now);
     match due {
-        Some(due) if due.saturating_duration_since(now) <= patience => Next::Wait(Some(due + srtt)),
+        Some(due) if due.saturating_duration_since(now) <= patience => Next::Wait(Some(due + patience)),
         _ => Next::Open,
     }
 }
@@ -243,7 +255,14 @@ async fn send<K: BatchKind>(
     let deadline = batch.iter().map(|j| j.deadline).max().unwrap_or(started);
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
     let expected = items.len();
-    let answer = K::call(client, items, deadline).await;
+    let answer = K::call(client, items, deadline).await.map_err(|status| {
+        // The requests' own deadline passing is no sign that the node is down.
+        if status.code() == tonic::Code::Cancelled && Instant::now() >= deadline {
+            Status::deadline_exceeded(format!("no answer before the deadline ({})", status.message()))
+        } else {
+            status
+        }
+    });
     let _ = done.send((id, started.elapsed()));
     match answer {
         Ok(results) if results.len() == expected => {
@@ -292,14 +311,20 @@ mod tests {
         // A node 100 ms away: two calls just sent, neither back for ~90 ms: open a third.
         let far = VecDeque::from([start, start + ms(5)]);
         assert_eq!(next(&far, now, Some(ms(100)), 32), Next::Open);
-        // Close by, calls of 11 ms: the first is due back in 1 ms, within srtt/8: wait for it.
+        // Calls of 30 ms, the first due back in 1 ms, within the patience: wait for it, at most
+        // a patience past its due time.
+        let calls = VecDeque::from([start - ms(19), start + ms(5)]);
+        assert_eq!(next(&calls, now, Some(ms(30)), 32), Next::Wait(Some(start + ms(12))));
+        // Due back in 2 ms: more than the patience, a call of their own.
+        assert_eq!(next(&calls, now, Some(ms(31)), 32), Next::Open);
+        // Close by (calls of 11 ms), items wait for a slot as they always did.
         let near = VecDeque::from([start, start + ms(5)]);
-        assert_eq!(next(&near, now, Some(ms(11)), 32), Next::Wait(Some(start + ms(22))));
+        assert_eq!(next(&near, now, Some(ms(11)), 32), Next::Wait(None));
         // A call overdue (older than twice srtt) is not waited on.
         tokio::time::advance(ms(20)).await;
         let later = Instant::now();
-        let stuck = VecDeque::from([start, start + ms(25)]);
-        assert_eq!(next(&stuck, later, Some(ms(11)), 32), Next::Open);
+        let stuck = VecDeque::from([start - ms(40), start + ms(25)]);
+        assert_eq!(next(&stuck, later, Some(ms(30)), 32), Next::Open);
     }
 
     /// A fake node: answers each item after `delay`, counting calls.

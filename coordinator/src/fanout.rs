@@ -362,8 +362,9 @@ struct Outstanding {
 /// Gathers partials of kind `P` until `attempt` is done. `ask` asks one node for the item.
 ///
 /// Exactly t nodes are asked at once (reachable ones first, rotated per request), or t +
-/// `extra` when the deadline leaves no room to make up a miss: when the slowest of them being
-/// late and a replacement answering in its usual time would not fit before it. Each miss — a
+/// `extra` when a miss is likely (a node is believed down) or the deadline leaves no room to
+/// make up one: when the slowest of them being late and a replacement answering in its usual
+/// time would not fit before it. Each miss — a
 /// transport error, a refusal, a full queue, an invalid partial — asks the next node at once.
 /// Each asked node whose answer is late for *that node* (its own latency estimate, see
 /// [`crate::latency`]; `hedge` before it has answered anything) gets a replacement, so neither
@@ -390,11 +391,14 @@ where
     let mut outstanding: Vec<Outstanding> = Vec::with_capacity(waiting.len());
     let mut misses: Vec<(NodeId, Miss)> = Vec::new();
     let mut partials: Vec<P> = Vec::with_capacity(t + spread.extra);
-    // Asking t nodes suffices unless a miss among them could not be made up in time.
+    // Asking t nodes suffices unless a miss among them is likely (a node is believed down: the
+    // cluster is in trouble, and a restarted node is slow to answer at first) or could not be
+    // made up before the deadline.
     let late = |node: &Arc<NodeHandle>| node.latency.late_after(spread.hedge);
     let slowest = waiting.iter().take(t).map(late).max().unwrap_or_default();
     let replacement = waiting.get(t).map(late).unwrap_or_default();
-    let extra = if Instant::now() + slowest + replacement > spread.deadline { spread.extra } else { 0 };
+    let degraded = waiting.iter().any(|node| !node.is_up());
+    let extra = if degraded || Instant::now() + slowest + replacement > spread.deadline { spread.extra } else { 0 };
 
     // Asks the next node; false when none is left (or, `only_up`, none believed reachable).
     let mut launch = |inflight: &mut JoinSet<_>, outstanding: &mut Vec<Outstanding>, only_up: bool| -> bool {
@@ -504,8 +508,9 @@ where
                 for o in outstanding.iter_mut().filter(|o| o.late_at <= now) {
                     o.hedged = true;
                 }
+                // Reachable nodes first; a node believed down rather than none.
                 while partials.len() + outstanding.iter().filter(|o| !o.hedged).count() < need
-                    && launch(&mut inflight, &mut outstanding, true)
+                    && (launch(&mut inflight, &mut outstanding, true) || launch(&mut inflight, &mut outstanding, false))
                 {}
             }
             _ = tokio::time::sleep_until(spread.deadline) => {

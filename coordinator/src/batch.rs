@@ -1,18 +1,22 @@
 //! Natural batching of partial requests to one node.
 //!
 //! Every request item goes into a bounded queue for its node. A worker takes whatever is
-//! waiting (up to `max_batch` items) and sends it as one `EvaluateBatch` or `UnwrapBatch` call,
-//! with at most `max_in_flight` calls outstanding. Under light load a batch holds one item and
-//! costs one round trip; under heavy load items pile up while calls are in flight and travel
-//! together, so the node's per-call costs (TLS record, task hop, the audit flush) are shared.
+//! waiting (up to `max_batch` items) and sends it as one `EvaluateBatch` or `UnwrapBatch` call.
+//! Under light load a batch holds one item and costs one round trip; under heavy load items
+//! pile up while calls are in flight and travel together, so the node's per-call costs (TLS
+//! record, task hop, the audit flush) are shared. How many calls may be in flight is sized
+//! from the node's call time ([`next`]): waiting items get a call of their own unless one in
+//! flight is due back soon, so a node far away is never a queue of items waiting for a slot,
+//! and a node close by under load still gets full batches; `max_in_flight` is the ceiling.
 //! A full queue is refused at once ([`Submit::Overloaded`]): the caller asks another node rather
 //! than waiting in an unbounded line.
 
 use crate::fanout::Reply;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
-use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -127,55 +131,246 @@ impl<K: BatchKind> Batcher<K> {
     }
 }
 
+/// The fewest calls in flight to a node before waiting is considered at all.
+const BASE_IN_FLIGHT: usize = 2;
+
+/// Calls that come back faster than this: items wait for a slot among [`BASE_IN_FLIGHT`]
+/// calls, as they always did.
+const NEAR: Duration = Duration::from_millis(20);
+
+/// The longest items wait for a call in flight to come back rather than open their own.
+const PATIENCE: Duration = Duration::from_millis(1);
+
+/// What the worker does with items waiting for a call.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Send them now, in a call of their own.
+    Open,
+    /// Wait for a call in flight to come back (they travel in the next one), or until `Some`
+    /// instant, when the call they wait on becomes overdue.
+    Wait(Option<Instant>),
+}
+
+/// Whether items that start waiting now get a call of their own. `started` holds the start
+/// times of the calls in flight, oldest first; `srtt` is the smoothed call time.
+///
+/// Below [`BASE_IN_FLIGHT`] calls, always. At the ceiling, never. For a node close by (calls
+/// back within [`NEAR`]), never either: a slot frees within a few milliseconds, and items that
+/// wait travel together, sharing the node's per-call costs. For a node farther away, when no
+/// call in flight is due back within [`PATIENCE`] (or `srtt / 8`, if less): waiting for a slot
+/// would cost a good part of a round trip, a call costs far less; items that do wait go as
+/// soon as a call comes back (the worker does that), or when the call they wait on is a
+/// patience late. A call older than twice `srtt` is not expected back soon.
+fn next(started: &VecDeque<Instant>, now: Instant, srtt: Option<Duration>, ceiling: usize) -> Next {
+    if started.len() < BASE_IN_FLIGHT.min(ceiling) {
+        return Next::Open;
+    }
+    if started.len() >= ceiling {
+        return Next::Wait(None);
+    }
+    let Some(srtt) = srtt else { return Next::Wait(None) };
+    if srtt < NEAR {
+        // Close by, a slot frees soon: waiting costs less than the node's per-call costs.
+        return Next::Wait(None);
+    }
+    let patience = (srtt / 8).min(PATIENCE);
+    // The call due back soonest among those not yet overdue.
+    let due = started.iter().map(|s| *s + srtt).find(|due| *due + srtt > now);
+    match due {
+        Some(due) if due.saturating_duration_since(now) <= patience => Next::Wait(Some(due + patience)),
+        _ => Next::Open,
+    }
+}
+
 async fn worker<K: BatchKind>(
     client: NodeClient<Channel>,
     mut rx: mpsc::Receiver<Job<K::Item>>,
     max_batch: usize,
     max_in_flight: usize,
 ) {
-    let slots = Arc::new(Semaphore::new(max_in_flight));
-    while let Some(first) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+    // Calls in flight (id, start), oldest first; their ends come back on `done`.
+    let mut started: VecDeque<(u64, Instant)> = VecDeque::new();
+    let (done_tx, mut done) = mpsc::unbounded_channel::<(u64, Duration)>();
+    let mut pending: VecDeque<Job<K::Item>> = VecDeque::new();
+    let mut srtt: Option<Duration> = None;
+    let mut ids = 0u64;
+    let mut open = true;
+    // A call came back (or the one waited on is overdue): what waits for it goes now.
+    let mut freed = false;
+    loop {
+        let mut wake = None;
+        freed &= !pending.is_empty();
+        while !pending.is_empty() {
+            let now = Instant::now();
+            if !std::mem::take(&mut freed) || started.len() >= max_in_flight {
+                let starts: VecDeque<Instant> = started.iter().map(|(_, s)| *s).collect();
+                if let Next::Wait(at) = next(&starts, now, srtt, max_in_flight) {
+                    wake = at;
+                    break;
+                }
+            }
+            // Whatever queued up meanwhile travels together.
+            while pending.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => pending.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            let take = pending.len().min(max_batch);
+            let mut batch: Vec<Job<K::Item>> = pending.drain(..take).collect();
+            // Items whose caller gave up (deadline passed or receiver dropped) are not sent.
+            batch.retain(|job| job.deadline > now && !job.reply.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
+            ids += 1;
+            started.push_back((ids, now));
+            tokio::spawn(send::<K>(client.clone(), batch, (ids, done_tx.clone())));
+        }
+        if !open && pending.is_empty() && started.is_empty() {
             return;
-        };
-        // Whatever queued up while we waited for a slot travels together.
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        }
+        tokio::select! {
+            job = rx.recv(), if open && pending.len() < max_batch => match job {
+                Some(job) => pending.push_back(job),
+                None => open = false,
+            },
+            Some((id, took)) = done.recv() => {
+                started.retain(|(i, _)| *i != id);
+                srtt = Some(srtt.map_or(took, |s| (s * 7 + took) / 8));
+                freed = true;
+            }
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => freed = true,
+        }
+    }
+}
+
+/// Sends one batch and hands each item its result; reports the call's end on `done`.
+async fn send<K: BatchKind>(
+    client: NodeClient<Channel>,
+    batch: Vec<Job<K::Item>>,
+    (id, done): (u64, mpsc::UnboundedSender<(u64, Duration)>),
+) {
+    let started = Instant::now();
+    let deadline = batch.iter().map(|j| j.deadline).max().unwrap_or(started);
+    let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
+    let expected = items.len();
+    let answer = K::call(client, items, deadline).await.map_err(|status| {
+        // The requests' own deadline passing is no sign that the node is down.
+        if status.code() == tonic::Code::Cancelled && Instant::now() >= deadline {
+            Status::deadline_exceeded(format!("no answer before the deadline ({})", status.message()))
+        } else {
+            status
+        }
+    });
+    let _ = done.send((id, started.elapsed()));
+    match answer {
+        Ok(results) if results.len() == expected => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(Ok(result));
             }
         }
+        Ok(results) => {
+            let status = Status::internal(format!("node answered {} items of {expected}", results.len()));
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+        Err(status) => {
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn below_two_calls_items_always_go_and_at_the_ceiling_never() {
         let now = Instant::now();
-        // Items whose caller gave up (deadline passed or receiver dropped) are not sent.
-        batch.retain(|job| job.deadline > now && !job.reply.is_closed());
-        if batch.is_empty() {
-            continue;
+        assert_eq!(next(&VecDeque::new(), now, None, 32), Next::Open);
+        assert_eq!(next(&VecDeque::from([now]), now, Some(ms(1)), 32), Next::Open);
+        let full: VecDeque<Instant> = (0..4).map(|_| now).collect();
+        assert_eq!(next(&full, now, Some(ms(100)), 4), Next::Wait(None));
+        // A ceiling of one is honoured too.
+        assert_eq!(next(&VecDeque::from([now]), now, Some(ms(100)), 1), Next::Wait(None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn far_away_items_get_a_call_of_their_own_close_by_they_wait_for_one_due_back() {
+        let start = Instant::now();
+        tokio::time::advance(ms(10)).await;
+        let now = Instant::now();
+        // A node 100 ms away: two calls just sent, neither back for ~90 ms: open a third.
+        let far = VecDeque::from([start, start + ms(5)]);
+        assert_eq!(next(&far, now, Some(ms(100)), 32), Next::Open);
+        // Calls of 30 ms, the first due back in 1 ms, within the patience: wait for it, at most
+        // a patience past its due time.
+        let calls = VecDeque::from([start - ms(19), start + ms(5)]);
+        assert_eq!(next(&calls, now, Some(ms(30)), 32), Next::Wait(Some(start + ms(12))));
+        // Due back in 2 ms: more than the patience, a call of their own.
+        assert_eq!(next(&calls, now, Some(ms(31)), 32), Next::Open);
+        // Close by (calls of 11 ms), items wait for a slot as they always did.
+        let near = VecDeque::from([start, start + ms(5)]);
+        assert_eq!(next(&near, now, Some(ms(11)), 32), Next::Wait(None));
+        // A call overdue (older than twice srtt) is not waited on.
+        tokio::time::advance(ms(20)).await;
+        let later = Instant::now();
+        let stuck = VecDeque::from([start - ms(40), start + ms(25)]);
+        assert_eq!(next(&stuck, later, Some(ms(30)), 32), Next::Open);
+    }
+
+    /// A fake node: answers each item after `delay`, counting calls.
+    struct Slow;
+
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    impl BatchKind for Slow {
+        type Item = u32;
+        async fn call(_: NodeClient<Channel>, items: Vec<u32>, _: Instant) -> Result<Vec<pb::PartialResult>, Status> {
+            CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(ms(100)).await;
+            Ok(items
+                .iter()
+                .map(|i| pb::PartialResult {
+                    result: Some(pb::partial_result::Result::Partial(i.to_be_bytes().to_vec())),
+                })
+                .collect())
         }
-        let deadline = batch.iter().map(|j| j.deadline).max().unwrap_or(now);
-        let client = client.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
-            let expected = items.len();
-            match K::call(client, items, deadline).await {
-                Ok(results) if results.len() == expected => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok(result));
-                    }
-                }
-                Ok(results) => {
-                    let status = Status::internal(format!("node answered {} items of {expected}", results.len()));
-                    for reply in replies {
-                        let _ = reply.send(Err(status.clone()));
-                    }
-                }
-                Err(status) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(status.clone()));
-                    }
-                }
-            }
-        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn far_away_items_are_not_held_back_for_a_slot() {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let batcher = Batcher::<Slow>::spawn(NodeClient::new(channel), 64, 32, 1024);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // A first call teaches the worker how long calls take.
+        batcher.submit(0, deadline).unwrap().await.unwrap().unwrap();
+        // Then one item every 15 ms: every one is answered one call time after it was queued,
+        // none waits for a call in flight to come back.
+        let mut waits = Vec::new();
+        for i in 1..=6 {
+            let queued = Instant::now();
+            let rx = batcher.submit(i, deadline).unwrap();
+            waits.push(tokio::spawn(async move {
+                let result = rx.await.unwrap().unwrap();
+                (result, queued.elapsed())
+            }));
+            tokio::time::sleep(ms(15)).await;
+        }
+        for (i, wait) in waits.into_iter().enumerate() {
+            let (result, took) = wait.await.unwrap();
+            let expected = u32::try_from(i + 1).unwrap().to_be_bytes().to_vec();
+            assert_eq!(result.result, Some(pb::partial_result::Result::Partial(expected)));
+            assert_eq!(took, ms(100), "item {} waited for a slot", i + 1);
+        }
+        assert_eq!(CALLS.load(std::sync::atomic::Ordering::SeqCst), 7);
     }
 }

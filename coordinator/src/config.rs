@@ -65,10 +65,12 @@ pub struct Config {
     /// Budget of one request, unless the caller's gRPC deadline is shorter (milliseconds).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
-    /// Nodes asked at once beyond t (more are asked as soon as one fails or after `hedge_ms`).
+    /// Nodes asked at once beyond t, only when the request's deadline leaves no room to make up
+    /// a miss (t are asked otherwise; more as soon as one fails or is late for that node).
     #[serde(default = "default_extra_nodes")]
     pub extra_nodes: u16,
-    /// If t valid partials have not arrived after this long, ask every remaining node.
+    /// When a node that has not answered a partial request yet counts as late, and another
+    /// node is asked in its place; afterwards, its own observed answer time decides.
     #[serde(default = "default_hedge_ms")]
     pub hedge_ms: u64,
     /// How long a node that failed at the transport level is skipped (milliseconds).
@@ -83,7 +85,8 @@ pub struct Config {
     /// Items per batched call to one node.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// Batched calls in flight to one node.
+    /// The most batched calls in flight to one node (2 for a node whose calls take less than
+    /// 20 ms; for a farther one, how many are is sized from its call time: see `batch`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Items waiting for one node before it counts as overloaded and the next node is asked.
@@ -137,7 +140,7 @@ fn default_max_batch() -> usize {
     64
 }
 fn default_max_in_flight() -> usize {
-    2
+    32
 }
 fn default_queue() -> usize {
     4096

@@ -278,9 +278,9 @@ impl<T> std::fmt::Debug for Step<T> {
 /// How a request is spread.
 #[derive(Clone, Copy, Debug)]
 pub struct Spread {
-    /// Nodes asked beyond t at once.
+    /// Nodes asked beyond t at once when the deadline leaves no room to make up a miss.
     pub extra: usize,
-    /// When to ask every remaining node.
+    /// When a node that has not answered anything yet counts as late.
     pub hedge: Duration,
     /// When to give up.
     pub deadline: Instant,
@@ -350,14 +350,28 @@ impl Miss {
     }
 }
 
+/// A node asked for a partial whose answer is still awaited.
+struct Outstanding {
+    node: NodeId,
+    /// When its answer becomes late ([`crate::latency::Latency::late_after`]).
+    late_at: Instant,
+    /// A replacement has been asked for it.
+    hedged: bool,
+}
+
 /// Gathers partials of kind `P` until `attempt` is done. `ask` asks one node for the item; `t`
 /// is the threshold of the version's package.
 ///
-/// `t + extra` nodes are asked at once (reachable ones first, rotated per request). Each miss —
-/// a transport error, a refusal, a full queue, an invalid partial — asks the next node at once;
-/// if the attempt is not done after `hedge`, every remaining reachable node is asked.
-/// Everything ends at the deadline. `attempt` decides what "valid" means (combine first and
-/// check, or verify first) and names the nodes whose partials failed.
+/// Exactly t nodes are asked at once (reachable ones first, rotated per request), or t +
+/// `extra` when a miss is likely (a node is believed down) or the deadline leaves no room to
+/// make up one: when the slowest of them being late and a replacement answering in its usual
+/// time would not fit before it. Each miss — a
+/// transport error, a refusal, a full queue, an invalid partial — asks the next node at once.
+/// Each asked node whose answer is late for *that node* (its own latency estimate, see
+/// [`crate::latency`]; `hedge` before it has answered anything) gets a replacement, so neither
+/// distance nor load, which every answer shares, makes a gather ask more nodes. Everything
+/// ends at the deadline. `attempt` decides what "valid" means (combine first and check, or
+/// verify first) and names the nodes whose partials failed.
 pub async fn gather<P, T, F, Fut>(
     pool: &Pool,
     spread: Spread,
@@ -374,11 +388,20 @@ where
     let mut retried = false;
     let mut waiting: VecDeque<Arc<NodeHandle>> = pool.ordered().into();
     let mut inflight: JoinSet<(Arc<NodeHandle>, Reply)> = JoinSet::new();
+    let mut outstanding: Vec<Outstanding> = Vec::with_capacity(waiting.len());
     let mut misses: Vec<(NodeId, Miss)> = Vec::new();
     let mut partials: Vec<P> = Vec::with_capacity(t + spread.extra);
+    // Asking t nodes suffices unless a miss among them is likely (a node is believed down: the
+    // cluster is in trouble, and a restarted node is slow to answer at first) or could not be
+    // made up before the deadline.
+    let late = |node: &Arc<NodeHandle>| node.latency.late_after(spread.hedge);
+    let slowest = waiting.iter().take(t).map(late).max().unwrap_or_default();
+    let replacement = waiting.get(t).map(late).unwrap_or_default();
+    let degraded = waiting.iter().any(|node| !node.is_up());
+    let extra = if degraded || Instant::now() + slowest + replacement > spread.deadline { spread.extra } else { 0 };
 
     // Asks the next node; false when none is left (or, `only_up`, none believed reachable).
-    let mut launch = |inflight: &mut JoinSet<_>, only_up: bool| -> bool {
+    let mut launch = |inflight: &mut JoinSet<_>, outstanding: &mut Vec<Outstanding>, only_up: bool| -> bool {
         let Some(node) = waiting.front().cloned() else { return false };
         if only_up && !node.is_up() {
             return false;
@@ -386,10 +409,20 @@ where
         waiting.pop_front();
         let call = ask(&node);
         let asked = Instant::now();
+        outstanding.push(Outstanding {
+            node: node.id,
+            late_at: asked + node.latency.late_after(spread.hedge),
+            hedged: false,
+        });
         inflight.spawn(
             async move {
                 let reply = call.await;
-                crate::metrics::partial(node.id, reply.outcome(), asked.elapsed());
+                let took = asked.elapsed();
+                // An answer, even a refusal, is what this node takes now; a failed call is not.
+                if !matches!(reply, Reply::Failed(_)) {
+                    node.latency.observe(took);
+                }
+                crate::metrics::partial(node.id, reply.outcome(), took);
                 (node, reply)
             }
             .in_current_span(),
@@ -404,13 +437,11 @@ where
         }
     };
 
-    for _ in 0..t + spread.extra {
-        if !launch(&mut inflight, false) {
+    for _ in 0..t + extra {
+        if !launch(&mut inflight, &mut outstanding, false) {
             break;
         }
     }
-    let hedge_at = Instant::now() + spread.hedge;
-    let mut hedged = false;
     loop {
         if partials.len() >= need {
             match attempt(&partials) {
@@ -429,21 +460,23 @@ where
                     if partials.len() >= need {
                         need = partials.len() + 1;
                     }
-                    while partials.len() + inflight.len() < need && launch(&mut inflight, false) {}
+                    while partials.len() + inflight.len() < need && launch(&mut inflight, &mut outstanding, false) {}
                     continue;
                 }
             }
         }
-        if inflight.is_empty() && !launch(&mut inflight, false) {
+        if inflight.is_empty() && !launch(&mut inflight, &mut outstanding, false) {
             let error = shortfall(need, partials.len(), &misses, retried);
             if matches!(error, CoordError::Unavailable(_)) {
                 tracing::warn!(key_id, version, %error, "too few partials");
             }
             return Err(error);
         }
+        let next_late = outstanding.iter().filter(|o| !o.hedged).map(|o| o.late_at).min();
         tokio::select! {
             joined = inflight.join_next() => {
                 let Some(Ok((node, reply))) = joined else { continue };
+                outstanding.retain(|o| o.node != node.id);
                 let miss = match reply {
                     Reply::Partial(bytes) => match P::from_bytes(&bytes) {
                         Ok(p) if p.node() == node.id && !partials.iter().any(|q| q.node() == node.id) => {
@@ -467,11 +500,18 @@ where
                     crate::metrics::refusal(node.id, refusal.name());
                 }
                 misses.push((node.id, miss));
-                launch(&mut inflight, false);
+                launch(&mut inflight, &mut outstanding, false);
             }
-            _ = tokio::time::sleep_until(hedge_at), if !hedged => {
-                hedged = true;
-                while launch(&mut inflight, true) {}
+            _ = tokio::time::sleep_until(next_late.unwrap_or(spread.deadline)), if next_late.is_some() => {
+                // Late nodes still count if they answer; replacements cover what they owe.
+                let now = Instant::now();
+                for o in outstanding.iter_mut().filter(|o| o.late_at <= now) {
+                    o.hedged = true;
+                }
+                // Reachable nodes first; a node believed down rather than none.
+                while partials.len() + outstanding.iter().filter(|o| !o.hedged).count() < need
+                    && (launch(&mut inflight, &mut outstanding, true) || launch(&mut inflight, &mut outstanding, false))
+                {}
             }
             _ = tokio::time::sleep_until(spread.deadline) => {
                 let error = CoordError::Unavailable(format!(

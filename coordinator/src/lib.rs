@@ -4,10 +4,12 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration; [`cli`]: the command line.
-//! - `pool`: channels to the nodes and their health; `batch`: per-node request batching.
+//! - `pool`: channels to the nodes and their health; `batch`: per-node request batching;
+//!   `latency`: each node's answer time estimate, from which a gather hedges.
 //! - `fanout`: every way of asking nodes, once — gather t partials (any partial kind) with
 //!   hedging and retries within the deadline, ask every node, the timeout helper.
-//! - `metadata`: key metadata of both key families, trusted when t distinct nodes agree, cached.
+//! - `metadata`: key metadata of both key families, trusted when t distinct nodes agree, cached
+//!   and refreshed in the background (`hyok_proto::cache`).
 //! - `vault`: encrypt, decrypt, wrap, unwrap; `admin`: create, rotate, enable, disable,
 //!   status; `dkg`: the DKG relay; `reshare`: repair and refresh of one version; `epoch`:
 //!   membership changes (every version reshared to the new members, then committed).
@@ -24,6 +26,7 @@ mod dkg;
 mod epoch;
 mod error;
 mod fanout;
+mod latency;
 mod metadata;
 mod metrics;
 mod pool;
@@ -125,6 +128,18 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             }
         })
     });
+    // Key metadata in use is read again in the background, so no request waits for it.
+    let refresher = {
+        let vault = vault.clone();
+        let budget = config.request_timeout();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(vault.metadata.refresh_period()).await;
+                vault.metadata.refresh_due(&vault.pool, budget).await;
+                vault.rsa_metadata.refresh_due(&vault.pool, budget).await;
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hyok_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -143,6 +158,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     prober.abort();
+    refresher.abort();
     if let Some(repairer) = repairer {
         repairer.abort();
     }

@@ -8,6 +8,7 @@
 use crate::error::CoordError;
 use crate::fanout::{self, Answers, Ask};
 use crate::pool::Pool;
+use hyok_proto::cache::Cache;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_threshold::rsa::RsaPublicPackage;
@@ -15,7 +16,7 @@ use hyok_threshold::{NodeId, PublicKeyPackage, Wire};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Status;
@@ -369,35 +370,38 @@ pub async fn list<F: Family>(pool: &Pool, deadline: Instant) -> Result<Vec<View<
     Ok(by_name.iter().filter_map(|(name, states)| merge::<F>(name, states, pool.quorum())).collect())
 }
 
-/// A cached view and when it was read.
-type Cached<F> = (Instant, Arc<View<F>>);
-
-/// Cached key views of one family.
+/// Cached key views of one family: refreshed in the background once `ttl` old while requests
+/// keep using them, served up to [`STALE_FACTOR`] × `ttl` old when refreshes fail, and read
+/// once for every concurrent miss (`hyok_proto::cache`). No metadata read is on a warm
+/// request's path.
 #[derive(Debug)]
 pub struct Metadata<F: Family> {
     ttl: Duration,
-    cache: RwLock<HashMap<String, Cached<F>>>,
+    cache: Cache<Arc<View<F>>, CoordError>,
 }
 
+/// How many `ttl`s old a view may be served while its refreshes fail.
+pub const STALE_FACTOR: u32 = 6;
+
 impl<F: Family> Metadata<F> {
-    /// An empty cache whose entries live `ttl`.
+    /// An empty cache whose entries are refreshed once `ttl` old.
     pub fn new(ttl: Duration) -> Self {
-        Metadata { ttl, cache: RwLock::new(HashMap::new()) }
+        Metadata { ttl, cache: Cache::new(ttl, ttl * STALE_FACTOR) }
     }
 
-    /// The key's view, from the cache when fresh.
+    /// How often [`Metadata::refresh_due`] should run: a tenth of `ttl`, 50 ms to 1 s.
+    pub fn refresh_period(&self) -> Duration {
+        (self.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
+    /// The key's view: the cached one (refreshed in the background), or read now, once for
+    /// every concurrent caller.
     pub async fn get(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
-        if let Ok(cache) = self.cache.read()
-            && let Some((at, view)) = cache.get(name)
-            && at.elapsed() < self.ttl
-        {
-            return Ok(view.clone());
-        }
-        self.refresh(pool, name, deadline).await
+        self.cache.get(name, || self.read(pool, name, deadline)).await
     }
 
-    /// The key's view with `version` in it: refreshes once if the cached view lacks it (a
-    /// rotation or import through another coordinator).
+    /// The key's view with `version` in it: reads once more if the cached view lacks it (a
+    /// rotation or import through another coordinator); concurrent callers share that read.
     pub async fn get_version(
         &self,
         pool: &Pool,
@@ -405,11 +409,12 @@ impl<F: Family> Metadata<F> {
         version: u32,
         deadline: Instant,
     ) -> Result<Arc<View<F>>, CoordError> {
-        let view = self.get(pool, name, deadline).await?;
+        let (view, read_at) = self.cache.get_stamped(name, || self.read(pool, name, deadline)).await?;
         if view.versions.contains_key(&version) {
             return Ok(view);
         }
-        let view = self.refresh(pool, name, deadline).await?;
+        let since = read_at + Duration::from_nanos(1);
+        let view = self.cache.newer(name, since, || self.read(pool, name, deadline)).await?;
         if view.versions.contains_key(&version) {
             Ok(view)
         } else {
@@ -419,16 +424,12 @@ impl<F: Family> Metadata<F> {
 
     /// Forgets a key (after a rotation, import, enable or disable through this coordinator).
     pub fn invalidate(&self, name: &str) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.remove(name);
-        }
+        self.cache.invalidate(name);
     }
 
     /// Forgets every cached key (a membership change replaced every version's package).
     pub fn invalidate_all(&self) {
-        if let Ok(mut cache) = self.cache.write() {
-            cache.clear();
-        }
+        self.cache.invalidate_all();
     }
 
     /// Checks the name, then reads the key from the nodes now (`GetKey`, `GetRsaKey`).
@@ -437,18 +438,28 @@ impl<F: Family> Metadata<F> {
         self.refresh(pool, name, deadline).await
     }
 
-    /// Reads the key from the nodes now.
+    /// Reads the key from the nodes now (sharing a read that started since), and caches it.
     pub async fn refresh(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
+        self.cache.newer(name, Instant::now(), || self.read(pool, name, deadline)).await
+    }
+
+    /// Refreshes every cached view that is due (used since it was read, `ttl` old), each
+    /// within `budget`; the background half of [`Metadata::get`].
+    pub async fn refresh_due(&self, pool: &Pool, budget: Duration) {
+        for name in self.cache.due() {
+            if let Err(error) = self.refresh(pool, &name, Instant::now() + budget).await {
+                tracing::warn!(name = %name, what = F::WHAT, %error, "background metadata refresh failed; serving the cached view");
+            }
+        }
+    }
+
+    /// Reads the key from the nodes (no cache); a key the nodes do not hold is forgotten.
+    async fn read(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
         let answers = read_states::<F>(pool, Some(name), deadline).await;
         let states = flatten::<F>(&answers);
         if let Some(view) = merge::<F>(name, &states, pool.quorum()) {
-            let view = Arc::new(view);
-            if let Ok(mut cache) = self.cache.write() {
-                cache.insert(name.to_owned(), (Instant::now(), view.clone()));
-            }
-            return Ok(view);
+            return Ok(Arc::new(view));
         }
-        self.invalidate(name);
         let not_found =
             answers.iter().filter(|(_, r)| matches!(r, Err(s) if s.code() == tonic::Code::NotFound)).count();
         let answered = states.len() + not_found;
@@ -459,6 +470,7 @@ impl<F: Family> Metadata<F> {
                 pool.quorum()
             )))
         } else {
+            self.invalidate(name);
             Err(CoordError::NotFound(format!("no {} {name} (held by fewer than {} nodes)", F::WHAT, pool.quorum())))
         }
     }

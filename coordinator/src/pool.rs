@@ -48,6 +48,8 @@ pub struct NodeHandle {
     last_probe: Mutex<Probe>,
     /// Partials from this node that failed verification (a metric; also logged).
     pub invalid_partials: AtomicU64,
+    /// How long its answers to partial requests take (when a gather hedges).
+    pub latency: crate::latency::Latency,
 }
 
 impl NodeHandle {
@@ -148,6 +150,7 @@ fn handle(config: &Config, node: &crate::config::NodeConfig) -> Result<Arc<NodeH
         down_until: Mutex::new(None),
         last_probe: Mutex::new(Probe::default()),
         invalid_partials: AtomicU64::new(0),
+        latency: crate::latency::Latency::default(),
     }))
 }
 

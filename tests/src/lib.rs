@@ -19,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod relay;
+
 /// The directory holding the workspace's binaries (`target/debug`), found from the test
 /// executable's own path (`target/debug/deps/…`), or `HYOK_BIN_DIR`.
 pub fn bin_dir() -> PathBuf {
@@ -50,6 +52,8 @@ pub struct Cluster {
     supervisor: Child,
     restarted: BTreeMap<u16, Child>,
     env: Vec<(String, String)>,
+    /// `hyok-delay-relay --dev-dir`, once the coordinator was put behind relays.
+    far: Option<Child>,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -110,7 +114,7 @@ impl Cluster {
         let shape = ["--nodes".to_owned(), nodes.to_string(), "--threshold".to_owned(), threshold.to_string()];
         let mut supervisor = spawn_dev(dir.path(), &shape, &env)?;
         let dev = wait_for_dev(dir.path(), &mut supervisor)?;
-        Ok(Cluster { dir, dev, supervisor, restarted: BTreeMap::new(), env })
+        Ok(Cluster { dir, dev, supervisor, restarted: BTreeMap::new(), env, far: None })
     }
 
     /// The log of process `name` (`coordinator`, `node-3`, `xks`, `dke`), as written so far.
@@ -132,6 +136,11 @@ impl Cluster {
         for node in &self.dev.nodes {
             signal(node.pid, "CONT");
         }
+        if let Some(mut far) = self.far.take() {
+            // It stops the coordinator it started.
+            signal(far.id(), "TERM");
+            let _ = far.wait();
+        }
         signal(self.supervisor.id(), "TERM");
         for child in self.restarted.values_mut() {
             signal(child.id(), "TERM");
@@ -148,6 +157,41 @@ impl Cluster {
         for node in &self.dev.nodes {
             let _ = self.wait_gone(node.pid);
         }
+    }
+
+    /// Puts the coordinator's every connection to a node behind a delaying relay, `delay` each
+    /// way (`hyok-delay-relay --dev-dir`: the coordinator is restarted on its address, with the
+    /// relays as node endpoints). Front-ends and clients reach it as before; the nodes' own
+    /// addresses (for restarts and direct clients) are unchanged.
+    pub fn put_nodes_far(&mut self, delay: Duration) -> Result<()> {
+        let exe = bin_dir().join("hyok-delay-relay");
+        anyhow::ensure!(exe.exists(), "{} is missing: build hyok-e2e's binaries first", exe.display());
+        let mut child = Command::new(exe)
+            .arg("--dev-dir")
+            .arg(self.dir.path())
+            .arg("--delay-ms")
+            .arg(delay.as_millis().to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.contains("ready") => break,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("hyok-delay-relay exited before it was ready");
+                }
+            }
+        }
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        self.dev.coordinator = DevFile::load(self.dir.path())?.coordinator;
+        self.far = Some(child);
+        Ok(())
     }
 
     /// The admin's TLS files.

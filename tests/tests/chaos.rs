@@ -1,8 +1,9 @@
 //! Chaos over OS processes: steady XKS traffic (the way KMS calls hyok) while nodes are killed
 //! with SIGKILL and restarted, never more than n − t down at once. Every request must succeed and
 //! every plaintext must come back byte for byte; ciphertexts from before the chaos must still
-//! decrypt after it. Key creation killed midway leaves no half key. Runs are bounded in time
-//! and print one summary line each.
+//! decrypt after it. Key creation killed midway leaves no half key. One scenario puts the nodes
+//! 50 ms away from the coordinator (a delaying relay, `hyok_e2e::relay`) and kills two of them
+//! under XKS traffic. Runs are bounded in time and print one summary line each.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -461,4 +462,152 @@ async fn a_frozen_node_is_ridden_out_and_below_t_requests_fail_cleanly_then_reco
         "below threshold (processes): {refused} requests, {refused} refused with 503/500, 0 succeeded; serving again {back_after:?} after restart; {} old ciphertexts decrypt",
         before.len()
     );
+}
+
+/// How long each phase of the far scenario lasts.
+const FAR_PHASE: Duration = Duration::from_secs(4);
+/// Concurrent XKS workers in the far scenario.
+const FAR_WORKERS: usize = 8;
+/// hyok-xks's budget in the far scenario: a request that was in flight to a node when it died
+/// learns so one delay later and asks another node, two round trips of 100 ms on a debug build
+/// beside seven other processes on two cores; what is tested is failover at a distance, not
+/// this machine's speed (as in the compose runs).
+const FAR_BUDGET_MS: u64 = 1000;
+
+/// The dev hyok-xks's configuration with `budget_ms`, its own port and no metrics listener,
+/// started as a separate process; the target that reaches it.
+fn xks_with_budget(cluster: &Cluster, budget_ms: u64) -> (hyok_e2e::XksProcess, Target) {
+    let dev = cluster.dev.xks.as_ref().expect("dev.json has an xks section");
+    let text = std::fs::read_to_string(&dev.config).unwrap();
+    let mut config = format!("budget_ms = {budget_ms}\n");
+    for line in text.lines() {
+        let line = line.trim_start();
+        if line.starts_with("listen") && line.contains('=') {
+            config.push_str("listen = \"127.0.0.1:0\"\n");
+        } else if line.starts_with("metrics_listen") {
+            config.push_str("metrics_listen = \"off\"\n");
+        } else if !line.starts_with("budget_ms") {
+            config.push_str(line);
+            config.push('\n');
+        }
+    }
+    let path = cluster.dir.path().join("xks").join("far.toml");
+    std::fs::write(&path, config).unwrap();
+    let process = hyok_e2e::XksProcess::start(&path, &cluster.dir.path().join("logs").join("xks-far.log")).unwrap();
+    let (mut target, _) = cluster.xks().unwrap();
+    let (host, _, path) = client::split_url(&target.base_url).unwrap();
+    target.base_url = format!("https://{host}:{}{path}", process.addr.port());
+    (process, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn far_nodes_50_ms_away_xks_traffic_survives_two_nodes_killed_and_restarted() {
+    let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let delay = Duration::from_millis(50);
+    cluster.put_nodes_far(delay).expect("put the nodes 50 ms away");
+    let (_xks, target) = xks_with_budget(&cluster, FAR_BUDGET_MS);
+    let ca = cluster.dev.tls.ca.clone();
+    let key = cluster.dev.xks.as_ref().unwrap().keys["encrypt_decrypt"].clone();
+    let conn = client::connect(&target.base_url, &ca, true, None).await.unwrap();
+
+    // The restarted coordinator and the new hyok-xks connect on first use.
+    let (conn_ref, target_ref, key_ref) = (&conn, &target, &key);
+    let first = hyok_e2e::eventually(Duration::from_secs(30), || async move {
+        let mut tally = Tally::default();
+        round_trip(conn_ref, target_ref, key_ref, 0, &mut tally)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("{:?}", tally.failures))
+    })
+    .await
+    .expect("the far cluster serves");
+    // Whatever the delay, a round trip through the relays takes at least two of its own.
+    let started = Instant::now();
+    let mut warmup = Tally::default();
+    let mut before = vec![(0, first)];
+    for n in 1..6 {
+        before.push((n, round_trip(&conn, &target, &key, n, &mut warmup).await.expect("warm-up round trip")));
+    }
+    assert!(warmup.failures.is_empty(), "{:?}", warmup.failures);
+    assert!(
+        started.elapsed() >= 5 * 2 * 2 * delay,
+        "ten requests took {:?}: the nodes are not behind the relays",
+        started.elapsed()
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let completed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..FAR_WORKERS as u64 {
+        let (conn, target, key, stop, completed) =
+            (conn.clone(), target.clone(), key.clone(), stop.clone(), completed.clone());
+        workers.spawn(async move {
+            let mut tally = Tally::default();
+            let mut n = 1_000_000 * (w + 1);
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if round_trip(&conn, &target, &key, n, &mut tally).await.is_some() {
+                    completed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            tally
+        });
+    }
+
+    // Four phases: both nodes up, one killed, a second killed (n − t down), both restarted.
+    // Round trips completed in each phase; process handling blocks, so it runs off the workers.
+    let counter = completed.clone();
+    let (cluster_back, phases) = tokio::task::spawn_blocking(move || {
+        let mut phases = Vec::new();
+        let mark = |phases: &mut Vec<u64>| {
+            let now = counter.load(Ordering::Relaxed);
+            phases.push(now - phases.iter().sum::<u64>());
+        };
+        std::thread::sleep(FAR_PHASE);
+        mark(&mut phases);
+        cluster.kill_node(2).expect("kill node 2");
+        std::thread::sleep(FAR_PHASE);
+        mark(&mut phases);
+        cluster.kill_node(4).expect("kill node 4");
+        std::thread::sleep(FAR_PHASE);
+        mark(&mut phases);
+        cluster.restart_node(2).expect("restart node 2");
+        cluster.restart_node(4).expect("restart node 4");
+        std::thread::sleep(FAR_PHASE);
+        mark(&mut phases);
+        (cluster, phases)
+    })
+    .await
+    .unwrap();
+    cluster = cluster_back;
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = Tally::default();
+    while let Some(worker) = workers.join_next().await {
+        tally.absorb(worker.unwrap());
+    }
+
+    let mut after = Tally::default();
+    for (n, (plaintext, sealed)) in &before {
+        let opened = call(&conn, &target, &format!("/keys/{key}/decrypt"), &decrypt_body(sealed, *n), &mut after).await;
+        let bytes = opened.and_then(|o| STANDARD.decode(o["plaintext"].as_str().unwrap_or_default()).ok());
+        assert_eq!(bytes.as_deref(), Some(&plaintext[..]), "ciphertext {n} from before the kills");
+    }
+    let mut sorted = tally.latencies_us.clone();
+    sorted.sort_unstable();
+    let p50 = sorted.get(sorted.len() / 2).map_or(0.0, |us| *us as f64 / 1000.0);
+    println!(
+        "far chaos (processes, {} ms each way): {} requests, {} errors, {} wrong plaintexts, p50 {p50:.1} ms, p99 {:.1} ms; round trips per {:?} phase (all up, node 2 down, nodes 2 and 4 down, both back): {phases:?}",
+        delay.as_millis(),
+        tally.requests,
+        tally.failures.len(),
+        tally.wrong_plaintexts,
+        tally.p99_ms(),
+        FAR_PHASE
+    );
+    assert!(tally.failures.is_empty(), "failed requests: {:?}", &tally.failures[..tally.failures.len().min(10)]);
+    assert_eq!(tally.wrong_plaintexts, 0);
+    for (phase, done) in phases.iter().enumerate() {
+        assert!(*done >= 8, "only {done} round trips completed in phase {phase}: {phases:?}");
+    }
+    assert!(after.failures.is_empty(), "{:?}", after.failures);
+    drop(cluster);
 }

@@ -18,6 +18,7 @@
 //! - [`metrics`]: the process-wide Prometheus registry and its listener, process metrics, the
 //!   gRPC servers' per-RPC layer and the threshold monitor.
 
+pub mod cache;
 pub mod connect;
 pub mod metrics;
 mod process;

@@ -54,9 +54,11 @@ impl Frontend for Config {
         let health = Arc::new(health::HealthMonitor::new(backend.clone(), self.health.clone())?);
         let xks = Arc::new(service::Xks::new(&self, backend, health.clone())?);
         let monitor = tokio::spawn(health.run());
+        let versions = tokio::spawn(xks.clone().refresh_versions());
         let pipeline = Arc::new(server::Pipeline::new(xks, self.max_in_flight));
         server::serve(pipeline, tokio_rustls::TlsAcceptor::from(tls), listener, shutdown).await;
         monitor.abort();
+        versions.abort();
         Ok(())
     }
 }

@@ -10,9 +10,10 @@ use crate::envelope::{self, IV_LEN, TAG_LEN};
 use crate::error::XksError;
 use crate::health::HealthMonitor;
 use crate::sigv4;
+use hyok_proto::cache::Cache;
 use hyok_proto::v1 as pb;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
@@ -53,12 +54,36 @@ pub struct Xks {
     limits: Limits,
     budget: Duration,
     fleet_size: u32,
-    /// hyok key id → (when read, primary version).
-    versions: Mutex<HashMap<String, (Instant, u32)>>,
+    /// hyok key id → what the cluster says of its primary version (refreshed in the
+    /// background: [`Xks::refresh_versions`]).
+    versions: Cache<Primary, XksError>,
 }
 
-/// How long a key's primary version is reused before it is read again.
+/// After how long a key's primary version in use is read again, in the background.
 const VERSION_TTL: Duration = Duration::from_secs(5);
+/// How long it is still used while those reads fail.
+const VERSION_STALE: Duration = Duration::from_secs(60);
+
+/// A key's primary version as the cluster reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Primary {
+    /// Enabled, with this primary version.
+    Version(u32),
+    /// Disabled.
+    Disabled,
+    /// No usable version.
+    None,
+}
+
+impl Primary {
+    fn of(info: &pb::KeyInfo) -> Self {
+        match (info.state == pb::KeyState::Enabled as i32, info.primary_version) {
+            (false, _) => Primary::Disabled,
+            (true, 0) => Primary::None,
+            (true, v) => Primary::Version(v),
+        }
+    }
+}
 
 impl Xks {
     /// Builds the service; reads every key store's credentials file.
@@ -82,7 +107,7 @@ impl Xks {
             limits: Limits { max_plaintext: config.max_plaintext, max_aad: config.max_aad },
             budget: config.budget(),
             fleet_size: config.health.fleet_size,
-            versions: Mutex::new(HashMap::new()),
+            versions: Cache::new(VERSION_TTL, VERSION_STALE),
         })
     }
 
@@ -297,27 +322,38 @@ impl Xks {
         })
     }
 
-    /// The key's primary version, from a short-lived cache unless `fresh`. A disabled key is
+    /// The key's primary version, from the cache unless `fresh` (a request never waits for a
+    /// read of a key in use: [`Xks::refresh_versions`] keeps it current). A disabled key is
     /// refused by the nodes themselves, so the cache never decides whether a key may be used.
     async fn primary_version(&self, key: &KeyMapping, fresh: bool, deadline: Instant) -> Result<u32, XksError> {
-        if !fresh
-            && let Some((at, version)) = self.versions.lock().ok().and_then(|c| c.get(&key.key_id).copied())
-            && at.elapsed() < VERSION_TTL
-        {
-            return Ok(version);
-        }
-        let info = self.backend.key(&key.key_id, deadline).await?;
-        if info.state != pb::KeyState::Enabled as i32 {
-            return Err(XksError::InvalidState(format!("external key {} is disabled", key.external_id)));
-        }
-        let version = match info.primary_version {
-            0 => return Err(XksError::InvalidState(format!("external key {} has no usable version", key.external_id))),
-            v => v,
+        let read = || async { self.backend.key(&key.key_id, deadline).await.map(|info| Primary::of(&info)) };
+        let primary = if fresh {
+            self.versions.newer(&key.key_id, Instant::now(), read).await?
+        } else {
+            self.versions.get(&key.key_id, read).await?
         };
-        if let Ok(mut cache) = self.versions.lock() {
-            cache.insert(key.key_id.clone(), (Instant::now(), version));
+        match primary {
+            Primary::Version(v) => Ok(v),
+            Primary::Disabled => Err(XksError::InvalidState(format!("external key {} is disabled", key.external_id))),
+            Primary::None => {
+                Err(XksError::InvalidState(format!("external key {} has no usable version", key.external_id)))
+            }
         }
-        Ok(version)
+    }
+
+    /// Reads again, every second, the primary version of every key in use whose cached one is
+    /// [`VERSION_TTL`] old, while requests keep using the cached one. Runs until dropped.
+    pub async fn refresh_versions(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            for key_id in self.versions.due() {
+                let deadline = Instant::now() + self.budget.max(Duration::from_secs(1));
+                let read = || async { self.backend.key(&key_id, deadline).await.map(|info| Primary::of(&info)) };
+                if let Err(error) = self.versions.newer(&key_id, Instant::now(), read).await {
+                    tracing::warn!(key_id, %error, "background read of the primary version failed; using the cached one");
+                }
+            }
+        }
     }
 
     async fn decrypt(

@@ -255,14 +255,9 @@ async fn send<K: BatchKind>(
     let deadline = batch.iter().map(|j| j.deadline).max().unwrap_or(started);
     let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.item, j.reply)).unzip();
     let expected = items.len();
-    let answer = K::call(client, items, deadline).await.map_err(|status| {
-        // The requests' own deadline passing is no sign that the node is down.
-        if status.code() == tonic::Code::Cancelled && Instant::now() >= deadline {
-            Status::deadline_exceeded(format!("no answer before the deadline ({})", status.message()))
-        } else {
-            status
-        }
-    });
+    // The requests' own deadline passing is no sign that the node is down.
+    let answer =
+        K::call(client, items, deadline).await.map_err(|status| crate::fanout::past_deadline(status, deadline));
     let _ = done.send((id, started.elapsed()));
     match answer {
         Ok(results) if results.len() == expected => {

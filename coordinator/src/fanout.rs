@@ -31,6 +31,17 @@ pub fn request<T>(message: T, deadline: Instant) -> tonic::Request<T> {
     request
 }
 
+/// `status`, unless it is the request's own deadline passing (tonic answers CANCELLED, "Timeout
+/// expired", on either side), which says nothing about the node: then DEADLINE_EXCEEDED, which
+/// never marks a node down.
+pub fn past_deadline(status: Status, deadline: Instant) -> Status {
+    if status.code() == tonic::Code::Cancelled && Instant::now() >= deadline {
+        Status::deadline_exceeded(format!("no answer before the deadline ({})", status.message()))
+    } else {
+        status
+    }
+}
+
 /// Which nodes [`ask_every`] calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Who {
@@ -86,7 +97,8 @@ where
             async move {
                 let result = tokio::time::timeout_at(deadline, call)
                     .await
-                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer before the deadline")));
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer before the deadline")))
+                    .map_err(|status| past_deadline(status, deadline));
                 if let Err(status) = &result
                     && is_transport_failure(status)
                 {
@@ -625,5 +637,17 @@ mod tests {
         ));
         assert!(matches!(Miss::of_status(&Status::unavailable("x")), Miss::Unreachable(_)));
         assert!(matches!(Miss::of_status(&Status::resource_exhausted("queue full")), Miss::Unreachable(_)));
+    }
+
+    #[test]
+    fn the_requests_own_deadline_passing_never_marks_a_node_down() {
+        let past = Instant::now() - Duration::from_millis(1);
+        let timed_out = past_deadline(Status::cancelled("Timeout expired"), past);
+        assert_eq!(timed_out.code(), tonic::Code::DeadlineExceeded);
+        assert!(!is_transport_failure(&timed_out));
+        // Before the deadline, a cancelled call is the transport's doing.
+        let future = Instant::now() + Duration::from_secs(5);
+        assert!(is_transport_failure(&past_deadline(Status::cancelled("connection closed"), future)));
+        assert_eq!(past_deadline(Status::not_found("k"), past).code(), tonic::Code::NotFound);
     }
 }

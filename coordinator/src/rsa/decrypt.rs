@@ -84,7 +84,7 @@ impl Vault {
                 async move {
                     match client.rsa_partial(fanout::request(message, deadline)).await {
                         Ok(response) => Reply::Partial(response.into_inner().partial),
-                        Err(status) => Reply::Failed(status),
+                        Err(status) => Reply::Failed(fanout::past_deadline(status, deadline)),
                     }
                 }
             },

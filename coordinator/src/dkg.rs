@@ -82,18 +82,7 @@ pub async fn run(pool: &Pool, req: DkgRequest, deadline: Instant) -> Result<Vec<
             Ok(package)
         }
         Err(e) => {
-            // Best effort: the nodes also drop stale sessions and PENDING versions on their own.
-            let sid = session_id.clone();
-            let abort_deadline = Instant::now() + std::time::Duration::from_secs(2);
-            let _ = on_each(&nodes, abort_deadline, "aborting", move |node| {
-                let sid = sid.clone();
-                async move {
-                    node.client()
-                        .dkg_abort(fanout::request(pb::DkgAbortRequest { session_id: sid }, abort_deadline))
-                        .await
-                }
-            })
-            .await;
+            abort(&nodes, &session_id).await;
             tracing::warn!(key_id = req.key_id, version = req.version, error = %e, "DKG aborted");
             Err(e)
         }
@@ -145,4 +134,18 @@ async fn rounds(
         tracing::warn!(key_id = req.key_id, ?disqualified, "DKG excluded dealers (their shares still count)");
     }
     Ok(first.public_key_package.clone())
+}
+
+/// Aborts session `session_id` on `nodes`, best effort, within 2 s (the nodes also drop stale
+/// sessions and PENDING versions on their own). For a DKG and a reshare alike.
+pub async fn abort(nodes: &[Arc<NodeHandle>], session_id: &[u8]) {
+    let sid = session_id.to_vec();
+    let abort_deadline = Instant::now() + std::time::Duration::from_secs(2);
+    let _ = on_each(nodes, abort_deadline, "aborting", move |node| {
+        let sid = sid.clone();
+        async move {
+            node.client().dkg_abort(fanout::request(pb::DkgAbortRequest { session_id: sid }, abort_deadline)).await
+        }
+    })
+    .await;
 }

@@ -43,20 +43,27 @@ impl Change {
         self.identities.get(&id).is_some_and(|i| i.manifest == self.proposal.to().to_bytes())
     }
 
-    /// The nodes of `manifest`, as members (each reachable with the identity it pins).
+    /// Node `id` as a member, if it answered with identity key `key` and the pool reaches it.
+    fn member(&self, pool: &Pool, id: NodeId, key: &hyok_threshold::IdentityPublicKey) -> Option<Member> {
+        let identity = self.identities.get(&id).filter(|i| i.identity_public_key == key.as_bytes())?;
+        Some(Member::new(pool.get(id)?, identity))
+    }
+
+    /// Every node of `manifest`, as members; UNAVAILABLE naming the first that is not reachable
+    /// with the identity it pins.
     fn members(&self, pool: &Pool, manifest: &hyok_threshold::Manifest) -> Result<Vec<Member>, CoordError> {
-        let mut out = Vec::new();
-        for (id, key) in manifest.nodes() {
-            let identity = self.identities.get(id).filter(|i| i.identity_public_key == key.as_bytes());
-            let (Some(identity), Some(handle)) = (identity, pool.get(*id)) else {
-                return Err(CoordError::Unavailable(format!(
-                    "node {id} of epoch {} is unreachable (or not in the coordinator's node list)",
-                    manifest.epoch()
-                )));
-            };
-            out.push(Member::new(handle, identity));
-        }
-        Ok(out)
+        manifest
+            .nodes()
+            .iter()
+            .map(|(id, key)| {
+                self.member(pool, *id, key).ok_or_else(|| {
+                    CoordError::Unavailable(format!(
+                        "node {id} of epoch {} is unreachable (or not in the coordinator's node list)",
+                        manifest.epoch()
+                    ))
+                })
+            })
+            .collect()
     }
 }
 
@@ -191,15 +198,9 @@ pub async fn execute(
     let started = receivers.iter().any(|m| change.in_force(m.handle().id));
     let mut outcomes = Vec::new();
     if !started {
-        let dealers: Vec<Member> = proposal
-            .from()
-            .nodes()
-            .iter()
-            .filter_map(|(id, key)| {
-                let identity = change.identities.get(id).filter(|i| i.identity_public_key == key.as_bytes())?;
-                Some(Member::new(pool.get(*id)?, identity))
-            })
-            .collect();
+        // The old members that answered; those holding each version's trusted generation deal it.
+        let dealers: Vec<Member> =
+            proposal.from().nodes().iter().filter_map(|(id, key)| change.member(pool, *id, key)).collect();
         let target = Target {
             receivers: &receivers,
             dealers: &dealers,

@@ -272,17 +272,7 @@ pub async fn run<F: Family>(
     let package = match result {
         Ok(package) => package,
         Err(e) => {
-            let sid = session_id.clone();
-            let abort_deadline = Instant::now() + Duration::from_secs(2);
-            let _ = fanout::on_each(&everyone, abort_deadline, "aborting", move |node| {
-                let sid = sid.clone();
-                async move {
-                    node.client()
-                        .dkg_abort(fanout::request(pb::DkgAbortRequest { session_id: sid }, abort_deadline))
-                        .await
-                }
-            })
-            .await;
+            crate::dkg::abort(&everyone, &session_id).await;
             tracing::warn!(key_id, version, error = %e, "reshare aborted; the old generation serves on");
             return Err(e);
         }

@@ -24,13 +24,13 @@
 //! pending shares are never replaced under it; requests are served by the epoch in force
 //! throughout, and the new shares are used only once committed.
 
-use crate::manifest::check_names;
+use crate::manifest::{check_members, check_names};
 use crate::node::{Node, NodeError};
 use hyok_proto::v1 as pb;
 use hyok_store::{Family, Keys};
+use hyok_threshold::NodeId;
 use hyok_threshold::Wire;
 use hyok_threshold::epoch::{self, Acceptance, Proposal};
-use hyok_threshold::{Manifest, NodeId};
 use std::collections::BTreeSet;
 
 /// What the store keeps of an accepted change: `u32be(len) ‖ proposal ‖ acceptance`.
@@ -79,27 +79,12 @@ pub fn check_run(proposal: &Proposal, req: &pb::DkgRound1Request, reshare: &pb::
     if req.threshold != u32::from(to.threshold()) {
         return Err(format!("threshold {} differs from the new manifest's t = {}", req.threshold, to.threshold()));
     }
-    let receivers = members(to, &req.participants, "receiver")?;
-    if receivers.len() != to.nodes().len() {
-        return Err(format!("a change's receivers are every node of the new manifest ({} given)", receivers.len()));
+    let receivers = check_members(to, &req.participants, "receiver")?;
+    if receivers != to.nodes().len() {
+        return Err(format!("a change's receivers are every node of the new manifest ({receivers} given)"));
     }
-    members(proposal.from(), &reshare.dealers, "dealer")?;
+    check_members(proposal.from(), &reshare.dealers, "dealer")?;
     Ok(())
-}
-
-fn members(m: &Manifest, list: &[pb::Participant], what: &str) -> Result<BTreeSet<u32>, String> {
-    let mut seen = BTreeSet::new();
-    for p in list {
-        let pinned = u16::try_from(p.node_id).ok().and_then(|i| NodeId::new(i).ok()).and_then(|id| m.identity(id));
-        let Some(pinned) = pinned else { return Err(format!("{what} {} is not a node of its manifest", p.node_id)) };
-        if p.identity_public_key.as_slice() != pinned.as_bytes() {
-            return Err(format!("{what} {}'s identity key is not the one its manifest pins", p.node_id));
-        }
-        if !seen.insert(p.node_id) {
-            return Err(format!("{what} {} is listed twice", p.node_id));
-        }
-    }
-    Ok(seen)
 }
 
 impl Node {

@@ -192,7 +192,7 @@ pub fn check_dkg(m: &Manifest, req: &pb::DkgRound1Request) -> Result<(), String>
 }
 
 /// Every one of `list` is a distinct node of `m` with the identity key `m` pins; their count.
-fn check_members(m: &Manifest, list: &[pb::Participant], what: &str) -> Result<usize, String> {
+pub(crate) fn check_members(m: &Manifest, list: &[pb::Participant], what: &str) -> Result<usize, String> {
     let mut seen = std::collections::BTreeSet::new();
     for p in list {
         let id = u16::try_from(p.node_id).ok().and_then(|i| NodeId::new(i).ok());

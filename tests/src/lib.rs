@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
 
+pub mod demo;
 pub mod relay;
 
 /// The directory holding the workspace's binaries (`target/debug`), found from the test

@@ -31,32 +31,6 @@ async fn encrypt(client: &mut Signed, plaintext: &[u8], aad: &[u8]) -> Result<Ve
     Ok(r.into_inner().ciphertext)
 }
 
-async fn encrypt_with(client: &mut Signed, key: &str, plaintext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let evidence = Some(client.signer.encrypt(key, plaintext, b""));
-    let r = client
-        .encrypt(pb::EncryptRequest {
-            key_id: key.into(),
-            plaintext: plaintext.to_vec(),
-            aad: Vec::new(),
-            request_id: "e2e".into(),
-            evidence,
-        })
-        .await?;
-    Ok(r.into_inner().ciphertext)
-}
-
-async fn decrypt_with(client: &mut Signed, key: &str, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let evidence = client.signer.decrypt_blob(key, ciphertext);
-    let request = pb::DecryptRequest {
-        key_id: key.into(),
-        ciphertext: ciphertext.to_vec(),
-        aad: Vec::new(),
-        request_id: "e2e".into(),
-        evidence,
-    };
-    Ok(client.decrypt(request).await?.into_inner().plaintext)
-}
-
 async fn decrypt(client: &mut Signed, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let mut request = tonic::Request::new(pb::DecryptRequest {
         key_id: KEY.into(),
@@ -204,7 +178,7 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
         let c = c.clone();
         eventually(Duration::from_secs(30), || {
             let mut c = c.clone();
-            async move { Ok(encrypt_with(&mut c, "later", b"made while two were down").await?) }
+            async move { Ok(hyok_e2e::demo::encrypt(&mut c, "later", b"made while two were down").await?) }
         })
         .await
         .unwrap()
@@ -214,7 +188,7 @@ async fn round_trips_survive_losing_n_minus_t_nodes_and_fail_cleanly_beyond() {
     let plain = eventually(Duration::from_secs(30), || {
         let mut c = c.clone();
         let blob = blob.clone();
-        async move { Ok(decrypt_with(&mut c, "later", &blob).await?) }
+        async move { Ok(hyok_e2e::demo::decrypt(&mut c, "later", &blob).await?) }
     })
     .await
     .unwrap();

@@ -10,6 +10,7 @@
 )]
 
 use hyok_cli::devfile::DevFile;
+use hyok_e2e::demo::{self, KEY, RSA_KEY, rsa_decrypt, traffic};
 use hyok_e2e::{Cluster, Signed, eventually, hyokctl};
 use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::{RsaPublicKey, oaep};
@@ -17,73 +18,6 @@ use hyok_threshold::{Manifest, Wire};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-const KEY: &str = "demo";
-const RSA_KEY: &str = "dke-dev";
-
-async fn encrypt(client: &mut Signed, plaintext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let evidence = Some(client.signer.encrypt(KEY, plaintext, b""));
-    let request = pb::EncryptRequest {
-        key_id: KEY.into(),
-        plaintext: plaintext.to_vec(),
-        aad: Vec::new(),
-        request_id: "epoch".into(),
-        evidence,
-    };
-    Ok(client.encrypt(request).await?.into_inner().ciphertext)
-}
-
-async fn decrypt(client: &mut Signed, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let evidence = client.signer.decrypt_blob(KEY, ciphertext);
-    let request = pb::DecryptRequest {
-        key_id: KEY.into(),
-        ciphertext: ciphertext.to_vec(),
-        aad: Vec::new(),
-        request_id: "epoch".into(),
-        evidence,
-    };
-    Ok(client.decrypt(request).await?.into_inner().plaintext)
-}
-
-async fn rsa_decrypt(client: &mut Signed, version: u32, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let request = pb::RsaDecryptRequest {
-        name: RSA_KEY.into(),
-        version,
-        ciphertext: ciphertext.to_vec(),
-        request_id: "epoch".into(),
-        evidence: Some(client.signer.rsa_decrypt(RSA_KEY, version, ciphertext)),
-    };
-    Ok(client.rsa_decrypt(request).await?.into_inner().plaintext)
-}
-
-/// Round trips on the demo key until `stop`: (ok, failed, wrong).
-fn traffic(client: Signed, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, usize, usize)> {
-    tokio::spawn(async move {
-        let mut client = client;
-        let (mut ok, mut failed, mut wrong) = (0, 0, 0);
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            n += 1;
-            let plaintext = n.to_be_bytes().repeat(3);
-            match encrypt(&mut client, &plaintext).await {
-                Ok(blob) => match decrypt(&mut client, &blob).await {
-                    Ok(p) if p == plaintext => ok += 1,
-                    Ok(_) => wrong += 1,
-                    Err(e) => {
-                        eprintln!("traffic decrypt: {e}");
-                        failed += 1;
-                    }
-                },
-                Err(e) => {
-                    eprintln!("traffic encrypt: {e}");
-                    failed += 1;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (ok, failed, wrong)
-    })
-}
 
 /// `hyokctl --dev-dir DIR cluster ARGS…`: (success, stdout + stderr).
 async fn cluster_cmd(cluster: &Cluster, args: &[&str]) -> (bool, String) {
@@ -168,7 +102,7 @@ async fn growing_from_five_nodes_at_three_to_seven_at_four_and_back_keeps_every_
     let mut client = cluster.client().await.unwrap();
     let mut sealed = Vec::new();
     for i in 0..4u8 {
-        sealed.push((encrypt(&mut client, &[i; 40]).await.unwrap(), vec![i; 40]));
+        sealed.push((demo::encrypt(&mut client, KEY, &[i; 40]).await.unwrap(), vec![i; 40]));
     }
     let info = client.get_rsa_key(pb::GetRsaKeyRequest { name: RSA_KEY.into() }).await.unwrap().into_inner();
     let v = info.versions.iter().find(|v| v.version == info.primary_version).unwrap();
@@ -210,16 +144,16 @@ async fn growing_from_five_nodes_at_three_to_seven_at_four_and_back_keeps_every_
     let (c, first) = (client.clone(), sealed[0].0.clone());
     eventually(Duration::from_secs(30), || {
         let (mut c, blob) = (c.clone(), first.clone());
-        async move { Ok(decrypt(&mut c, &blob).await?) }
+        async move { Ok(demo::decrypt(&mut c, KEY, &blob).await?) }
     })
     .await
     .unwrap();
     for (blob, plaintext) in &sealed {
-        assert_eq!(&decrypt(&mut client, blob).await.unwrap(), plaintext, "with three of seven down");
+        assert_eq!(&demo::decrypt(&mut client, KEY, blob).await.unwrap(), plaintext, "with three of seven down");
     }
     assert_eq!(rsa_decrypt(&mut client, dke.0, &dke.1).await.unwrap(), content_key);
     cluster.kill_node(2).unwrap();
-    let status = decrypt(&mut client, &sealed[1].0).await.unwrap_err();
+    let status = demo::decrypt(&mut client, KEY, &sealed[1].0).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "three of seven nodes are fewer than t = 4: {status}");
     for id in [1, 2, 4, 7] {
         cluster.restart_node(id).unwrap();
@@ -240,7 +174,7 @@ async fn growing_from_five_nodes_at_three_to_seven_at_four_and_back_keeps_every_
     let shrunk = load.await.unwrap();
     settled(&cluster, &mut client, 2, 5, 3).await;
     for (blob, plaintext) in &sealed {
-        assert_eq!(&decrypt(&mut client, blob).await.unwrap(), plaintext, "after shrinking back");
+        assert_eq!(&demo::decrypt(&mut client, KEY, blob).await.unwrap(), plaintext, "after shrinking back");
     }
     assert_eq!(rsa_decrypt(&mut client, dke.0, &dke.1).await.unwrap(), content_key);
     let status = must(&cluster, &["status"]).await;
@@ -257,7 +191,7 @@ async fn growing_from_five_nodes_at_three_to_seven_at_four_and_back_keeps_every_
 async fn a_change_cut_short_by_a_killed_node_is_abandoned_and_the_old_epoch_serves_whole() {
     let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
     let mut client = cluster.client().await.unwrap();
-    let sealed = (encrypt(&mut client, b"before the change").await.unwrap(), b"before the change".to_vec());
+    let sealed = (demo::encrypt(&mut client, KEY, b"before the change").await.unwrap(), b"before the change".to_vec());
     // Enough versions that the change's reshares take a while: it is cut short among them.
     for i in 0..24 {
         let request =
@@ -315,7 +249,7 @@ async fn a_change_cut_short_by_a_killed_node_is_abandoned_and_the_old_epoch_serv
     must(&cluster, &["refresh", "--key", KEY]).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, wrong) = load.await.unwrap();
-    assert_eq!(decrypt(&mut client, &sealed.0).await.unwrap(), sealed.1);
+    assert_eq!(demo::decrypt(&mut client, KEY, &sealed.0).await.unwrap(), sealed.1);
     println!("aborted change (processes): traffic {ok} round trips, {failed} failed, {wrong} wrong");
     assert_eq!((failed, wrong), (0, 0));
     assert!(ok > 0);

@@ -8,6 +8,7 @@
     reason = "test helpers outside #[test] functions fail loudly"
 )]
 
+use hyok_e2e::demo::{self, KEY, RSA_KEY, rsa_decrypt, traffic};
 use hyok_e2e::{Cluster, Signed, eventually, hyokctl};
 use hyok_proto::v1 as pb;
 use hyok_threshold::rsa::{RsaPublicKey, oaep};
@@ -16,34 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-const KEY: &str = "demo";
-/// The dev cluster's DKE key (threshold RSA).
-const RSA_KEY: &str = "dke-dev";
-
-async fn encrypt(client: &mut Signed, plaintext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let evidence = Some(client.signer.encrypt(KEY, plaintext, b""));
-    let request = pb::EncryptRequest {
-        key_id: KEY.into(),
-        plaintext: plaintext.to_vec(),
-        aad: Vec::new(),
-        request_id: "reshare".into(),
-        evidence,
-    };
-    Ok(client.encrypt(request).await?.into_inner().ciphertext)
-}
-
-async fn decrypt(client: &mut Signed, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let evidence = client.signer.decrypt_blob(KEY, ciphertext);
-    let request = pb::DecryptRequest {
-        key_id: KEY.into(),
-        ciphertext: ciphertext.to_vec(),
-        aad: Vec::new(),
-        request_id: "reshare".into(),
-        evidence,
-    };
-    Ok(client.decrypt(request).await?.into_inner().plaintext)
-}
 
 async fn unwrap(client: &mut Signed, version: u32, wrapped: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let evidence = Some(client.signer.unwrap(KEY, version, wrapped, b"label"));
@@ -56,17 +29,6 @@ async fn unwrap(client: &mut Signed, version: u32, wrapped: &[u8]) -> Result<Vec
         evidence,
     };
     Ok(client.unwrap(request).await?.into_inner().data_key)
-}
-
-async fn rsa_decrypt(client: &mut Signed, version: u32, ciphertext: &[u8]) -> Result<Vec<u8>, tonic::Status> {
-    let request = pb::RsaDecryptRequest {
-        name: RSA_KEY.into(),
-        version,
-        ciphertext: ciphertext.to_vec(),
-        request_id: "reshare".into(),
-        evidence: Some(client.signer.rsa_decrypt(RSA_KEY, version, ciphertext)),
-    };
-    Ok(client.rsa_decrypt(request).await?.into_inner().plaintext)
 }
 
 /// A content key wrapped to the DKE key's primary version, as Office wraps one, and the version.
@@ -116,35 +78,6 @@ async fn generations(cluster: &Cluster, id: u16) -> BTreeMap<(String, u32), u32>
     held
 }
 
-/// Round trips on the demo key until `stop`; counts failures and wrong plaintexts.
-fn traffic(client: Signed, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, usize, usize)> {
-    tokio::spawn(async move {
-        let mut client = client;
-        let (mut ok, mut failed, mut wrong) = (0, 0, 0);
-        let mut n = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            n += 1;
-            let plaintext = n.to_be_bytes().repeat(4);
-            match encrypt(&mut client, &plaintext).await {
-                Ok(blob) => match decrypt(&mut client, &blob).await {
-                    Ok(p) if p == plaintext => ok += 1,
-                    Ok(_) => wrong += 1,
-                    Err(e) => {
-                        eprintln!("traffic decrypt: {e}");
-                        failed += 1;
-                    }
-                },
-                Err(e) => {
-                    eprintln!("traffic encrypt: {e}");
-                    failed += 1;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        (ok, failed, wrong)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ciphertext() {
     let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
@@ -155,7 +88,7 @@ async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ci
     let mut sealed = Vec::new();
     for i in 0..8u8 {
         let plaintext = vec![i; 64];
-        sealed.push((encrypt(&mut client, &plaintext).await.unwrap(), plaintext));
+        sealed.push((demo::encrypt(&mut client, KEY, &plaintext).await.unwrap(), plaintext));
     }
     let pk =
         client.get_public_key(pb::GetPublicKeyRequest { key_id: KEY.into(), version: 0 }).await.unwrap().into_inner();
@@ -232,12 +165,16 @@ async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ci
         eventually(Duration::from_secs(30), || {
             let mut c = c.clone();
             let blob = first.clone();
-            async move { Ok(decrypt(&mut c, &blob).await?) }
+            async move { Ok(demo::decrypt(&mut c, KEY, &blob).await?) }
         })
         .await
         .unwrap();
         for (blob, plaintext) in &sealed {
-            assert_eq!(&decrypt(&mut client, blob).await.unwrap(), plaintext, "with nodes {down_a} and {down_b} down");
+            assert_eq!(
+                &demo::decrypt(&mut client, KEY, blob).await.unwrap(),
+                plaintext,
+                "with nodes {down_a} and {down_b} down"
+            );
         }
         assert_eq!(unwrap(&mut client, pk.version, &wrapped).await.unwrap(), data_key);
         assert_eq!(rsa_decrypt(&mut client, rsa_version, &dke_ciphertext).await.unwrap(), content_key);
@@ -257,7 +194,7 @@ async fn every_node_wiped_and_replaced_in_turn_while_traffic_runs_keeps_every_ci
 async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
     let cluster = Cluster::start(5, 3).expect("start the dev cluster");
     let mut client = cluster.client().await.unwrap();
-    let blob = encrypt(&mut client, b"before the refresh").await.unwrap();
+    let blob = demo::encrypt(&mut client, KEY, b"before the refresh").await.unwrap();
     let before = client.list_keys(pb::ListKeysRequest {}).await.unwrap().into_inner().keys;
     let mut nodes_before = Vec::new();
     for id in 1..=5 {
@@ -284,7 +221,7 @@ async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
             assert_eq!(*g, if key == KEY { old + 1 } else { old }, "node {id}: {key}/{version}");
         }
     }
-    assert_eq!(decrypt(&mut client, &blob).await.unwrap(), b"before the refresh");
+    assert_eq!(demo::decrypt(&mut client, KEY, &blob).await.unwrap(), b"before the refresh");
     // `hyokctl key show` names the generation in use.
     let show = tokio::process::Command::new(hyokctl())
         .arg("--dev-dir")
@@ -308,8 +245,8 @@ async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
     let row = shown.lines().find(|l| l.starts_with("demo/1 ")).unwrap_or_default();
     assert!(row.contains("generation 1") && row.contains("1:g1  2:g1  3:g1  4:g1  5:g1"), "{shown}");
     assert!(shown.contains("and nothing else"), "{shown}");
-    let blob = encrypt(&mut client, b"after").await.unwrap();
-    assert_eq!(decrypt(&mut client, &blob).await.unwrap(), b"after");
+    let blob = demo::encrypt(&mut client, KEY, b"after").await.unwrap();
+    assert_eq!(demo::decrypt(&mut client, KEY, &blob).await.unwrap(), b"after");
 
     // The DKE key's integer shares are refreshed the same way, and what was wrapped to it before
     // still opens.
@@ -339,7 +276,7 @@ async fn a_reshare_with_a_node_killed_midway_keeps_serving_and_is_repaired() {
     let mut client = cluster.client().await.unwrap();
     let mut sealed = Vec::new();
     for i in 0..4u8 {
-        sealed.push((encrypt(&mut client, &[i; 32]).await.unwrap(), vec![i; 32]));
+        sealed.push((demo::encrypt(&mut client, KEY, &[i; 32]).await.unwrap(), vec![i; 32]));
     }
     let stop = Arc::new(AtomicBool::new(false));
     let load = traffic(client.clone(), stop.clone());
@@ -388,7 +325,7 @@ async fn a_reshare_with_a_node_killed_midway_keeps_serving_and_is_repaired() {
         .await
         .unwrap();
         for (blob, plaintext) in &sealed {
-            assert_eq!(&decrypt(&mut client, blob).await.unwrap(), plaintext, "round {round}");
+            assert_eq!(&demo::decrypt(&mut client, KEY, blob).await.unwrap(), plaintext, "round {round}");
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -409,7 +346,7 @@ async fn a_reshare_with_a_node_killed_midway_keeps_serving_and_is_repaired() {
 async fn a_node_restored_from_its_sealed_backup_serves_again() {
     let mut cluster = Cluster::start(5, 3).expect("start the dev cluster");
     let mut client = cluster.client().await.unwrap();
-    let blob = encrypt(&mut client, b"sealed before the backup").await.unwrap();
+    let blob = demo::encrypt(&mut client, KEY, b"sealed before the backup").await.unwrap();
     let identity_before = identities(&cluster).await[&3].clone();
     let data = cluster.data_dir(3).unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -495,7 +432,7 @@ async fn a_node_restored_from_its_sealed_backup_serves_again() {
     let plain = eventually(Duration::from_secs(30), || {
         let mut c = client.clone();
         let blob = blob.clone();
-        async move { Ok(decrypt(&mut c, &blob).await?) }
+        async move { Ok(demo::decrypt(&mut c, KEY, &blob).await?) }
     })
     .await
     .unwrap();

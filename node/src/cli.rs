@@ -220,8 +220,9 @@ async fn operator(at: &OperatorAt, request: crate::operator::OperatorRequest) ->
         | crate::operator::OperatorRequest::PolicyShow
         | crate::operator::OperatorRequest::EpochAccept { .. }
         | crate::operator::OperatorRequest::EpochReject
-        | crate::operator::OperatorRequest::EpochShow => {
-            anyhow::bail!("manifest, policy and epoch requests go through their own commands")
+        | crate::operator::OperatorRequest::EpochShow
+        | crate::operator::OperatorRequest::StateShow => {
+            anyhow::bail!("manifest, policy, epoch and state requests go through their own commands")
         }
     };
     for v in vetoes {

@@ -284,6 +284,11 @@ impl Node {
         &self.keys
     }
 
+    /// This node's identity public key (what a manifest pins for it).
+    pub fn identity_public_key(&self) -> hyok_threshold::IdentityPublicKey {
+        self.secrets.identity().public_key()
+    }
+
     /// `GetIdentity`.
     pub fn identity(&self) -> Result<pb::GetIdentityResponse, NodeError> {
         let accepted = self.accepted()?;

@@ -25,6 +25,9 @@
 //!   {"op":"epoch_reject"}   {"op":"epoch_show"}
 //! ← {"status":"ok","vetoes":[],"epoch":{"digest":"…","proposal":{…}}}   (accept: the change
 //!                                          accepted; reject: the one withdrawn; show: absent if none)
+//!   {"op":"state_show"}
+//! ← {"status":"ok","vetoes":[],"state":{"identity":"…","versions":[{"rsa":false,"key":"K",
+//!     "version":1,"active":true,"generation":2,"previous":1,"next":3},…]}}   (public facts only)
 //! ← {"status":"error","message":"…"}
 //! ```
 //!
@@ -103,6 +106,40 @@ pub enum OperatorRequest {
     /// The accepted membership change, if any.
     #[serde(rename = "epoch_show")]
     EpochShow,
+    /// This node's identity key and every key version it holds (public facts only).
+    #[serde(rename = "state_show")]
+    StateShow,
+}
+
+/// What a node holds, as the endpoint reports it: its identity key and, per key version, the
+/// generations of its shares. Nothing secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateShown {
+    /// Its identity public key, hex (what a manifest pins for it).
+    pub identity: String,
+    /// Every key version it holds anything of, EC and RSA.
+    pub versions: Vec<VersionShown>,
+}
+
+/// One key version on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionShown {
+    /// A threshold RSA key (else an EC key).
+    pub rsa: bool,
+    /// The key's id (EC) or name (RSA).
+    pub key: String,
+    /// The version.
+    pub version: u32,
+    /// Whether its share is ACTIVE here.
+    pub active: bool,
+    /// The current share's generation.
+    pub generation: u32,
+    /// A replaced generation still kept (until a reshare is finalized).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<u32>,
+    /// A reshare's output not yet committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u32>,
 }
 
 /// A membership change, as the endpoint reports it.
@@ -147,25 +184,32 @@ pub struct VetoEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum OperatorResponse {
-    /// Done: the vetoes concerned.
-    Ok {
-        /// See the module docs.
-        vetoes: Vec<VetoEntry>,
-        /// The manifest concerned (manifest requests only).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        manifest: Option<ManifestShown>,
-        /// The policy concerned (policy requests only).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        policy: Option<Box<PolicyShown>>,
-        /// The membership change concerned (epoch requests only: accepted, withdrawn, shown).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        epoch: Option<Box<EpochShown>>,
-    },
+    /// Done: what the request concerned.
+    Ok(Shown),
     /// Refused or failed.
     Error {
         /// What went wrong.
         message: String,
     },
+}
+
+/// What a request that succeeded concerned; each request fills in its own part.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    /// The vetoes concerned (see the module docs).
+    pub vetoes: Vec<VetoEntry>,
+    /// The manifest concerned (manifest requests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestShown>,
+    /// The policy concerned (policy requests only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Box<PolicyShown>>,
+    /// The membership change concerned (epoch requests only: accepted, withdrawn, shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<Box<EpochShown>>,
+    /// The node's identity and holdings (`state_show` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Box<StateShown>>,
 }
 
 /// The bound endpoint; the socket file is removed when this (or the [`Endpoint::serve`] that
@@ -289,39 +333,31 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
                 .map_err(|e| NodeError::Invalid(format!("the manifest: {e}")))
                 .and_then(|m| node.install_manifest(&m, caller).map(|_| m));
             return match installed {
-                Ok(m) => {
-                    OperatorResponse::Ok { vetoes: Vec::new(), manifest: Some(shown(&m)), policy: None, epoch: None }
-                }
+                Ok(m) => OperatorResponse::Ok(Shown { manifest: Some(shown(&m)), ..Shown::default() }),
                 Err(e) => OperatorResponse::Error { message: e.to_string() },
             };
         }
         OperatorRequest::ManifestShow => {
-            return OperatorResponse::Ok {
-                vetoes: Vec::new(),
-                manifest: node.manifest().as_ref().map(shown),
-                policy: None,
-                epoch: None,
-            };
+            return OperatorResponse::Ok(Shown { manifest: node.manifest().as_ref().map(shown), ..Shown::default() });
         }
         OperatorRequest::PolicyInstall { policy } => {
             return match node.install_policy(policy, caller) {
-                Ok(_) => {
-                    OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: policy_shown(node), epoch: None }
-                }
+                Ok(_) => OperatorResponse::Ok(Shown { policy: policy_shown(node), ..Shown::default() }),
                 Err(e) => OperatorResponse::Error { message: e.to_string() },
             };
         }
         OperatorRequest::PolicyShow => {
-            return OperatorResponse::Ok {
-                vetoes: Vec::new(),
-                manifest: None,
-                policy: policy_shown(node),
-                epoch: None,
-            };
+            return OperatorResponse::Ok(Shown { policy: policy_shown(node), ..Shown::default() });
         }
         OperatorRequest::EpochAccept { .. } | OperatorRequest::EpochReject | OperatorRequest::EpochShow => {
             return match epoch_answer(node, request, caller) {
-                Ok(epoch) => OperatorResponse::Ok { vetoes: Vec::new(), manifest: None, policy: None, epoch },
+                Ok(epoch) => OperatorResponse::Ok(Shown { epoch, ..Shown::default() }),
+                Err(e) => OperatorResponse::Error { message: e.to_string() },
+            };
+        }
+        OperatorRequest::StateShow => {
+            return match state(node) {
+                Ok(state) => OperatorResponse::Ok(Shown { state: Some(Box::new(state)), ..Shown::default() }),
                 Err(e) => OperatorResponse::Error { message: e.to_string() },
             };
         }
@@ -337,10 +373,11 @@ pub fn answer(node: &Node, request: &OperatorRequest, caller: &str) -> OperatorR
         | OperatorRequest::PolicyShow
         | OperatorRequest::EpochAccept { .. }
         | OperatorRequest::EpochReject
-        | OperatorRequest::EpochShow => Ok(Vec::new()),
+        | OperatorRequest::EpochShow
+        | OperatorRequest::StateShow => Ok(Vec::new()),
     };
     match result {
-        Ok(vetoes) => OperatorResponse::Ok { vetoes, manifest: None, policy: None, epoch: None },
+        Ok(vetoes) => OperatorResponse::Ok(Shown { vetoes, ..Shown::default() }),
         Err(e) => OperatorResponse::Error { message: e.to_string() },
     }
 }
@@ -367,6 +404,35 @@ fn epoch_answer(node: &Node, request: &OperatorRequest, caller: &str) -> Result<
     }
 }
 
+/// The node's identity key and every version of every key it holds, EC and RSA.
+fn state(node: &Node) -> Result<StateShown, NodeError> {
+    let generation = |g: &Option<hyok_proto::v1::NodeKeyGeneration>| g.as_ref().map(|g| g.generation);
+    let mut versions = Vec::new();
+    for s in node.key_states()? {
+        versions.extend(s.versions.iter().map(|v| VersionShown {
+            rsa: false,
+            key: s.key_id.clone(),
+            version: v.version,
+            active: v.active,
+            generation: v.generation,
+            previous: generation(&v.previous),
+            next: generation(&v.next),
+        }));
+    }
+    for s in node.rsa_key_states()? {
+        versions.extend(s.versions.iter().map(|v| VersionShown {
+            rsa: true,
+            key: s.name.clone(),
+            version: v.version,
+            active: v.active,
+            generation: v.generation,
+            previous: generation(&v.previous),
+            next: generation(&v.next),
+        }));
+    }
+    Ok(StateShown { identity: hex::encode(node.identity_public_key().as_bytes()), versions })
+}
+
 fn policy_shown(node: &Node) -> Option<Box<PolicyShown>> {
     node.evidence().shown().map(|(digest, policy)| Box::new(PolicyShown { digest: hex::encode(digest), policy }))
 }
@@ -374,28 +440,32 @@ fn policy_shown(node: &Node) -> Option<Box<PolicyShown>> {
 /// Sends `request` to the node serving `data_dir` and returns the vetoes it reports; the node's
 /// refusal is an error with its message.
 pub async fn request(data_dir: &Path, request: &OperatorRequest) -> Result<Vec<VetoEntry>> {
-    Ok(exchange(data_dir, request).await?.0)
+    Ok(exchange_all(data_dir, request).await?.vetoes)
 }
 
 /// [`request`], with the manifest the node reports (manifest requests).
 pub async fn exchange(data_dir: &Path, request: &OperatorRequest) -> Result<(Vec<VetoEntry>, Option<ManifestShown>)> {
-    let (vetoes, manifest, ..) = exchange_all(data_dir, request).await?;
-    Ok((vetoes, manifest))
+    let shown = exchange_all(data_dir, request).await?;
+    Ok((shown.vetoes, shown.manifest))
 }
 
 /// [`request`], with the policy the node reports (policy requests).
 pub async fn exchange_policy(data_dir: &Path, request: &OperatorRequest) -> Result<Option<PolicyShown>> {
-    Ok(exchange_all(data_dir, request).await?.2.map(|b| *b))
+    Ok(exchange_all(data_dir, request).await?.policy.map(|b| *b))
 }
 
 /// [`request`], with the membership change the node reports (epoch requests).
 pub async fn exchange_epoch(data_dir: &Path, request: &OperatorRequest) -> Result<Option<EpochShown>> {
-    Ok(exchange_all(data_dir, request).await?.3.map(|b| *b))
+    Ok(exchange_all(data_dir, request).await?.epoch.map(|b| *b))
 }
 
-type Answer = (Vec<VetoEntry>, Option<ManifestShown>, Option<Box<PolicyShown>>, Option<Box<EpochShown>>);
+/// The identity and holdings of the node serving `data_dir` (`state_show`).
+pub async fn state_of(data_dir: &Path) -> Result<StateShown> {
+    let shown = exchange_all(data_dir, &OperatorRequest::StateShow).await?;
+    shown.state.map(|b| *b).with_context(|| format!("{} answered state_show without a state", data_dir.display()))
+}
 
-async fn exchange_all(data_dir: &Path, request: &OperatorRequest) -> Result<Answer> {
+async fn exchange_all(data_dir: &Path, request: &OperatorRequest) -> Result<Shown> {
     let path = socket_path(data_dir);
     let exchange = async {
         let mut stream = UnixStream::connect(&path).await.with_context(|| {
@@ -412,7 +482,7 @@ async fn exchange_all(data_dir: &Path, request: &OperatorRequest) -> Result<Answ
         .await
         .with_context(|| format!("no answer from {}", path.display()))??;
     match serde_json::from_str(&answer).with_context(|| format!("malformed answer from {}", path.display()))? {
-        OperatorResponse::Ok { vetoes, manifest, policy, epoch } => Ok((vetoes, manifest, policy, epoch)),
+        OperatorResponse::Ok(shown) => Ok(shown),
         OperatorResponse::Error { message } => bail!("the node refused: {message}"),
     }
 }

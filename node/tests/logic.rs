@@ -366,7 +366,7 @@ fn vetoes_of_unknown_keys_bad_reasons_and_lifts_of_unvetoed_keys_are_refused() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_socket_vetoes_lists_and_lifts_and_is_removed_on_stop() {
-    use hyok_node::operator::{Endpoint, OperatorRequest, request, socket_path};
+    use hyok_node::operator::{Endpoint, OperatorRequest, request, socket_path, state_of};
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let nodes = nodes(dir.path(), 2);
@@ -382,6 +382,14 @@ async fn the_operator_socket_vetoes_lists_and_lifts_and_is_removed_on_stop() {
     let served = tokio::spawn(endpoint.serve(node.clone(), async {
         let _ = stopped.await;
     }));
+
+    // What the node holds, in its own words: its identity and each version's generation.
+    let state = state_of(&data_dir).await.unwrap();
+    assert_eq!(state.identity, hex::encode(node.identity_public_key().as_bytes()));
+    assert_eq!(state.versions.len(), 1, "{state:?}");
+    let v = &state.versions[0];
+    assert_eq!((v.rsa, v.key.as_str(), v.version, v.active, v.previous, v.next), (false, "demo", 1, true, None, None));
+    assert_eq!(v.generation, node.key_states().unwrap()[0].versions[0].generation);
 
     let veto = OperatorRequest::Veto { key: "demo".into(), reason: "hold".into() };
     let answer = request(&data_dir, &veto).await.unwrap();

@@ -53,23 +53,126 @@ struct Project {
     dir: tempfile::TempDir,
     port: u16,
     dke_port: u16,
+    coordinator_port: u16,
     prometheus_port: u16,
 }
 
 impl Project {
-    /// `docker-compose` in the workspace, with this project's name and environment.
-    fn command(&self) -> Command {
-        let mut command = Command::new("docker-compose");
+    /// A project of its own (name, images, ports, directory); with a Prometheus image when
+    /// `prometheus`.
+    fn new(prometheus: bool) -> Project {
+        let tag = format!("{}-{}", std::process::id(), rand::rng().random_range(0..1_000_000u32));
+        Project {
+            name: format!("hyoke2e{}", tag.replace('-', "")),
+            image: format!("hyok:e2e-{tag}"),
+            prometheus_image: prometheus.then(|| format!("hyok-prometheus:e2e-{tag}")),
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            dke_port: free_port(),
+            coordinator_port: free_port(),
+            prometheus_port: free_port(),
+        }
+    }
+
+    /// `program` in the workspace (where docker-compose.yml is), with this project's name and
+    /// environment: for docker-compose, and for hyokctl on the host, which runs docker-compose
+    /// itself when a membership change starts or stops nodes.
+    fn in_project(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
         command
             .current_dir(workspace())
+            .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("HYOK_COMPOSE_DIR", self.dir.path())
             .env("HYOK_XKS_PORT", self.port.to_string())
             .env("HYOK_DKE_PORT", self.dke_port.to_string())
+            .env("HYOK_COORDINATOR_PORT", self.coordinator_port.to_string())
             .env("HYOK_PROMETHEUS_PORT", self.prometheus_port.to_string())
             .env("HYOK_IMAGE", &self.image)
-            .env("HYOK_PROMETHEUS_IMAGE", self.prometheus_image.as_deref().unwrap_or("hyok-prometheus:absent"))
-            .args(["-p", &self.name]);
+            .env("HYOK_PROMETHEUS_IMAGE", self.prometheus_image.as_deref().unwrap_or("hyok-prometheus:absent"));
         command
+    }
+
+    /// `docker-compose` for this project.
+    fn command(&self) -> Command {
+        self.in_project(Path::new("docker-compose"))
+    }
+
+    /// `hyokctl --compose-dir DIR ARGS…` on the host, playing every node's operator (each node's
+    /// data directory, with its operator socket, is a directory of the host) and reaching the
+    /// coordinator on its published loopback port.
+    fn operator(&self, args: &[&str]) -> Output {
+        self.in_project(&hyokctl()).arg("--compose-dir").arg(self.dir.path()).args(args).output().unwrap()
+    }
+
+    /// [`Project::operator`], which must succeed; its output.
+    fn operator_ok(&self, args: &[&str]) -> String {
+        let out = self.operator(args);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "hyokctl {args:?}: {text}");
+        text
+    }
+
+    /// Builds the hyok image (and the Prometheus one, if any) from this build's binaries.
+    fn build_images(&self) {
+        let build = Command::new(workspace().join("docker/build-image.sh"))
+            .env("HYOKCTL", hyokctl())
+            .env("IMAGE", &self.image)
+            .output()
+            .unwrap();
+        assert!(build.status.success(), "building the image: {}", String::from_utf8_lossy(&build.stderr));
+        if let Some(image) = &self.prometheus_image {
+            let build = Command::new(workspace().join("docker/build-image.sh"))
+                .arg("prometheus")
+                .env("PROMETHEUS", PROMETHEUS)
+                .env("IMAGE", image)
+                .output()
+                .unwrap();
+            assert!(
+                build.status.success(),
+                "building the Prometheus image: {}",
+                String::from_utf8_lossy(&build.stderr)
+            );
+        }
+    }
+
+    /// `compose init`, hyok-xks's budget raised to [`BUDGET_MS`], `up -d` of every service, then
+    /// waits for five ACTIVE nodes and the bootstrapped keys: the compose file, and a
+    /// connection to hyok-xks with its target.
+    async fn up(&self) -> (ComposeFile, Connection, Target) {
+        let init = Command::new(hyokctl()).args(["compose", "init", "--dir"]).arg(self.dir.path()).output().unwrap();
+        assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+        let file = ComposeFile::load(self.dir.path()).unwrap();
+        // Debug builds of eight containers share two cores here (with the test itself): give each
+        // request 1 s instead of KMS's 200 ms, so what is tested is failover, not this machine's
+        // speed.
+        let xks_config = self.dir.path().join("xks/xks.toml");
+        let text = std::fs::read_to_string(&xks_config).unwrap();
+        std::fs::write(&xks_config, format!("budget_ms = {BUDGET_MS}\n{text}")).unwrap();
+        let mut up = vec!["up", "-d"];
+        up.extend(services(self));
+        self.compose_ok(&up);
+        let target = Target {
+            base_url: file.xks_base_url(self.port),
+            region: file.region.clone(),
+            access_key_id: file.access_key_id.clone(),
+            secret: file.secret_access_key.clone(),
+        };
+        let key = file.keys["encrypt_decrypt"].clone();
+        let ca = self.dir.path().join("pki/ca.pem");
+        let started = Instant::now();
+        let conn = loop {
+            match client::connect(&target.base_url, &ca, true, None).await {
+                Ok(conn) => break conn,
+                Err(e) => assert!(started.elapsed() < PATIENCE, "hyok-xks never accepted a connection: {e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        wait_for("five ACTIVE nodes and the bootstrapped keys", || async {
+            fleet(&conn, &target).await.iter().filter(|s| *s == "ACTIVE").count() == 5
+                && round_trip(&conn, &target, &key, 0).await.is_ok()
+        })
+        .await;
+        (file, conn, target)
     }
 
     fn compose(&self, args: &[&str]) -> Output {
@@ -132,7 +235,8 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
-        let _ = self.compose(&["down", "-v", "--remove-orphans"]);
+        // With the `grow` profile, so nodes 6 and 7 go too.
+        let _ = self.command().env("COMPOSE_PROFILES", "grow").args(["down", "-v", "--remove-orphans"]).output();
         let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();
         if let Some(image) = &self.prometheus_image {
             let _ = Command::new("docker").args(["rmi", "-f", image]).output();
@@ -211,6 +315,32 @@ async fn fleet_by_id(conn: &Connection, target: &Target) -> Vec<(String, String)
     }
 }
 
+/// XKS round trips, one after another, until `stop`: (requests, failures, round-trip
+/// latencies in µs). A wrong plaintext is a failure.
+fn traffic(
+    conn: &Connection,
+    target: &Target,
+    key: &str,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, Vec<String>, Vec<u64>)> {
+    let (conn, target, key, stop) = (conn.clone(), target.clone(), key.to_owned(), stop.clone());
+    tokio::spawn(async move {
+        let (mut requests, mut failures, mut latencies) = (0u64, Vec::new(), Vec::new());
+        let mut n = 1000;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            let started = Instant::now();
+            let result = round_trip(&conn, &target, &key, n).await;
+            latencies.push(started.elapsed().as_micros() as u64);
+            requests += 2;
+            if let Err(e) = result {
+                failures.push(e);
+            }
+        }
+        (requests, failures, latencies)
+    })
+}
+
 /// Waits until the cluster serves through node `id` again (a restarted node counts as down
 /// until then).
 async fn wait_node_active(conn: &Connection, target: &Target, id: u16) {
@@ -221,39 +351,64 @@ async fn wait_node_active(conn: &Connection, target: &Target, id: u16) {
     .await;
 }
 
-/// hyok-dke in the compose cluster: its RSA key (made by the bootstrap's ceremony) published,
-/// and a content key wrapped to it unwrapped through the cluster for the dev issuer's user.
+/// hyok-dke in the compose cluster, once it publishes its RSA key (made by the bootstrap's
+/// ceremony).
+struct Dke {
+    conn: hyok_dke::client::Connection,
+    key: Value,
+    token: String,
+    path: String,
+}
+
+impl Dke {
+    async fn connect(project: &Project, file: &ComposeFile) -> Dke {
+        let dke = &file.dke;
+        let base_url = format!("https://localhost:{}", project.dke_port);
+        let ca = project.dir.path().join("pki/ca.pem");
+        let started = Instant::now();
+        let (conn, key) = loop {
+            if let Ok(conn) = hyok_dke::client::connect(&base_url, &ca, true).await
+                && let Ok(answer) = conn.get(&format!("/{}", dke.key_name)).await
+                && answer.status == 200
+            {
+                break (conn, answer.json["key"].clone());
+            }
+            assert!(started.elapsed() < PATIENCE, "hyok-dke never published its key");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let token = hyok_cli::dke::mint_token(
+            &dke.issuer_key,
+            &dke.issuer_kid,
+            &dke.issuer,
+            &dke.public_base_url,
+            &dke.authorized_email,
+            hyok_cli::dke::TOKEN_LIFETIME,
+        )
+        .unwrap();
+        let path = key["kid"].as_str().unwrap().strip_prefix(&dke.public_base_url).unwrap().to_owned() + "/decrypt";
+        Dke { conn, key, token, path }
+    }
+
+    /// `content` wrapped to the published key, as Office does.
+    fn wrap(&self, content: &[u8]) -> Vec<u8> {
+        hyok_e2e::wrap_to_published(&self.key, content).unwrap()
+    }
+
+    /// Unwrapped through the cluster for the dev issuer's user.
+    async fn unwrap(&self, wrapped: &[u8]) -> Vec<u8> {
+        let body = json!({"alg": "RSA-OAEP-256", "value": STANDARD.encode(wrapped)}).to_string();
+        let answer = self.conn.post(&self.path, Some(&self.token), body.as_bytes()).await.unwrap();
+        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        STANDARD.decode(answer.json["value"].as_str().unwrap()).unwrap()
+    }
+}
+
+/// hyok-dke in the compose cluster: its RSA key published, and a content key wrapped to it
+/// unwrapped through the cluster.
 async fn dke_round_trip(project: &Project, file: &ComposeFile) {
-    let dke = &file.dke;
-    let base_url = format!("https://localhost:{}", project.dke_port);
-    let ca = project.dir.path().join("pki/ca.pem");
-    let started = Instant::now();
-    let (conn, key) = loop {
-        if let Ok(conn) = hyok_dke::client::connect(&base_url, &ca, true).await
-            && let Ok(answer) = conn.get(&format!("/{}", dke.key_name)).await
-            && answer.status == 200
-        {
-            break (conn, answer.json["key"].clone());
-        }
-        assert!(started.elapsed() < PATIENCE, "hyok-dke never published its key");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let wrapped = hyok_e2e::wrap_to_published(&key, b"content key via compose").unwrap();
-    let token = hyok_cli::dke::mint_token(
-        &dke.issuer_key,
-        &dke.issuer_kid,
-        &dke.issuer,
-        &dke.public_base_url,
-        &dke.authorized_email,
-        hyok_cli::dke::TOKEN_LIFETIME,
-    )
-    .unwrap();
-    let path = key["kid"].as_str().unwrap().strip_prefix(&dke.public_base_url).unwrap().to_owned() + "/decrypt";
-    let body = json!({"alg": "RSA-OAEP-256", "value": STANDARD.encode(&wrapped)}).to_string();
-    let answer = conn.post(&path, Some(&token), body.as_bytes()).await.unwrap();
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
-    assert_eq!(STANDARD.decode(answer.json["value"].as_str().unwrap()).unwrap(), b"content key via compose");
-    println!("dke (compose): key {} published, one content key unwrapped through the cluster", dke.key_name);
+    let dke = Dke::connect(project, file).await;
+    assert_eq!(dke.unwrap(&dke.wrap(b"content key via compose")).await, b"content key via compose");
+    println!("dke (compose): key {} published, one content key unwrapped through the cluster", file.dke.key_name);
 }
 
 /// `GET path` of the project's Prometheus on the host's loopback, as JSON (HTTP/1.0, so the
@@ -365,7 +520,6 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
         println!("SKIPPED: no Docker engine or docker-compose here; the compose chaos suite needs both");
         return;
     }
-    let tag = format!("{}-{}", std::process::id(), rand::rng().random_range(0..1_000_000u32));
     let prometheus = Path::new(PROMETHEUS).exists();
     if !prometheus {
         println!(
@@ -373,63 +527,10 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
              prometheus image from; the cluster runs without it"
         );
     }
-    let project = Project {
-        name: format!("hyoke2e{}", tag.replace('-', "")),
-        image: format!("hyok:e2e-{tag}"),
-        prometheus_image: prometheus.then(|| format!("hyok-prometheus:e2e-{tag}")),
-        dir: tempfile::tempdir().unwrap(),
-        port: free_port(),
-        dke_port: free_port(),
-        prometheus_port: free_port(),
-    };
-    let build = Command::new(workspace().join("docker/build-image.sh"))
-        .env("HYOKCTL", hyokctl())
-        .env("IMAGE", &project.image)
-        .output()
-        .unwrap();
-    assert!(build.status.success(), "building the image: {}", String::from_utf8_lossy(&build.stderr));
-    if let Some(image) = &project.prometheus_image {
-        let build = Command::new(workspace().join("docker/build-image.sh"))
-            .arg("prometheus")
-            .env("PROMETHEUS", PROMETHEUS)
-            .env("IMAGE", image)
-            .output()
-            .unwrap();
-        assert!(build.status.success(), "building the Prometheus image: {}", String::from_utf8_lossy(&build.stderr));
-    }
-    let init = Command::new(hyokctl()).args(["compose", "init", "--dir"]).arg(project.dir.path()).output().unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
-    let file = ComposeFile::load(project.dir.path()).unwrap();
-    // Debug builds of eight containers share two cores here (with the test itself): give each
-    // request 1 s instead of KMS's 200 ms, so what is tested is failover, not this machine's speed.
-    let xks_config = project.dir.path().join("xks/xks.toml");
-    let text = std::fs::read_to_string(&xks_config).unwrap();
-    std::fs::write(&xks_config, format!("budget_ms = {BUDGET_MS}\n{text}")).unwrap();
-    let mut up = vec!["up", "-d"];
-    up.extend(services(&project));
-    project.compose_ok(&up);
-
-    let target = Target {
-        base_url: file.xks_base_url(project.port),
-        region: file.region.clone(),
-        access_key_id: file.access_key_id.clone(),
-        secret: file.secret_access_key.clone(),
-    };
+    let project = Project::new(prometheus);
+    project.build_images();
+    let (file, conn, target) = project.up().await;
     let key = file.keys["encrypt_decrypt"].clone();
-    let ca = project.dir.path().join("pki/ca.pem");
-    let started = Instant::now();
-    let conn = loop {
-        match client::connect(&target.base_url, &ca, true, None).await {
-            Ok(conn) => break conn,
-            Err(e) => assert!(started.elapsed() < PATIENCE, "hyok-xks never accepted a connection: {e:#}"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    wait_for("five ACTIVE nodes and the bootstrapped keys", || async {
-        fleet(&conn, &target).await.iter().filter(|s| *s == "ACTIVE").count() == 5
-            && round_trip(&conn, &target, &key, 0).await.is_ok()
-    })
-    .await;
     dke_round_trip(&project, &file).await;
     let mut before = Vec::new();
     for n in 1..=5 {
@@ -444,24 +545,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     // `docker start` a dead one, which counts as down until the cluster serves through it again;
     // traffic flows all along.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = {
-        let (conn, target, key, stop) = (conn.clone(), target.clone(), key.clone(), stop.clone());
-        tokio::spawn(async move {
-            let (mut requests, mut failures, mut latencies) = (0u64, Vec::new(), Vec::new());
-            let mut n = 1000;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                n += 1;
-                let started = Instant::now();
-                let result = round_trip(&conn, &target, &key, n).await;
-                latencies.push(started.elapsed().as_micros() as u64);
-                requests += 2;
-                if let Err(e) = result {
-                    failures.push(e);
-                }
-            }
-            (requests, failures, latencies)
-        })
-    };
+    let traffic = traffic(&conn, &target, &key, &stop);
     let n_minus_t = usize::from(file.nodes - file.threshold);
     let mut down = BTreeSet::new();
     let (mut kills, mut starts) = (0, 0);
@@ -661,5 +745,229 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
         acknowledged.len() + refused.len(),
         acknowledged.len(),
         refused.len()
+    );
+}
+
+/// `docker kill` node `id`'s container.
+fn kill_node(project: &Project, id: u16) {
+    project.docker(&["kill", &project.container(&format!("node-{id}"))]);
+}
+
+/// Whether node `id`'s container runs.
+fn node_running(project: &Project, id: u16) -> bool {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &project.container(&format!("node-{id}"))])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "true"
+}
+
+/// What node `id` holds, in its own words (its operator socket on the host): every version's
+/// (family, key, version) → (generation if ACTIVE, replaced generation kept, pending one).
+async fn holdings(
+    project: &Project,
+    id: u16,
+) -> std::collections::BTreeMap<(bool, String, u32), (Option<u32>, Option<u32>, Option<u32>)> {
+    let state = hyok_node::operator::state_of(&project.dir.path().join(format!("node-{id}"))).await.unwrap();
+    state
+        .versions
+        .into_iter()
+        .map(|v| ((v.rsa, v.key, v.version), (v.active.then_some(v.generation), v.previous, v.next)))
+        .collect()
+}
+
+/// `hyokctl cluster status` says every running node is at `epoch` with `n` nodes at `t`, has
+/// accepted nothing pending, and holds every version at its generation and nothing else.
+fn settled(project: &Project, epoch: u64, n: u16, t: u16) -> String {
+    let status = project.operator_ok(&["cluster", "status"]);
+    for id in 1..=n {
+        assert!(status.contains(&format!("node {id}: epoch {epoch} ({n} nodes, t = {t})\n")), "node {id}: {status}");
+    }
+    assert!(!status.contains("accepted the change"), "{status}");
+    assert!(
+        status.contains("every reachable node holds every version at its generation, and nothing else"),
+        "{status}"
+    );
+    status
+}
+
+/// Issue 14's drills over compose, each with XKS traffic running: every node in turn wiped and
+/// replaced (`hyokctl node replace N`) until no original share exists; 5@3 → 7@4 → 5@3 (nodes
+/// 6 and 7 started and stopped by the change itself), with three of seven killed at 4-of-7 and
+/// a refresh; a change cut short by killing its joining node, abandoned, the old epoch whole.
+/// Ciphertexts and DKE-wrapped keys from before decrypt after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_aborted_change_under_xks_traffic() {
+    if !docker_available() {
+        println!("SKIPPED: no Docker engine or docker-compose here; the compose chaos suite needs both");
+        return;
+    }
+    let project = Project::new(false);
+    project.build_images();
+    let (file, conn, target) = project.up().await;
+    let key = file.keys["encrypt_decrypt"].clone();
+    let dke = Dke::connect(&project, &file).await;
+    let wrapped = dke.wrap(b"wrapped before every drill");
+    let mut before = Vec::new();
+    for n in 1..=5 {
+        before.push((n, round_trip(&conn, &target, &key, n).await.expect("round trip before the drills")));
+    }
+    let old_ciphertexts_decrypt = |what: &'static str| {
+        let (conn, target, key, before) = (&conn, &target, &key, &before);
+        async move {
+            for (n, sealed) in before {
+                let body = decrypt_body(sealed, *n);
+                let path = format!("/keys/{key}/decrypt");
+                let answer =
+                    conn.post_signed(target, &path, body.to_string().as_bytes(), SystemTime::now()).await.unwrap();
+                assert_eq!(answer.status, 200, "ciphertext {n} from before, {what}: {:?}", answer.json);
+            }
+        }
+    };
+    let manifest = |p: &Project| hyok_node::manifest::read(&p.dir.path().join("manifest.json")).unwrap();
+    let original = manifest(&project);
+
+    // The replacement drill: each node killed, its data directory wiped, started again (`--init`
+    // makes an empty node with a new identity), and replaced.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = traffic(&conn, &target, &key, &stop);
+    let drill = Instant::now();
+    for id in 1..=file.nodes {
+        kill_node(&project, id);
+        let data = project.dir.path().join(format!("node-{id}"));
+        std::fs::remove_dir_all(&data).unwrap();
+        std::fs::create_dir(&data).unwrap();
+        project.docker(&["start", &project.container(&format!("node-{id}"))]);
+        let replaced = project.operator_ok(&["node", "replace", &id.to_string()]);
+        assert!(replaced.contains(&format!("node {id} holds every key version again")), "{replaced}");
+        wait_node_active(&conn, &target, id).await;
+    }
+    let drill = drill.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (requests, failures, _) = load.await.unwrap();
+    let replaced = manifest(&project);
+    for (id, identity) in original.nodes() {
+        assert_ne!(replaced.identity(*id), Some(identity), "node {id} still has its original identity");
+    }
+    settled(&project, 0, 5, 3);
+    old_ciphertexts_decrypt("after every node was replaced").await;
+    assert_eq!(dke.unwrap(&wrapped).await, b"wrapped before every drill");
+    println!(
+        "replace drill (compose): 5 nodes wiped and replaced in {drill:?} with XKS traffic: {requests} requests, {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed requests during the drill: {:?}", &failures[..failures.len().min(10)]);
+    assert!(requests > 0);
+
+    // 5@3 → 7@4: the change starts nodes 6 and 7; one refusal stops the execution.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = traffic(&conn, &target, &key, &stop);
+    project.operator_ok(&["cluster", "propose", "--nodes", "7", "--threshold", "4"]);
+    assert!(node_running(&project, 6) && node_running(&project, 7), "the change started nodes 6 and 7");
+    project.operator_ok(&["cluster", "accept"]);
+    project.operator_ok(&["cluster", "reject", "--node", "6"]);
+    let refused = project.operator(&["cluster", "execute"]);
+    assert!(!refused.status.success(), "executed although node 6's operator refused");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains('6'), "{}", String::from_utf8_lossy(&refused.stderr));
+    project.operator_ok(&["cluster", "accept", "--node", "6"]);
+    let executed = project.operator_ok(&["cluster", "execute"]);
+    assert!(executed.contains("epoch 1 in force: 7 nodes, t = 4"), "{executed}");
+    wait_for("seven ACTIVE nodes", || async {
+        fleet(&conn, &target).await.iter().filter(|s| *s == "ACTIVE").count() == 7
+    })
+    .await;
+    settled(&project, 1, 7, 4);
+    // Three of seven down: four serve (t = 4).
+    for id in [1, 3, 6] {
+        kill_node(&project, id);
+    }
+    for n in 5000..5005 {
+        round_trip(&conn, &target, &key, n).await.expect("round trip with three of seven down");
+    }
+    for id in [1, 3, 6] {
+        project.docker(&["start", &project.container(&format!("node-{id}"))]);
+        wait_node_active(&conn, &target, id).await;
+    }
+    // A refresh during traffic, then back to 5@3: nodes 6 and 7 leave and are stopped.
+    let refreshed = project.operator_ok(&["cluster", "refresh"]);
+    assert!(refreshed.contains("versions reshared"), "{refreshed}");
+    project.operator_ok(&["cluster", "propose", "--nodes", "5", "--threshold", "3"]);
+    project.operator_ok(&["cluster", "accept"]);
+    let executed = project.operator_ok(&["cluster", "execute"]);
+    assert!(executed.contains("epoch 2 in force: 5 nodes, t = 3"), "{executed}");
+    assert!(executed.contains("node 6: left the cluster (shares deleted: true)"), "{executed}");
+    assert!(!node_running(&project, 6) && !node_running(&project, 7), "the nodes that left are stopped");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (requests, failures, _) = load.await.unwrap();
+    settled(&project, 2, 5, 3);
+    assert_eq!(ComposeFile::load(project.dir.path()).unwrap().node_ids(), vec![1, 2, 3, 4, 5]);
+    old_ciphertexts_decrypt("after 5@3 → 7@4 → 5@3").await;
+    assert_eq!(dke.unwrap(&wrapped).await, b"wrapped before every drill");
+    println!(
+        "epochs (compose): 5@3 → 7@4 (one refusal first, three of seven killed, a refresh) → 5@3 with XKS traffic: {requests} requests, {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed requests during the changes: {:?}", &failures[..failures.len().min(10)]);
+
+    // A change cut short: node 6 (a fresh machine: its old, retired directory wiped) joins, and is
+    // killed while the change's reshares run. The execution fails and abandons the change; the
+    // abort leaves every member's shares as they were.
+    for i in 0..8 {
+        project.operator_ok(&["key", "create", &format!("compose-extra-{i}")]);
+    }
+    let mut held = Vec::new();
+    for id in 1..=5 {
+        held.push(holdings(&project, id).await);
+    }
+    std::fs::remove_dir_all(project.dir.path().join("node-6")).unwrap();
+    std::fs::create_dir(project.dir.path().join("node-6")).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = traffic(&conn, &target, &key, &stop);
+    project.operator_ok(&["cluster", "propose", "--nodes", "6", "--threshold", "3"]);
+    project.operator_ok(&["cluster", "accept"]);
+    let execute = {
+        let mut command = project.in_project(&hyokctl());
+        command.arg("--compose-dir").arg(project.dir.path()).args(["cluster", "execute"]);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let node1 = project.dir.path().join("node-1");
+    let started = Instant::now();
+    loop {
+        let pending =
+            hyok_node::operator::state_of(&node1).await.is_ok_and(|s| s.versions.iter().any(|v| v.next.is_some()));
+        if pending {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "the change's reshares never began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    kill_node(&project, 6);
+    let out = execute.await.unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "the execution cannot complete without node 6: {text}");
+    assert!(text.contains("abandoned"), "{text}");
+    let aborted = project.operator_ok(&["cluster", "abort"]);
+    assert!(aborted.contains("epoch 2 serves on: 5 nodes, t = 3"), "{aborted}");
+    for id in 1..=5u16 {
+        assert_eq!(
+            holdings(&project, id).await,
+            held[usize::from(id) - 1],
+            "node {id}: the old epoch's shares, untouched"
+        );
+    }
+    settled(&project, 2, 5, 3);
+    project.operator_ok(&["cluster", "refresh", "--key", "xks-demo"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (requests, failures, _) = load.await.unwrap();
+    old_ciphertexts_decrypt("after the aborted change").await;
+    assert_eq!(dke.unwrap(&wrapped).await, b"wrapped before every drill");
+    println!(
+        "aborted change (compose): node 6 killed mid-execution, change abandoned, every member's shares untouched; XKS traffic {requests} requests, {} failed",
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "failed requests around the aborted change: {:?}",
+        &failures[..failures.len().min(10)]
     );
 }

@@ -3,7 +3,12 @@
 //! image: the PKI, the SigV4 credentials and the configurations live in the directory `init`
 //! writes, and each container mounts only the files it needs, read-only.
 //!
-//! Inside the containers that directory is `/etc/hyok`; node data lives in named volumes.
+//! Inside the containers that directory is `/etc/hyok`; node N's data directory is `DIR/node-N`
+//! on the host, bind-mounted at `/data` in its container, so its operator socket is on the host
+//! too: hyokctl plays every node's operator for compose as for `hyokctl dev`
+//! ([`crate::operated`]). The coordinator's configuration is `DIR/coordinator/coordinator.toml`,
+//! in a directory of its own that the coordinator's container mounts, so a node list rewritten
+//! on the host (by a membership change) reaches the running coordinator.
 
 use crate::pki::Pki;
 use crate::target::Target;
@@ -15,8 +20,11 @@ use std::time::Duration;
 
 /// Where the containers see the directory `init` writes.
 pub const MOUNT: &str = "/etc/hyok";
-/// Nodes in the compose cluster (fixed by `docker-compose.yml`).
+/// Nodes in the compose cluster as `init` makes it (`docker-compose.yml` has services for up to
+/// [`MAX_NODES`]; the ones past `NODES` start only when a membership change adds them).
 pub const NODES: u16 = 5;
+/// Node services in `docker-compose.yml`.
+pub const MAX_NODES: u16 = 7;
 /// Its threshold.
 pub const THRESHOLD: u16 = 3;
 /// The port every process serves its metrics on inside its container (for a Prometheus on the
@@ -24,7 +32,8 @@ pub const THRESHOLD: u16 = 3;
 pub const METRICS_PORT: u16 = 9700;
 /// The port every node listens on inside its container.
 pub const NODE_PORT: u16 = 7101;
-/// The coordinator's port.
+/// The coordinator's port (inside its container; published on the host's loopback at
+/// `HYOK_COORDINATOR_PORT`, by default the same).
 pub const COORDINATOR_PORT: u16 = 7100;
 /// hyok-xks's port inside its container.
 pub const XKS_PORT: u16 = 8443;
@@ -36,8 +45,11 @@ pub const DKE_PORT: u16 = 8444;
 pub struct ComposeFile {
     /// Threshold t.
     pub threshold: u16,
-    /// Node count n.
+    /// Node count n (nodes `1..=n`).
     pub nodes: u16,
+    /// Nodes a pending membership change started, beyond `1..=n`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub started: Vec<u16>,
     /// The XKS URI path prefix.
     pub uri_prefix: String,
     /// SigV4 region.
@@ -73,16 +85,54 @@ pub struct ComposeDke {
 
 impl ComposeFile {
     /// `DIR/compose.json`.
+    pub fn path(dir: &Path) -> std::path::PathBuf {
+        dir.join("compose.json")
+    }
+
+    /// Reads `DIR/compose.json`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("compose.json");
+        let path = Self::path(dir);
         serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
             .with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `DIR/compose.json` (a temporary file renamed into place).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let tmp = dir.join(".compose.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, Self::path(dir))?;
+        Ok(())
+    }
+
+    /// The ids of the nodes that run: `1..=n` and any a pending change started.
+    pub fn node_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = (1..=self.nodes).chain(self.started.iter().copied()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The coordinator's endpoint from the host: its published port on the loopback
+    /// (`HYOK_COORDINATOR_PORT`, as docker-compose.yml reads it).
+    pub fn coordinator_endpoint() -> String {
+        let port = std::env::var("HYOK_COORDINATOR_PORT").ok().and_then(|p| p.parse::<u16>().ok());
+        format!("https://localhost:{}", port.unwrap_or(COORDINATOR_PORT))
     }
 
     /// hyok-xks's base URL when its port is published on the host's loopback at `port`.
     pub fn xks_base_url(&self, port: u16) -> String {
         format!("https://localhost:{port}{}", hyok_xks::config::base_path(&self.uri_prefix))
     }
+}
+
+/// Where the coordinator's container reaches node `id`.
+pub fn node_endpoint(id: u16) -> String {
+    format!("https://node-{id}:{NODE_PORT}")
+}
+
+/// `DIR/coordinator/coordinator.toml`.
+pub fn coordinator_config(dir: &Path) -> std::path::PathBuf {
+    dir.join("coordinator").join("coordinator.toml")
 }
 
 /// `hyokctl compose init --dir DIR`: the PKI, the coordinator's and hyok-xks's configurations,
@@ -117,9 +167,11 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
          [tls]\nca = \"{MOUNT}/pki/ca.pem\"\ncert = \"{MOUNT}/pki/coordinator.pem\"\nkey = \"{MOUNT}/pki/coordinator-key.pem\"\n"
     );
     for id in &ids {
-        coordinator.push_str(&format!("\n[[nodes]]\nid = {id}\nendpoint = \"https://node-{id}:{NODE_PORT}\"\n"));
+        coordinator.push_str(&format!("\n[[nodes]]\nid = {id}\nendpoint = \"{}\"\n", node_endpoint(*id)));
     }
-    std::fs::write(dir.join("coordinator.toml"), coordinator)?;
+    let config = coordinator_config(dir);
+    std::fs::create_dir_all(config.parent().context("a directory of its own")?)?;
+    std::fs::write(&config, coordinator)?;
     let xks_dir = dir.join("xks");
     std::fs::create_dir_all(&xks_dir)?;
     let credential = crate::xks::ensure_credentials(&xks_dir.join("credentials.toml"))?;
@@ -157,6 +209,7 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
     let file = ComposeFile {
         threshold: THRESHOLD,
         nodes: NODES,
+        started: Vec::new(),
         uri_prefix: crate::xks::DEV_PREFIX.to_owned(),
         region: crate::xks::DEV_REGION.to_owned(),
         access_key_id: credential.access_key_id.clone(),
@@ -172,7 +225,7 @@ pub fn init(dir: &Path) -> Result<ComposeFile> {
             authorized_email: crate::dke::DEV_EMAIL.to_owned(),
         },
     };
-    std::fs::write(dir.join("compose.json"), serde_json::to_vec_pretty(&file)?)?;
+    file.save(dir)?;
     Ok(file)
 }
 
@@ -226,7 +279,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = init(dir.path()).unwrap();
         assert_eq!(ComposeFile::load(dir.path()).unwrap(), file);
-        let coordinator = std::fs::read_to_string(dir.path().join("coordinator.toml")).unwrap();
+        let coordinator = std::fs::read_to_string(coordinator_config(dir.path())).unwrap();
         assert!(coordinator.contains("endpoint = \"https://node-5:7101\""));
         let xks = std::fs::read_to_string(dir.path().join("xks/xks.toml")).unwrap();
         let parsed: toml::Value = toml::from_str(&xks).unwrap();

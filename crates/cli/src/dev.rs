@@ -188,23 +188,6 @@ pub async fn start_node(dir: &Path, id: u16) -> Result<DevNode> {
     })
 }
 
-/// Rewrites the node list of the dev coordinator's configuration (`DIR/coordinator.toml`) to
-/// `nodes`, atomically; the running coordinator follows it.
-pub fn set_coordinator_nodes(dir: &Path, nodes: &[DevNode]) -> Result<()> {
-    let path = dir.join("coordinator.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let head = text.split("\n[[nodes]]").next().unwrap_or_default().trim_end().to_owned();
-    let mut out = head;
-    out.push('\n');
-    for n in nodes {
-        out.push_str(&format!("\n[[nodes]]\nid = {}\nendpoint = \"{}\"\n", n.id, n.endpoint));
-    }
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, out)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(())
-}
-
 /// Records the dev cluster's shape (`DIR/cluster.json`) after a membership change, so that the
 /// next `hyokctl dev` over the directory starts the same nodes.
 pub fn set_shape(dir: &Path, nodes: u16, threshold: u16) -> Result<()> {

@@ -1,8 +1,8 @@
-//! Membership changes as epochs, with the dev cluster: `hyokctl cluster
-//! propose|accept|reject|execute|abort`. hyokctl plays every node's operator.
+//! Membership changes as epochs, with the dev or the compose cluster ([`Operated`]): `hyokctl
+//! cluster propose|accept|reject|execute|abort`. hyokctl plays every node's operator.
 //!
-//! - `propose --nodes N′ --threshold T′`: nodes `n+1..=N′` are made (certificates, data
-//!   directories, processes, the operators' evidence policy) and the change from the manifest
+//! - `propose --nodes N′ --threshold T′`: nodes `n+1..=N′` are made (certificates, processes or
+//!   containers that initialize their own data directories, the operators' evidence policy) and the change from the manifest
 //!   in force to `N′` nodes at `T′` is written to `DIR/proposal.json`; shrinking drops the
 //!   highest ids (a threshold RSA key's shares are dealt for ids `1..=n′`). Nothing changes on
 //!   any node yet.
@@ -10,11 +10,11 @@
 //!   accepts it through its operator socket; the node signs its acceptance.
 //! - `reject --node N`: node N's operator refuses (or withdraws its acceptance).
 //! - `execute`: the coordinator reshares every version to the new members and commits the new
-//!   epoch everywhere; then `DIR/manifest.json`, dev.json and the coordinator's node list follow,
-//!   and the nodes that left are stopped.
+//!   epoch everywhere; then `DIR/manifest.json`, dev.json (or compose.json) and the coordinator's
+//!   node list follow, and the nodes that left are stopped.
 //! - `abort`: the change is abandoned on every node; nodes it had started are stopped.
 
-use crate::devfile::{DevFile, DevNode};
+use crate::operated::Operated;
 use crate::target::Target;
 use anyhow::{Context, Result, bail};
 use hyok_node::manifest::ProposalFile;
@@ -22,7 +22,7 @@ use hyok_node::operator::{self, OperatorRequest};
 use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_threshold::epoch::Proposal;
-use hyok_threshold::{Manifest, NodeId, Wire};
+use hyok_threshold::{Manifest, NodeId};
 use std::path::{Path, PathBuf};
 
 /// The pending change's file in the dev directory.
@@ -80,7 +80,10 @@ pub async fn propose(target: &Target, nodes: u16, threshold: u16) -> Result<()> 
     if threshold == 0 || threshold > nodes {
         bail!("--threshold must be between 1 and --nodes");
     }
-    let mut dev = DevFile::load(dir)?;
+    let mut cluster = Operated::open(dir)?;
+    if matches!(cluster, Operated::Compose { .. }) && nodes > crate::compose::MAX_NODES {
+        bail!("docker-compose.yml has services for {} nodes", crate::compose::MAX_NODES);
+    }
     let pki = crate::pki::Pki::new(dir.join("pki"));
     let mut joining = Vec::new();
     let mut started = Vec::new();
@@ -88,29 +91,23 @@ pub async fn propose(target: &Target, nodes: u16, threshold: u16) -> Result<()> 
         if !pki.identity(Role::Node(id)).cert.exists() {
             pki.issue(Role::Node(id), &[])?;
         }
-        let data_dir = dir.join(format!("node-{id}"));
-        if !hyok_node::server::seal_key_path(&data_dir).exists() {
-            hyok_node::server::init(&data_dir)?;
+        if !cluster.running().contains(&id) {
+            // It initializes its own data directory (`--init`): its identity key never leaves it.
+            cluster.start(id).await?;
         }
-        joining.push((NodeId::new(id)?, hyok_node::server::stored_identity(&data_dir)?));
-        let node = crate::dev::start_node(dir, id).await?;
-        println!("node {id}: started (pid {}), identity from its own store", node.pid);
-        started.push((id, node.data_dir.clone()));
-        dev.nodes.retain(|n| n.id != id);
-        dev.nodes.push(node);
+        let data_dir = cluster.data_dir(id)?;
+        // The new node's identity key, in its own words (its operator socket).
+        joining.push((NodeId::new(id)?, identity_of(&data_dir).await?));
+        started.push((id, data_dir));
     }
     let to = resized(&from, nodes, threshold, &joining)?;
     let proposal = Proposal::new(from.clone(), to)?;
     if !started.is_empty() {
         let policy =
-            hyok_evidence::policy::PolicyFile::load(&dir.join(crate::policy::POLICY_FILE)).context("the dev policy")?;
+            hyok_evidence::policy::PolicyFile::load(&dir.join(crate::policy::POLICY_FILE)).context("the policy")?;
         crate::policy::install_running(&started, &policy).await?;
     }
-    dev.nodes.sort_by_key(|n| n.id);
-    dev.save(dir)?;
-    crate::dev::set_coordinator_nodes(dir, &dev.nodes)?;
-    let ids: Vec<u16> = dev.nodes.iter().map(|n| n.id).collect();
-    coordinator_reaches(target, &ids).await?;
+    coordinator_reaches(target, &cluster.running()).await?;
     let text = serde_json::to_string_pretty(&ProposalFile::from_proposal(&proposal))? + "\n";
     write_atomic(&proposal_path(dir), &text)?;
     println!(
@@ -127,11 +124,26 @@ pub async fn propose(target: &Target, nodes: u16, threshold: u16) -> Result<()> 
     Ok(())
 }
 
-/// Waits (up to 30 s) until the coordinator, having re-read its node list, reaches every node
+/// The identity key the node serving `data_dir` reports through its operator socket (waiting up
+/// to 60 s for the socket: a container may still be starting).
+pub(crate) async fn identity_of(data_dir: &Path) -> Result<hyok_threshold::IdentityPublicKey> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let state = loop {
+        match operator::state_of(data_dir).await {
+            Ok(state) => break state,
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    };
+    let bytes = hex::decode(&state.identity).context("the node's identity key")?;
+    Ok(hyok_threshold::IdentityPublicKey::from_slice(&bytes)?)
+}
+
+/// Waits (up to 60 s) until the coordinator, having re-read its node list, reaches every node
 /// of `ids`.
 async fn coordinator_reaches(target: &Target, ids: &[u16]) -> Result<()> {
     let mut vault = target.connect().await?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let status = vault.cluster_status(pb::ClusterStatusRequest::default()).await?.into_inner();
         let reached = ids.iter().all(|id| status.nodes.iter().any(|n| n.node_id == u32::from(*id) && n.reachable));
@@ -145,20 +157,16 @@ async fn coordinator_reaches(target: &Target, ids: &[u16]) -> Result<()> {
     }
 }
 
-fn data_dir_of(dev: &DevFile, id: u16) -> Result<PathBuf> {
-    Ok(dev.nodes.iter().find(|n| n.id == id).with_context(|| format!("no node {id} in dev.json"))?.data_dir.clone())
-}
-
 /// `hyokctl cluster accept [--node N]…` (every node of the change when none is named).
 pub async fn accept(target: &Target, only: &[u16]) -> Result<()> {
     let dir = &target.dev_dir;
     let proposal = read_proposal(dir)?;
-    let dev = DevFile::load(dir)?;
+    let cluster = Operated::open(dir)?;
     let ids: Vec<u16> =
         if only.is_empty() { proposal.affected().into_iter().map(NodeId::get).collect() } else { only.to_vec() };
     let request = OperatorRequest::EpochAccept { proposal: ProposalFile::from_proposal(&proposal) };
     for id in ids {
-        let shown = operator::exchange_epoch(&data_dir_of(&dev, id)?, &request)
+        let shown = operator::exchange_epoch(&cluster.data_dir(id)?, &request)
             .await
             .with_context(|| format!("node {id}'s operator accepting the change"))?;
         println!("node {id}: accepted {}", shown.map(|s| s.digest).unwrap_or_default());
@@ -168,9 +176,9 @@ pub async fn accept(target: &Target, only: &[u16]) -> Result<()> {
 
 /// `hyokctl cluster reject --node N`.
 pub async fn reject(target: &Target, ids: &[u16]) -> Result<()> {
-    let dev = DevFile::load(&target.dev_dir)?;
+    let cluster = Operated::open(&target.dev_dir)?;
     for id in ids {
-        let shown = operator::exchange_epoch(&data_dir_of(&dev, *id)?, &OperatorRequest::EpochReject).await?;
+        let shown = operator::exchange_epoch(&cluster.data_dir(*id)?, &OperatorRequest::EpochReject).await?;
         match shown {
             Some(s) => println!("node {id}: rejected {}", s.digest),
             None => println!("node {id}: had accepted no pending change"),
@@ -195,20 +203,9 @@ pub async fn execute(target: &Target) -> Result<()> {
     }
     let to = proposal.to();
     write_atomic(&dir.join(crate::dev::MANIFEST_FILE), &hyok_node::manifest::to_json(to))?;
-    let mut dev = DevFile::load(dir)?;
-    for n in dev.nodes.iter().filter(|n| !member(to, n)) {
-        crate::dev::terminate(n.pid);
-        println!(
-            "node {}: left the cluster (shares deleted: {}), stopped",
-            n.id,
-            done.retired.contains(&u32::from(n.id))
-        );
+    for id in Operated::open(dir)?.settle(to)? {
+        println!("node {id}: left the cluster (shares deleted: {}), stopped", done.retired.contains(&u32::from(id)));
     }
-    dev.nodes.retain(|n| member(to, n));
-    dev.threshold = to.threshold();
-    dev.save(dir)?;
-    crate::dev::set_coordinator_nodes(dir, &dev.nodes)?;
-    crate::dev::set_shape(dir, to.n(), to.threshold())?;
     std::fs::remove_file(proposal_path(dir))?;
     println!(
         "epoch {} in force: {} nodes, t = {}; {} versions reshared",
@@ -218,11 +215,6 @@ pub async fn execute(target: &Target) -> Result<()> {
         done.versions.len()
     );
     Ok(())
-}
-
-/// Whether dev node `n` is a node of `m`.
-fn member(m: &Manifest, n: &DevNode) -> bool {
-    NodeId::new(n.id).is_ok_and(|id| m.identity(id).is_some())
 }
 
 /// `hyokctl cluster abort`.
@@ -240,40 +232,38 @@ pub async fn abort(target: &Target) -> Result<()> {
         Err(s) => bail!("{}: {}", s.code(), s.message()),
     }
     let from = proposal.from();
-    let mut dev = DevFile::load(dir)?;
-    for n in dev.nodes.iter().filter(|n| !member(from, n)) {
-        crate::dev::terminate(n.pid);
-        println!("node {}: not a member of epoch {}, stopped", n.id, from.epoch());
+    for id in Operated::open(dir)?.settle(from)? {
+        println!("node {id}: not a member of epoch {}, stopped", from.epoch());
     }
-    dev.nodes.retain(|n| member(from, n));
-    dev.save(dir)?;
-    crate::dev::set_coordinator_nodes(dir, &dev.nodes)?;
     std::fs::remove_file(proposal_path(dir))?;
     println!("epoch {} serves on: {} nodes, t = {}", from.epoch(), from.n(), from.threshold());
     Ok(())
 }
 
-/// `hyokctl cluster status`'s epoch lines: each node's epoch, and the change it accepted.
+/// `hyokctl cluster status`'s epoch lines: each running node's epoch and the change it
+/// accepted, as its operator socket reports them.
 pub async fn describe(target: &Target) -> Result<String> {
     use std::fmt::Write as _;
-    let (nodes, tls) = target.nodes()?;
     let mut out = String::new();
-    for (id, endpoint) in nodes {
-        let identity = async {
-            let mut client = crate::membership::node_client(&tls, id, &endpoint).await?;
-            anyhow::Ok(client.get_identity(pb::GetIdentityRequest {}).await?.into_inner())
+    for (id, data_dir) in Operated::open(&target.dev_dir)?.data_dirs() {
+        let shown = async {
+            let (_, manifest) = operator::exchange(&data_dir, &OperatorRequest::ManifestShow).await?;
+            let accepted = operator::exchange_epoch(&data_dir, &OperatorRequest::EpochShow).await?;
+            anyhow::Ok((manifest, accepted))
         };
-        let line = match identity.await {
+        let line = match shown.await {
             Err(_) => "unreachable".to_owned(),
-            Ok(i) => {
-                let mut line = match Manifest::from_bytes(&i.manifest) {
-                    Ok(m) => format!("epoch {} ({} nodes, t = {})", m.epoch(), m.n(), m.threshold()),
-                    Err(_) => "no manifest".to_owned(),
+            Ok((manifest, accepted)) => {
+                let manifest = manifest.and_then(|m| m.manifest.to_manifest().ok());
+                let mut line = match &manifest {
+                    Some(m) => format!("epoch {} ({} nodes, t = {})", m.epoch(), m.n(), m.threshold()),
+                    None => "no manifest".to_owned(),
                 };
-                if let Ok(p) = Proposal::from_bytes(&i.proposal)
-                    && p.to().to_bytes() != i.manifest
+                if let Some(change) = accepted
+                    && let Ok(p) = change.proposal.to_proposal()
+                    && manifest.as_ref() != Some(p.to())
                 {
-                    let _ = write!(line, "; accepted the change to epoch {} ({})", p.epoch(), hex::encode(p.digest()));
+                    let _ = write!(line, "; accepted the change to epoch {} ({})", p.epoch(), change.digest);
                 }
                 line
             }

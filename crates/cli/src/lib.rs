@@ -10,6 +10,8 @@
 //! - `dke`: the dev cluster's hyok-dke token issuer and `hyokctl dev token`.
 //! - `xks`: SigV4 credentials for hyok-xks, and the dev cluster's hyok-xks.
 //! - `compose`: the files docker-compose.yml mounts, and its key bootstrap.
+//! - `operated`: the cluster hyokctl operates as every node's operator (dev or compose);
+//!   `membership` (node replace, refresh, repair, status) and `epoch` (membership changes) use it.
 
 pub mod audit;
 pub mod bench;
@@ -24,6 +26,7 @@ pub mod dke;
 pub mod epoch;
 pub mod keys;
 pub mod membership;
+pub mod operated;
 pub mod pki;
 pub mod policy;
 pub mod rsa;

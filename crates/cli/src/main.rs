@@ -164,8 +164,8 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum NodeCli {
-    /// Replace node N (wiped, or a new machine), playing every node's operator with the dev
-    /// cluster: its new identity into every manifest, then its shares of every key version by
+    /// Replace node N (wiped, or a new machine), playing every node's operator with the dev or
+    /// the compose cluster (--dev-dir or --compose-dir): its new identity into every manifest, then its shares of every key version by
     /// resharing. Exits 0 once node N holds every share again.
     Replace {
         /// The node.
@@ -191,9 +191,10 @@ enum ClusterCommand {
         key: Option<String>,
     },
     /// Each node's epoch and the change it accepted, then every key version's generation in
-    /// use and what each node holds of it (dev cluster).
+    /// use and what each node holds of it (dev or compose cluster: every node's operator socket).
     Status,
-    /// Propose a membership change to N nodes (ids 1..=N; new ones are started) at threshold T.
+    /// Propose a membership change to N nodes (ids 1..=N; new ones are started, as processes of
+    /// the dev cluster or containers of the compose cluster) at threshold T.
     Propose {
         /// The node count of the new epoch.
         #[arg(long)]

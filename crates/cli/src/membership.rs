@@ -1,40 +1,24 @@
 //! Keeping keys alive across node losses: `hyokctl node replace N` and `hyokctl cluster
 //! refresh|repair|status`.
 //!
-//! With the dev cluster, hyokctl plays every node's operator: it reads the replacement node's
-//! new identity from the node itself, writes it into `DIR/manifest.json`, installs that manifest
+//! With the dev or the compose cluster ([`Operated`]), hyokctl plays every node's operator: it
+//! reads the replacement node's new identity from the node itself (its operator socket), writes it into `DIR/manifest.json`, installs that manifest
 //! into every running node through its operator socket (each operator accepting the change), gives
 //! the new node the evidence policy, and then has the coordinator reshare every version the new
 //! node lacks. The old holders deal their shares afresh; the new node's old shares, if anyone
 //! kept them, no longer combine with anything.
 
-use crate::devfile::DevFile;
+use crate::operated::Operated;
 use crate::target::Target;
 use anyhow::{Context, Result, bail};
 use hyok_proto::v1 as pb;
-use hyok_proto::v1::node_client::NodeClient;
-use hyok_proto::{Role, TlsFiles};
 use hyok_threshold::{IdentityPublicKey, Manifest, NodeId};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 /// How often `replace` asks the coordinator to repair before it gives up.
 const REPAIR_ATTEMPTS: usize = 20;
-
-pub(crate) async fn node_client(
-    tls: &TlsFiles,
-    id: u16,
-    endpoint: &str,
-) -> Result<NodeClient<tonic::transport::Channel>> {
-    let channel = Endpoint::from_shared(endpoint.to_owned())?
-        .tls_config(tls.client_config(&Role::Node(id).proof_name())?)?
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .with_context(|| format!("reaching node {id} at {endpoint}"))?;
-    Ok(NodeClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
-}
 
 /// `m` with node `id`'s identity key replaced by `identity` (t and coordinators unchanged).
 pub fn with_identity(m: &Manifest, id: NodeId, identity: IdentityPublicKey) -> Result<Manifest> {
@@ -78,26 +62,17 @@ impl Holding {
     }
 }
 
-/// Everything node `client` holds, EC and RSA.
-async fn held(client: &mut NodeClient<tonic::transport::Channel>) -> Result<BTreeMap<VersionId, Holding>> {
-    let mut out = BTreeMap::new();
-    let holding =
-        |active: bool, g: u32, p: &Option<pb::NodeKeyGeneration>, n: &Option<pb::NodeKeyGeneration>| Holding {
-            current: active.then_some(g),
-            previous: p.as_ref().map(|p| p.generation),
-            next: n.as_ref().map(|n| n.generation),
-        };
-    for s in client.list_key_states(pb::ListKeyStatesRequest {}).await?.into_inner().keys {
-        for v in &s.versions {
-            out.insert((false, s.key_id.clone(), v.version), holding(v.active, v.generation, &v.previous, &v.next));
-        }
-    }
-    for s in client.list_rsa_key_states(pb::ListRsaKeyStatesRequest {}).await?.into_inner().keys {
-        for v in &s.versions {
-            out.insert((true, s.name.clone(), v.version), holding(v.active, v.generation, &v.previous, &v.next));
-        }
-    }
-    Ok(out)
+/// Everything the node serving `data_dir` holds, EC and RSA, as its operator socket reports it.
+async fn held(data_dir: &Path) -> Result<BTreeMap<VersionId, Holding>> {
+    let state = hyok_node::operator::state_of(data_dir).await?;
+    Ok(state
+        .versions
+        .into_iter()
+        .map(|v| {
+            let holding = Holding { current: v.active.then_some(v.generation), previous: v.previous, next: v.next };
+            ((v.rsa, v.key, v.version), holding)
+        })
+        .collect())
 }
 
 /// Every version the cluster trusts, with the generation in use.
@@ -116,12 +91,10 @@ fn name((rsa, key, version): &VersionId) -> String {
     format!("{}{key}/{version}", if *rsa { "RSA " } else { "" })
 }
 
-/// The key versions (EC and RSA) node `client` lacks at the generation the cluster trusts.
-async fn lacking(
-    vault: &mut hyok_proto::VaultClient,
-    client: &mut NodeClient<tonic::transport::Channel>,
-) -> Result<Vec<String>> {
-    let held = held(client).await?;
+/// The key versions (EC and RSA) the node serving `data_dir` lacks at the generation the
+/// cluster trusts.
+async fn lacking(vault: &mut hyok_proto::VaultClient, data_dir: &Path) -> Result<Vec<String>> {
+    let held = held(data_dir).await?;
     Ok(trusted(vault)
         .await?
         .into_iter()
@@ -162,32 +135,26 @@ pub fn render_status(trusted: &[(VersionId, u32)], nodes: &[(u16, Option<BTreeMa
     out
 }
 
-/// `hyokctl cluster status` with the dev cluster (it reads every node).
+/// `hyokctl cluster status` (it asks every running node through its operator socket).
 pub async fn status(target: &Target) -> Result<()> {
     let mut vault = target.connect().await?;
     let trusted = trusted(&mut vault).await?;
-    let (nodes, tls) = target.nodes()?;
     let mut held_by = Vec::new();
-    for (id, endpoint) in nodes {
-        let held = match node_client(&tls, id, &endpoint).await {
-            Ok(mut client) => held(&mut client).await.ok(),
-            Err(_) => None,
-        };
-        held_by.push((id, held));
+    for (id, data_dir) in Operated::open(&target.dev_dir)?.data_dirs() {
+        held_by.push((id, held(&data_dir).await.ok()));
     }
     print!("{}", render_status(&trusted, &held_by));
     Ok(())
 }
 
-/// `hyokctl node replace N` with the dev cluster: see the module docs. Returns once node N holds
-/// every version of every key, EC and threshold RSA, at the generation the cluster trusts.
+/// `hyokctl node replace N` with the dev or the compose cluster: see the module docs. Returns
+/// once node N holds every version of every key, EC and threshold RSA, at the generation the
+/// cluster trusts.
 pub async fn replace(target: &Target, id: u16) -> Result<()> {
-    let dev = DevFile::load(&target.dev_dir)?;
-    let node = dev.nodes.iter().find(|n| n.id == id).with_context(|| format!("no node {id} in dev.json"))?;
-    let (_, tls) = target.nodes()?;
-    let mut client = node_client(&tls, id, &node.endpoint).await?;
-    let identity = client.get_identity(pb::GetIdentityRequest {}).await?.into_inner();
-    let identity = IdentityPublicKey::from_slice(&identity.identity_public_key)?;
+    let cluster = Operated::open(&target.dev_dir)?;
+    let data_dir = cluster.data_dir(id)?;
+    // The replacement's identity key, in its own words (its operator socket).
+    let identity = crate::epoch::identity_of(&data_dir).await?;
     let node_id = NodeId::new(id)?;
 
     // Each operator accepts the new identity: the manifest, then every running node's copy.
@@ -202,18 +169,18 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
     }
     let file = hyok_node::manifest::ManifestFile::from_manifest(&manifest);
     let request = hyok_node::operator::OperatorRequest::ManifestInstall { manifest: file };
-    for n in &dev.nodes {
-        hyok_node::operator::exchange(&n.data_dir, &request)
+    for (n, dir) in cluster.data_dirs() {
+        hyok_node::operator::exchange(&dir, &request)
             .await
-            .with_context(|| format!("installing the manifest into node {}", n.id))?;
+            .with_context(|| format!("installing the manifest into node {n}"))?;
     }
     // The new node gets the operators' evidence policy, as every node has.
     let policy = hyok_evidence::policy::PolicyFile::load(&target.dev_dir.join(crate::policy::POLICY_FILE))?;
-    crate::policy::install_running(&[(id, node.data_dir.clone())], &policy).await?;
+    crate::policy::install_running(&[(id, data_dir.clone())], &policy).await?;
 
     let mut vault = target.connect().await?;
     for attempt in 1..=REPAIR_ATTEMPTS {
-        let missing = lacking(&mut vault, &mut client).await?;
+        let missing = lacking(&mut vault, &data_dir).await?;
         if missing.is_empty() {
             println!("node {id} holds every key version again, EC and RSA");
             return Ok(());

@@ -1,5 +1,7 @@
-//! Which cluster a command talks to: explicit `--endpoint/--ca/--cert/--key`, or the dev
-//! cluster described by `DIR/dev.json` (default `./.hyok-dev`).
+//! Which cluster a command talks to: explicit `--endpoint/--ca/--cert/--key`, or the cluster
+//! in `--dev-dir DIR` (default `./.hyok-dev`): the dev cluster `DIR/dev.json` describes, or the
+//! compose cluster of `DIR/compose.json` (its coordinator published on the host's loopback,
+//! reached with `DIR/pki`'s admin certificate).
 
 use crate::devfile::DevFile;
 use anyhow::{Context, Result, bail};
@@ -13,9 +15,10 @@ pub const DEFAULT_DEV_DIR: &str = ".hyok-dev";
 /// Connection options shared by every client command.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// Dev cluster directory whose dev.json to use when --endpoint is not given (and where
-    /// `node --node N` finds node N's data directory).
-    #[arg(long, default_value = DEFAULT_DEV_DIR, env = "HYOK_DEV_DIR", global = true)]
+    /// The dev cluster's directory (its dev.json), or a compose cluster's (its compose.json):
+    /// the cluster to use when --endpoint is not given, and where hyokctl finds each node's
+    /// data directory when it plays the node's operator.
+    #[arg(long, default_value = DEFAULT_DEV_DIR, env = "HYOK_DEV_DIR", global = true, visible_alias = "compose-dir")]
     pub dev_dir: PathBuf,
     /// Coordinator endpoint, e.g. https://127.0.0.1:7100.
     #[arg(long, env = "HYOK_ENDPOINT")]
@@ -43,6 +46,19 @@ impl Target {
                 Ok((endpoint.clone(), TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() }))
             }
             (Some(_), _, _, _) => bail!("--endpoint needs --ca, --cert and --key"),
+            (None, ..)
+                if crate::compose::ComposeFile::path(&self.dev_dir).exists()
+                    && !DevFile::path(&self.dev_dir).exists() =>
+            {
+                let pki = crate::pki::Pki::new(self.dev_dir.join("pki"));
+                let admin = pki.identity(hyok_proto::Role::Admin);
+                let tls = TlsFiles {
+                    ca: self.ca.clone().unwrap_or_else(|| pki.ca()),
+                    cert: self.cert.clone().unwrap_or(admin.cert),
+                    key: self.key.clone().unwrap_or(admin.key),
+                };
+                Ok((crate::compose::ComposeFile::coordinator_endpoint(), tls))
+            }
             (None, ..) => {
                 let dev = DevFile::load(&self.dev_dir)?;
                 let tls = self.dev_tls(&dev);

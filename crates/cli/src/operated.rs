@@ -35,7 +35,7 @@ pub enum Operated {
         /// The directory `hyokctl compose init` wrote.
         dir: PathBuf,
         /// Its compose.json.
-        file: ComposeFile,
+        file: Box<ComposeFile>,
     },
 }
 
@@ -48,7 +48,7 @@ impl Operated {
         if DevFile::path(dir).exists() || !ComposeFile::path(dir).exists() {
             return Ok(Operated::Dev { dir: dir.to_path_buf(), file: Box::new(DevFile::load(dir)?) });
         }
-        Ok(Operated::Compose { dir: dir.to_path_buf(), file: ComposeFile::load(dir)? })
+        Ok(Operated::Compose { dir: dir.to_path_buf(), file: Box::new(ComposeFile::load(dir)?) })
     }
 
     /// The directory.

@@ -111,7 +111,10 @@ pub fn combine(
         return Err(Error::RsaCombineFailed { culprits });
     }
     let (a, b_abs) = package.bezout();
-    let combiner = Combiner { package, c, c_inverse, a, b_abs };
+    // A reshared key's |b| (it carries 4Δ²·K·a) is as long as a share: raised once per call,
+    // with a window, rather than in every subset's multi-exponentiation.
+    let c_to_minus_b = (b_abs.bits_vartime() > FOLD_BITS).then(|| vartime_pow_window(params, &c_inverse, b_abs));
+    let combiner = Combiner { package, c, c_inverse, c_to_minus_b, a, b_abs };
 
     let mut found = None;
     for (attempt, subset) in candidate_subsets(usable.len(), t).take(MAX_SUBSETS_TRIED).enumerate() {
@@ -209,6 +212,59 @@ fn vartime_multi_pow(params: &BoxedMontyParams, terms: &[(&BoxedMontyForm, &Boxe
     acc
 }
 
+/// `|b|` up to this many bits (a dealt key's: about `bits(4Δ²)`) is folded into each subset's
+/// multi-exponentiation; a longer one is raised once per call.
+const FOLD_BITS: u32 = 64;
+
+/// `base^exponent` for a long public exponent, by a sliding window of 5 bits: one squaring per
+/// exponent bit and about one multiplication per 6 bits, after a table of the 16 odd powers
+/// `base^1, base^3, …, base^31`. Constant-time Montgomery multiplications in place; only the
+/// public exponent decides which ones happen.
+fn vartime_pow_window(params: &BoxedMontyParams, base: &BoxedMontyForm, exponent: &BoxedUint) -> BoxedMontyForm {
+    const WINDOW: u32 = 5;
+    let mut multiplier = <BoxedMontyForm as MontyForm>::Multiplier::from(params);
+    let mut square = base.clone();
+    multiplier.square_assign(&mut square);
+    let mut odd_powers = Vec::with_capacity(1 << (WINDOW - 1));
+    odd_powers.push(base.clone());
+    for k in 1..1usize << (WINDOW - 1) {
+        let mut next = odd_powers[k - 1].clone();
+        multiplier.mul_assign(&mut next, &square);
+        odd_powers.push(next);
+    }
+    let mut acc: Option<BoxedMontyForm> = None;
+    let mut bit = exponent.bits_vartime();
+    while bit > 0 {
+        if !exponent.bit_vartime(bit - 1) {
+            if let Some(acc) = acc.as_mut() {
+                multiplier.square_assign(acc);
+            }
+            bit -= 1;
+            continue;
+        }
+        // The window [low, bit): at most WINDOW bits, its lowest bit set.
+        let mut low = bit.saturating_sub(WINDOW);
+        while !exponent.bit_vartime(low) {
+            low += 1;
+        }
+        let mut value = 0usize;
+        for i in (low..bit).rev() {
+            value = (value << 1) | usize::from(exponent.bit_vartime(i));
+        }
+        match acc.as_mut() {
+            Some(acc) => {
+                for _ in low..bit {
+                    multiplier.square_assign(acc);
+                }
+                multiplier.mul_assign(acc, &odd_powers[value >> 1]);
+            }
+            None => acc = Some(odd_powers[value >> 1].clone()),
+        }
+        bit = low;
+    }
+    acc.unwrap_or_else(|| BoxedMontyForm::one(params))
+}
+
 /// A well-formed partial `x_i` of node `i`, and its inverse.
 struct Usable {
     node: NodeId,
@@ -220,6 +276,8 @@ struct Combiner<'a> {
     package: &'a RsaPublicPackage,
     c: BoxedMontyForm,
     c_inverse: BoxedMontyForm,
+    /// `(c^{−1})^|b|`, when `|b|` is longer than [`FOLD_BITS`].
+    c_to_minus_b: Option<BoxedMontyForm>,
     a: &'a BoxedUint,
     b_abs: &'a BoxedUint,
 }
@@ -240,9 +298,14 @@ impl Combiner<'_> {
             let base = if *is_negative { &usable[i].x_inverse } else { &usable[i].x };
             terms.push((base, exponent));
         }
-        terms.push((&self.c_inverse, self.b_abs));
         let params = self.package.public_key().params();
-        let mut y = vartime_multi_pow(params, &terms);
+        let mut y = match &self.c_to_minus_b {
+            Some(c_to_minus_b) => vartime_multi_pow(params, &terms) * c_to_minus_b,
+            None => {
+                terms.push((&self.c_inverse, self.b_abs));
+                vartime_multi_pow(params, &terms)
+            }
+        };
         let check = vartime_multi_pow(params, &[(&y, self.package.public_key().exponent().as_ref())]);
         if check == self.c {
             Some(y)
@@ -342,6 +405,21 @@ mod tests {
             }
         }
         assert_eq!(vartime_multi_pow(&params, &[]), BoxedMontyForm::one(&params));
+    }
+
+    #[test]
+    fn a_windowed_power_equals_the_plain_one() {
+        let params = params();
+        let base = element(123_456_789, &params);
+        let mut exponents: Vec<BoxedUint> = (0u64..70).map(BoxedUint::from).collect();
+        exponents.extend([u64::MAX, 0x8000_0000_0000_0001, 0xf0f0_0f0f_ffff_0001].map(BoxedUint::from));
+        let long = BoxedUint::one_with_precision(2304).shl_vartime(2212).unwrap();
+        exponents.push(long.wrapping_add(BoxedUint::from(0x1234_5678_9abc_def1u64).resize_unchecked(2304)));
+        exponents.push(long.wrapping_sub(BoxedUint::one()));
+        for e in &exponents {
+            assert_eq!(super::vartime_pow_window(&params, &base, e), vartime_multi_pow(&params, &[(&base, e)]), "{e}");
+            assert_eq!(super::vartime_pow_window(&params, &base, e), base.pow_bounded_exp(e, e.bits_precision()));
+        }
     }
 
     #[test]

@@ -226,6 +226,35 @@ fn malformed_partials_are_named_without_combining() {
 }
 
 #[test]
+fn a_partial_sharing_a_factor_with_n_is_named_and_such_a_ciphertext_refused() {
+    let split = split_3_of_5();
+    let ciphertext = oaep::encrypt(split.package.public_key(), b"m", &mut rng(16)).unwrap();
+    let good = partials(split, &ciphertext);
+    // p, a prime factor of N: 0 < p < N, well-formed, but not invertible modulo N.
+    let p =
+        openssl::rsa::Rsa::private_key_from_pem(PKCS8_PEM.as_bytes()).unwrap().p().unwrap().to_vec_padded(256).unwrap();
+    for bad in 0..4 {
+        let mut four = good[..4].to_vec();
+        four[bad] = RsaPartial::new(good[bad].node(), p.clone());
+        let opened = combine::decrypt(&split.package, &ciphertext, &four).unwrap();
+        assert_eq!(&opened.value[..], b"m");
+        assert_eq!(opened.culprits, vec![good[bad].node()], "bad index {bad}");
+        if bad < 3 {
+            assert_eq!(
+                combine::combine(&split.package, &ciphertext, &four[..3]).unwrap_err(),
+                Error::RsaCombineFailed { culprits: vec![good[bad].node()] }
+            );
+        }
+    }
+    // A ciphertext c = p (gcd(c, N) ≠ 1) is refused as malformed, whatever the partials.
+    let theirs = partials(split, &p);
+    assert_eq!(
+        combine::combine(&split.package, &p, &theirs[..3]).unwrap_err(),
+        Error::Malformed { what: "RSA ciphertext" }
+    );
+}
+
+#[test]
 fn fewer_than_t_partials_are_refused() {
     let split = split_3_of_5();
     let ciphertext = oaep::encrypt(split.package.public_key(), b"m", &mut rng(11)).unwrap();

@@ -260,6 +260,17 @@ fn decrypt_body(sealed: &Value, n: u64) -> Value {
         "encryptionAlgorithm": "AES_GCM"})
 }
 
+/// Every ciphertext of `before` (made by [`round_trip`] number n) decrypts with 200; `when`
+/// names the moment in a failure.
+async fn all_decrypt(conn: &Connection, target: &Target, key: &str, before: &[(u64, Value)], when: &str) {
+    for (n, sealed) in before {
+        let body = decrypt_body(sealed, *n);
+        let path = format!("/keys/{key}/decrypt");
+        let answer = conn.post_signed(target, &path, body.to_string().as_bytes(), SystemTime::now()).await.unwrap();
+        assert_eq!(answer.status, 200, "ciphertext {n} from before, {when}: {:?}", answer.json);
+    }
+}
+
 /// One encrypt and decrypt; Err describes the first failure, and a wrong plaintext is one.
 async fn round_trip(conn: &Connection, target: &Target, key: &str, n: u64) -> Result<Value, String> {
     let mut plaintext = vec![0u8; rand::rng().random_range(1..300)];
@@ -556,7 +567,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
         if kill {
             let alive: Vec<u16> = (1..=file.nodes).filter(|id| !down.contains(id)).collect();
             let id = alive[rand::rng().random_range(0..alive.len())];
-            project.docker(&["kill", &project.container(&format!("node-{id}"))]);
+            kill_node(&project, id);
             down.insert(id);
             kills += 1;
         } else {
@@ -603,7 +614,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     // n − t + 1 nodes down: requests fail cleanly (503, or 500), never succeed; health says
     // UNAVAILABLE; all restarted, the cluster serves again and old ciphertexts decrypt.
     for id in 1..=3 {
-        project.docker(&["kill", &project.container(&format!("node-{id}"))]);
+        kill_node(&project, id);
     }
     let mut refused = 0;
     for n in 4000..4010 {
@@ -626,14 +637,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     }
     wait_for("the cluster to serve again", || async { round_trip(&conn, &target, &key, 4100).await.is_ok() }).await;
     let back_after = down_at.elapsed();
-    for (n, sealed) in &before {
-        let body = decrypt_body(sealed, *n);
-        let answer = conn
-            .post_signed(&target, &format!("/keys/{key}/decrypt"), body.to_string().as_bytes(), SystemTime::now())
-            .await
-            .unwrap();
-        assert_eq!(answer.status, 200, "ciphertext {n} from before the outage: {:?}", answer.json);
-    }
+    all_decrypt(&conn, &target, &key, &before, "after the outage").await;
     println!(
         "below threshold (compose): {refused} requests, {refused} refused with 503/500, 0 succeeded; serving again {back_after:?} after restart"
     );
@@ -663,14 +667,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
         status.lines().find(|l| l.starts_with("xks-demo")).is_some_and(|l| l.contains("2:.") && l.contains("1:SE"))
     })
     .await;
-    for (n, sealed) in &before {
-        let body = decrypt_body(sealed, *n);
-        let answer = conn
-            .post_signed(&target, &format!("/keys/{key}/decrypt"), body.to_string().as_bytes(), SystemTime::now())
-            .await
-            .unwrap();
-        assert_eq!(answer.status, 200, "ciphertext {n} from before, with node 2 wiped: {:?}", answer.json);
-    }
+    all_decrypt(&conn, &target, &key, &before, "with node 2 wiped").await;
     for n in 2000..2010 {
         round_trip(&conn, &target, &key, n).await.expect("round trip with node 2 wiped");
     }
@@ -702,7 +699,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
                 // `docker-compose run` takes about a second to start the client; kill within the DKG.
                 std::thread::sleep(Duration::from_millis(rand::rng().random_range(900..2000)));
                 let victim = rand::rng().random_range(1..=file.nodes);
-                project.docker(&["kill", &project.container(&format!("node-{victim}"))]);
+                kill_node(&project, victim);
                 let out = create.join().expect("create thread");
                 project.docker(&["start", &project.container(&format!("node-{victim}"))]);
                 out
@@ -812,18 +809,6 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
     for n in 1..=5 {
         before.push((n, round_trip(&conn, &target, &key, n).await.expect("round trip before the drills")));
     }
-    let old_ciphertexts_decrypt = |what: &'static str| {
-        let (conn, target, key, before) = (&conn, &target, &key, &before);
-        async move {
-            for (n, sealed) in before {
-                let body = decrypt_body(sealed, *n);
-                let path = format!("/keys/{key}/decrypt");
-                let answer =
-                    conn.post_signed(target, &path, body.to_string().as_bytes(), SystemTime::now()).await.unwrap();
-                assert_eq!(answer.status, 200, "ciphertext {n} from before, {what}: {:?}", answer.json);
-            }
-        }
-    };
     let manifest = |p: &Project| hyok_node::manifest::read(&p.dir.path().join("manifest.json")).unwrap();
     let original = manifest(&project);
 
@@ -850,7 +835,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
         assert_ne!(replaced.identity(*id), Some(identity), "node {id} still has its original identity");
     }
     settled(&project, 0, 5, 3);
-    old_ciphertexts_decrypt("after every node was replaced").await;
+    all_decrypt(&conn, &target, &key, &before, "after every node was replaced").await;
     assert_eq!(dke.unwrap(&wrapped).await, b"wrapped before every drill");
     println!(
         "replace drill (compose): 5 nodes wiped and replaced in {drill:?} with XKS traffic: {requests} requests, {} failed",
@@ -901,7 +886,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
     let (requests, failures, _) = load.await.unwrap();
     settled(&project, 2, 5, 3);
     assert_eq!(ComposeFile::load(project.dir.path()).unwrap().node_ids(), vec![1, 2, 3, 4, 5]);
-    old_ciphertexts_decrypt("after 5@3 → 7@4 → 5@3").await;
+    all_decrypt(&conn, &target, &key, &before, "after 5@3 → 7@4 → 5@3").await;
     assert_eq!(dke.unwrap(&wrapped).await, b"wrapped before every drill");
     println!(
         "epochs (compose): 5@3 → 7@4 (one refusal first, three of seven killed, a refresh) → 5@3 with XKS traffic: {requests} requests, {} failed",
@@ -959,7 +944,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
     project.operator_ok(&["cluster", "refresh", "--key", "xks-demo"]);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (requests, failures, _) = load.await.unwrap();
-    old_ciphertexts_decrypt("after the aborted change").await;
+    all_decrypt(&conn, &target, &key, &before, "after the aborted change").await;
     assert_eq!(dke.unwrap(&wrapped).await, b"wrapped before every drill");
     println!(
         "aborted change (compose): node 6 killed mid-execution, change abandoned, every member's shares untouched; XKS traffic {requests} requests, {} failed",

@@ -97,7 +97,7 @@ pub async fn propose(target: &Target, nodes: u16, threshold: u16) -> Result<()> 
         }
         let data_dir = cluster.data_dir(id)?;
         // The new node's identity key, in its own words (its operator socket).
-        joining.push((NodeId::new(id)?, identity_of(&data_dir).await?));
+        joining.push((NodeId::new(id)?, crate::operated::identity_of(&data_dir).await?));
         started.push((id, data_dir));
     }
     let to = resized(&from, nodes, threshold, &joining)?;
@@ -122,21 +122,6 @@ pub async fn propose(target: &Target, nodes: u16, threshold: u16) -> Result<()> 
         proposal_path(dir).display()
     );
     Ok(())
-}
-
-/// The identity key the node serving `data_dir` reports through its operator socket (waiting up
-/// to 60 s for the socket: a container may still be starting).
-pub(crate) async fn identity_of(data_dir: &Path) -> Result<hyok_threshold::IdentityPublicKey> {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let state = loop {
-        match operator::state_of(data_dir).await {
-            Ok(state) => break state,
-            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-        }
-    };
-    let bytes = hex::decode(&state.identity).context("the node's identity key")?;
-    Ok(hyok_threshold::IdentityPublicKey::from_slice(&bytes)?)
 }
 
 /// Waits (up to 60 s) until the coordinator, having re-read its node list, reaches every node

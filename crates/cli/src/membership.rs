@@ -154,7 +154,7 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
     let cluster = Operated::open(&target.dev_dir)?;
     let data_dir = cluster.data_dir(id)?;
     // The replacement's identity key, in its own words (its operator socket).
-    let identity = crate::epoch::identity_of(&data_dir).await?;
+    let identity = crate::operated::identity_of(&data_dir).await?;
     let node_id = NodeId::new(id)?;
 
     // Each operator accepts the new identity: the manifest, then every running node's copy.

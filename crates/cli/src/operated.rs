@@ -51,13 +51,6 @@ impl Operated {
         Ok(Operated::Compose { dir: dir.to_path_buf(), file: Box::new(ComposeFile::load(dir)?) })
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        match self {
-            Operated::Dev { dir, .. } | Operated::Compose { dir, .. } => dir,
-        }
-    }
-
     /// The nodes that run (members, and nodes a pending change started), by id.
     pub fn running(&self) -> Vec<u16> {
         match self {
@@ -93,8 +86,8 @@ impl Operated {
         self.running().into_iter().filter_map(|id| self.data_dir(id).ok().map(|d| (id, d))).collect()
     }
 
-    /// Starts node `id`, whose data directory `DIR/node-ID` is initialized (its identity, policy
-    /// and certificates in place), and records it as running.
+    /// Starts node `id` (its certificate issued; it initializes its own data directory,
+    /// `DIR/node-ID`, with `--init`), and records it as running.
     ///
     /// # Errors
     /// If it does not start.
@@ -167,12 +160,31 @@ impl Operated {
     }
 
     /// The coordinator's configuration file, as the host sees it.
-    pub fn coordinator_config(&self) -> PathBuf {
+    fn coordinator_config(&self) -> PathBuf {
         match self {
             Operated::Dev { dir, .. } => dir.join("coordinator.toml"),
             Operated::Compose { dir, .. } => crate::compose::coordinator_config(dir),
         }
     }
+}
+
+/// The identity key the node serving `data_dir` reports through its operator socket — the
+/// node's own word, not the coordinator's — waiting up to 60 s for the socket (a process or
+/// container may still be starting).
+///
+/// # Errors
+/// If the socket does not answer in time, or the key is malformed.
+pub async fn identity_of(data_dir: &Path) -> Result<hyok_threshold::IdentityPublicKey> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let state = loop {
+        match hyok_node::operator::state_of(data_dir).await {
+            Ok(state) => break state,
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    };
+    let bytes = hex::decode(&state.identity).context("the node's identity key")?;
+    Ok(hyok_threshold::IdentityPublicKey::from_slice(&bytes)?)
 }
 
 /// Rewrites the `[[nodes]]` of the coordinator configuration at `path` to `nodes` (id,

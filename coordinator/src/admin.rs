@@ -134,7 +134,7 @@ impl Vault {
         chosen.dedup();
         let deadline = Instant::now() + DKG_BUDGET;
         // A key any node holds an ACTIVE version of exists; PENDING leftovers of an aborted run do not count.
-        let states = read_states::<Ec>(&self.pool, Some(key_id), deadline).await;
+        let states = read_states::<Ec>(&self.pool, Ask::EVERY_STATE, Some(key_id), deadline).await;
         if flatten::<Ec>(&states).iter().any(|(_, s)| s.versions.iter().any(|v| v.active)) {
             return Err(CoordError::Exists(format!("key {key_id} already exists")));
         }
@@ -154,7 +154,7 @@ impl Vault {
         // One read serves both: the trusted view (usages, primary) and the highest version any
         // node knows, pending or active on too few nodes to be trusted, so a leftover of a failed
         // run never blocks the new one.
-        let states = read_states::<Ec>(&self.pool, Some(key_id), deadline).await;
+        let states = read_states::<Ec>(&self.pool, Ask::EVERY_STATE, Some(key_id), deadline).await;
         let answers = flatten::<Ec>(&states);
         let view = merge::<Ec>(key_id, &answers, self.pool.quorum()).ok_or_else(|| {
             CoordError::NotFound(format!("no key {key_id} (held by fewer than {} nodes)", self.pool.threshold()))
@@ -331,7 +331,7 @@ impl Vault {
     pub async fn cluster_status(&self) -> pb::ClusterStatusResponse {
         let deadline = self.deadline(Some(Duration::from_secs(2)));
         self.pool.probe_all(Duration::from_secs(1)).await;
-        let answers = read_states::<Ec>(&self.pool, None, deadline).await;
+        let answers = read_states::<Ec>(&self.pool, Ask::EVERY_STATE, None, deadline).await;
         let nodes: Vec<pb::NodeStatus> = self
             .pool
             .all()

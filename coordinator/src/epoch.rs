@@ -164,8 +164,8 @@ async fn pending_of(pool: &Pool, id: NodeId, deadline: Instant) -> Vec<pb::Epoch
         }
     }
     let mut out = Vec::new();
-    of::<Ec>(&read_states::<Ec>(pool, None, deadline).await, id, &mut out);
-    of::<Rsa>(&read_states::<Rsa>(pool, None, deadline).await, id, &mut out);
+    of::<Ec>(&read_states::<Ec>(pool, Ask::EVERY_STATE, None, deadline).await, id, &mut out);
+    of::<Rsa>(&read_states::<Rsa>(pool, Ask::EVERY_STATE, None, deadline).await, id, &mut out);
     out
 }
 

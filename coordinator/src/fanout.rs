@@ -64,8 +64,13 @@ pub struct Ask {
 impl Ask {
     /// Every node, every answer.
     pub const EVERY: Ask = Ask { who: Who::Every, grace: None };
-    /// A metadata read: reachable nodes; stragglers get a short grace once t have answered.
+    /// A metadata read on behalf of requests: reachable nodes; stragglers get a short grace once
+    /// t have answered.
     pub const STATE: Ask = Ask { who: Who::Reachable, grace: Some(Duration::from_millis(25)) };
+    /// A state read before a key change or for status (creation, rotation, import, reshare,
+    /// repair, an epoch): every reachable node's answer, up to the deadline. A straggler cut off
+    /// by a grace would read as holding nothing.
+    pub const EVERY_STATE: Ask = Ask { who: Who::Reachable, grace: None };
 }
 
 /// One answer per asked node, in configuration order.

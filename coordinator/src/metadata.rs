@@ -338,10 +338,15 @@ pub fn merge<F: Family>(name: &str, answers: &[(NodeId, F::State)], threshold: u
     })
 }
 
-/// Asks reachable nodes for one key's state (`Some`) or every key's (`None`).
-pub async fn read_states<F: Family>(pool: &Pool, name: Option<&str>, deadline: Instant) -> Answers<Vec<F::State>> {
+/// Asks reachable nodes, as `ask` says, for one key's state (`Some`) or every key's (`None`).
+pub async fn read_states<F: Family>(
+    pool: &Pool,
+    ask: Ask,
+    name: Option<&str>,
+    deadline: Instant,
+) -> Answers<Vec<F::State>> {
     let name = name.map(str::to_owned);
-    fanout::ask_every(pool, Ask::STATE, deadline, |node| F::read(node.client(), name.clone(), deadline)).await
+    fanout::ask_every(pool, ask, deadline, |node| F::read(node.client(), name.clone(), deadline)).await
 }
 
 /// The answers of [`read_states`] as `(node, state)` pairs.
@@ -355,7 +360,7 @@ pub fn flatten<F: Family>(answers: &Answers<Vec<F::State>>) -> Vec<(NodeId, F::S
 
 /// Every key of the family that t nodes agree on, by name.
 pub async fn list<F: Family>(pool: &Pool, deadline: Instant) -> Result<Vec<View<F>>, CoordError> {
-    let answers = read_states::<F>(pool, None, deadline).await;
+    let answers = read_states::<F>(pool, Ask::STATE, None, deadline).await;
     let answered = answers.iter().filter(|(_, r)| r.is_ok()).count();
     if answered < pool.quorum() {
         return Err(CoordError::Unavailable(format!(
@@ -455,7 +460,7 @@ impl<F: Family> Metadata<F> {
 
     /// Reads the key from the nodes (no cache); a key the nodes do not hold is forgotten.
     async fn read(&self, pool: &Pool, name: &str, deadline: Instant) -> Result<Arc<View<F>>, CoordError> {
-        let answers = read_states::<F>(pool, Some(name), deadline).await;
+        let answers = read_states::<F>(pool, Ask::STATE, Some(name), deadline).await;
         let states = flatten::<F>(&answers);
         if let Some(view) = merge::<F>(name, &states, pool.quorum()) {
             return Ok(Arc::new(view));

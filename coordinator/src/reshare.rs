@@ -18,7 +18,7 @@
 //! each node checks the run against its own manifest regardless.
 
 use crate::error::CoordError;
-use crate::fanout::{self, Ask, ask_every};
+use crate::fanout::{self, Answers, Ask, ask_every};
 use crate::metadata::{Family, View, flatten, merge, read_states};
 use crate::pool::{NodeHandle, Pool};
 use hyok_proto::v1 as pb;
@@ -139,27 +139,52 @@ fn holds_trusted<F: Family>(state: &F::State, view: &View<F>, version: u32, sett
     })
 }
 
-/// The versions of key `key_id` that one of `members` lacks at the trusted generation.
+/// The versions of key `key_id` that one of `members` says it lacks at the trusted generation:
+/// it answered without them, or answered that it holds nothing of the key. A member that did not
+/// answer (slow, down) is not known to lack anything and triggers no reshare; the next pass asks
+/// it again.
 pub async fn needing_repair<F: Family>(
     pool: &Pool,
     members: &[Member],
     key_id: &str,
     deadline: Instant,
 ) -> Result<Vec<u32>, CoordError> {
-    let states = read_states::<F>(pool, Some(key_id), deadline).await;
+    let states = read_states::<F>(pool, Ask::EVERY_STATE, Some(key_id), deadline).await;
     let answers = flatten::<F>(&states);
     let Some(view) = merge::<F>(key_id, &answers, pool.quorum()) else { return Ok(Vec::new()) };
-    let by_node: BTreeMap<NodeId, &F::State> = answers.iter().map(|(n, s)| (*n, s)).collect();
-    let mut out = Vec::new();
-    for version in view.versions.keys() {
-        let lacking = members
-            .iter()
-            .any(|m| !by_node.get(&m.handle.id).is_some_and(|s| holds_trusted(*s, &view, *version, true)));
-        if lacking {
-            out.push(*version);
-        }
-    }
-    Ok(out)
+    let ids: Vec<NodeId> = members.iter().map(|m| m.handle.id).collect();
+    Ok(versions_lacking::<F>(&view, &answered_states(&states), &ids))
+}
+
+/// The trusted versions of `view` that one of `members` said it lacks (see [`answered_states`]).
+fn versions_lacking<F: Family>(
+    view: &View<F>,
+    answered: &BTreeMap<NodeId, Option<&F::State>>,
+    members: &[NodeId],
+) -> Vec<u32> {
+    view.versions
+        .keys()
+        .copied()
+        .filter(|version| {
+            members.iter().any(|m| match answered.get(m) {
+                Some(state) => !state.is_some_and(|s| holds_trusted::<F>(s, view, *version, true)),
+                None => false,
+            })
+        })
+        .collect()
+}
+
+/// What each node that answered said about one key: its state, or `None` for "not found".
+/// Nodes whose read failed otherwise are absent.
+fn answered_states<S>(states: &Answers<Vec<S>>) -> BTreeMap<NodeId, Option<&S>> {
+    states
+        .iter()
+        .filter_map(|(node, answer)| match answer {
+            Ok(held) => Some((*node, held.first())),
+            Err(status) if status.code() == tonic::Code::NotFound => Some((*node, None)),
+            Err(_) => None,
+        })
+        .collect()
 }
 
 /// Reshares `version` of `key_id` from the reachable holders of its trusted generation to every
@@ -208,7 +233,7 @@ pub async fn run<F: Family>(
     target: &Target<'_>,
 ) -> Result<(Outcome, Vec<u8>), CoordError> {
     let quorum = pool.quorum();
-    let states = read_states::<F>(pool, Some(key_id), deadline).await;
+    let states = read_states::<F>(pool, Ask::EVERY_STATE, Some(key_id), deadline).await;
     let answers = flatten::<F>(&states);
     let view = merge::<F>(key_id, &answers, quorum)
         .ok_or_else(|| CoordError::NotFound(format!("no {} {key_id} (held by fewer than {quorum} nodes)", F::WHAT)))?;
@@ -366,4 +391,79 @@ async fn rounds(
         tracing::warn!(?disqualified, "reshare excluded dealers");
     }
     Ok(first.public_key_package.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Status;
+
+    fn id(i: u16) -> NodeId {
+        NodeId::new(i).unwrap()
+    }
+
+    #[test]
+    fn a_node_that_did_not_answer_is_not_counted_as_holding_nothing() {
+        let states: Answers<Vec<&str>> = vec![
+            (id(1), Ok(vec!["state of 1"])),
+            (id(2), Err(Status::not_found("no key k"))),
+            (id(3), Err(Status::deadline_exceeded("no answer before the deadline"))),
+            (id(4), Err(Status::unavailable("connection refused"))),
+            (id(5), Ok(vec![])),
+        ];
+        let answered = answered_states(&states);
+        assert_eq!(answered.get(&id(1)), Some(&Some(&"state of 1")));
+        // "Not found" is an answer: the node holds nothing of the key and is repaired.
+        assert_eq!(answered.get(&id(2)), Some(&None));
+        // A late or unreachable node said nothing: it is not known to lack the key.
+        assert!(!answered.contains_key(&id(3)));
+        assert!(!answered.contains_key(&id(4)));
+        assert_eq!(answered.get(&id(5)), Some(&None));
+    }
+
+    fn holding(versions: &[(u32, &[u8])]) -> pb::NodeKeyState {
+        pb::NodeKeyState {
+            key_id: "k".into(),
+            enabled: true,
+            usages: vec![1],
+            versions: versions
+                .iter()
+                .map(|(v, p)| pb::NodeKeyVersion {
+                    version: *v,
+                    public_key_package: p.to_vec(),
+                    active: true,
+                    ..Default::default()
+                })
+                .collect(),
+            vetoed: false,
+        }
+    }
+
+    /// Under load a node's state read can time out; only a node that says it lacks a version
+    /// (or holds nothing) makes the repair loop reshare it.
+    #[test]
+    fn repair_reshares_only_what_an_answering_member_lacks() {
+        let ids: Vec<NodeId> = (1..=5).map(id).collect();
+        let mut rng = rand::rng();
+        let (_, one) =
+            hyok_threshold::dealer::dangerous_deal(&curve25519_dalek::Scalar::from(5u64), 3, &ids, &mut rng).unwrap();
+        let (_, two) =
+            hyok_threshold::dealer::dangerous_deal(&curve25519_dalek::Scalar::from(6u64), 3, &ids, &mut rng).unwrap();
+        let (one, two) = (one.to_bytes(), two.to_bytes());
+        let full = holding(&[(1, &one), (2, &two)]);
+        let only_one = holding(&[(1, &one)]);
+        let answers: Vec<(NodeId, pb::NodeKeyState)> = (1..=3).map(|i| (id(i), full.clone())).collect();
+        let view = crate::metadata::merge::<crate::metadata::Ec>("k", &answers, 3).unwrap();
+        let mut answered: BTreeMap<NodeId, Option<&pb::NodeKeyState>> = (1..=3).map(|i| (id(i), Some(&full))).collect();
+        // Nodes 4 and 5 did not answer: nothing to repair.
+        assert!(versions_lacking::<crate::metadata::Ec>(&view, &answered, &ids).is_empty());
+        // Node 4 answers with version 1 only: version 2 is repaired.
+        answered.insert(id(4), Some(&only_one));
+        assert_eq!(versions_lacking::<crate::metadata::Ec>(&view, &answered, &ids), vec![2]);
+        // Node 5 answers "not found" (a wiped node): both versions.
+        answered.insert(id(5), None);
+        assert_eq!(versions_lacking::<crate::metadata::Ec>(&view, &answered, &ids), vec![1, 2]);
+        // A node outside the members is not repaired.
+        assert_eq!(versions_lacking::<crate::metadata::Ec>(&view, &answered, &ids[..4]), vec![2]);
+    }
 }

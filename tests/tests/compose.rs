@@ -245,7 +245,7 @@ impl Drop for Project {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    hyok_cli::ports::free_port().unwrap()
 }
 
 fn encrypt_body(plaintext: &[u8], n: u64) -> Value {

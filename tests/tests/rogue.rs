@@ -1037,7 +1037,7 @@ async fn a_rogue_node_repeating_its_metadata_or_listing_a_foreign_package_counts
     let endpoint = cluster.dev.nodes.iter().find(|n| n.id == 5).unwrap().endpoint.clone();
     let public = endpoint.trim_start_matches("https://").to_owned();
     cluster.kill_node(5).unwrap();
-    let inner = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let inner = format!("127.0.0.1:{}", hyok_cli::ports::free_port().unwrap());
     cluster.restart_node_listening(5, &inner).unwrap();
     let tls = cluster.tls_for(Role::Coordinator).client_config(&Role::Node(5).proof_name()).unwrap();
     let upstream = Endpoint::from_shared(format!("https://{inner}")).unwrap().tls_config(tls).unwrap().connect().await;

@@ -58,7 +58,7 @@ impl Vault {
             .await
             .map_err(|_| CoordError::Unavailable("another RSA import is in progress".into()))?;
         // A version held ACTIVE anywhere exists (PENDING leftovers of a failed import do not).
-        let states = read_states::<Rsa>(&self.pool, Some(&req.name), deadline).await;
+        let states = read_states::<Rsa>(&self.pool, Ask::EVERY_STATE, Some(&req.name), deadline).await;
         let highest = flatten::<Rsa>(&states)
             .iter()
             .flat_map(|(_, s)| s.versions.iter().filter(|v| v.active).map(|v| v.version))

@@ -12,6 +12,7 @@
 
 use crate::devfile::{DevCoordinator, DevDke, DevFile, DevNode, DevTls, DevXks};
 use crate::pki::Pki;
+use crate::ports::free_port;
 use anyhow::{Context, Result, bail};
 use hyok_proto::v1 as pb;
 use hyok_proto::{Role, TlsFiles};
@@ -48,10 +49,6 @@ pub struct DevOptions {
 struct Shape {
     nodes: u16,
     threshold: u16,
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn metrics_url(port: u16) -> String {

@@ -29,6 +29,7 @@ pub mod membership;
 pub mod operated;
 pub mod pki;
 pub mod policy;
+pub mod ports;
 pub mod rsa;
 pub mod status;
 pub mod target;

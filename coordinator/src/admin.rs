@@ -210,8 +210,11 @@ impl Vault {
             tokio::time::sleep(reshare::FINALIZE_GRACE).await;
             for outcome in &pass.committed {
                 reshare::finalize(&self.pool, outcome, request_id, finalize_deadline).await?;
-                self.metadata.invalidate(&outcome.key_id);
-                self.rsa_metadata.invalidate(&outcome.key_id);
+                if outcome.rsa {
+                    self.reread(&self.rsa_metadata, &outcome.key_id).await;
+                } else {
+                    self.reread(&self.metadata, &outcome.key_id).await;
+                }
             }
         }
         Ok(pb::ReshareKeysResponse { versions: pass.out })
@@ -236,6 +239,14 @@ impl Vault {
         crate::epoch::abort(&self.pool, request_id).await
     }
 
+    /// Reads `key` again ahead of the requests after its shares changed (they keep the cached
+    /// view meanwhile); forgets it if the read fails.
+    async fn reread<F: metadata::Family>(&self, cache: &metadata::Metadata<F>, key: &str) {
+        if cache.refresh(&self.pool, key, Instant::now() + DKG_BUDGET).await.is_err() {
+            cache.invalidate(key);
+        }
+    }
+
     /// One family's part of a [`Vault::reshare_keys`] pass.
     async fn reshare_family<F: metadata::Family>(
         &self,
@@ -255,6 +266,7 @@ impl Vault {
             } else {
                 cache.fresh(&self.pool, &key, pass.deadline).await?.versions.keys().copied().collect()
             };
+            let mut reshared = false;
             for version in versions {
                 let run_deadline = Instant::now() + DKG_BUDGET;
                 let mut reported =
@@ -264,12 +276,18 @@ impl Vault {
                         reported.generation = outcome.generation;
                         reported.receivers = outcome.receivers.iter().map(|r| u32::from(*r)).collect();
                         pass.committed.push(outcome);
+                        reshared = true;
                     }
                     Err(e) => reported.error = e.to_string(),
                 }
                 pass.out.push(reported);
             }
-            cache.invalidate(&key);
+            // Requests keep using the cached view (its generation still serves until the
+            // finalize) while the new one is read ahead of them; a pass that changed nothing
+            // leaves the cache alone (the repair loop runs every few seconds).
+            if reshared {
+                self.reread(cache, &key).await;
+            }
         }
         Ok(())
     }

@@ -298,7 +298,7 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let _guard = lock(&self.audit_writes);
+        let guard = lock(&self.audit_writes);
         let fallback = match self.meta.get(AUDIT_HEAD)? {
             Some(_) => Head::EMPTY,
             // A store written before heads were recorded: continue from its last entry.
@@ -328,6 +328,10 @@ impl Store {
                 Ok(entries)
             })
             .map_err(tx_error)?;
+        // Flushed outside the lock: a flush makes everything written so far durable, so
+        // concurrent appends share one (group commit) instead of queueing one each; each caller
+        // still returns only once its own entries are on disk.
+        drop(guard);
         self.flush()?;
         Ok(entries)
     }

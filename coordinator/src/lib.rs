@@ -133,7 +133,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         let vault = vault.clone();
         let budget = config.request_timeout();
         tokio::spawn(async move {
+            // Every key the nodes hold is listed at start and once per TTL (one call per node
+            // for all keys), so that a key's first request, whenever it comes, finds its view.
+            let mut listed: Option<tokio::time::Instant> = None;
             loop {
+                if listed.is_none_or(|at| at.elapsed() >= vault.metadata.ttl()) {
+                    let ec = vault.metadata.preload(&vault.pool, budget).await;
+                    let rsa = vault.rsa_metadata.preload(&vault.pool, budget).await;
+                    if let (Ok(ec), Ok(rsa)) = (&ec, &rsa) {
+                        if listed.is_none() {
+                            tracing::info!(keys = ec, rsa_keys = rsa, "key metadata preloaded");
+                        }
+                        listed = Some(tokio::time::Instant::now());
+                    }
+                }
                 tokio::time::sleep(vault.metadata.refresh_period()).await;
                 vault.metadata.refresh_due(&vault.pool, budget).await;
                 vault.rsa_metadata.refresh_due(&vault.pool, budget).await;

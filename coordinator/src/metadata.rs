@@ -394,6 +394,11 @@ impl<F: Family> Metadata<F> {
         Metadata { ttl, cache: Cache::new(ttl, ttl * STALE_FACTOR) }
     }
 
+    /// After how long a view is read again.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// How often [`Metadata::refresh_due`] should run: a tenth of `ttl`, 50 ms to 1 s.
     pub fn refresh_period(&self) -> Duration {
         (self.ttl / 10).clamp(Duration::from_millis(50), Duration::from_secs(1))
@@ -456,6 +461,22 @@ impl<F: Family> Metadata<F> {
                 tracing::warn!(name = %name, what = F::WHAT, %error, "background metadata refresh failed; serving the cached view");
             }
         }
+    }
+
+    /// Reads every key the nodes agree on into the cache, so that the first request for each
+    /// finds its view there (at start, then once per TTL). Returns how many.
+    ///
+    /// # Errors
+    /// If fewer than t nodes answered; the cache is left as it was.
+    pub async fn preload(&self, pool: &Pool, budget: Duration) -> Result<usize, CoordError> {
+        let started = Instant::now();
+        let views = list::<F>(pool, started + budget).await?;
+        let count = views.len();
+        for view in views {
+            let name = view.name.clone();
+            self.cache.offer(&name, Arc::new(view), started);
+        }
+        Ok(count)
     }
 
     /// Reads the key from the nodes (no cache); a key the nodes do not hold is forgotten.

@@ -123,6 +123,20 @@ impl<V: Clone, E: Clone> Cache<V, E> {
         Ok(self.read_once(name, Some(since), read).await?.0)
     }
 
+    /// Stores `value` of `name` from a read that started at `read_at` (a bulk read ahead of the
+    /// requests), unless the cache holds one read since then or `name` was invalidated since.
+    /// It does not count as served: only a request's use keeps a name refreshed.
+    pub fn offer(&self, name: &str, value: V, read_at: Instant) {
+        let Ok(mut slots) = self.slots.lock() else { return };
+        let slot = slots.entry(name.to_owned()).or_default();
+        if slot.floor.is_some_and(|floor| read_at < floor) || slot.value.as_ref().is_some_and(|(at, _)| *at >= read_at)
+        {
+            return;
+        }
+        slot.value = Some((read_at, value));
+        slot.floor = Some(read_at);
+    }
+
     /// Forgets `name`; a read that started before now will not be stored.
     pub fn invalidate(&self, name: &str) {
         if let Ok(mut slots) = self.slots.lock()
@@ -288,6 +302,30 @@ mod tests {
     /// A read that must not happen.
     async fn never() -> Result<u32, String> {
         Err("read on the request path".into())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offered_value_is_served_unless_something_newer_or_an_invalidation_came_first() {
+        let cache = Cache::<u32, String>::new(ms(1000), ms(6000));
+        let listed = Instant::now();
+        tokio::time::advance(ms(10)).await;
+        cache.offer("k", 1, listed);
+        assert_eq!(cache.get("k", never).await, Ok(1));
+        // A value read later is not replaced by an earlier read's.
+        let reads = Arc::new(AtomicUsize::new(0));
+        let read_at = Instant::now();
+        assert_eq!(cache.newer("k", read_at, || slow(&reads, 2)).await, Ok(2));
+        cache.offer("k", 1, listed);
+        assert_eq!(cache.get("k", never).await, Ok(2));
+        // A read that started before an invalidation is not stored.
+        let before = Instant::now();
+        tokio::time::advance(ms(10)).await;
+        cache.invalidate("j");
+        cache.offer("j", 5, Instant::now());
+        cache.invalidate("j");
+        cache.offer("j", 6, before);
+        assert_eq!(cache.get("j", || slow(&reads, 7)).await, Ok(7));
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -343,8 +343,23 @@ impl Xks {
 
     /// Reads again, every second, the primary version of every key in use whose cached one is
     /// [`VERSION_TTL`] old, while requests keep using the cached one. Runs until dropped.
+    /// Every configured key is read once at start (retried each second until it answers), so
+    /// that a key's first request finds its version here too.
     pub async fn refresh_versions(self: Arc<Self>) {
+        let mut unread: Vec<String> =
+            self.stores.iter().flat_map(|s| s.keys.values().map(|k| k.key_id.clone())).collect();
+        unread.sort();
+        unread.dedup();
         loop {
+            let mut still = Vec::new();
+            for key_id in unread {
+                let deadline = Instant::now() + self.budget.max(Duration::from_secs(1));
+                let read = || async { self.backend.key(&key_id, deadline).await.map(|info| Primary::of(&info)) };
+                if self.versions.newer(&key_id, Instant::now(), read).await.is_err() {
+                    still.push(key_id);
+                }
+            }
+            unread = still;
             tokio::time::sleep(Duration::from_secs(1)).await;
             for key_id in self.versions.due() {
                 let deadline = Instant::now() + self.budget.max(Duration::from_secs(1));

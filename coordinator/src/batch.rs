@@ -131,11 +131,8 @@ impl<K: BatchKind> Batcher<K> {
     }
 }
 
-/// The fewest calls in flight to a node before waiting is considered at all.
-const BASE_IN_FLIGHT: usize = 2;
-
-/// Calls that come back faster than this: items wait for a slot among [`BASE_IN_FLIGHT`]
-/// calls, as they always did.
+/// Calls that come back faster than this: items wait for the call in flight (one at a time),
+/// unless it is overdue.
 const NEAR: Duration = Duration::from_millis(20);
 
 /// The longest items wait for a call in flight to come back rather than open their own.
@@ -154,15 +151,18 @@ enum Next {
 /// Whether items that start waiting now get a call of their own. `started` holds the start
 /// times of the calls in flight, oldest first; `srtt` is the smoothed call time.
 ///
-/// Below [`BASE_IN_FLIGHT`] calls, always. At the ceiling, never. For a node close by (calls
-/// back within [`NEAR`]), never either: a slot frees within a few milliseconds, and items that
-/// wait travel together, sharing the node's per-call costs. For a node farther away, when no
-/// call in flight is due back within [`PATIENCE`] (or `srtt / 8`, if less): waiting for a slot
-/// would cost a good part of a round trip, a call costs far less; items that do wait go as
-/// soon as a call comes back (the worker does that), or when the call they wait on is a
-/// patience late. A call older than twice `srtt` is not expected back soon.
+/// With no call in flight, always. At the ceiling, never. For a node close by (calls back
+/// within [`NEAR`]), only once every call in flight is overdue (older than twice `srtt` and a
+/// patience): otherwise the items wait for it and travel together in the next call, so the
+/// node's per-call costs — the thread hand-offs, the audit flush, the TLS record — are shared
+/// by all that queued meanwhile (one call in flight to a near node doubled the items per call
+/// against two, and cut the nodes' CPU per XKS encrypt by a fifth). For a node farther away,
+/// when no call in flight is due back within [`PATIENCE`] (or `srtt / 8`, if less): waiting
+/// for a slot would cost a good part of a round trip, a call costs far less; items that do
+/// wait go as soon as a call comes back (the worker does that), or when the call they wait on
+/// is a patience late. A call older than twice `srtt` is not expected back soon.
 fn next(started: &VecDeque<Instant>, now: Instant, srtt: Option<Duration>, ceiling: usize) -> Next {
-    if started.len() < BASE_IN_FLIGHT.min(ceiling) {
+    if started.is_empty() {
         return Next::Open;
     }
     if started.len() >= ceiling {
@@ -170,8 +170,13 @@ fn next(started: &VecDeque<Instant>, now: Instant, srtt: Option<Duration>, ceili
     }
     let Some(srtt) = srtt else { return Next::Wait(None) };
     if srtt < NEAR {
-        // Close by, a slot frees soon: waiting costs less than the node's per-call costs.
-        return Next::Wait(None);
+        // Close by: the newest call is due back within milliseconds; a stalled one is not
+        // waited on past twice its usual time.
+        let overdue = started.back().map(|newest| *newest + srtt * 2 + PATIENCE);
+        return match overdue {
+            Some(at) if at > now => Next::Wait(Some(at)),
+            _ => Next::Open,
+        };
     }
     let patience = (srtt / 8).min(PATIENCE);
     // The call due back soonest among those not yet overdue.
@@ -288,14 +293,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn below_two_calls_items_always_go_and_at_the_ceiling_never() {
+    async fn with_no_call_in_flight_items_always_go_and_at_the_ceiling_never() {
         let now = Instant::now();
         assert_eq!(next(&VecDeque::new(), now, None, 32), Next::Open);
-        assert_eq!(next(&VecDeque::from([now]), now, Some(ms(1)), 32), Next::Open);
+        assert_eq!(next(&VecDeque::new(), now, Some(ms(100)), 1), Next::Open);
         let full: VecDeque<Instant> = (0..4).map(|_| now).collect();
         assert_eq!(next(&full, now, Some(ms(100)), 4), Next::Wait(None));
         // A ceiling of one is honoured too.
         assert_eq!(next(&VecDeque::from([now]), now, Some(ms(100)), 1), Next::Wait(None));
+        assert_eq!(next(&VecDeque::from([now]), now, Some(ms(1)), 1), Next::Wait(None));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_by_items_wait_for_the_call_in_flight_unless_it_is_overdue() {
+        let start = Instant::now();
+        tokio::time::advance(ms(3)).await;
+        let now = Instant::now();
+        // Calls of 2 ms, one sent 3 ms ago: wait for it, at most until it is overdue (2 · 2 ms
+        // and a patience after it was sent).
+        assert_eq!(next(&VecDeque::from([start]), now, Some(ms(2)), 32), Next::Wait(Some(start + ms(5))));
+        // Two in flight: the newest decides.
+        let two = VecDeque::from([start - ms(10), start]);
+        assert_eq!(next(&two, now, Some(ms(2)), 32), Next::Wait(Some(start + ms(5))));
+        // Overdue (a stalled call): a call of their own.
+        tokio::time::advance(ms(2)).await;
+        assert_eq!(next(&VecDeque::from([start]), Instant::now(), Some(ms(2)), 32), Next::Open);
+        // Calls of 11 ms, sent 3 ms ago: still waited on.
+        assert_eq!(next(&VecDeque::from([start]), now, Some(ms(11)), 32), Next::Wait(Some(start + ms(23))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -312,9 +336,9 @@ mod tests {
         assert_eq!(next(&calls, now, Some(ms(30)), 32), Next::Wait(Some(start + ms(12))));
         // Due back in 2 ms: more than the patience, a call of their own.
         assert_eq!(next(&calls, now, Some(ms(31)), 32), Next::Open);
-        // Close by (calls of 11 ms), items wait for a slot as they always did.
+        // Close by (calls of 11 ms), items wait for the newest call until it is overdue.
         let near = VecDeque::from([start, start + ms(5)]);
-        assert_eq!(next(&near, now, Some(ms(11)), 32), Next::Wait(None));
+        assert_eq!(next(&near, now, Some(ms(11)), 32), Next::Wait(Some(start + ms(28))));
         // A call overdue (older than twice srtt) is not waited on.
         tokio::time::advance(ms(20)).await;
         let later = Instant::now();
@@ -367,5 +391,37 @@ mod tests {
             assert_eq!(took, ms(100), "item {} waited for a slot", i + 1);
         }
         assert_eq!(CALLS.load(std::sync::atomic::Ordering::SeqCst), 7);
+    }
+
+    /// A fake node close by: answers after 2 ms, recording each call's size.
+    struct Near;
+
+    static NEAR_CALLS: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+    impl BatchKind for Near {
+        type Item = u32;
+        async fn call(_: NodeClient<Channel>, items: Vec<u32>, _: Instant) -> Result<Vec<pb::PartialResult>, Status> {
+            NEAR_CALLS.lock().unwrap().push(items.len());
+            tokio::time::sleep(ms(2)).await;
+            Ok(items.iter().map(|_| pb::PartialResult { result: None }).collect())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_by_items_queued_during_a_call_travel_together_in_the_next() {
+        let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
+        let batcher = Batcher::<Near>::spawn(NodeClient::new(channel), 64, 32, 1024);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        batcher.submit(0, deadline).unwrap().await.unwrap().unwrap();
+        // One item goes at once; nine queued while its call is in flight wait for it, then go
+        // as one call.
+        let first = batcher.submit(1, deadline).unwrap();
+        tokio::task::yield_now().await;
+        let rest: Vec<_> = (2..=10).map(|i| batcher.submit(i, deadline).unwrap()).collect();
+        first.await.unwrap().unwrap();
+        for rx in rest {
+            rx.await.unwrap().unwrap();
+        }
+        assert_eq!(*NEAR_CALLS.lock().unwrap(), vec![1, 1, 9]);
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A node proves that its partial `Y_i = k_i·H` uses the same `k_i` as its public verification
 //! key `K_i = k_i·G`. The proof is kept in commitment form `(A, B, s)` rather than `(c, s)` so
-//! that many proofs can be checked at once with one multiscalar multiplication.
+//! that many proofs can be checked at once with one multiscalar multiplication. `A` and `B`
+//! stay compressed until a proof is checked: a decryption combines first and checks proofs only
+//! when the tag fails, so its usual case decompresses one point per partial, not three.
 
 use crate::encoding::{Reader, Writer};
 use crate::error::Result;
@@ -10,15 +12,17 @@ use crate::keys::Element;
 use crate::schnorr::hedged_nonce;
 use crate::transcript::Transcript;
 use curve25519_dalek::{
-    RistrettoPoint, Scalar, constants::RISTRETTO_BASEPOINT_POINT, traits::IsIdentity, traits::VartimeMultiscalarMul,
+    RistrettoPoint, Scalar, constants::RISTRETTO_BASEPOINT_POINT, ristretto::CompressedRistretto, traits::IsIdentity,
+    traits::VartimeMultiscalarMul,
 };
 use rand_core::CryptoRng;
 
 /// `(A, B, s)` with `A = r·G`, `B = r·H`, `c = H(context, X, H, Y, A, B)`, `s = r + c·x`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DleqProof {
-    a: Element,
-    b: Element,
+    /// As received: decompressed (and so checked to be a point) only by a verification.
+    a: CompressedRistretto,
+    b: CompressedRistretto,
     s: Scalar,
 }
 
@@ -31,13 +35,13 @@ pub(crate) struct Statement<'a> {
 }
 
 impl Statement<'_> {
-    fn challenge(&self, context: &Transcript, a: &Element, b: &Element) -> Scalar {
+    fn challenge(&self, context: &Transcript, a: &CompressedRistretto, b: &CompressedRistretto) -> Scalar {
         let mut t = context.clone();
         t.append_point(b"X", &self.x.compressed);
         t.append_point(b"H", &self.h.compressed);
         t.append_point(b"Y", &self.y.compressed);
-        t.append_point(b"A", &a.compressed);
-        t.append_point(b"B", &b.compressed);
+        t.append_point(b"A", a);
+        t.append_point(b"B", b);
         t.challenge_scalar()
     }
 }
@@ -53,31 +57,38 @@ impl DleqProof {
         let mut nonce_context = context.clone();
         nonce_context.append_point(b"H", &statement.h.compressed);
         let r = hedged_nonce(secret, &nonce_context, rng);
-        let a = Element::new(RistrettoPoint::mul_base(&r));
-        let b = Element::new(statement.h.point * *r);
+        let a = RistrettoPoint::mul_base(&r).compress();
+        let b = (statement.h.point * *r).compress();
         let c = statement.challenge(context, &a, &b);
         DleqProof { a, b, s: *r + c * secret }
     }
 
+    /// `A` and `B` as points; `None` if either is no valid encoding (the proof is then false).
+    fn commitments(&self) -> Option<(RistrettoPoint, RistrettoPoint)> {
+        Some((self.a.decompress()?, self.b.decompress()?))
+    }
+
     /// `s·G − c·X == A` and `s·H − c·Y == B`. Variable time: public data only.
     pub(crate) fn vartime_verify(&self, statement: Statement<'_>, context: &Transcript) -> bool {
+        let Some((a, b)) = self.commitments() else { return false };
         let c = statement.challenge(context, &self.a, &self.b);
         let lhs_g = RistrettoPoint::vartime_double_scalar_mul_basepoint(&(-c), &statement.x.point, &self.s);
-        if lhs_g != self.a.point {
+        if lhs_g != a {
             return false;
         }
         let lhs_h = RistrettoPoint::vartime_multiscalar_mul([self.s, -c], [statement.h.point, statement.y.point]);
-        lhs_h == self.b.point
+        lhs_h == b
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
-        self.a.write(w);
-        self.b.write(w);
+        w.point(&self.a);
+        w.point(&self.b);
         w.scalar(&self.s);
     }
 
+    /// Reads `(A, B, s)`: `s` must be canonical; `A` and `B` are checked when the proof is.
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(DleqProof { a: Element::read(r)?, b: Element::read(r)?, s: r.scalar()? })
+        Ok(DleqProof { a: r.compressed_point()?, b: r.compressed_point()?, s: r.scalar()? })
     }
 }
 
@@ -127,13 +138,14 @@ pub(crate) fn vartime_verify_batch<R: CryptoRng + ?Sized>(
         if statement.h != h {
             return false;
         }
+        let Some((a, b)) = proof.commitments() else { return false };
         let c = statement.challenge(context, &proof.a, &proof.b);
         let z = random_weight(rng);
         let w = random_weight(rng);
         g_coef += z * proof.s;
         h_coef += w * proof.s;
         scalars.extend([-(z * c), -z, -(w * c), -w]);
-        points.extend([statement.x.point, proof.a.point, statement.y.point, proof.b.point]);
+        points.extend([statement.x.point, a, statement.y.point, b]);
     }
     scalars.extend([g_coef, h_coef]);
     points.extend([RISTRETTO_BASEPOINT_POINT, h.point]);

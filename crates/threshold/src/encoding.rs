@@ -159,6 +159,11 @@ impl<'a> Reader<'a> {
         let p = c.decompress().ok_or_else(|| self.malformed())?;
         Ok((p, c))
     }
+    /// 32 bytes meant as a compressed point, not yet decompressed (whoever uses it does, and
+    /// treats a failure as the object's own: a proof with such a commitment is false).
+    pub(crate) fn compressed_point(&mut self) -> Result<CompressedRistretto> {
+        Ok(CompressedRistretto(self.array()?))
+    }
     /// A canonical scalar (< ℓ).
     pub(crate) fn scalar(&mut self) -> Result<Scalar> {
         Option::from(Scalar::from_canonical_bytes(self.array()?)).ok_or_else(|| self.malformed())

@@ -11,7 +11,7 @@ mod common;
 use common::{deal, rng, subsets};
 use hyok_threshold::dealer::dangerous_evaluate_directly;
 use hyok_threshold::dprf::{self, DprfInput};
-use hyok_threshold::{Error, NodeId, PartialEvaluation};
+use hyok_threshold::{Error, NodeId, PartialEvaluation, Wire};
 use proptest::prelude::*;
 
 fn partials(shares: &[hyok_threshold::KeyShare], input: &DprfInput, seed: u64) -> Vec<PartialEvaluation> {
@@ -165,4 +165,33 @@ fn encryption_seeds_are_bound_to_key_version_and_nonce_and_pinned() {
     assert_ne!(seed, dprf::encryption_seed("demo", 2, &nonce));
     assert_ne!(seed, dprf::encryption_seed("demo2", 1, &nonce));
     assert_ne!(seed, dprf::encryption_seed("demo", 1, &[8u8; 16]));
+}
+
+#[test]
+fn a_proof_commitment_that_is_no_point_decodes_and_fails_its_proof_naming_the_node() {
+    let mut r = rng(10);
+    let (_, shares, package) = deal(3, 5, &mut r);
+    let input = DprfInput::random("key", 1, &mut r).unwrap();
+    let good = partials(&shares, &input, 5);
+    let n3 = NodeId::new(3).unwrap();
+    // The last 96 bytes are (A, B, s); 0xff… is no Ristretto encoding.
+    for at in [96, 64] {
+        let mut bytes = good[2].to_bytes();
+        let start = bytes.len() - at;
+        bytes[start..start + 32].fill(0xff);
+        // Proof points are decompressed only when the proof is checked.
+        let bad = PartialEvaluation::from_bytes(&bytes).unwrap();
+        assert_eq!(dprf::vartime_verify(&package, &input, &bad), Err(Error::InvalidProof { node: n3 }));
+        let set = vec![good[0].clone(), bad.clone(), good[3].clone(), good[4].clone()];
+        assert_eq!(dprf::vartime_find_invalid(&package, &input, &set, &mut r).unwrap(), vec![n3]);
+        assert_eq!(dprf::combine(&package, &input, &set, &mut r).unwrap().culprits, vec![n3]);
+        // Its value is intact: a combine that checks the result another way (a decryption's tag)
+        // still uses it.
+        let unchecked = dprf::combine_unchecked(&package, &[good[0].clone(), bad, good[3].clone()]).unwrap();
+        let reference = dprf::combine_unchecked(&package, &good).unwrap();
+        assert_eq!(
+            hyok_threshold::dealer::dangerous_output_point(&unchecked),
+            hyok_threshold::dealer::dangerous_output_point(&reference)
+        );
+    }
 }

@@ -6,8 +6,9 @@
 //! pile up while calls are in flight and travel together, so the node's per-call costs (TLS
 //! record, task hop, the audit flush) are shared. How many calls may be in flight is sized
 //! from the node's call time ([`next`]): waiting items get a call of their own unless one in
-//! flight is due back soon, so a node far away is never a queue of items waiting for a slot,
-//! and a node close by under load still gets full batches; `max_in_flight` is the ceiling.
+//! flight is due back soon, so a node far away is never a queue of items waiting for a slot;
+//! a node close by has one call in flight (another only once that one is overdue), so under
+//! load it gets full batches; `max_in_flight` is the ceiling.
 //! A full queue is refused at once ([`Submit::Overloaded`]): the caller asks another node rather
 //! than waiting in an unbounded line.
 

@@ -132,9 +132,14 @@ impl<K: BatchKind> Batcher<K> {
     }
 }
 
-/// Calls that come back faster than this: items wait for the call in flight (one at a time),
-/// unless it is overdue.
-const NEAR: Duration = Duration::from_millis(20);
+/// A node whose fastest recent call came back within this is close by (same host or same
+/// site): items wait for the call in flight (one at a time), unless it is overdue. Judged on the
+/// fastest call, not the smoothed one, so that load (which lengthens every call) does not make a
+/// close node look far, and distance (which no call beats) is never taken for load.
+const NEAR: Duration = Duration::from_millis(5);
+
+/// How long the fastest call time is remembered before the window starts again.
+const FLOOR_WINDOW: Duration = Duration::from_secs(10);
 
 /// The longest items wait for a call in flight to come back rather than open their own.
 const PATIENCE: Duration = Duration::from_millis(1);
@@ -150,10 +155,11 @@ enum Next {
 }
 
 /// Whether items that start waiting now get a call of their own. `started` holds the start
-/// times of the calls in flight, oldest first; `srtt` is the smoothed call time.
+/// times of the calls in flight, oldest first; `srtt` is the smoothed call time and `floor` the
+/// fastest in the last [`FLOOR_WINDOW`].
 ///
-/// With no call in flight, always. At the ceiling, never. For a node close by (calls back
-/// within [`NEAR`]), only once every call in flight is overdue (older than twice `srtt` and a
+/// With no call in flight, always. At the ceiling, never. For a node close by (`floor` within
+/// [`NEAR`]), only once every call in flight is overdue (older than twice `srtt` and a
 /// patience): otherwise the items wait for it and travel together in the next call, so the
 /// node's per-call costs — the thread hand-offs, the audit flush, the TLS record — are shared
 /// by all that queued meanwhile (one call in flight to a near node doubled the items per call
@@ -162,7 +168,12 @@ enum Next {
 /// for a slot would cost a good part of a round trip, a call costs far less; items that do
 /// wait go as soon as a call comes back (the worker does that), or when the call they wait on
 /// is a patience late. A call older than twice `srtt` is not expected back soon.
-fn next(started: &VecDeque<Instant>, now: Instant, srtt: Option<Duration>, ceiling: usize) -> Next {
+fn next(
+    started: &VecDeque<Instant>,
+    now: Instant,
+    (srtt, floor): (Option<Duration>, Option<Duration>),
+    ceiling: usize,
+) -> Next {
     if started.is_empty() {
         return Next::Open;
     }
@@ -170,7 +181,7 @@ fn next(started: &VecDeque<Instant>, now: Instant, srtt: Option<Duration>, ceili
         return Next::Wait(None);
     }
     let Some(srtt) = srtt else { return Next::Wait(None) };
-    if srtt < NEAR {
+    if floor.is_some_and(|f| f < NEAR) {
         // Close by: the newest call is due back within milliseconds; a stalled one is not
         // waited on past twice its usual time.
         let overdue = started.back().map(|newest| *newest + srtt * 2 + PATIENCE);
@@ -199,6 +210,8 @@ async fn worker<K: BatchKind>(
     let (done_tx, mut done) = mpsc::unbounded_channel::<(u64, Duration)>();
     let mut pending: VecDeque<Job<K::Item>> = VecDeque::new();
     let mut srtt: Option<Duration> = None;
+    // The fastest call since `.1`.
+    let mut floor: Option<(Duration, Instant)> = None;
     let mut ids = 0u64;
     let mut open = true;
     // A call came back (or the one waited on is overdue): what waits for it goes now.
@@ -210,7 +223,7 @@ async fn worker<K: BatchKind>(
             let now = Instant::now();
             if !std::mem::take(&mut freed) || started.len() >= max_in_flight {
                 let starts: VecDeque<Instant> = started.iter().map(|(_, s)| *s).collect();
-                if let Next::Wait(at) = next(&starts, now, srtt, max_in_flight) {
+                if let Next::Wait(at) = next(&starts, now, (srtt, floor.map(|f| f.0)), max_in_flight) {
                     wake = at;
                     break;
                 }
@@ -244,6 +257,11 @@ async fn worker<K: BatchKind>(
             Some((id, took)) = done.recv() => {
                 started.retain(|(i, _)| *i != id);
                 srtt = Some(srtt.map_or(took, |s| (s * 7 + took) / 8));
+                let now = Instant::now();
+                floor = match floor {
+                    Some((fastest, since)) if now.duration_since(since) < FLOOR_WINDOW => Some((fastest.min(took), since)),
+                    _ => Some((took, now)),
+                };
                 freed = true;
             }
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => freed = true,
@@ -296,13 +314,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_no_call_in_flight_items_always_go_and_at_the_ceiling_never() {
         let now = Instant::now();
-        assert_eq!(next(&VecDeque::new(), now, None, 32), Next::Open);
-        assert_eq!(next(&VecDeque::new(), now, Some(ms(100)), 1), Next::Open);
+        assert_eq!(next(&VecDeque::new(), now, (None, None), 32), Next::Open);
+        assert_eq!(next(&VecDeque::new(), now, (Some(ms(100)), Some(ms(100))), 1), Next::Open);
         let full: VecDeque<Instant> = (0..4).map(|_| now).collect();
-        assert_eq!(next(&full, now, Some(ms(100)), 4), Next::Wait(None));
+        assert_eq!(next(&full, now, (Some(ms(100)), Some(ms(100))), 4), Next::Wait(None));
         // A ceiling of one is honoured too.
-        assert_eq!(next(&VecDeque::from([now]), now, Some(ms(100)), 1), Next::Wait(None));
-        assert_eq!(next(&VecDeque::from([now]), now, Some(ms(1)), 1), Next::Wait(None));
+        assert_eq!(next(&VecDeque::from([now]), now, (Some(ms(100)), Some(ms(100))), 1), Next::Wait(None));
+        assert_eq!(next(&VecDeque::from([now]), now, (Some(ms(1)), Some(ms(1))), 1), Next::Wait(None));
     }
 
     #[tokio::test(start_paused = true)]
@@ -312,15 +330,24 @@ mod tests {
         let now = Instant::now();
         // Calls of 2 ms, one sent 3 ms ago: wait for it, at most until it is overdue (2 · 2 ms
         // and a patience after it was sent).
-        assert_eq!(next(&VecDeque::from([start]), now, Some(ms(2)), 32), Next::Wait(Some(start + ms(5))));
+        assert_eq!(
+            next(&VecDeque::from([start]), now, (Some(ms(2)), Some(ms(1))), 32),
+            Next::Wait(Some(start + ms(5)))
+        );
         // Two in flight: the newest decides.
         let two = VecDeque::from([start - ms(10), start]);
-        assert_eq!(next(&two, now, Some(ms(2)), 32), Next::Wait(Some(start + ms(5))));
+        assert_eq!(next(&two, now, (Some(ms(2)), Some(ms(1))), 32), Next::Wait(Some(start + ms(5))));
         // Overdue (a stalled call): a call of their own.
         tokio::time::advance(ms(2)).await;
-        assert_eq!(next(&VecDeque::from([start]), Instant::now(), Some(ms(2)), 32), Next::Open);
-        // Calls of 11 ms, sent 3 ms ago: still waited on.
-        assert_eq!(next(&VecDeque::from([start]), now, Some(ms(11)), 32), Next::Wait(Some(start + ms(23))));
+        assert_eq!(next(&VecDeque::from([start]), Instant::now(), (Some(ms(2)), Some(ms(1))), 32), Next::Open);
+        // Loaded (calls of 11 ms, the fastest 1 ms), sent 3 ms ago: still waited on.
+        assert_eq!(
+            next(&VecDeque::from([start]), now, (Some(ms(11)), Some(ms(1))), 32),
+            Next::Wait(Some(start + ms(23)))
+        );
+        // No call faster than 16 ms: not close by, whatever the load; none due back within the
+        // patience, so a call of their own.
+        assert_eq!(next(&VecDeque::from([start]), now, (Some(ms(17)), Some(ms(16))), 32), Next::Open);
     }
 
     #[tokio::test(start_paused = true)]
@@ -330,21 +357,22 @@ mod tests {
         let now = Instant::now();
         // A node 100 ms away: two calls just sent, neither back for ~90 ms: open a third.
         let far = VecDeque::from([start, start + ms(5)]);
-        assert_eq!(next(&far, now, Some(ms(100)), 32), Next::Open);
+        assert_eq!(next(&far, now, (Some(ms(100)), Some(ms(100))), 32), Next::Open);
         // Calls of 30 ms, the first due back in 1 ms, within the patience: wait for it, at most
         // a patience past its due time.
         let calls = VecDeque::from([start - ms(19), start + ms(5)]);
-        assert_eq!(next(&calls, now, Some(ms(30)), 32), Next::Wait(Some(start + ms(12))));
+        assert_eq!(next(&calls, now, (Some(ms(30)), Some(ms(30))), 32), Next::Wait(Some(start + ms(12))));
         // Due back in 2 ms: more than the patience, a call of their own.
-        assert_eq!(next(&calls, now, Some(ms(31)), 32), Next::Open);
-        // Close by (calls of 11 ms), items wait for the newest call until it is overdue.
+        assert_eq!(next(&calls, now, (Some(ms(31)), Some(ms(31))), 32), Next::Open);
+        // Close by (the fastest call 1 ms; loaded, calls of 11 ms), items wait for the newest
+        // call until it is overdue.
         let near = VecDeque::from([start, start + ms(5)]);
-        assert_eq!(next(&near, now, Some(ms(11)), 32), Next::Wait(Some(start + ms(28))));
+        assert_eq!(next(&near, now, (Some(ms(11)), Some(ms(1))), 32), Next::Wait(Some(start + ms(28))));
         // A call overdue (older than twice srtt) is not waited on.
         tokio::time::advance(ms(20)).await;
         let later = Instant::now();
         let stuck = VecDeque::from([start - ms(40), start + ms(25)]);
-        assert_eq!(next(&stuck, later, Some(ms(30)), 32), Next::Open);
+        assert_eq!(next(&stuck, later, (Some(ms(30)), Some(ms(30))), 32), Next::Open);
     }
 
     /// A fake node: answers each item after `delay`, counting calls.

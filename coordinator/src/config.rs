@@ -85,9 +85,9 @@ pub struct Config {
     /// Items per batched call to one node.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
-    /// The most batched calls in flight to one node (1 for a node whose calls take less than
-    /// 20 ms, unless it is overdue; for a farther one, how many are is sized from its call
-    /// time: see `batch`).
+    /// The most batched calls in flight to one node (1 for a node close by — its fastest recent
+    /// call back within 5 ms — unless it is overdue; for a farther one, how many are is sized
+    /// from its call time: see `batch`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Items waiting for one node before it counts as overloaded and the next node is asked.

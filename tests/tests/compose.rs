@@ -235,6 +235,17 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the services said, for a failure that shows only in CI.
+            let logs = self.command().args(["logs", "--no-color", "--tail", "400", "coordinator", "xks"]).output();
+            if let Ok(logs) = logs {
+                eprintln!(
+                    "== compose logs (coordinator, xks), last 400 lines each\n{}{}",
+                    String::from_utf8_lossy(&logs.stdout),
+                    String::from_utf8_lossy(&logs.stderr)
+                );
+            }
+        }
         // With the `grow` profile, so nodes 6 and 7 go too.
         let _ = self.command().env("COMPOSE_PROFILES", "grow").args(["down", "-v", "--remove-orphans"]).output();
         let _ = Command::new("docker").args(["rmi", "-f", &self.image]).output();

@@ -86,6 +86,13 @@ impl DleqProof {
         w.scalar(&self.s);
     }
 
+    /// This proof with its commitment `A` replaced by 32 bytes that are no point (a field
+    /// element above p), for tests of a complaint whose evidence does not decompress.
+    #[cfg(feature = "dangerous-testing")]
+    pub(crate) fn dangerous_with_unreadable_commitment(self) -> Self {
+        DleqProof { a: CompressedRistretto([0xff; 32]), ..self }
+    }
+
     /// Reads `(A, B, s)`: `s` must be canonical; `A` and `B` are checked when the proof is.
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         Ok(DleqProof { a: r.compressed_point()?, b: r.compressed_point()?, s: r.scalar()? })

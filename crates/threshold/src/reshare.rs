@@ -409,8 +409,8 @@ fn receive_inner<R: CryptoRng + ?Sized>(
     false_accusation: Option<NodeId>,
     rng: &mut R,
 ) -> Result<(ReceiverState, ComplaintPackage)> {
-    let (received, package) =
-        vss::receive(params, me, keys.identity(), keys.transport(), packages, None, false_accusation, rng)?;
+    let lie = false_accusation.map(vss::FalseComplaint::against);
+    let (received, package) = vss::receive(params, me, keys.identity(), keys.transport(), packages, None, lie, rng)?;
     Ok((ReceiverState(received), package))
 }
 

@@ -458,6 +458,23 @@ impl Complaint {
     }
 }
 
+/// A complaint a test makes a receiver file against a dealer whose sub-share was fine.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FalseComplaint {
+    /// The dealer slandered.
+    pub(crate) accused: NodeId,
+    /// Its proof's commitment replaced by bytes that are no point (only with
+    /// `dangerous-testing`; otherwise ignored).
+    pub(crate) unreadable_proof: bool,
+}
+
+impl FalseComplaint {
+    /// A well-formed complaint against `accused`.
+    pub(crate) fn against(accused: NodeId) -> Self {
+        FalseComplaint { accused, unreadable_proof: false }
+    }
+}
+
 /// The complaint context: a DLEQ proof that `dh = tr_i·E_j` for the accuser's transport key.
 fn complaint_context<C: Channel>(run: &C, accuser: NodeId, accused: NodeId) -> Transcript {
     let mut t = run.transcript("complaint");
@@ -649,7 +666,7 @@ pub(crate) fn receive<R: Run, G: CryptoRng + ?Sized>(
     transport: &TransportSecret,
     packages: &[R::Dealing],
     own: Option<(&R::Dealing, &Scalar)>,
-    false_accusation: Option<NodeId>,
+    false_accusation: Option<FalseComplaint>,
     rng: &mut G,
 ) -> Result<(Received<R>, R::Complaints)> {
     if !run.is_receiver(me) {
@@ -717,9 +734,17 @@ pub(crate) fn receive<R: Run, G: CryptoRng + ?Sized>(
             None => complaints.push(Complaint::prove(&run, transport, me, *dealer, dealing.ephemeral(), rng)),
         }
     }
-    if let Some(accused) = false_accusation.and_then(|id| all.get(&id)) {
+    if let Some(lie) = false_accusation
+        && let Some(accused) = all.get(&lie.accused)
+    {
         let accused = accused.dealing();
-        complaints.push(Complaint::prove(&run, transport, me, accused.dealer(), accused.ephemeral(), rng));
+        #[allow(unused_mut)]
+        let mut complaint = Complaint::prove(&run, transport, me, accused.dealer(), accused.ephemeral(), rng);
+        #[cfg(feature = "dangerous-testing")]
+        if lie.unreadable_proof {
+            complaint.proof = complaint.proof.dangerous_with_unreadable_commitment();
+        }
+        complaints.push(complaint);
     }
     let view = view_of(&run, all.values());
     let own_complaints = SignedComplaints::sign(&run, identity, me, complaints, view, rng);

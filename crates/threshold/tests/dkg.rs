@@ -10,7 +10,7 @@ mod common;
 
 use common::{Cluster, RelayLog, honest, rng, run_dkg, subsets};
 use curve25519_dalek::{RistrettoPoint, Scalar, traits::Identity};
-use hyok_threshold::dkg::{self, Parameters, round1};
+use hyok_threshold::dkg::{self, Parameters, round1, round2};
 use hyok_threshold::dprf::{self, DprfInput};
 use hyok_threshold::{Error, NodeId, NodeSecrets, PartialEvaluation, Wire};
 
@@ -158,6 +158,45 @@ fn a_false_complaint_disqualifies_the_accuser_not_the_accused() {
     let outputs: Vec<dkg::Output> = states2.into_iter().map(|s| s.finish(&packages2).unwrap()).collect();
     for o in &outputs {
         assert_eq!(o.disqualified, vec![liar]);
+        assert_eq!(o.package, outputs[0].package);
+    }
+}
+
+#[test]
+fn a_complaint_whose_proof_commitment_is_no_point_decodes_and_disqualifies_its_sender() {
+    let mut r = rng(12);
+    let cluster = Cluster::new(2, 4, b"session-unreadable-complaint", &mut r);
+    let liar = node(2);
+    let slandered = node(4);
+    let mut states = Vec::new();
+    let mut packages1 = Vec::new();
+    for (id, identity) in &cluster.identities {
+        let (s, p) = dkg::part1(*id, identity, cluster.params.clone(), &mut r).unwrap();
+        states.push(s);
+        packages1.push(p);
+    }
+    let mut states2 = Vec::new();
+    let mut packages2 = Vec::new();
+    for (i, s) in states.into_iter().enumerate() {
+        let (s, p) = if i == 1 {
+            s.dangerous_receive_with_unreadable_complaint(&packages1, slandered, &mut r).unwrap()
+        } else {
+            s.receive(&packages1, &mut r).unwrap()
+        };
+        states2.push(s);
+        // As the coordinator relays it: over the wire. The signed message decodes although one
+        // of its points does not; a node that refused it here would stop the run naming nobody.
+        let bytes = p.to_bytes();
+        assert_eq!(bytes.windows(32).any(|w| w == [0xff; 32]), i == 1, "only the liar's proof carries the non-point");
+        let relayed = round2::Package::from_bytes(&bytes).expect("a complaint with an unreadable proof still decodes");
+        assert_eq!(relayed, p);
+        packages2.push(relayed);
+    }
+    assert_eq!(packages2[1].sender(), liar);
+    assert_eq!(packages2[1].complaints().iter().map(|c| c.accused()).collect::<Vec<_>>(), vec![slandered]);
+    let outputs: Vec<dkg::Output> = states2.into_iter().map(|s| s.finish(&packages2).unwrap()).collect();
+    for o in &outputs {
+        assert_eq!(o.disqualified, vec![liar], "the accuser whose proof is no point is the one out");
         assert_eq!(o.package, outputs[0].package);
     }
 }

@@ -180,13 +180,27 @@ impl SecretPackage {
         accused: NodeId,
         rng: &mut R,
     ) -> Result<(round2::SecretPackage, round2::Package)> {
-        self.receive_inner(packages, Some(accused), rng)
+        self.receive_inner(packages, Some(crate::vss::FalseComplaint::against(accused)), rng)
+    }
+
+    /// Round 2 for a node that files a false complaint against `accused` whose DLEQ proof's
+    /// commitment is 32 bytes that are no point: for tests that such a complaints message still
+    /// decodes, and that its sender, not the accused, is disqualified.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_receive_with_unreadable_complaint<R: CryptoRng + ?Sized>(
+        self,
+        packages: &[Package],
+        accused: NodeId,
+        rng: &mut R,
+    ) -> Result<(round2::SecretPackage, round2::Package)> {
+        let lie = crate::vss::FalseComplaint { accused, unreadable_proof: true };
+        self.receive_inner(packages, Some(lie), rng)
     }
 
     fn receive_inner<R: CryptoRng + ?Sized>(
         self,
         packages: &[Package],
-        false_accusation: Option<NodeId>,
+        false_accusation: Option<crate::vss::FalseComplaint>,
         rng: &mut R,
     ) -> Result<(round2::SecretPackage, round2::Package)> {
         let own = Some((&self.own_package, &*self.own_share));

@@ -25,8 +25,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long the chaos lasts.
 const CHAOS: Duration = Duration::from_secs(20);
-/// hyok-xks's per-request budget in these runs.
-const BUDGET_MS: u64 = 1000;
+/// hyok-xks's per-request budget in these runs (the coordinator's own default, 2 s, caps it).
+/// With n − t nodes killed every one left must answer, and on this VM the disk now and then
+/// stalls every node's flush at once for about a second (reproduced with a large fsynced
+/// write beside the test: all five nodes answered nothing for 1–2 s); 1 s failed such a
+/// request, which is this machine's disk, not failover.
+const BUDGET_MS: u64 = 2000;
 /// How long to wait for the cluster to come up or recover.
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -142,9 +146,9 @@ impl Project {
         let init = Command::new(hyokctl()).args(["compose", "init", "--dir"]).arg(self.dir.path()).output().unwrap();
         assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
         let file = ComposeFile::load(self.dir.path()).unwrap();
-        // Debug builds of eight containers share two cores here (with the test itself): give each
-        // request 1 s instead of KMS's 200 ms, so what is tested is failover, not this machine's
-        // speed.
+        // Debug builds of eight containers share two cores and one disk here (with the test
+        // itself): give each request 2 s instead of KMS's 200 ms, so what is tested is failover,
+        // not this machine's speed.
         let xks_config = self.dir.path().join("xks/xks.toml");
         let text = std::fs::read_to_string(&xks_config).unwrap();
         std::fs::write(&xks_config, format!("budget_ms = {BUDGET_MS}\n{text}")).unwrap();

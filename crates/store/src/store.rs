@@ -11,13 +11,16 @@
 //!
 //! **Every mutating method flushes sled to disk before it returns `Ok`** — including calls that
 //! find nothing left to change, since an earlier call may have changed it and then failed to
-//! flush — so a node that acknowledges a change has made it durable. Multi-record changes are
+//! flush — so a node that acknowledges a change has made it durable. The one exception is the
+//! audit append, on every request's path: it is made durable in the audit journal instead
+//! ([`crate::journal`]), from which [`Store::open`] puts back what sled lost. Multi-record changes are
 //! sled transactions, so a crash leaves all of a change or none of it; one lock serializes the
 //! writers of key records (both families) and another audit appends, so check-then-write
 //! sequences do not race.
 
 use crate::audit::{self, AuditBreak, AuditEntry, AuditEvent, Head};
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 use crate::keys::{
     Ec, Family, IDENTITY_AAD, KeyMeta, MAX_PACKAGE, MAX_SHARE, Rsa, Usages, VersionInfo, VersionRecord, check_key_id,
     decode_meta, encode_meta, share_aad, version_key, version_prefix,
@@ -87,6 +90,12 @@ pub struct Store {
     pub(crate) key_writes: Mutex<()>,
     /// Serializes audit appends.
     audit_writes: Mutex<()>,
+    /// What makes an audit append durable (see [`crate::journal`]).
+    journal: Journal,
+    /// sled's log file, synced after each flush: sled's own flush only asks the kernel to write
+    /// the range out (`sync_file_range`), which survives the process dying but not the machine
+    /// losing power, nor a grown file's new size.
+    log: std::fs::File,
 }
 
 impl std::fmt::Debug for Store {
@@ -117,7 +126,11 @@ impl Store {
         // No periodic background flush: every mutation flushes before it returns, and without
         // the flusher thread a dropped store releases its directory lock at once.
         let db = sled::Config::new().path(dir.as_ref()).flush_every_ms(None).open()?;
-        Ok(Store {
+        let (journal, journaled) = Journal::open(dir.as_ref())?;
+        let log_path = dir.as_ref().join("db");
+        let log = std::fs::File::open(&log_path)
+            .map_err(|source| Error::File { path: log_path.display().to_string(), source })?;
+        let store = Store {
             meta: db.open_tree("meta")?,
             ec: Trees::open::<Ec>(&db)?,
             rsa: Trees::open::<Rsa>(&db)?,
@@ -127,7 +140,60 @@ impl Store {
             seal,
             key_writes: Mutex::new(()),
             audit_writes: Mutex::new(()),
-        })
+            journal,
+            log,
+        };
+        store.recover_audit(journaled)?;
+        Ok(store)
+    }
+
+    /// Puts back the journaled audit entries sled lost (it is flushed only now and then, see
+    /// [`crate::journal`]): those that continue its chain, in order. Then flushes, and the
+    /// journal starts over. An entry sled already holds is not touched (nor checked: the
+    /// chain's verification does that). A journal that skips past sled's head — entries sled
+    /// lost that the journal does not hold — is a corrupt store.
+    fn recover_audit(&self, journaled: Vec<AuditEntry>) -> Result<()> {
+        let mut head = self.audit_head_or_last()?;
+        let mut lost = Vec::new();
+        let held = head.seq;
+        for entry in journaled.into_iter().filter(|e| e.seq > held) {
+            if entry.seq != head.seq + 1 || entry.prev_hash != head.hash {
+                return Err(Error::Corrupt(format!(
+                    "audit journal: entry {} does not continue the chain at {}",
+                    entry.seq, head.seq
+                )));
+            }
+            head = Head { seq: entry.seq, hash: entry.hash };
+            let mut value = audit::encode(entry.seq, &entry.event, &entry.prev_hash);
+            value.extend_from_slice(&entry.hash);
+            lost.push((entry.seq, value));
+        }
+        if !lost.is_empty() {
+            (&self.audit, &self.meta)
+                .transaction(|(audit_tree, meta)| {
+                    for (seq, value) in &lost {
+                        audit_tree.insert(&seq.to_be_bytes()[..], value.as_slice())?;
+                    }
+                    meta.insert(AUDIT_HEAD, &head.encode()[..])?;
+                    Ok(())
+                })
+                .map_err(tx_error)?;
+        }
+        self.flush()?;
+        self.journal.reset();
+        Ok(())
+    }
+
+    /// The recorded audit head, or for a store written before heads were recorded its last
+    /// entry, or the empty head.
+    fn audit_head_or_last(&self) -> Result<Head> {
+        if let Some(v) = self.meta.get(AUDIT_HEAD)? {
+            return Head::decode(&v);
+        }
+        match self.audit.last()? {
+            Some((_, last)) => audit::decode(&last).map(|e| Head { seq: e.seq, hash: e.hash }),
+            None => Ok(Head::EMPTY),
+        }
     }
 
     /// Every tree's name (for [`Store::export`]).
@@ -140,8 +206,10 @@ impl Store {
         Ok(self.db.open_tree(name)?)
     }
 
+    /// Makes everything written so far durable: sled's flush, then its log file synced.
     pub(crate) fn flush(&self) -> Result<()> {
         self.db.flush()?;
+        self.log.sync_all().map_err(|source| Error::File { path: "sled log".into(), source })?;
         Ok(())
     }
 
@@ -290,7 +358,8 @@ impl Store {
     // ---- audit -------------------------------------------------------------------------
 
     /// Appends `events` to the audit chain, in order, in one transaction with the recorded head,
-    /// and flushes once. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash (zeros for
+    /// and makes them durable once: in the audit journal (see [`crate::journal`]), or, when the
+    /// journal is full, by a flush, after which the journal starts over. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash (zeros for
     /// the first) and `hash = SHA-256(encoding)` (see [`crate::audit`]). Every event is checked
     /// ([`AuditEvent::check`]) before anything is written.
     pub fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>> {
@@ -314,25 +383,35 @@ impl Store {
                     None => fallback,
                 };
                 let mut entries = Vec::with_capacity(events.len());
+                let mut values = Vec::with_capacity(events.len());
                 let (mut seq, mut prev) = (head.seq, head.hash);
                 for event in events {
                     seq += 1;
                     let mut value = audit::encode(seq, event, &prev);
                     let hash = audit::hash(&value);
                     value.extend_from_slice(&hash);
-                    audit_tree.insert(&seq.to_be_bytes()[..], value)?;
+                    audit_tree.insert(&seq.to_be_bytes()[..], value.as_slice())?;
+                    values.push(value);
                     entries.push(AuditEntry { seq, event: event.clone(), prev_hash: prev, hash });
                     prev = hash;
                 }
                 meta.insert(AUDIT_HEAD, &Head { seq, hash: prev }.encode()[..])?;
-                Ok(entries)
+                Ok((entries, values))
             })
             .map_err(tx_error)?;
-        // Flushed outside the lock: a flush makes everything written so far durable, so
+        let (entries, values) = entries;
+        // Into the journal in the lock, so that its records go in chain order.
+        let Some(end) = self.journal.append(&values)? else {
+            // Full: one flush makes sled hold everything, and the journal starts over.
+            self.flush()?;
+            self.journal.reset();
+            return Ok(entries);
+        };
+        // Synced outside the lock: one sync makes everything written so far durable, so
         // concurrent appends share one (group commit) instead of queueing one each; each caller
         // still returns only once its own entries are on disk.
         drop(guard);
-        self.flush()?;
+        self.journal.sync(end)?;
         Ok(entries)
     }
 

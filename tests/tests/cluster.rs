@@ -468,6 +468,16 @@ async fn keys_are_created_rotated_and_disabled_per_node() {
     assert_eq!(dec(&mut client, v1.ciphertext.clone()).await.unwrap(), b"v1");
 }
 
+/// `hyokctl --dev-dir DIR audit verify [--node N]`.
+fn audit_verify(dev_dir: &std::path::Path, node: Option<u16>) -> std::process::Output {
+    let mut cmd = Command::new(hyokctl());
+    cmd.arg("--dev-dir").arg(dev_dir).arg("audit").arg("verify");
+    if let Some(id) = node {
+        cmd.arg("--node").arg(id.to_string());
+    }
+    cmd.output().unwrap()
+}
+
 /// Node `id`'s whole audit log, read over `ReadAudit` as the admin.
 async fn audit_of(cluster: &Cluster, id: u16) -> Vec<pb::AuditEntry> {
     let mut node = cluster.node_client_as(id, &cluster.admin_tls()).await.unwrap();
@@ -505,12 +515,7 @@ async fn a_node_killed_with_sigkill_keeps_every_audit_entry_it_acknowledged() {
         let blob = encrypt(&mut client, &[i], b"").await.unwrap();
         decrypt(&mut client, &blob, b"").await.unwrap();
     }
-    let verify = Command::new(hyokctl())
-        .arg("--dev-dir")
-        .arg(cluster.dir.path())
-        .args(["audit", "verify", "--node", "2"])
-        .output()
-        .unwrap();
+    let verify = audit_verify(cluster.dir.path(), Some(2));
     let out = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success() && out.contains("audit chain intact"), "{out}");
     println!("sigkill: node 2 had {} entries ({served} evaluations), {} after the restart", before.len(), after.len());
@@ -525,14 +530,7 @@ async fn audit_chains_verify_and_a_tampered_entry_is_reported() {
         decrypt(&mut client, &blob, b"").await.unwrap();
     }
     let dev_dir = cluster.dir.path().to_path_buf();
-    let verify = |node: Option<u16>| {
-        let mut cmd = Command::new(hyokctl());
-        cmd.arg("--dev-dir").arg(&dev_dir).arg("audit").arg("verify");
-        if let Some(id) = node {
-            cmd.arg("--node").arg(id.to_string());
-        }
-        cmd.output().unwrap()
-    };
+    let verify = |node: Option<u16>| audit_verify(&dev_dir, node);
     let ok = verify(None);
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{out}\n{}", String::from_utf8_lossy(&ok.stderr));

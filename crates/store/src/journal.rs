@@ -1,13 +1,14 @@
 //! The audit journal: what makes an audit append durable without a sled flush.
 //!
 //! Every partial a node computes is audited, and a node acknowledges nothing it has not made
-//! durable, so the audit append is on every request's path. A sled flush hands the write to
-//! sled's IO threads (waking all of them) and, on ext4, commits the filesystem's journal, which
-//! waits for every other writer's dirty data on the same disk: under a big write elsewhere
-//! (an image build, a copy) a node's answer took over a second. An append instead goes into
-//! sled unflushed and into this file, written in place over zeroes laid down when the file was
-//! made, then `fdatasync`ed: the file's size and blocks never change, so the sync writes this
-//! file's new bytes and nothing else.
+//! durable, so the audit append is on every request's path. sled's flush is only a `pwrite` and
+//! a `sync_file_range`: it survives the process dying, not the machine losing power (the disk's
+//! write cache is not flushed, nor the new size of sled's growing log file). An append instead
+//! goes into sled unflushed and into this file, written in place over zeroes laid down when the
+//! file was made, then `fdatasync`ed: the file's size and blocks never change, so by ext4's rules
+//! the sync writes this file's new bytes and flushes the disk's cache, without a
+//! filesystem-journal commit. It costs latency that sled's flush did not pay, most of all when
+//! another writer fills the disk's queue (see the README's stop-24 figures).
 //!
 //! ```text
 //! ( u32be(len) ‖ value )*   value: an audit entry as the `audit` tree stores it (its hash last)
@@ -242,7 +243,6 @@ mod tests {
         let old = chain((0, [0; 32]), 6, "old");
         journal.append(&old).unwrap().unwrap();
         journal.reset();
-        // A reset counts what was written as durable: a sync waiting on it returns at once.
         let new = chain(head(&old), 2, "new");
         let end = journal.append(&new).unwrap().unwrap();
         journal.sync(end).unwrap();

@@ -368,14 +368,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let guard = lock(&self.audit_writes);
-        let fallback = match self.meta.get(AUDIT_HEAD)? {
-            Some(_) => Head::EMPTY,
-            // A store written before heads were recorded: continue from its last entry.
-            None => match self.audit.last()? {
-                Some((_, last)) => audit::decode(&last).map(|e| Head { seq: e.seq, hash: e.hash })?,
-                None => Head::EMPTY,
-            },
-        };
+        // Outside the transaction, for a store written before heads were recorded (it continues
+        // from its last entry); inside it, the recorded head decides.
+        let fallback = self.audit_head_or_last()?;
         let entries = (&self.audit, &self.meta)
             .transaction(|(audit_tree, meta)| {
                 let head = match meta.get(AUDIT_HEAD)? {

@@ -13,6 +13,7 @@ use curve25519_dalek::{RistrettoPoint, Scalar, traits::Identity};
 use hyok_threshold::dkg::{self, Parameters, round1, round2};
 use hyok_threshold::dprf::{self, DprfInput};
 use hyok_threshold::{Error, NodeId, NodeSecrets, PartialEvaluation, Wire};
+use rand_chacha::ChaCha20Rng;
 
 fn node(i: u16) -> NodeId {
     NodeId::new(i).unwrap()
@@ -129,76 +130,84 @@ fn the_complaint_itself_names_the_accused() {
     assert_eq!(accusations, vec![(node(3), node(1))]);
 }
 
+/// A DKG of `cluster` in which `liar` files its round-2 complaints with `lie` and every other
+/// node is honest; every round-2 package goes over the wire, as the coordinator relays it. Each
+/// node's output, and the relayed round-2 packages.
+fn dkg_with_a_liar(
+    cluster: &Cluster,
+    liar: NodeId,
+    lie: impl FnOnce(
+        round1::SecretPackage,
+        &[round1::Package],
+        &mut ChaCha20Rng,
+    ) -> Result<(round2::SecretPackage, round2::Package), Error>,
+    r: &mut ChaCha20Rng,
+) -> (Vec<dkg::Output>, Vec<round2::Package>) {
+    let mut round1 = Vec::new();
+    for (id, identity) in &cluster.identities {
+        round1.push((*id, dkg::part1(*id, identity, cluster.params.clone(), r).unwrap()));
+    }
+    let packages1: Vec<round1::Package> = round1.iter().map(|(_, (_, p))| p.clone()).collect();
+    let mut lie = Some(lie);
+    let mut states2 = Vec::new();
+    let mut packages2 = Vec::new();
+    for (id, (s, _)) in round1 {
+        let (s, p) = match lie.take_if(|_| id == liar) {
+            Some(lie) => lie(s, &packages1, r).unwrap(),
+            None => s.receive(&packages1, r).unwrap(),
+        };
+        states2.push(s);
+        // A node that refused to decode one here would stop the run naming nobody.
+        let relayed = round2::Package::from_bytes(&p.to_bytes()).expect("every complaints message decodes");
+        assert_eq!(relayed, p);
+        packages2.push(relayed);
+    }
+    let outputs = states2.into_iter().map(|s| s.finish(&packages2).unwrap()).collect();
+    (outputs, packages2)
+}
+
+/// Every node disqualified exactly `liar` and agrees on the key.
+fn assert_only_disqualified(outputs: &[dkg::Output], liar: NodeId) {
+    for o in outputs {
+        assert_eq!(o.disqualified, vec![liar], "the liar is the one out, not the node it accused");
+        assert_eq!(o.package, outputs[0].package);
+    }
+}
+
 #[test]
 fn a_false_complaint_disqualifies_the_accuser_not_the_accused() {
     let mut r = rng(11);
     let cluster = Cluster::new(2, 4, b"session-false-complaint", &mut r);
-    let liar = node(1);
-    let slandered = node(3);
-    let mut states = Vec::new();
-    let mut packages1 = Vec::new();
-    for (id, identity) in &cluster.identities {
-        let (s, p) = dkg::part1(*id, identity, cluster.params.clone(), &mut r).unwrap();
-        states.push(s);
-        packages1.push(p);
-    }
-    let mut states2 = Vec::new();
-    let mut packages2 = Vec::new();
-    for s in states {
-        let (s, p) = if packages2.is_empty() {
-            s.dangerous_receive_with_false_complaint(&packages1, slandered, &mut r).unwrap()
-        } else {
-            s.receive(&packages1, &mut r).unwrap()
-        };
-        states2.push(s);
-        packages2.push(p);
-    }
+    let (liar, slandered) = (node(1), node(3));
+    let (outputs, packages2) = dkg_with_a_liar(
+        &cluster,
+        liar,
+        |s, packages, r| s.dangerous_receive_with_false_complaint(packages, slandered, r),
+        &mut r,
+    );
     assert_eq!(packages2[0].sender(), liar);
     assert_eq!(packages2[0].complaints().len(), 1);
-    let outputs: Vec<dkg::Output> = states2.into_iter().map(|s| s.finish(&packages2).unwrap()).collect();
-    for o in &outputs {
-        assert_eq!(o.disqualified, vec![liar]);
-        assert_eq!(o.package, outputs[0].package);
-    }
+    assert_only_disqualified(&outputs, liar);
 }
 
 #[test]
 fn a_complaint_whose_proof_commitment_is_no_point_decodes_and_disqualifies_its_sender() {
     let mut r = rng(12);
     let cluster = Cluster::new(2, 4, b"session-unreadable-complaint", &mut r);
-    let liar = node(2);
-    let slandered = node(4);
-    let mut states = Vec::new();
-    let mut packages1 = Vec::new();
-    for (id, identity) in &cluster.identities {
-        let (s, p) = dkg::part1(*id, identity, cluster.params.clone(), &mut r).unwrap();
-        states.push(s);
-        packages1.push(p);
-    }
-    let mut states2 = Vec::new();
-    let mut packages2 = Vec::new();
-    for (i, s) in states.into_iter().enumerate() {
-        let (s, p) = if i == 1 {
-            s.dangerous_receive_with_unreadable_complaint(&packages1, slandered, &mut r).unwrap()
-        } else {
-            s.receive(&packages1, &mut r).unwrap()
-        };
-        states2.push(s);
-        // As the coordinator relays it: over the wire. The signed message decodes although one
-        // of its points does not; a node that refused it here would stop the run naming nobody.
-        let bytes = p.to_bytes();
-        assert_eq!(bytes.windows(32).any(|w| w == [0xff; 32]), i == 1, "only the liar's proof carries the non-point");
-        let relayed = round2::Package::from_bytes(&bytes).expect("a complaint with an unreadable proof still decodes");
-        assert_eq!(relayed, p);
-        packages2.push(relayed);
+    let (liar, slandered) = (node(2), node(4));
+    let (outputs, packages2) = dkg_with_a_liar(
+        &cluster,
+        liar,
+        |s, packages, r| s.dangerous_receive_with_unreadable_complaint(packages, slandered, r),
+        &mut r,
+    );
+    for p in &packages2 {
+        let non_point = p.to_bytes().windows(32).any(|w| w == [0xff; 32]);
+        assert_eq!(non_point, p.sender() == liar, "only the liar's proof carries the non-point");
     }
     assert_eq!(packages2[1].sender(), liar);
     assert_eq!(packages2[1].complaints().iter().map(|c| c.accused()).collect::<Vec<_>>(), vec![slandered]);
-    let outputs: Vec<dkg::Output> = states2.into_iter().map(|s| s.finish(&packages2).unwrap()).collect();
-    for o in &outputs {
-        assert_eq!(o.disqualified, vec![liar], "the accuser whose proof is no point is the one out");
-        assert_eq!(o.package, outputs[0].package);
-    }
+    assert_only_disqualified(&outputs, liar);
 }
 
 #[test]

@@ -104,17 +104,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A store dropped (a clean stop) leaves sled holding every audit entry, and sled's own flush on
-/// drop has nothing left to hand its IO threads, which would otherwise hold the directory lock
-/// for a moment after the drop (a store reopened at once could fail to lock it).
-impl Drop for Store {
-    fn drop(&mut self) {
-        // A failure loses nothing: the journal still holds what sled did not get, and the next
-        // open puts it back.
-        let _ = self.flush();
-    }
-}
-
 /// The guarded data is `()`, so a panic elsewhere cannot leave it inconsistent.
 pub(crate) fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

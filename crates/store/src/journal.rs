@@ -305,6 +305,22 @@ mod tests {
         }
     }
 
+    /// Opens the store in `dir`, waiting briefly for a store of it dropped a moment ago in this
+    /// process: sled's IO threads, finishing its flush on drop, hold the directory lock a little
+    /// longer (as `hyok-node`'s `open_store` waits too).
+    fn reopen(dir: &Path, seal: impl Fn() -> crate::SealKey) -> crate::Store {
+        let started = std::time::Instant::now();
+        loop {
+            match crate::Store::open(dir, seal()) {
+                Ok(store) => return store,
+                Err(e) if format!("{e:?}").contains("could not acquire lock") && started.elapsed().as_secs() < 5 => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
     /// A store whose sled lost its latest audit entries (as after a crash: they were never
     /// flushed) gets them back from the journal, chain intact; a journal that does not continue
     /// the chain sled holds is refused, not papered over.
@@ -322,7 +338,7 @@ mod tests {
         let older = scratch.path().join("older");
         copy_store(&live, &older, false);
 
-        let store = crate::Store::open(&live, seal()).unwrap();
+        let store = reopen(&live, seal);
         let appended = store.append_audit(&[event(3), event(4)]).unwrap();
         drop(store);
         // sled as it was after entry 2, with the journal written since.
@@ -336,13 +352,13 @@ mod tests {
         assert_eq!(recovered.audit_head().unwrap(), (4, appended[1].hash));
         // Reopened, it holds them without the journal's help (they were flushed), and appends go on.
         drop(recovered);
-        let reopened = crate::Store::open(&crashed, seal()).unwrap();
+        let reopened = reopen(&crashed, seal);
         assert_eq!(reopened.append_audit(&[event(5)]).unwrap()[0].seq, 5);
         assert_eq!(reopened.verify_audit().unwrap(), Ok(5));
         drop(reopened);
 
         // The live store, reopened, starts its journal over; entries 5 and 6 are all it holds.
-        let store = crate::Store::open(&live, seal()).unwrap();
+        let store = reopen(&live, seal);
         store.append_audit(&[event(5), event(6)]).unwrap();
         drop(store);
         let gap = scratch.path().join("gap");

@@ -266,7 +266,9 @@ impl Vault {
             } else {
                 cache.fresh(&self.pool, &key, pass.deadline).await?.versions.keys().copied().collect()
             };
-            let mut reshared = false;
+            // A run that failed may have committed on some nodes first (a node lost mid-commit):
+            // the view is read again after any run, not only a committed one.
+            let attempted = !versions.is_empty();
             for version in versions {
                 let run_deadline = Instant::now() + DKG_BUDGET;
                 let mut reported =
@@ -276,16 +278,15 @@ impl Vault {
                         reported.generation = outcome.generation;
                         reported.receivers = outcome.receivers.iter().map(|r| u32::from(*r)).collect();
                         pass.committed.push(outcome);
-                        reshared = true;
                     }
                     Err(e) => reported.error = e.to_string(),
                 }
                 pass.out.push(reported);
             }
             // Requests keep using the cached view (its generation still serves until the
-            // finalize) while the new one is read ahead of them; a pass that changed nothing
+            // finalize) while the new one is read ahead of them; a pass that ran nothing
             // leaves the cache alone (the repair loop runs every few seconds).
-            if reshared {
+            if attempted {
                 self.reread(cache, &key).await;
             }
         }

@@ -432,6 +432,52 @@ impl<F: Family> Metadata<F> {
         }
     }
 
+    /// Runs `op` on the key's view with `version` in it (for `None`, the view as cached, whose
+    /// primary version `op` uses). When every node refused the generation that view names
+    /// (`VersionNotFound`: a reshare through this or another coordinator finalized it after the
+    /// view was read, or committed a second time over it), the view is read again and, if it
+    /// now names another generation of that version, `op` runs once more on it. A refusal
+    /// that a fresh read does not explain is returned as it was.
+    pub async fn using<T, Fut>(
+        &self,
+        pool: &Pool,
+        name: &str,
+        version: Option<u32>,
+        deadline: Instant,
+        op: impl Fn(Arc<View<F>>) -> Fut,
+    ) -> Result<T, CoordError>
+    where
+        Fut: Future<Output = Result<T, CoordError>>,
+    {
+        let view = match version {
+            Some(v) => self.get_version(pool, name, v, deadline).await?,
+            None => self.get(pool, name, deadline).await?,
+        };
+        let first = op(view.clone()).await;
+        if !matches!(first, Err(CoordError::VersionNotFound(_))) {
+            return first;
+        }
+        let named = |view: &View<F>| {
+            match version {
+                Some(v) => view.versions.get(&v),
+                None => view.primary(),
+            }
+            .map(|t| (t.version, t.generation))
+        };
+        let Ok(again) = self.refresh(pool, name, deadline).await else { return first };
+        if named(&again) == named(&view) {
+            return first;
+        }
+        tracing::info!(
+            name,
+            what = F::WHAT,
+            before = ?named(&view),
+            now = ?named(&again),
+            "the nodes refused the cached generation; asking again at the one they now hold"
+        );
+        op(again).await
+    }
+
     /// Forgets a key (after a rotation, import, enable or disable through this coordinator).
     pub fn invalidate(&self, name: &str) {
         self.cache.invalidate(name);

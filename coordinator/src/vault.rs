@@ -93,6 +93,13 @@ fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Re
         .ok_or_else(|| CoordError::PermissionDenied("the request's evidence is not for an encryption".into()))
 }
 
+/// `version` in `view` (a view read again after a refusal may lack it: the version is gone).
+fn trusted<'v>(view: &'v KeyView, key_id: &str, version: u32) -> Result<&'v TrustedVersion, CoordError> {
+    view.versions
+        .get(&version)
+        .ok_or_else(|| CoordError::VersionNotFound(format!("key {key_id} has no version {version}")))
+}
+
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
     DprfInput::new(key_id, version, seed).map_err(|e| CoordError::Invalid(e.to_string()))
 }
@@ -133,11 +140,6 @@ impl Vault {
         self.metadata.get(&self.pool, key_id, deadline).await
     }
 
-    async fn version(&self, key_id: &str, version: u32, deadline: Instant) -> Result<Arc<KeyView>, CoordError> {
-        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
-        self.metadata.get_version(&self.pool, key_id, version, deadline).await
-    }
-
     /// Encrypts under the key's primary version; the ciphertext is as long as the plaintext.
     pub async fn encrypt_detached(
         &self,
@@ -152,56 +154,63 @@ impl Vault {
         check_len("aad", aad.len(), MAX_AAD)?;
         let evidence = required(evidence)?;
         let nonce = encryption_nonce(evidence, plaintext, aad)?;
-        let view = self.view(key_id, deadline).await?;
-        require_usage(&view, pb::KeyUsage::Encrypt)?;
-        let primary = view.primary().ok_or_else(|| CoordError::NotFound(format!("key {key_id} has no version")))?;
-        let seed = dprf::encryption_seed(key_id, primary.version, &nonce);
-        let input = input(key_id, primary.version, seed)?;
-        // The nodes derive the same nonce from the evidence, and the seed from it, themselves.
-        let item = pb::EvaluateItem {
-            key_id: key_id.to_owned(),
-            version: primary.version,
-            seed: nonce.to_vec(),
-            operation: pb::Operation::Encrypt as i32,
-            request_id: request_id.to_owned(),
-            evidence: Some(evidence.clone()),
-            generation: Some(primary.generation),
-        };
-        // Encryption has no check on its result, so every partial used is verified first
-        // (one batch verification), and only valid ones are combined.
-        let output = gather(
-            &self.pool,
-            self.spread(deadline),
-            (key_id, primary.version, usize::from(primary.package.threshold())),
-            |node| node.evaluate.ask(item.clone(), deadline),
-            |partials: &[PartialEvaluation]| {
-                let t = usize::from(primary.package.threshold());
-                match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
-                    // The usual case: every partial valid, nothing copied.
-                    Ok(culprits) if culprits.is_empty() => match dprf::combine_unchecked(&primary.package, partials) {
-                        Ok(output) => Step::Done(output, culprits),
-                        Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
-                    },
-                    Ok(culprits) => {
-                        let valid: Vec<_> =
-                            partials.iter().filter(|p| !culprits.contains(&p.node())).cloned().collect();
-                        if valid.len() < t {
-                            return Step::Retry { culprits, need: t };
-                        }
-                        match dprf::combine_unchecked(&primary.package, &valid) {
-                            Ok(output) => Step::Done(output, culprits),
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        self.metadata
+            .using(&self.pool, key_id, None, deadline, move |view: Arc<KeyView>| async move {
+                require_usage(&view, pb::KeyUsage::Encrypt)?;
+                let primary =
+                    view.primary().ok_or_else(|| CoordError::NotFound(format!("key {key_id} has no version")))?;
+                let seed = dprf::encryption_seed(key_id, primary.version, &nonce);
+                let input = input(key_id, primary.version, seed)?;
+                // The nodes derive the same nonce from the evidence, and the seed from it, themselves.
+                let item = pb::EvaluateItem {
+                    key_id: key_id.to_owned(),
+                    version: primary.version,
+                    seed: nonce.to_vec(),
+                    operation: pb::Operation::Encrypt as i32,
+                    request_id: request_id.to_owned(),
+                    evidence: Some(evidence.clone()),
+                    generation: Some(primary.generation),
+                };
+                // Encryption has no check on its result, so every partial used is verified first
+                // (one batch verification), and only valid ones are combined.
+                let output = gather(
+                    &self.pool,
+                    self.spread(deadline),
+                    (key_id, primary.version, usize::from(primary.package.threshold())),
+                    |node| node.evaluate.ask(item.clone(), deadline),
+                    |partials: &[PartialEvaluation]| {
+                        let t = usize::from(primary.package.threshold());
+                        match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
+                            // The usual case: every partial valid, nothing copied.
+                            Ok(culprits) if culprits.is_empty() => {
+                                match dprf::combine_unchecked(&primary.package, partials) {
+                                    Ok(output) => Step::Done(output, culprits),
+                                    Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
+                                }
+                            }
+                            Ok(culprits) => {
+                                let valid: Vec<_> =
+                                    partials.iter().filter(|p| !culprits.contains(&p.node())).cloned().collect();
+                                if valid.len() < t {
+                                    return Step::Retry { culprits, need: t };
+                                }
+                                match dprf::combine_unchecked(&primary.package, &valid) {
+                                    Ok(output) => Step::Done(output, culprits),
+                                    Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
+                                }
+                            }
+                            Err(e) if !e.culprits().is_empty() => Step::Retry { culprits: e.culprits(), need: t },
                             Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
                         }
-                    }
-                    Err(e) if !e.culprits().is_empty() => Step::Retry { culprits: e.culprits(), need: t },
-                    Err(e) => Step::Fail(CoordError::Internal(e.to_string())),
-                }
-            },
-        )
-        .await?;
-        let mut ciphertext = plaintext.to_vec();
-        let tag = aead::seal_detached(&output, &input, aad, &mut ciphertext);
-        Ok(Detached { version: primary.version, seed, ciphertext, tag })
+                    },
+                )
+                .await?;
+                let mut ciphertext = plaintext.to_vec();
+                let tag = aead::seal_detached(&output, &input, aad, &mut ciphertext);
+                Ok(Detached { version: primary.version, seed, ciphertext, tag })
+            })
+            .await
     }
 
     /// Decrypts a detached ciphertext. Combine-first: the GCM tag checks the combined value;
@@ -229,10 +238,8 @@ impl Vault {
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
         }
-        let view = self.version(key_id, version, deadline).await?;
-        require_usage(&view, pb::KeyUsage::Decrypt)?;
-        let trusted = view.versions.get(&version).ok_or(CoordError::Internal("version vanished".into()))?;
-        let input = input(key_id, version, seed)?;
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        let input = &input(key_id, version, seed)?;
         // An encryption's own evidence opens only what that encryption made (hyok-xks proves a
         // fresh ciphertext decrypts this way): the nodes evaluate the encryption again.
         let (operation, given) = match hyok_evidence::encryption_nonce(evidence) {
@@ -244,29 +251,35 @@ impl Vault {
             }
             None => (pb::Operation::Decrypt, seed),
         };
-        let item = pb::EvaluateItem {
-            key_id: key_id.to_owned(),
-            version,
-            seed: given.to_vec(),
-            operation: operation as i32,
-            request_id: request_id.to_owned(),
-            evidence: Some(evidence.clone()),
-            generation: Some(trusted.generation),
-        };
-        gather(
-            &self.pool,
-            self.spread(deadline),
-            (key_id, version, usize::from(trusted.package.threshold())),
-            |node| node.evaluate.ask(item.clone(), deadline),
-            |partials: &[PartialEvaluation]| {
-                opened(
-                    aead::decrypt(&trusted.package, &input, partials, aad, ciphertext, &tag),
-                    partials.len(),
-                    trusted,
+        self.metadata
+            .using(&self.pool, key_id, Some(version), deadline, move |view: Arc<KeyView>| async move {
+                require_usage(&view, pb::KeyUsage::Decrypt)?;
+                let trusted = trusted(&view, key_id, version)?;
+                let item = pb::EvaluateItem {
+                    key_id: key_id.to_owned(),
+                    version,
+                    seed: given.to_vec(),
+                    operation: operation as i32,
+                    request_id: request_id.to_owned(),
+                    evidence: Some(evidence.clone()),
+                    generation: Some(trusted.generation),
+                };
+                gather(
+                    &self.pool,
+                    self.spread(deadline),
+                    (key_id, version, usize::from(trusted.package.threshold())),
+                    |node| node.evaluate.ask(item.clone(), deadline),
+                    |partials: &[PartialEvaluation]| {
+                        opened(
+                            aead::decrypt(&trusted.package, input, partials, aad, ciphertext, &tag),
+                            partials.len(),
+                            trusted,
+                        )
+                    },
                 )
-            },
-        )
-        .await
+                .await
+            })
+            .await
     }
 
     /// Wraps a data key under the primary version (no node is needed: only the public key).
@@ -298,36 +311,40 @@ impl Vault {
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, CoordError> {
         let evidence = required(evidence)?;
-        let parsed = WrappedKey::from_bytes(wrapped).map_err(|e| CoordError::Invalid(e.to_string()))?;
+        let parsed = &WrappedKey::from_bytes(wrapped).map_err(|e| CoordError::Invalid(e.to_string()))?;
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
         }
-        let view = self.version(key_id, version, deadline).await?;
-        require_usage(&view, pb::KeyUsage::Unwrap)?;
-        let trusted = view.versions.get(&version).ok_or(CoordError::Internal("version vanished".into()))?;
-        // A wrap whose proof fails is refused here already; the nodes would refuse it too.
-        parsed
-            .vartime_verify(trusted.package.group_key(), label)
-            .map_err(|_| CoordError::Invalid("wrapped key does not verify for this key version and label".into()))?;
-        let item = pb::UnwrapItem {
-            key_id: key_id.to_owned(),
-            version,
-            wrapped: wrapped.to_vec(),
-            label: label.to_vec(),
-            request_id: request_id.to_owned(),
-            evidence: Some(evidence.clone()),
-            generation: Some(trusted.generation),
-        };
-        gather(
-            &self.pool,
-            self.spread(deadline),
-            (key_id, version, usize::from(trusted.package.threshold())),
-            |node| node.unwrap.ask(item.clone(), deadline),
-            |partials: &[PartialEvaluation]| {
-                opened(kem::combine_unwrap(&trusted.package, &parsed, label, partials), partials.len(), trusted)
-            },
-        )
-        .await
+        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
+        self.metadata
+            .using(&self.pool, key_id, Some(version), deadline, move |view: Arc<KeyView>| async move {
+                require_usage(&view, pb::KeyUsage::Unwrap)?;
+                let trusted = trusted(&view, key_id, version)?;
+                // A wrap whose proof fails is refused here already; the nodes would refuse it too.
+                parsed.vartime_verify(trusted.package.group_key(), label).map_err(|_| {
+                    CoordError::Invalid("wrapped key does not verify for this key version and label".into())
+                })?;
+                let item = pb::UnwrapItem {
+                    key_id: key_id.to_owned(),
+                    version,
+                    wrapped: wrapped.to_vec(),
+                    label: label.to_vec(),
+                    request_id: request_id.to_owned(),
+                    evidence: Some(evidence.clone()),
+                    generation: Some(trusted.generation),
+                };
+                gather(
+                    &self.pool,
+                    self.spread(deadline),
+                    (key_id, version, usize::from(trusted.package.threshold())),
+                    |node| node.unwrap.ask(item.clone(), deadline),
+                    |partials: &[PartialEvaluation]| {
+                        opened(kem::combine_unwrap(&trusted.package, parsed, label, partials), partials.len(), trusted)
+                    },
+                )
+                .await
+            })
+            .await
     }
 }
 

@@ -227,6 +227,34 @@ impl Cluster {
         Ok(Signed { client, signer: std::sync::Arc::new(self.signer()?) })
     }
 
+    /// [`Cluster::client`] for the coordinator at `endpoint` (a second one, say).
+    pub async fn client_at(&self, endpoint: &str) -> Result<Signed> {
+        let client = hyok_proto::connect_vault(endpoint, &self.admin_tls()).await?;
+        Ok(Signed { client, signer: std::sync::Arc::new(self.signer()?) })
+    }
+
+    /// A second coordinator beside the dev cluster's, on a free port, with `settings` (TOML
+    /// lines such as `metadata_ttl_ms = 600000`) added to a copy of the dev configuration; its
+    /// log is `DIR/logs/{name}.log`.
+    pub fn second_coordinator(&self, name: &str, settings: &str) -> Result<Served> {
+        let dir = self.dir.path();
+        let config = std::fs::read_to_string(dir.join("coordinator.toml")).context("reading coordinator.toml")?;
+        let mut lines: Vec<String> = Vec::new();
+        for line in config.lines() {
+            if line.starts_with("listen =") {
+                lines.push("listen = \"127.0.0.1:0\"".into());
+                lines.extend(settings.lines().map(str::to_owned));
+            } else if line.starts_with("metrics_listen =") {
+                lines.push("metrics_listen = \"off\"".into());
+            } else {
+                lines.push(line.to_owned());
+            }
+        }
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, lines.join("\n") + "\n")?;
+        Served::coordinator(&path, &dir.join("logs").join(format!("{name}.log")))
+    }
+
     /// The dev cluster's hyok-xks: where it answers and as whom (dev.json's `xks` section), and
     /// the CA its certificate chains to.
     pub fn xks(&self) -> Result<(hyok_xks::client::Target, PathBuf)> {
@@ -420,21 +448,32 @@ impl std::ops::DerefMut for Signed {
     }
 }
 
-/// An extra hyok-xks (`hyokctl xks serve --config FILE`), killed when dropped.
+/// An extra process of the cluster (a second coordinator, a hyok-xks with its own settings),
+/// started from its configuration file and killed when dropped.
 #[derive(Debug)]
-pub struct XksProcess {
+pub struct Served {
     child: Child,
     /// The address it listens on, from its readiness line.
     pub addr: std::net::SocketAddr,
 }
 
-impl XksProcess {
-    /// Starts hyok-xks with `config` (stderr appended to `log`) and waits for its
-    /// `hyok-xks listening on ADDR` line. A config listening on port 0 gets a free port.
-    pub fn start(config: &Path, log: &Path) -> Result<Self> {
+impl Served {
+    /// A hyok-xks (`hyokctl xks serve --config FILE`).
+    pub fn xks(config: &Path, log: &Path) -> Result<Self> {
+        Self::start(&["xks", "serve", "--config"], config, log)
+    }
+
+    /// A coordinator (`hyokctl coordinator --config FILE`).
+    pub fn coordinator(config: &Path, log: &Path) -> Result<Self> {
+        Self::start(&["coordinator", "--config"], config, log)
+    }
+
+    /// Starts `hyokctl ARGS CONFIG` (stderr appended to `log`) and waits for its
+    /// `… listening on ADDR` line. A config listening on port 0 gets a free port.
+    fn start(args: &[&str], config: &Path, log: &Path) -> Result<Self> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let mut child = Command::new(hyokctl())
-            .args(["xks", "serve", "--config"])
+            .args(args)
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -449,7 +488,7 @@ impl XksProcess {
                         break addr.trim().parse().with_context(|| format!("address in {line:?}"));
                     }
                 }
-                _ => break Err(anyhow::anyhow!("hyok-xks exited before it was ready")),
+                _ => break Err(anyhow::anyhow!("hyokctl {} exited before it was ready", args.join(" "))),
             }
         };
         let addr = match addr {
@@ -461,11 +500,11 @@ impl XksProcess {
             }
         };
         std::thread::spawn(move || for _ in lines.by_ref() {});
-        Ok(XksProcess { child, addr })
+        Ok(Served { child, addr })
     }
 }
 
-impl Drop for XksProcess {
+impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -476,7 +476,7 @@ const FAR_BUDGET_MS: u64 = 1000;
 
 /// The dev hyok-xks's configuration with `budget_ms`, its own port and no metrics listener,
 /// started as a separate process; the target that reaches it.
-fn xks_with_budget(cluster: &Cluster, budget_ms: u64) -> (hyok_e2e::XksProcess, Target) {
+fn xks_with_budget(cluster: &Cluster, budget_ms: u64) -> (hyok_e2e::Served, Target) {
     let dev = cluster.dev.xks.as_ref().expect("dev.json has an xks section");
     let text = std::fs::read_to_string(&dev.config).unwrap();
     let mut config = format!("budget_ms = {budget_ms}\n");
@@ -493,7 +493,7 @@ fn xks_with_budget(cluster: &Cluster, budget_ms: u64) -> (hyok_e2e::XksProcess, 
     }
     let path = cluster.dir.path().join("xks").join("far.toml");
     std::fs::write(&path, config).unwrap();
-    let process = hyok_e2e::XksProcess::start(&path, &cluster.dir.path().join("logs").join("xks-far.log")).unwrap();
+    let process = hyok_e2e::Served::xks(&path, &cluster.dir.path().join("logs").join("xks-far.log")).unwrap();
     let (mut target, _) = cluster.xks().unwrap();
     let (host, _, path) = client::split_url(&target.base_url).unwrap();
     target.base_url = format!("https://{host}:{}{path}", process.addr.port());

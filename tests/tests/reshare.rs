@@ -200,14 +200,7 @@ async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
     for id in 1..=5 {
         nodes_before.push(generations(&cluster, id).await);
     }
-    let out = tokio::process::Command::new(hyokctl())
-        .arg("--dev-dir")
-        .arg(cluster.dir.path())
-        .args(["cluster", "refresh", "--key", KEY])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    refresh(&cluster, KEY).await;
     let after = client.list_keys(pb::ListKeysRequest {}).await.unwrap().into_inner().keys;
     let demo = |keys: &[pb::KeyInfo]| keys.iter().find(|k| k.key_id == KEY).unwrap().versions.clone();
     for (b, a) in demo(&before).iter().zip(demo(&after).iter()) {
@@ -251,20 +244,54 @@ async fn a_refresh_deals_new_shares_and_keeps_the_group_keys() {
     // The DKE key's integer shares are refreshed the same way, and what was wrapped to it before
     // still opens.
     let (version, wrapped) = dke_wrapped(&mut client, b"content key").await;
-    let out = tokio::process::Command::new(hyokctl())
-        .arg("--dev-dir")
-        .arg(cluster.dir.path())
-        .args(["cluster", "refresh", "--key", RSA_KEY])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    refresh(&cluster, RSA_KEY).await;
     let rsa = (format!("rsa:{RSA_KEY}"), version);
     for id in 1..=5u16 {
         let before = nodes_before[usize::from(id) - 1][&rsa];
         assert_eq!(generations(&cluster, id).await[&rsa], before + 1, "node {id}: the RSA share was reshared");
     }
     assert_eq!(rsa_decrypt(&mut client, version, &wrapped).await.unwrap(), b"content key");
+}
+
+async fn refresh(cluster: &Cluster, key: &str) {
+    let out = tokio::process::Command::new(hyokctl())
+        .arg("--dev-dir")
+        .arg(cluster.dir.path())
+        .args(["cluster", "refresh", "--key", key])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A second coordinator whose cached views name the generations that refreshes through the
+/// first one have since finalized away (its views are never read again in the background
+/// here: an hour's TTL). Every node refuses those generations; it reads the view again and
+/// serves at the new one (an encrypt, decrypts of what was sealed before and after, a DKE
+/// decrypt) instead of failing until its cache expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_cached_generation_was_finalized_elsewhere_reads_again_and_serves() {
+    let cluster = Cluster::start(5, 3).expect("start the dev cluster");
+    let mut client = cluster.client().await.unwrap();
+    let sealed = demo::encrypt(&mut client, KEY, b"before the refresh").await.unwrap();
+    let (version, wrapped) = dke_wrapped(&mut client, b"content key").await;
+    let second = cluster.second_coordinator("coordinator-2", "metadata_ttl_ms = 3600000").unwrap();
+    let mut other = cluster.client_at(&format!("https://{}", second.addr)).await.unwrap();
+    let warm = demo::encrypt(&mut other, KEY, b"through the second").await.unwrap();
+    assert_eq!(demo::decrypt(&mut other, KEY, &sealed).await.unwrap(), b"before the refresh");
+    assert_eq!(rsa_decrypt(&mut other, version, &wrapped).await.unwrap(), b"content key");
+
+    refresh(&cluster, KEY).await;
+    refresh(&cluster, RSA_KEY).await;
+    assert!(!cluster.log("coordinator-2").unwrap().contains("asking again"));
+
+    assert_eq!(demo::decrypt(&mut other, KEY, &sealed).await.unwrap(), b"before the refresh");
+    assert_eq!(demo::decrypt(&mut other, KEY, &warm).await.unwrap(), b"through the second");
+    let after = demo::encrypt(&mut other, KEY, b"after the refresh").await.unwrap();
+    assert_eq!(demo::decrypt(&mut client, KEY, &after).await.unwrap(), b"after the refresh");
+    assert_eq!(rsa_decrypt(&mut other, version, &wrapped).await.unwrap(), b"content key");
+    let log = cluster.log("coordinator-2").unwrap();
+    assert!(log.contains("asking again at the one they now hold"), "{log}");
 }
 
 /// Refreshes of the demo key with a node killed at a random point of each run, while traffic
@@ -375,14 +402,7 @@ async fn a_node_restored_from_its_sealed_backup_serves_again() {
     let (ok, said) = hyok(args("backup", &data, &backup, &key));
     assert!(ok, "{said}");
     cluster.restart_node(3).unwrap();
-    let out = tokio::process::Command::new(hyokctl())
-        .arg("--dev-dir")
-        .arg(cluster.dir.path())
-        .args(["cluster", "refresh", "--key", KEY])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    refresh(&cluster, KEY).await;
 
     // A wrong key, or a damaged backup, restores nothing.
     let elsewhere = scratch.path().join("elsewhere");
@@ -484,14 +504,7 @@ async fn after_a_refresh_an_old_share_kept_aside_no_longer_combines_with_the_new
     cluster.stop_node(1).unwrap();
     copy_dir(&cluster.data_dir(1).unwrap(), aside.path());
     cluster.restart_node(1).unwrap();
-    let out = tokio::process::Command::new(hyokctl())
-        .arg("--dev-dir")
-        .arg(cluster.dir.path())
-        .args(["cluster", "refresh", "--key", key])
-        .output()
-        .await
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    refresh(&cluster, key).await;
 
     // The old share, read from the copy as whoever holds it (disk and seal key) can.
     let seal = hyok_store::SealKey::load(aside.path().join("seal.key")).unwrap();

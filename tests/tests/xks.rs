@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body_util::Full;
-use hyok_e2e::{Cluster, XksProcess, eventually};
+use hyok_e2e::{Cluster, Served, eventually};
 use hyok_frontend::ConfigFile as _;
 use hyok_proto::v1 as pb;
 use hyok_xks::client::{self, Answer, Connection, Target};
@@ -950,7 +950,7 @@ async fn xks_over_its_in_flight_limit_answers_throttling_and_nothing_else() {
     assert_eq!(replaced, 1, "one listen line in {text}");
     let config = cluster.dir.path().join("xks").join("throttled.toml");
     std::fs::write(&config, throttled).unwrap();
-    let process = XksProcess::start(&config, &cluster.dir.path().join("logs").join("xks-throttled.log")).unwrap();
+    let process = Served::xks(&config, &cluster.dir.path().join("logs").join("xks-throttled.log")).unwrap();
 
     let (mut target, ca) = cluster.xks().unwrap();
     let (host, port, path) = client::split_url(&target.base_url).unwrap();

@@ -63,34 +63,45 @@ impl Vault {
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
         }
-        let view = self.rsa_metadata.get_version(&self.pool, name, version, deadline).await?;
-        let trusted = view.versions.get(&version).ok_or(CoordError::Internal("version vanished".into()))?;
-        check_ciphertext(&trusted.package, ciphertext)?;
-        let request = pb::RsaPartialRequest {
-            name: name.to_owned(),
-            version,
-            ciphertext: ciphertext.to_vec(),
-            request_id: request_id.to_owned(),
-            evidence: Some(evidence.clone()),
-            generation: Some(trusted.generation),
-        };
-        gather(
-            &self.pool,
-            self.spread(deadline),
-            (name, version, usize::from(trusted.package.threshold())),
-            |node| {
-                let mut client = node.client();
-                let message = request.clone();
-                async move {
-                    match client.rsa_partial(fanout::request(message, deadline)).await {
-                        Ok(response) => Reply::Partial(response.into_inner().partial),
-                        Err(status) => Reply::Failed(fanout::past_deadline(status, deadline)),
-                    }
-                }
-            },
-            |partials: &[RsaPartial]| attempt(&trusted.package, ciphertext, partials),
-        )
-        .await
+        self.rsa_metadata
+            .using(
+                &self.pool,
+                name,
+                Some(version),
+                deadline,
+                move |view: std::sync::Arc<crate::metadata::RsaKeyView>| async move {
+                    let trusted = view.versions.get(&version).ok_or_else(|| {
+                        CoordError::VersionNotFound(format!("RSA key {name} has no version {version}"))
+                    })?;
+                    check_ciphertext(&trusted.package, ciphertext)?;
+                    let request = pb::RsaPartialRequest {
+                        name: name.to_owned(),
+                        version,
+                        ciphertext: ciphertext.to_vec(),
+                        request_id: request_id.to_owned(),
+                        evidence: Some(evidence.clone()),
+                        generation: Some(trusted.generation),
+                    };
+                    gather(
+                        &self.pool,
+                        self.spread(deadline),
+                        (name, version, usize::from(trusted.package.threshold())),
+                        |node| {
+                            let mut client = node.client();
+                            let message = request.clone();
+                            async move {
+                                match client.rsa_partial(fanout::request(message, deadline)).await {
+                                    Ok(response) => Reply::Partial(response.into_inner().partial),
+                                    Err(status) => Reply::Failed(fanout::past_deadline(status, deadline)),
+                                }
+                            }
+                        },
+                        |partials: &[RsaPartial]| attempt(&trusted.package, ciphertext, partials),
+                    )
+                    .await
+                },
+            )
+            .await
     }
 }
 

@@ -465,6 +465,7 @@ pub(crate) struct FalseComplaint {
     pub(crate) accused: NodeId,
     /// Its proof's commitment replaced by bytes that are no point (only with
     /// `dangerous-testing`; otherwise ignored).
+    #[cfg_attr(not(feature = "dangerous-testing"), allow(dead_code, reason = "read only with dangerous-testing"))]
     pub(crate) unreadable_proof: bool,
 }
 

@@ -3,7 +3,12 @@
 use crate::encoding::{MAX_NODES, Reader, Wire, Writer};
 use crate::error::{Error, Result};
 use crate::lagrange;
-use curve25519_dalek::{RistrettoPoint, Scalar, ristretto::CompressedRistretto};
+use curve25519_dalek::{
+    RistrettoPoint, Scalar,
+    constants::RISTRETTO_BASEPOINT_POINT,
+    ristretto::{CompressedRistretto, VartimeRistrettoPrecomputation},
+    traits::VartimePrecomputedMultiscalarMul,
+};
 use rand_core::CryptoRng;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -165,11 +170,35 @@ impl GroupPublicKey {
 /// Everything public about one root key: threshold `t`, every node's verification key `K_i`,
 /// and the group key `K`. Verified on construction: all `K_i` lie on one polynomial of degree
 /// `t − 1` whose value at 0 is `K`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PublicKeyPackage {
     threshold: u16,
     verification_keys: BTreeMap<NodeId, VerificationKey>,
     group_key: GroupPublicKey,
+    bases: Bases,
+}
+
+/// Two packages are equal when their public values are (the prepared bases follow from them).
+impl PartialEq for PublicKeyPackage {
+    fn eq(&self, other: &Self) -> bool {
+        (self.threshold, &self.verification_keys, &self.group_key)
+            == (other.threshold, &other.verification_keys, &other.group_key)
+    }
+}
+
+impl Eq for PublicKeyPackage {}
+
+/// `[G, K_i in node order]`, prepared once, on first use, for variable-time multiscalar
+/// multiplications with these fixed points: checking a batch of proofs against the package
+/// ([`crate::dleq::vartime_verify_batch`]). Wider windows than a one-off multiplication can
+/// afford make each fixed point cost about half as much. Shared by clones.
+#[derive(Clone, Default)]
+pub(crate) struct Bases(std::sync::Arc<std::sync::OnceLock<VartimeRistrettoPrecomputation>>);
+
+impl fmt::Debug for Bases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() { "Bases(prepared)" } else { "Bases(not yet)" })
+    }
 }
 
 impl PublicKeyPackage {
@@ -201,7 +230,7 @@ impl PublicKeyPackage {
                 return Err(Error::InconsistentPackage);
             }
         }
-        Ok(PublicKeyPackage { threshold, verification_keys, group_key })
+        Ok(PublicKeyPackage { threshold, verification_keys, group_key, bases: Bases::default() })
     }
     /// The threshold `t`.
     pub fn threshold(&self) -> u16 {
@@ -221,6 +250,22 @@ impl PublicKeyPackage {
     }
     pub(crate) fn verification_key(&self, node: NodeId) -> Result<&VerificationKey> {
         self.verification_keys.get(&node).ok_or(Error::UnknownNode { node: node.get() })
+    }
+    /// The prepared `[G, K_i…]` ([`Bases`]), built on the first call.
+    pub(crate) fn bases(&self) -> &VartimeRistrettoPrecomputation {
+        self.bases.0.get_or_init(|| {
+            VartimeRistrettoPrecomputation::new(
+                std::iter::once(RISTRETTO_BASEPOINT_POINT).chain(self.verification_keys.values().map(|vk| vk.0.point)),
+            )
+        })
+    }
+    /// Where `node`'s `K_i` is in [`PublicKeyPackage::bases`] (`G` is at 0).
+    pub(crate) fn base_index(&self, node: NodeId) -> Result<usize> {
+        self.verification_keys
+            .keys()
+            .position(|id| *id == node)
+            .map(|i| i + 1)
+            .ok_or(Error::UnknownNode { node: node.get() })
     }
 }
 

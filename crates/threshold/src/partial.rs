@@ -137,15 +137,16 @@ pub(crate) fn vartime_find_invalid<R: CryptoRng + ?Sized>(
     let mut items = Vec::with_capacity(partials.len());
     for p in partials {
         let vk = package.verification_key(p.node)?;
-        items.push((Statement { x: &vk.0, h, y: &p.value }, &p.proof, context_for(p.node)));
+        let at = package.base_index(p.node)?;
+        items.push((at, Statement { x: &vk.0, h, y: &p.value }, &p.proof, context_for(p.node)));
     }
-    if dleq::vartime_verify_batch(h, &items, rng) {
+    if dleq::vartime_verify_batch(package.bases(), h, &items, rng) {
         return Ok(Vec::new());
     }
     Ok(items
         .iter()
         .zip(partials)
-        .filter(|((statement, proof, context), _)| !proof.vartime_verify(*statement, context))
+        .filter(|((_, statement, proof, context), _)| !proof.vartime_verify(*statement, context))
         .map(|(_, p)| p.node)
         .collect())
 }

@@ -182,3 +182,34 @@ pub(crate) fn open_combine_first<T>(
         |y| open(&DprfOutput(*y)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dealer::dangerous_deal;
+    use crate::dleq::vartime_verify_batch;
+    use curve25519_dalek::Scalar;
+
+    /// The batch check itself, not the one-by-one fallback that would hide a batch that always
+    /// failed: valid partials pass it (twice over one package's prepared bases), and a statement
+    /// pointed at another node's key, or at `G`, or past the bases, fails it.
+    #[test]
+    fn the_batch_check_passes_valid_partials_and_fails_a_wrong_statement() {
+        let mut rng = rand::rng();
+        let ids: Vec<NodeId> = (1..=5).map(|i| NodeId::new(i).unwrap()).collect();
+        let (shares, package) = dangerous_deal(&Scalar::random(&mut rng), 3, &ids, &mut rng).unwrap();
+        let input = DprfInput::random("key", 1, &mut rng).unwrap();
+        let h = Element::new(input.hash_to_point());
+        let partials: Vec<PartialEvaluation> =
+            [0, 2, 4].iter().map(|i| evaluate(&shares[*i], &input, &mut rng)).collect();
+        let items = partial::statements(&package, &h, |n| input.proof_context(n), &partials).unwrap();
+        assert_eq!(items.iter().map(|i| i.0).collect::<Vec<_>>(), vec![1, 3, 5]);
+        assert!(vartime_verify_batch(package.bases(), &h, &items, &mut rng));
+        assert!(vartime_verify_batch(package.bases(), &h, &items, &mut rng));
+        for wrong in [2, 0, 6] {
+            let mut items = partial::statements(&package, &h, |n| input.proof_context(n), &partials).unwrap();
+            items[1].0 = wrong;
+            assert!(!vartime_verify_batch(package.bases(), &h, &items, &mut rng), "index {wrong}");
+        }
+    }
+}

@@ -124,6 +124,23 @@ pub(crate) fn combine_unchecked(package: &PublicKeyPackage, partials: &[&Partial
     lagrange::vartime_interpolate_at_zero(&chosen)
 }
 
+/// What each partial's proof is about, for [`dleq::vartime_verify_batch`]: where the node's
+/// verification key is among the package's bases, the statement, the proof and its context.
+pub(crate) fn statements<'a>(
+    package: &'a PublicKeyPackage,
+    h: &'a Element,
+    context_for: impl Fn(NodeId) -> Transcript,
+    partials: &'a [PartialEvaluation],
+) -> Result<Vec<(usize, Statement<'a>, &'a DleqProof, Transcript)>> {
+    partials
+        .iter()
+        .map(|p| {
+            let vk = package.verification_key(p.node)?;
+            Ok((package.base_index(p.node)?, Statement { x: &vk.0, h, y: &p.value }, &p.proof, context_for(p.node)))
+        })
+        .collect()
+}
+
 /// Nodes whose partials fail verification: one batch check first, and one by one only if the
 /// batch fails.
 pub(crate) fn vartime_find_invalid<R: CryptoRng + ?Sized>(
@@ -134,12 +151,7 @@ pub(crate) fn vartime_find_invalid<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<NodeId>> {
     check_membership(package, partials)?;
-    let mut items = Vec::with_capacity(partials.len());
-    for p in partials {
-        let vk = package.verification_key(p.node)?;
-        let at = package.base_index(p.node)?;
-        items.push((at, Statement { x: &vk.0, h, y: &p.value }, &p.proof, context_for(p.node)));
-    }
+    let items = statements(package, h, context_for, partials)?;
     if dleq::vartime_verify_batch(package.bases(), h, &items, rng) {
         return Ok(Vec::new());
     }

@@ -262,6 +262,14 @@ impl<F: Family> View<F> {
         self.versions.values().map(describe).collect()
     }
 
+    /// Trusted version `version`; VERSION_NOT_FOUND if there is none (a view read again may
+    /// lack a version an earlier one had).
+    pub fn version(&self, version: u32) -> Result<&Trusted<F>, CoordError> {
+        self.versions
+            .get(&version)
+            .ok_or_else(|| CoordError::VersionNotFound(format!("{} {} has no version {version}", F::WHAT, self.name)))
+    }
+
     /// Whether the key allows `usage`.
     pub fn allows(&self, usage: pb::KeyUsage) -> bool {
         self.usages.contains(&(usage as i32))
@@ -432,8 +440,8 @@ impl<F: Family> Metadata<F> {
         }
     }
 
-    /// Runs `op` on the key's view with `version` in it (for `None`, the view as cached, whose
-    /// primary version `op` uses). When every node refused the generation that view names
+    /// Checks the name, then runs `op` on the key's view with `version` in it (for `None`, the
+    /// view as cached, whose primary version `op` uses). When every node refused the generation that view names
     /// (`VersionNotFound`: a reshare through this or another coordinator finalized it after the
     /// view was read, or committed a second time over it), the view is read again and, if it
     /// now names another generation of that version, `op` runs once more on it. A refusal
@@ -449,6 +457,7 @@ impl<F: Family> Metadata<F> {
     where
         Fut: Future<Output = Result<T, CoordError>>,
     {
+        hyok_proto::validate_key_id(name).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         let view = match version {
             Some(v) => self.get_version(pool, name, v, deadline).await?,
             None => self.get(pool, name, deadline).await?,

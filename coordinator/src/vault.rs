@@ -93,13 +93,6 @@ fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Re
         .ok_or_else(|| CoordError::PermissionDenied("the request's evidence is not for an encryption".into()))
 }
 
-/// `version` in `view` (a view read again after a refusal may lack it: the version is gone).
-fn trusted<'v>(view: &'v KeyView, key_id: &str, version: u32) -> Result<&'v TrustedVersion, CoordError> {
-    view.versions
-        .get(&version)
-        .ok_or_else(|| CoordError::VersionNotFound(format!("key {key_id} has no version {version}")))
-}
-
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
     DprfInput::new(key_id, version, seed).map_err(|e| CoordError::Invalid(e.to_string()))
 }
@@ -154,7 +147,6 @@ impl Vault {
         check_len("aad", aad.len(), MAX_AAD)?;
         let evidence = required(evidence)?;
         let nonce = encryption_nonce(evidence, plaintext, aad)?;
-        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         self.metadata
             .using(&self.pool, key_id, None, deadline, move |view: Arc<KeyView>| async move {
                 require_usage(&view, pb::KeyUsage::Encrypt)?;
@@ -238,7 +230,6 @@ impl Vault {
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
         }
-        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         let input = &input(key_id, version, seed)?;
         // An encryption's own evidence opens only what that encryption made (hyok-xks proves a
         // fresh ciphertext decrypts this way): the nodes evaluate the encryption again.
@@ -254,7 +245,7 @@ impl Vault {
         self.metadata
             .using(&self.pool, key_id, Some(version), deadline, move |view: Arc<KeyView>| async move {
                 require_usage(&view, pb::KeyUsage::Decrypt)?;
-                let trusted = trusted(&view, key_id, version)?;
+                let trusted = view.version(version)?;
                 let item = pb::EvaluateItem {
                     key_id: key_id.to_owned(),
                     version,
@@ -315,11 +306,10 @@ impl Vault {
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
         }
-        hyok_proto::validate_key_id(key_id).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         self.metadata
             .using(&self.pool, key_id, Some(version), deadline, move |view: Arc<KeyView>| async move {
                 require_usage(&view, pb::KeyUsage::Unwrap)?;
-                let trusted = trusted(&view, key_id, version)?;
+                let trusted = view.version(version)?;
                 // A wrap whose proof fails is refused here already; the nodes would refuse it too.
                 parsed.vartime_verify(trusted.package.group_key(), label).map_err(|_| {
                     CoordError::Invalid("wrapped key does not verify for this key version and label".into())

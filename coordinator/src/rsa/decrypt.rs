@@ -58,7 +58,6 @@ impl Vault {
         evidence: Option<&pb::Evidence>,
         deadline: Instant,
     ) -> Result<Zeroizing<Vec<u8>>, CoordError> {
-        hyok_proto::validate_key_id(name).map_err(|e| CoordError::Invalid(e.to_owned()))?;
         let evidence = crate::vault::required(evidence)?;
         if version == 0 {
             return Err(CoordError::Invalid("version must be at least 1".into()));
@@ -70,9 +69,7 @@ impl Vault {
                 Some(version),
                 deadline,
                 move |view: std::sync::Arc<crate::metadata::RsaKeyView>| async move {
-                    let trusted = view.versions.get(&version).ok_or_else(|| {
-                        CoordError::VersionNotFound(format!("RSA key {name} has no version {version}"))
-                    })?;
+                    let trusted = view.version(version)?;
                     check_ciphertext(&trusted.package, ciphertext)?;
                     let request = pb::RsaPartialRequest {
                         name: name.to_owned(),

@@ -190,8 +190,8 @@ impl Eq for PublicKeyPackage {}
 
 /// `[G, K_i in node order]`, prepared once, on first use, for variable-time multiscalar
 /// multiplications with these fixed points: checking a batch of proofs against the package
-/// ([`crate::dleq::vartime_verify_batch`]). Wider windows than a one-off multiplication can
-/// afford make each fixed point cost about half as much. Shared by clones.
+/// ([`crate::dleq::vartime_verify_batch`]), with wider windows than a one-off multiplication
+/// can afford (criterion verify_batch/3: 227 → 219 µs). Shared by clones.
 #[derive(Clone, Default)]
 pub(crate) struct Bases(std::sync::Arc<std::sync::OnceLock<VartimeRistrettoPrecomputation>>);
 

@@ -149,7 +149,7 @@ pub async fn status(target: &Target) -> Result<()> {
 
 /// `hyokctl node replace N` with the dev or the compose cluster: see the module docs. Returns
 /// once node N holds every version of every key, EC and threshold RSA, at the generation the
-/// cluster trusts.
+/// cluster trusts, and the generations that repair replaced are dropped.
 pub async fn replace(target: &Target, id: u16) -> Result<()> {
     let cluster = Operated::open(&target.dev_dir)?;
     let data_dir = cluster.data_dir(id)?;
@@ -178,14 +178,13 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
     let policy = hyok_evidence::policy::PolicyFile::load(&target.dev_dir.join(crate::policy::POLICY_FILE))?;
     crate::policy::install_running(&[(id, data_dir.clone())], &policy).await?;
 
+    // A repair pass is asked for first even if the node already holds everything: the coordinator
+    // runs one pass at a time, so this one starts only after any pass already under way (its
+    // repair loop's, which may have served the node first) has finalized, and no replaced
+    // generation is left when this returns.
     let mut vault = target.connect().await?;
     for attempt in 1..=REPAIR_ATTEMPTS {
-        let missing = lacking(&mut vault, &data_dir).await?;
-        if missing.is_empty() {
-            println!("node {id} holds every key version again, EC and RSA");
-            return Ok(());
-        }
-        println!("node {id} lacks {}; resharing (attempt {attempt})", missing.join(", "));
+        println!("node {id}: resharing what it lacks (attempt {attempt})");
         let done = vault
             .reshare_keys(pb::ReshareKeysRequest {
                 key_id: String::new(),
@@ -197,6 +196,12 @@ pub async fn replace(target: &Target, id: u16) -> Result<()> {
         for v in &done.versions {
             print_reshared(v);
         }
+        let missing = lacking(&mut vault, &data_dir).await?;
+        if missing.is_empty() {
+            println!("node {id} holds every key version again, EC and RSA");
+            return Ok(());
+        }
+        println!("node {id} still lacks {}", missing.join(", "));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bail!("node {id} still lacks key versions after {REPAIR_ATTEMPTS} attempts")

@@ -211,8 +211,8 @@ pub(crate) fn decode(value: &[u8]) -> Result<AuditEntry> {
 }
 
 /// The chain's head as last recorded by an append: `u64be(seq) ‖ hash[32]`, stored in the `meta`
-/// tree under `audit_head` in the same transaction as the entries. It lets [`verify`] notice
-/// entries removed from the end, which the links alone cannot show.
+/// tree under `audit_head`, inserted after the entries. It lets [`verify`] notice entries
+/// removed from the end, which the links alone cannot show.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Head {
     pub seq: u64,
@@ -222,6 +222,12 @@ pub(crate) struct Head {
 impl Head {
     /// The head of an empty chain: seq 0 and the all-zero hash entry 1 links to.
     pub(crate) const EMPTY: Head = Head { seq: 0, hash: [0; 32] };
+
+    /// Whether `entry` is the next one after this head: the next `seq`, linked to this hash,
+    /// its stored hash that of its encoding.
+    pub(crate) fn continued_by(&self, entry: &AuditEntry) -> bool {
+        entry.seq == self.seq + 1 && entry.prev_hash == self.hash && entry.computed_hash() == entry.hash
+    }
 
     pub(crate) fn encode(&self) -> [u8; 40] {
         let mut out = [0u8; 40];

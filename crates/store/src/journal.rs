@@ -366,4 +366,40 @@ mod tests {
         std::fs::copy(live.join(FILE), gap.join(FILE)).unwrap();
         assert!(matches!(crate::Store::open(&gap, seal()), Err(Error::Corrupt(m)) if m.contains("does not continue")));
     }
+
+    /// An append inserts its entries, then the recorded head, without a transaction: a crash
+    /// between them leaves sled holding the entries without the head. Opened with the journal
+    /// (the append was acknowledged), the store moves its head over them; opened without it,
+    /// nothing vouches for them, and the chain's verification reports them.
+    #[test]
+    fn an_append_whose_head_sled_lost_is_taken_in_from_the_journal_and_reported_without_it() {
+        let scratch = tempfile::tempdir().unwrap();
+        let seal = || crate::SealKey::load(scratch.path().join("seal.key")).unwrap();
+        crate::SealKey::create(scratch.path().join("seal.key")).unwrap();
+        let live = scratch.path().join("live");
+        let store = crate::Store::open(&live, seal()).unwrap();
+        let first = store.append_audit(&[event(1), event(2)]).unwrap();
+        let second = store.append_audit(&[event(3), event(4)]).unwrap();
+        // sled as a crash between the second append's inserts would leave it.
+        let lagging = audit::Head { seq: 2, hash: first[1].hash };
+        store.meta.insert(crate::store::AUDIT_HEAD, &lagging.encode()[..]).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.audit_head().unwrap(), (2, first[1].hash));
+        drop(store);
+        let without = scratch.path().join("without");
+        copy_store(&live, &without, false);
+
+        let store = reopen(&live, seal);
+        assert_eq!(store.audit_head().unwrap(), (4, second[1].hash));
+        assert_eq!(store.verify_audit().unwrap(), Ok(4));
+        assert_eq!(store.append_audit(&[event(5)]).unwrap()[0].seq, 5);
+        drop(store);
+
+        let store = reopen(&without, seal);
+        assert_eq!(store.audit_head().unwrap(), (2, first[1].hash));
+        assert_eq!(
+            store.verify_audit().unwrap(),
+            Err(audit::AuditBreak { seq: 3, reason: "entry beyond the recorded head" })
+        );
+    }
 }

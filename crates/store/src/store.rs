@@ -14,7 +14,8 @@
 //! flush — so a node that acknowledges a change has made it durable. The one exception is the
 //! audit append, on every request's path: it is made durable in the audit journal instead
 //! ([`crate::journal`]), from which [`Store::open`] puts back what sled lost. Multi-record changes are
-//! sled transactions, so a crash leaves all of a change or none of it; one lock serializes the
+//! sled transactions, so a crash leaves all of a change or none of it (the audit append again
+//! excepted: its entries and head are plain inserts, see [`Store::append_audit`]); one lock serializes the
 //! writers of key records (both families) and another audit appends, so check-then-write
 //! sequences do not race.
 
@@ -37,7 +38,7 @@ use zeroize::Zeroizing;
 const IDENTITY: &[u8] = b"identity";
 /// Longest long-term secrets blob accepted.
 const MAX_IDENTITY_LEN: usize = 1024;
-const AUDIT_HEAD: &[u8] = b"audit_head";
+pub(crate) const AUDIT_HEAD: &[u8] = b"audit_head";
 /// The node's pinned cluster manifest (its canonical encoding; public, so not sealed).
 const MANIFEST: &[u8] = b"manifest";
 /// A membership change this node's operator accepted, not yet executed (opaque here).
@@ -77,7 +78,7 @@ impl Trees {
 /// A node's store. Share it between threads by reference (`&Store` / `Arc<Store>`).
 pub struct Store {
     db: sled::Db,
-    meta: sled::Tree,
+    pub(crate) meta: sled::Tree,
     /// EC keys ([`Ec`]).
     ec: Trees,
     /// Threshold RSA keys ([`Rsa`]).
@@ -148,16 +149,23 @@ impl Store {
     }
 
     /// Puts back the journaled audit entries sled lost (it is flushed only now and then, see
-    /// [`crate::journal`]): those that continue its chain, in order. Then flushes, and the
-    /// journal starts over. An entry sled already holds is not touched (nor checked: the
-    /// chain's verification does that). A journal that skips past sled's head — entries sled
-    /// lost that the journal does not hold — is a corrupt store.
+    /// [`crate::journal`]): those that continue its chain from the recorded head, in order. Then
+    /// flushes, and the journal starts over. An entry sled already holds up to the head is not
+    /// touched (nor checked: the chain's verification does that); one past the head is replaced
+    /// by the journal's. A journal that skips past the head — entries sled lost that the journal
+    /// does not hold — is a corrupt store.
+    ///
+    /// An append inserts its entries and then the head, without a transaction (see
+    /// [`Store::append_audit`]), and sled recovers a prefix of its writes: after a crash it may
+    /// hold an append's entries without its head. If that append was acknowledged, the journal
+    /// holds them and the head moves over them here. If not, nothing vouches for them: they stay
+    /// past the head, and the verification reports them, as it does an entry forged there.
     fn recover_audit(&self, journaled: Vec<AuditEntry>) -> Result<()> {
         let mut head = self.audit_head_or_last()?;
         let mut lost = Vec::new();
         let held = head.seq;
         for entry in journaled.into_iter().filter(|e| e.seq > held) {
-            if entry.seq != head.seq + 1 || entry.prev_hash != head.hash {
+            if !head.continued_by(&entry) {
                 return Err(Error::Corrupt(format!(
                     "audit journal: entry {} does not continue the chain at {}",
                     entry.seq, head.seq
@@ -357,44 +365,42 @@ impl Store {
 
     // ---- audit -------------------------------------------------------------------------
 
-    /// Appends `events` to the audit chain, in order, in one transaction with the recorded head,
-    /// and makes them durable once: in the audit journal (see [`crate::journal`]), or, when the
-    /// journal is full, by a flush, after which the journal starts over. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash (zeros for
-    /// the first) and `hash = SHA-256(encoding)` (see [`crate::audit`]). Every event is checked
-    /// ([`AuditEvent::check`]) before anything is written.
+    /// Appends `events` to the audit chain, in order, and makes them durable once: in the audit
+    /// journal (see [`crate::journal`]), or, when the journal is full, by a flush, after which
+    /// the journal starts over. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash
+    /// (zeros for the first) and `hash = SHA-256(encoding)` (see [`crate::audit`]). Every event
+    /// is checked ([`AuditEvent::check`]) before anything is written.
+    ///
+    /// The entries go into sled as plain inserts, then the recorded head: no transaction. A sled
+    /// transaction seals and writes out sled's IO buffer twice (before and after it), which
+    /// made sled's IO threads write and wake on every append. The journal is the durable copy,
+    /// and sled's inserts, made in order under the audit lock, are recovered as a prefix: a
+    /// crash leaves at worst an append's entries without its head, which [`Store::open`] moves
+    /// over from the journal. Readers that compare the entries with the head
+    /// ([`Store::verify_audit`]) read the head under the same lock.
     pub fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<AuditEntry>> {
         events.iter().try_for_each(AuditEvent::check)?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let guard = lock(&self.audit_writes);
-        // Outside the transaction, for a store written before heads were recorded (it continues
-        // from its last entry); inside it, the recorded head decides.
-        let fallback = self.audit_head_or_last()?;
-        let entries = (&self.audit, &self.meta)
-            .transaction(|(audit_tree, meta)| {
-                let head = match meta.get(AUDIT_HEAD)? {
-                    Some(v) => Head::decode(&v).map_err(ConflictableTransactionError::Abort)?,
-                    None => fallback,
-                };
-                let mut entries = Vec::with_capacity(events.len());
-                let mut values = Vec::with_capacity(events.len());
-                let (mut seq, mut prev) = (head.seq, head.hash);
-                for event in events {
-                    seq += 1;
-                    let mut value = audit::encode(seq, event, &prev);
-                    let hash = audit::hash(&value);
-                    value.extend_from_slice(&hash);
-                    audit_tree.insert(&seq.to_be_bytes()[..], value.as_slice())?;
-                    values.push(value);
-                    entries.push(AuditEntry { seq, event: event.clone(), prev_hash: prev, hash });
-                    prev = hash;
-                }
-                meta.insert(AUDIT_HEAD, &Head { seq, hash: prev }.encode()[..])?;
-                Ok((entries, values))
-            })
-            .map_err(tx_error)?;
-        let (entries, values) = entries;
+        let head = self.audit_head_or_last()?;
+        let mut entries = Vec::with_capacity(events.len());
+        let mut values = Vec::with_capacity(events.len());
+        let (mut seq, mut prev) = (head.seq, head.hash);
+        for event in events {
+            seq += 1;
+            let mut value = audit::encode(seq, event, &prev);
+            let hash = audit::hash(&value);
+            value.extend_from_slice(&hash);
+            values.push(value);
+            entries.push(AuditEntry { seq, event: event.clone(), prev_hash: prev, hash });
+            prev = hash;
+        }
+        for (entry, value) in entries.iter().zip(&values) {
+            self.audit.insert(entry.seq.to_be_bytes(), value.as_slice())?;
+        }
+        self.meta.insert(AUDIT_HEAD, &Head { seq, hash: prev }.encode()[..])?;
         // Into the journal in the lock, so that its records go in chain order.
         let Some(end) = self.journal.append(&values)? else {
             // Full: one flush makes sled hold everything, and the journal starts over.
@@ -453,7 +459,12 @@ impl Store {
 
     /// Walks the whole audit chain.
     pub fn verify_audit(&self) -> Result<Result<u64, AuditBreak>> {
-        let head = || self.meta.get(AUDIT_HEAD)?.map(|v| Head::decode(&v)).transpose();
+        // Under the audit lock: an append in progress has then inserted its head as well as its
+        // entries, so an entry the walk saw is not mistaken for one past the head.
+        let head = || {
+            let _appends = lock(&self.audit_writes);
+            self.meta.get(AUDIT_HEAD)?.map(|v| Head::decode(&v)).transpose()
+        };
         let before = head()?;
         let entries = self.audit.iter().map(|item| {
             let (k, v) = item?;

@@ -54,10 +54,8 @@ impl PartialEvaluation {
         context: &Transcript,
         rng: &mut R,
     ) -> Self {
-        let value = Element::new(h.point * share.secret());
         let vk = share.verification_key();
-        let statement = Statement { x: &vk.0, h, y: &value };
-        let proof = DleqProof::prove(share.secret(), statement, context, rng);
+        let (value, proof) = DleqProof::prove_value(share.secret(), &vk.0, h, context, rng);
         PartialEvaluation { node: share.node(), value, proof }
     }
 

@@ -71,9 +71,7 @@ fn records(bytes: &[u8]) -> Vec<audit::AuditEntry> {
         let len = u32::from_be_bytes(*len) as usize;
         let Some((value, tail)) = tail.split_at_checked(len).filter(|_| len > 0) else { break };
         let Some(entry) = intact(value).then(|| audit::decode(value).ok()).flatten() else { break };
-        if let Some(last) = out.last()
-            && (entry.seq != last.seq + 1 || entry.prev_hash != last.hash)
-        {
+        if out.last().is_some_and(|last| !audit::Head::of(last).continued_by(&entry)) {
             break;
         }
         out.push(entry);

@@ -171,7 +171,7 @@ impl Store {
                     entry.seq, head.seq
                 )));
             }
-            head = Head { seq: entry.seq, hash: entry.hash };
+            head = Head::of(&entry);
             let mut value = audit::encode(entry.seq, &entry.event, &entry.prev_hash);
             value.extend_from_slice(&entry.hash);
             lost.push((entry.seq, value));
@@ -199,7 +199,7 @@ impl Store {
             return Head::decode(&v);
         }
         match self.audit.last()? {
-            Some((_, last)) => audit::decode(&last).map(|e| Head { seq: e.seq, hash: e.hash }),
+            Some((_, last)) => audit::decode(&last).map(|e| Head::of(&e)),
             None => Ok(Head::EMPTY),
         }
     }

@@ -73,9 +73,11 @@ impl DleqProof {
         let half_secret = Zeroizing::new(secret * half);
         let half_r = Zeroizing::new(*r * half);
         let halves = [h.point * *half_secret, RistrettoPoint::mul_base(&half_r), h.point * *half_r];
-        let mut encodings = RistrettoPoint::double_and_compress_batch(&halves).into_iter();
-        let mut next = || encodings.next().unwrap_or_default();
-        let (y, a, b) = (next(), next(), next());
+        let [y, a, b] = match RistrettoPoint::double_and_compress_batch(&halves)[..] {
+            [y, a, b] => [y, a, b],
+            // dalek gives one encoding per point; were it ever otherwise, one by one.
+            _ => halves.map(|p| (p + p).compress()),
+        };
         let y = Element { point: halves[0] + halves[0], compressed: y };
         let c = Statement { x, h, y: &y }.challenge(context, &a, &b);
         (y, DleqProof { a, b, s: *r + c * secret })

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 /// The journal file's size. At a few hundred bytes per entry it holds some thousands of
@@ -51,6 +52,16 @@ pub(crate) struct Journal {
     tail: Mutex<Tail>,
     /// Of [`Tail::written`], how much is known durable.
     synced: Mutex<u64>,
+    /// A write or a sync failed since the last reset. After a failed `fdatasync` the kernel may
+    /// have dropped the unwritten pages and a later sync report success without them, and after
+    /// a failed write the records no longer continue one another: until the store has flushed
+    /// and reset, nothing more is appended and no sync vouches for anything.
+    failed: AtomicBool,
+    /// Test-only faults: the next write is torn and fails, the next sync fails.
+    #[cfg(test)]
+    pub(crate) fail_write: AtomicBool,
+    #[cfg(test)]
+    pub(crate) fail_sync: AtomicBool,
 }
 
 fn io(path: &Path, source: std::io::Error) -> Error {
@@ -105,14 +116,29 @@ impl Journal {
             file.sync_all().map_err(|e| io(&path, e))?;
             File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
         }
-        let journal = Journal { file, path, tail: Mutex::new(Tail::default()), synced: Mutex::new(0) };
+        let journal = Journal {
+            file,
+            path,
+            tail: Mutex::new(Tail::default()),
+            synced: Mutex::new(0),
+            failed: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_write: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_sync: AtomicBool::new(false),
+        };
         Ok((journal, entries))
     }
 
     /// Writes `values` (audit entries as stored) after the last record; `Some(end)` to pass to
     /// [`Journal::sync`], or `None` when they do not fit: the caller then flushes the store and
-    /// resets. Callers hold the store's audit lock, so records go in `seq` order.
+    /// resets. Callers hold the store's audit lock, so records go in `seq` order. An error (this
+    /// write failed, or an earlier write or sync did) also leaves it to the caller to flush the
+    /// store and reset.
     pub(crate) fn append(&self, values: &[Vec<u8>]) -> Result<Option<u64>> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failed_error());
+        }
         let mut buf = Vec::with_capacity(values.iter().map(|v| v.len() + 4).sum());
         for value in values {
             let len = u32::try_from(value.len()).map_err(|_| Error::Invalid("audit entry too large"))?;
@@ -125,7 +151,10 @@ impl Journal {
         if tail.offset + buf.len() as u64 + 4 > CAPACITY {
             return Ok(None);
         }
-        self.file.write_all_at(&buf, tail.offset).map_err(|e| io(&self.path, e))?;
+        if let Err(e) = self.write_at(&buf, tail.offset) {
+            self.failed.store(true, Ordering::Release);
+            return Err(io(&self.path, e));
+        }
         tail.offset += buf.len() as u64;
         tail.written += buf.len() as u64;
         Ok(Some(tail.written))
@@ -138,15 +167,43 @@ impl Journal {
         if *synced >= end {
             return Ok(());
         }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(self.failed_error());
+        }
         let covers = self.tail.lock().unwrap_or_else(PoisonError::into_inner).written;
-        self.file.sync_data().map_err(|e| io(&self.path, e))?;
+        if let Err(e) = self.sync_data() {
+            self.failed.store(true, Ordering::Release);
+            return Err(io(&self.path, e));
+        }
         *synced = (*synced).max(covers);
         Ok(())
     }
 
+    fn failed_error(&self) -> Error {
+        io(&self.path, std::io::Error::other("an earlier write or sync of the audit journal failed"))
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_write.swap(false, Ordering::AcqRel) {
+            // Torn: half the bytes land, then the write fails.
+            self.file.write_all_at(&buf[..buf.len() / 2], offset)?;
+            return Err(std::io::Error::other("injected write failure"));
+        }
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_sync.swap(false, Ordering::AcqRel) {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
+        self.file.sync_data()
+    }
+
     /// Starts over at the beginning of the file. Only once the store is flushed (sled then holds
     /// every entry the journal did), with the audit lock held; what was written counts as
-    /// durable.
+    /// durable, and an earlier failure is behind it.
     pub(crate) fn reset(&self) {
         let mut tail = self.tail.lock().unwrap_or_else(PoisonError::into_inner);
         tail.offset = 0;
@@ -154,6 +211,7 @@ impl Journal {
         drop(tail);
         let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
         *synced = (*synced).max(written);
+        self.failed.store(false, Ordering::Release);
     }
 }
 
@@ -399,5 +457,56 @@ mod tests {
             store.verify_audit().unwrap(),
             Err(audit::AuditBreak { seq: 3, reason: "entry beyond the recorded head" })
         );
+    }
+
+    /// A failed sync leaves the journal vouching for nothing: a later sync does not report the
+    /// records durable (the kernel may have dropped them and would report success), nor is
+    /// anything appended, until the store has flushed and reset.
+    #[test]
+    fn after_a_failed_sync_no_sync_vouches_and_no_append_goes_in_until_a_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(dir.path()).unwrap();
+        let first = chain((0, [0; 32]), 2, "a");
+        let end = journal.append(&first).unwrap().unwrap();
+        journal.fail_sync.store(true, Ordering::SeqCst);
+        assert!(journal.sync(end).is_err());
+        assert!(journal.sync(end).is_err(), "a failed journal vouches for nothing");
+        assert!(journal.append(&chain(head(&first), 1, "b")).is_err());
+        journal.reset();
+        assert!(journal.sync(end).is_ok(), "after the store's flush and the reset, it is durable");
+        let end = journal.append(&chain(head(&first), 1, "b")).unwrap().unwrap();
+        journal.sync(end).unwrap();
+    }
+
+    /// A torn journal write, or a failed sync, does not fail the append nor lose it: the store
+    /// flushes sled instead, and entries appended after it, journaled again, survive a crash in
+    /// which sled loses everything it had not flushed. (Left as it was, the journal would end
+    /// at the torn write, and the acknowledged entries after it would be lost.)
+    #[test]
+    fn appends_after_a_failed_journal_write_or_sync_survive_a_crash() {
+        for fault in ["write", "sync"] {
+            let scratch = tempfile::tempdir().unwrap();
+            let seal = || crate::SealKey::load(scratch.path().join("seal.key")).unwrap();
+            crate::SealKey::create(scratch.path().join("seal.key")).unwrap();
+            let live = scratch.path().join("live");
+            let store = crate::Store::open(&live, seal()).unwrap();
+            store.append_audit(&[event(1), event(2)]).unwrap();
+            let flag = if fault == "write" { &store.journal.fail_write } else { &store.journal.fail_sync };
+            flag.store(true, Ordering::SeqCst);
+            let third = store.append_audit(&[event(3)]);
+            assert!(third.is_ok(), "{fault}: the append is made durable another way, not refused");
+            assert!(!flag.load(Ordering::SeqCst), "{fault}: the fault was hit");
+            let fourth = store.append_audit(&[event(4), event(5)]).unwrap();
+            // A crash now: sled's files as they are on disk (the store is not dropped, which
+            // would flush), the journal as written.
+            let crashed = scratch.path().join("crashed");
+            copy_store(&live, &crashed, true);
+            let recovered = crate::Store::open(&crashed, seal()).unwrap();
+            assert_eq!(recovered.audit_len().unwrap(), 5, "{fault}");
+            assert_eq!(recovered.verify_audit().unwrap(), Ok(5), "{fault}");
+            assert_eq!(recovered.audit_head().unwrap(), (5, fourth[1].hash), "{fault}");
+            drop(recovered);
+            drop(store);
+        }
     }
 }

@@ -92,7 +92,7 @@ pub struct Store {
     /// Serializes audit appends.
     audit_writes: Mutex<()>,
     /// What makes an audit append durable (see [`crate::journal`]).
-    journal: Journal,
+    pub(crate) journal: Journal,
     /// sled's log file, synced after each flush: sled's own flush only asks the kernel to write
     /// the range out (`sync_file_range`), which survives the process dying but not the machine
     /// losing power, nor a grown file's new size.
@@ -366,8 +366,8 @@ impl Store {
     // ---- audit -------------------------------------------------------------------------
 
     /// Appends `events` to the audit chain, in order, and makes them durable once: in the audit
-    /// journal (see [`crate::journal`]), or, when the journal is full, by a flush, after which
-    /// the journal starts over. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash
+    /// journal (see [`crate::journal`]), or, when the journal is full or failed, by a flush,
+    /// after which the journal starts over. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash
     /// (zeros for the first) and `hash = SHA-256(encoding)` (see [`crate::audit`]). Every event
     /// is checked ([`AuditEvent::check`]) before anything is written.
     ///
@@ -402,18 +402,36 @@ impl Store {
         }
         self.meta.insert(AUDIT_HEAD, &Head { seq, hash: prev }.encode()[..])?;
         // Into the journal in the lock, so that its records go in chain order.
-        let Some(end) = self.journal.append(&values)? else {
-            // Full: one flush makes sled hold everything, and the journal starts over.
-            self.flush()?;
-            self.journal.reset();
-            return Ok(entries);
+        let end = match self.journal.append(&values) {
+            Ok(Some(end)) => end,
+            // Full, or the journal failed (now or earlier): one flush makes sled hold
+            // everything, and the journal starts over. Were the append to fail instead, sled
+            // would still hold these entries and the next append would journal entries that
+            // do not continue the journal's records: acknowledged, yet lost to a crash.
+            Ok(None) | Err(_) => {
+                self.settle_in_sled()?;
+                return Ok(entries);
+            }
         };
         // Synced outside the lock: one sync makes everything written so far durable, so
         // concurrent appends share one (group commit) instead of queueing one each; each caller
         // still returns only once its own entries are on disk.
         drop(guard);
-        self.journal.sync(end)?;
+        if self.journal.sync(end).is_err() {
+            // The journal vouches for nothing since its last reset: a flush of sled does, for
+            // these entries and every other appended so far.
+            let _guard = lock(&self.audit_writes);
+            self.settle_in_sled()?;
+        }
         Ok(entries)
+    }
+
+    /// Flushes sled, which then holds every audit entry the journal does, and starts the journal
+    /// over. With the audit lock held.
+    fn settle_in_sled(&self) -> Result<()> {
+        self.flush()?;
+        self.journal.reset();
+        Ok(())
     }
 
     /// The number of audit entries: the last entry's `seq` (0 for an empty log).
@@ -443,9 +461,6 @@ impl Store {
         self.flush()
     }
 
-    /// Walks the whole chain from entry 1: `Ok(Ok(n))` with `n` entries verified, or
-    /// `Ok(Err(break))` naming the first entry that is altered, missing, mislinked, or beyond /
-    /// short of the recorded head. The outer `Err` is a storage failure, not a verdict.
     /// The audit chain's head: how many entries it holds and the last one's hash (`(0, [0; 32])`
     /// for an empty log).
     pub fn audit_head(&self) -> Result<(u64, [u8; 32])> {
@@ -457,7 +472,9 @@ impl Store {
             .map_or((0, [0; 32]), |h| (h.seq, h.hash)))
     }
 
-    /// Walks the whole audit chain.
+    /// Walks the whole chain from entry 1: `Ok(Ok(n))` with `n` entries verified, or
+    /// `Ok(Err(break))` naming the first entry that is altered, missing, mislinked, or beyond /
+    /// short of the recorded head. The outer `Err` is a storage failure, not a verdict.
     pub fn verify_audit(&self) -> Result<Result<u64, AuditBreak>> {
         // Under the audit lock: an append in progress has then inserted its head as well as its
         // entries, so an entry the walk saw is not mistaken for one past the head.

@@ -187,9 +187,7 @@ impl Store {
                 })
                 .map_err(tx_error)?;
         }
-        self.flush()?;
-        self.journal.reset();
-        Ok(())
+        self.settle_in_sled()
     }
 
     /// The recorded audit head, or for a store written before heads were recorded its last
@@ -367,8 +365,8 @@ impl Store {
 
     /// Appends `events` to the audit chain, in order, and makes them durable once: in the audit
     /// journal (see [`crate::journal`]), or, when the journal is full or failed, by a flush,
-    /// after which the journal starts over. Entry `n` gets `seq = n`, `prev_hash` = entry `n − 1`'s hash
-    /// (zeros for the first) and `hash = SHA-256(encoding)` (see [`crate::audit`]). Every event
+    /// after which the journal starts over. Entry `n` gets `seq = n`, `prev_hash` = entry
+    /// `n − 1`'s hash (zeros for the first) and `hash = SHA-256(encoding)` (see [`crate::audit`]). Every event
     /// is checked ([`AuditEvent::check`]) before anything is written.
     ///
     /// The entries go into sled as plain inserts, then the recorded head: no transaction. A sled
@@ -427,7 +425,7 @@ impl Store {
     }
 
     /// Flushes sled, which then holds every audit entry the journal does, and starts the journal
-    /// over. With the audit lock held.
+    /// over. With the audit lock held, or before the store is shared (at open).
     fn settle_in_sled(&self) -> Result<()> {
         self.flush()?;
         self.journal.reset();

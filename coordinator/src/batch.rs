@@ -13,45 +13,129 @@
 //! than waiting in an unbounded line.
 
 use crate::fanout::Reply;
+use crate::metadata::KeyView;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
+use hyok_threshold::Wire;
+use hyok_threshold::dprf::{self, BatchProof, HashedInput, PartialValue};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::transport::Channel;
 
-/// What one item comes back as: the node's per-item result, or the call's failure.
-pub type ItemResult = Result<pb::PartialResult, Status>;
+/// What one item comes back as: the node's answer for it, or the call's failure.
+pub type ItemResult = Reply;
 
 /// A kind of batched node call.
 pub trait BatchKind: Send + 'static {
     /// One request item.
     type Item: Send + 'static;
-    /// Sends the items as one call; the answer holds one result per item, in order.
+    /// Sends the items as one call; the answer holds one reply per item, in order.
     fn call(
         client: NodeClient<Channel>,
         items: Vec<Self::Item>,
         deadline: Instant,
-    ) -> impl Future<Output = Result<Vec<pb::PartialResult>, Status>> + Send;
+    ) -> impl Future<Output = Result<Vec<Reply>, Status>> + Send;
 }
 
 /// DPRF partial evaluations.
 #[derive(Debug)]
 pub struct Evaluate;
 
+/// One DPRF evaluation to ask a node for, with what its answer is checked against.
+#[derive(Debug)]
+pub struct EvaluateJob {
+    /// What the node is sent.
+    pub item: pb::EvaluateItem,
+    /// The input the node evaluates (for an encryption, on the seed it derives), hashed once
+    /// for every node asked.
+    pub input: Arc<HashedInput>,
+    /// The key's view that holds `item.version`'s trusted package.
+    pub view: Arc<KeyView>,
+}
+
 impl BatchKind for Evaluate {
-    type Item = pb::EvaluateItem;
+    type Item = EvaluateJob;
     async fn call(
         mut client: NodeClient<Channel>,
-        items: Vec<pb::EvaluateItem>,
+        jobs: Vec<EvaluateJob>,
         deadline: Instant,
-    ) -> Result<Vec<pb::PartialResult>, Status> {
+    ) -> Result<Vec<Reply>, Status> {
+        let shares: Vec<Share> =
+            jobs.iter().map(|j| (j.item.key_id.clone(), j.item.version, j.item.generation)).collect();
+        let (items, expected): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.item, (j.input, j.view))).unzip();
         let mut request = tonic::Request::new(pb::EvaluateBatchRequest { items });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        Ok(client.evaluate_batch(request).await?.into_inner().results)
+        let answer = client.evaluate_batch(request).await?.into_inner();
+        Ok(check_proofs(&shares, &expected, answer))
     }
+}
+
+/// What names the share an item is answered with: key id, version, generation.
+type Share = (String, u32, Option<u32>);
+
+/// One reply per item of a node's batch answer: a value becomes a partial only through the
+/// batch proof that covers it, and every value of a proof that fails (or of none, or of one
+/// that mixes key versions or lists an item twice) is an invalid partial of this node.
+fn check_proofs(
+    items: &[Share],
+    expected: &[(Arc<HashedInput>, Arc<KeyView>)],
+    answer: pb::EvaluateBatchResponse,
+) -> Vec<Reply> {
+    let n = items.len();
+    if answer.results.len() != n {
+        let status = Status::internal(format!("node answered {} items of {n}", answer.results.len()));
+        return (0..n).map(|_| Reply::Failed(status.clone())).collect();
+    }
+    let mut values: Vec<Option<PartialValue>> = Vec::with_capacity(n);
+    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(n);
+    for result in answer.results {
+        match result.result {
+            Some(pb::partial_result::Result::Partial(bytes)) => {
+                // A value not proven below stays invalid.
+                values.push(PartialValue::from_bytes(&bytes).ok());
+                replies.push(Some(Reply::Invalid));
+            }
+            other => {
+                values.push(None);
+                replies.push(Some(Reply::from(Ok(pb::PartialResult { result: other }))));
+            }
+        }
+    }
+    let mut covered = vec![false; n];
+    let mut rng = rand::rng();
+    for group in answer.proofs {
+        let indices: Vec<usize> = group.items.iter().map(|i| *i as usize).collect();
+        let fits = !indices.is_empty()
+            && indices.iter().all(|i| *i < n && !covered[*i] && values[*i].is_some())
+            && indices.windows(2).all(|w| w[0] < w[1])
+            && indices.iter().all(|i| items[*i] == items[indices[0]]);
+        if !fits {
+            continue;
+        }
+        for i in &indices {
+            covered[*i] = true;
+        }
+        let (key, version, _) = &items[indices[0]];
+        let Ok(trusted) = expected[indices[0]].1.version(*version) else { continue };
+        let Ok(proof) = BatchProof::from_bytes(&group.proof) else { continue };
+        let inputs: Vec<&HashedInput> = indices.iter().map(|i| expected[*i].0.as_ref()).collect();
+        let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
+        match dprf::vartime_verify_batch(&trusted.package, &inputs, &group_values, &proof, &mut rng) {
+            Ok(partials) => {
+                for (i, partial) in indices.iter().zip(partials) {
+                    replies[*i] = Some(Reply::Verified(partial));
+                }
+            }
+            Err(_) => {
+                tracing::warn!(key_id = %key, version, node = %proof.node(), "a node's batch proof does not verify")
+            }
+        }
+    }
+    replies.into_iter().map(|r| r.unwrap_or(Reply::Invalid)).collect()
 }
 
 /// KEM partial unwraps.
@@ -64,10 +148,10 @@ impl BatchKind for Unwrap {
         mut client: NodeClient<Channel>,
         items: Vec<pb::UnwrapItem>,
         deadline: Instant,
-    ) -> Result<Vec<pb::PartialResult>, Status> {
+    ) -> Result<Vec<Reply>, Status> {
         let mut request = tonic::Request::new(pb::UnwrapBatchRequest { items });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        Ok(client.unwrap_batch(request).await?.into_inner().results)
+        Ok(client.unwrap_batch(request).await?.into_inner().results.into_iter().map(|r| Reply::from(Ok(r))).collect())
     }
 }
 
@@ -123,9 +207,7 @@ impl<K: BatchKind> Batcher<K> {
         let queued = self.submit(item, deadline);
         async move {
             match queued {
-                Ok(rx) => rx
-                    .await
-                    .map_or_else(|_| Reply::Failed(Status::aborted("batch worker dropped the item")), Reply::from),
+                Ok(rx) => rx.await.unwrap_or_else(|_| Reply::Failed(Status::aborted("batch worker dropped the item"))),
                 Err(why) => Reply::Failed(Status::resource_exhausted(format!("node queue: {why:?}"))),
             }
         }
@@ -287,18 +369,18 @@ async fn send<K: BatchKind>(
     match answer {
         Ok(results) if results.len() == expected => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
+                let _ = reply.send(result);
             }
         }
         Ok(results) => {
             let status = Status::internal(format!("node answered {} items of {expected}", results.len()));
             for reply in replies {
-                let _ = reply.send(Err(status.clone()));
+                let _ = reply.send(Reply::Failed(status.clone()));
             }
         }
         Err(status) => {
             for reply in replies {
-                let _ = reply.send(Err(status.clone()));
+                let _ = reply.send(Reply::Failed(status.clone()));
             }
         }
     }
@@ -376,6 +458,162 @@ mod tests {
         assert_eq!(next(&stuck, later, (Some(ms(30)), Some(ms(30))), 32), Next::Open);
     }
 
+    mod proofs {
+        use super::super::*;
+        use crate::metadata::{Trusted, View};
+        use curve25519_dalek::Scalar;
+        use hyok_threshold::dealer::dangerous_deal;
+        use hyok_threshold::dprf::DprfInput;
+        use hyok_threshold::{KeyShare, NodeId};
+        use std::collections::BTreeMap;
+
+        struct Setup {
+            shares: Vec<KeyShare>,
+            items: Vec<Share>,
+            expected: Vec<(Arc<HashedInput>, Arc<KeyView>)>,
+        }
+
+        /// Five nodes, t = 3; items 0–2 under key `k` version 1, item 3 under key `other`.
+        fn setup() -> Setup {
+            let mut rng = rand::rng();
+            let ids: Vec<NodeId> = (1..=5).map(|i| NodeId::new(i).unwrap()).collect();
+            let (shares, package) = dangerous_deal(&Scalar::random(&mut rng), 3, &ids, &mut rng).unwrap();
+            let trusted = Trusted { version: 1, generation: 0, package, package_bytes: Vec::new(), created_at_ms: 0 };
+            let view = Arc::new(View {
+                name: "k".into(),
+                usages: Vec::new(),
+                versions: BTreeMap::from([(1, trusted)]),
+                enabled_on: Vec::new(),
+                inconsistent: Vec::new(),
+            });
+            let keys = ["k", "k", "k", "other"];
+            let items = keys.iter().map(|k| ((*k).to_owned(), 1, Some(0))).collect();
+            let expected = keys
+                .iter()
+                .map(|k| (Arc::new(HashedInput::new(DprfInput::random(k, 1, &mut rng).unwrap())), Arc::clone(&view)))
+                .collect();
+            Setup { shares, items, expected }
+        }
+
+        fn values(setup: &Setup, node: usize, at: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
+            let inputs: Vec<&HashedInput> = at.iter().map(|i| setup.expected[*i].0.as_ref()).collect();
+            let (values, proof) = dprf::evaluate_batch(&setup.shares[node], &inputs, &mut rand::rng());
+            (values.iter().map(Wire::to_bytes).collect(), proof.to_bytes())
+        }
+
+        fn answer(results: Vec<Option<Vec<u8>>>, proofs: Vec<(Vec<u32>, Vec<u8>)>) -> pb::EvaluateBatchResponse {
+            pb::EvaluateBatchResponse {
+                results: results
+                    .into_iter()
+                    .map(|r| pb::PartialResult {
+                        result: Some(match r {
+                            Some(bytes) => pb::partial_result::Result::Partial(bytes),
+                            None => pb::partial_result::Result::Error(pb::ItemError {
+                                code: pb::item_error::Code::NotFound as i32,
+                                message: "no such key".into(),
+                            }),
+                        }),
+                    })
+                    .collect(),
+                proofs: proofs.into_iter().map(|(items, proof)| pb::BatchProof { items, proof }).collect(),
+            }
+        }
+
+        fn kinds(replies: &[Reply]) -> Vec<&'static str> {
+            replies
+                .iter()
+                .map(|r| match r {
+                    Reply::Verified(p) if p.node() == NodeId::new(2).unwrap() => "verified",
+                    Reply::Verified(_) => "verified as another node",
+                    Reply::Invalid => "invalid",
+                    Reply::Refused(..) => "refused",
+                    Reply::Partial(_) => "unchecked",
+                    Reply::Failed(_) => "failed",
+                })
+                .collect()
+        }
+
+        /// Node 2's honest answer verifies, whether it proves items 0–2 together or apart; the
+        /// refused item 3 stays a refusal.
+        #[test]
+        fn an_honest_batch_verifies_in_one_proof_or_several() {
+            let s = setup();
+            let (v, proof) = values(&s, 1, &[0, 1, 2]);
+            let results = vec![Some(v[0].clone()), Some(v[1].clone()), Some(v[2].clone()), None];
+            let one = check_proofs(&s.items, &s.expected, answer(results.clone(), vec![(vec![0, 1, 2], proof)]));
+            assert_eq!(kinds(&one), ["verified", "verified", "verified", "refused"]);
+            let (a, pa) = values(&s, 1, &[0, 2]);
+            let (b, pb_) = values(&s, 1, &[1]);
+            let split = answer(
+                vec![Some(a[0].clone()), Some(b[0].clone()), Some(a[1].clone()), None],
+                vec![(vec![1], pb_), (vec![0, 2], pa)],
+            );
+            assert_eq!(
+                kinds(&check_proofs(&s.items, &s.expected, split)),
+                ["verified", "verified", "verified", "refused"]
+            );
+        }
+
+        /// What a lying node can send instead: every value of a batch whose proof fails, or
+        /// that no proof covers, is invalid, and nothing unchecked gets through.
+        #[test]
+        fn a_lying_nodes_values_are_all_invalid() {
+            let s = setup();
+            let (v, proof) = values(&s, 1, &[0, 1, 2]);
+            let honest =
+                |proofs| answer(vec![Some(v[0].clone()), Some(v[1].clone()), Some(v[2].clone()), None], proofs);
+            let all_invalid = ["invalid", "invalid", "invalid", "refused"];
+            // A value swapped for another item's.
+            let swapped = answer(
+                vec![Some(v[0].clone()), Some(v[0].clone()), Some(v[2].clone()), None],
+                vec![(vec![0, 1, 2], proof.clone())],
+            );
+            assert_eq!(kinds(&check_proofs(&s.items, &s.expected, swapped)), all_invalid);
+            // No proof; a proof over fewer items than it was made for; items out of order or twice.
+            assert_eq!(kinds(&check_proofs(&s.items, &s.expected, honest(vec![]))), all_invalid);
+            assert_eq!(
+                kinds(&check_proofs(&s.items, &s.expected, honest(vec![(vec![0, 1], proof.clone())]))),
+                all_invalid
+            );
+            assert_eq!(
+                kinds(&check_proofs(&s.items, &s.expected, honest(vec![(vec![1, 0, 2], proof.clone())]))),
+                all_invalid
+            );
+            assert_eq!(
+                kinds(&check_proofs(&s.items, &s.expected, honest(vec![(vec![0, 0, 1, 2], proof.clone())]))),
+                all_invalid
+            );
+            // The same proof twice, or one more proof that lists a covered item again.
+            let twice = honest(vec![(vec![0, 1, 2], proof.clone()), (vec![0, 1, 2], proof.clone())]);
+            assert_eq!(
+                kinds(&check_proofs(&s.items, &s.expected, twice)),
+                ["verified", "verified", "verified", "refused"]
+            );
+            // A proof over the refused item, or over items of two keys.
+            let (w, mixed) = values(&s, 1, &[0, 3]);
+            let over_two_keys =
+                answer(vec![Some(w[0].clone()), None, None, Some(w[1].clone())], vec![(vec![0, 3], mixed)]);
+            assert_eq!(
+                kinds(&check_proofs(&s.items, &s.expected, over_two_keys)),
+                ["invalid", "refused", "refused", "invalid"]
+            );
+            assert_eq!(
+                kinds(&check_proofs(&s.items, &s.expected, honest(vec![(vec![0, 1, 2, 3], proof.clone())]))),
+                all_invalid
+            );
+            // Another node's values and proof under node 2's answer are node 3's, never node 2's.
+            let (x, theirs) = values(&s, 2, &[0, 1, 2]);
+            let foreign = answer(
+                vec![Some(x[0].clone()), Some(x[1].clone()), Some(x[2].clone()), None],
+                vec![(vec![0, 1, 2], theirs)],
+            );
+            assert_eq!(kinds(&check_proofs(&s.items, &s.expected, foreign))[..3], ["verified as another node"; 3]);
+            // Too few results.
+            let short = answer(vec![Some(v[0].clone())], vec![(vec![0], proof)]);
+            assert_eq!(kinds(&check_proofs(&s.items, &s.expected, short)), ["failed"; 4]);
+        }
+    }
+
     /// A fake node `MS` milliseconds away: answers every item with its own bytes after `MS` ms,
     /// recording `(MS, items)` for each call.
     struct Fake<const MS: u64>;
@@ -389,15 +627,10 @@ mod tests {
 
     impl<const MS: u64> BatchKind for Fake<MS> {
         type Item = u32;
-        async fn call(_: NodeClient<Channel>, items: Vec<u32>, _: Instant) -> Result<Vec<pb::PartialResult>, Status> {
+        async fn call(_: NodeClient<Channel>, items: Vec<u32>, _: Instant) -> Result<Vec<Reply>, Status> {
             CALLS.lock().unwrap().push((MS, items.len()));
             tokio::time::sleep(ms(MS)).await;
-            Ok(items
-                .iter()
-                .map(|i| pb::PartialResult {
-                    result: Some(pb::partial_result::Result::Partial(i.to_be_bytes().to_vec())),
-                })
-                .collect())
+            Ok(items.iter().map(|i| Reply::Partial(i.to_be_bytes().to_vec())).collect())
         }
     }
 
@@ -407,7 +640,7 @@ mod tests {
         let batcher = Batcher::<Fake<100>>::spawn(NodeClient::new(channel), 64, 32, 1024);
         let deadline = Instant::now() + Duration::from_secs(5);
         // A first call teaches the worker how long calls take.
-        batcher.submit(0, deadline).unwrap().await.unwrap().unwrap();
+        batcher.submit(0, deadline).unwrap().await.unwrap();
         // Then one item every 15 ms: every one is answered one call time after it was queued,
         // none waits for a call in flight to come back.
         let mut waits = Vec::new();
@@ -415,7 +648,7 @@ mod tests {
             let queued = Instant::now();
             let rx = batcher.submit(i, deadline).unwrap();
             waits.push(tokio::spawn(async move {
-                let result = rx.await.unwrap().unwrap();
+                let result = rx.await.unwrap();
                 (result, queued.elapsed())
             }));
             tokio::time::sleep(ms(15)).await;
@@ -423,7 +656,7 @@ mod tests {
         for (i, wait) in waits.into_iter().enumerate() {
             let (result, took) = wait.await.unwrap();
             let expected = u32::try_from(i + 1).unwrap().to_be_bytes().to_vec();
-            assert_eq!(result.result, Some(pb::partial_result::Result::Partial(expected)));
+            assert!(matches!(result, Reply::Partial(bytes) if bytes == expected), "item {}", i + 1);
             assert_eq!(took, ms(100), "item {} waited for a slot", i + 1);
         }
         assert_eq!(calls(100).len(), 7);
@@ -434,15 +667,15 @@ mod tests {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
         let batcher = Batcher::<Fake<2>>::spawn(NodeClient::new(channel), 64, 32, 1024);
         let deadline = Instant::now() + Duration::from_secs(5);
-        batcher.submit(0, deadline).unwrap().await.unwrap().unwrap();
+        batcher.submit(0, deadline).unwrap().await.unwrap();
         // One item goes at once; nine queued while its call is in flight wait for it, then go
         // as one call.
         let first = batcher.submit(1, deadline).unwrap();
         tokio::task::yield_now().await;
         let rest: Vec<_> = (2..=10).map(|i| batcher.submit(i, deadline).unwrap()).collect();
-        first.await.unwrap().unwrap();
+        first.await.unwrap();
         for rx in rest {
-            rx.await.unwrap().unwrap();
+            rx.await.unwrap();
         }
         assert_eq!(calls(2), vec![1, 1, 9]);
     }

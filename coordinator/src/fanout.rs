@@ -211,17 +211,25 @@ pub fn describe<T>(answers: &Answers<T>) -> String {
 pub trait Partial: Wire + Send + 'static {
     /// The node that computed it.
     fn node(&self) -> NodeId;
+    /// A DPRF partial whose node's batch proof the batcher verified, if this is that kind.
+    fn from_verified(partial: PartialEvaluation) -> Option<Self>;
 }
 
 impl Partial for PartialEvaluation {
     fn node(&self) -> NodeId {
         PartialEvaluation::node(self)
     }
+    fn from_verified(partial: PartialEvaluation) -> Option<Self> {
+        Some(partial)
+    }
 }
 
 impl Partial for RsaPartial {
     fn node(&self) -> NodeId {
         RsaPartial::node(self)
+    }
+    fn from_verified(_: PartialEvaluation) -> Option<Self> {
+        None
     }
 }
 
@@ -230,6 +238,10 @@ impl Partial for RsaPartial {
 pub enum Reply {
     /// The partial's wire bytes.
     Partial(Vec<u8>),
+    /// A DPRF partial proven by its node's batch proof, which the batcher checked.
+    Verified(PartialEvaluation),
+    /// A value whose batch proof failed or was missing: the node's partial is wrong.
+    Invalid,
     /// The node refused this item (batched calls answer item by item).
     Refused(pb::item_error::Code, String),
     /// The call failed as a whole: a transport failure, or a refusal as a gRPC status.
@@ -240,7 +252,8 @@ impl Reply {
     /// The kind of answer, as a metric label.
     fn outcome(&self) -> &'static str {
         match self {
-            Reply::Partial(_) => "partial",
+            Reply::Partial(_) | Reply::Verified(_) => "partial",
+            Reply::Invalid => "invalid",
             Reply::Refused(..) => "refused",
             Reply::Failed(_) => "failed",
         }
@@ -494,24 +507,28 @@ where
             joined = inflight.join_next() => {
                 let Some(Ok((node, reply))) = joined else { continue };
                 outstanding.retain(|o| o.node != node.id);
-                let miss = match reply {
-                    Reply::Partial(bytes) => match P::from_bytes(&bytes) {
-                        Ok(p) if p.node() == node.id && !partials.iter().any(|q| q.node() == node.id) => {
-                            partials.push(p);
-                            continue;
-                        }
-                        _ => {
-                            node.record_invalid_partial(key_id, version);
-                            Miss::Invalid
-                        }
-                    },
-                    Reply::Refused(code, message) => Miss::of_item(code, message),
+                let got = match reply {
+                    Reply::Partial(bytes) => Ok(P::from_bytes(&bytes).ok()),
+                    Reply::Verified(partial) => Ok(P::from_verified(partial)),
+                    Reply::Invalid => Ok(None),
+                    Reply::Refused(code, message) => Err(Miss::of_item(code, message)),
                     Reply::Failed(status) => {
                         if is_transport_failure(&status) {
                             node.mark_down(pool.down_for(), status.message());
                         }
-                        Miss::of_status(&status)
+                        Err(Miss::of_status(&status))
                     }
+                };
+                let miss = match got {
+                    Ok(Some(p)) if p.node() == node.id && !partials.iter().any(|q| q.node() == node.id) => {
+                        partials.push(p);
+                        continue;
+                    }
+                    Ok(_) => {
+                        node.record_invalid_partial(key_id, version);
+                        Miss::Invalid
+                    }
+                    Err(miss) => miss,
                 };
                 if let Miss::Refused(refusal, _) = &miss {
                     crate::metrics::refusal(node.id, refusal.name());

@@ -2,6 +2,7 @@
 //! DPRF-keyed AEAD, wrap and unwrap with the threshold KEM. Partials are combined in the
 //! exponent; no key is ever rebuilt.
 
+use crate::batch::EvaluateJob;
 use crate::config::Config;
 use crate::error::CoordError;
 use crate::fanout::{Spread, Step, gather};
@@ -9,7 +10,7 @@ use crate::metadata::{Ec, KeyView, Metadata, Rsa, TrustedVersion};
 use crate::pool::Pool;
 use hyok_proto::v1 as pb;
 use hyok_threshold::aead::{self, TAG_LEN};
-use hyok_threshold::dprf::{self, DprfInput, SEED_LEN};
+use hyok_threshold::dprf::{self, DprfInput, HashedInput, SEED_LEN};
 use hyok_threshold::kem::{self, WrappedKey};
 use hyok_threshold::{Error as ThresholdError, PartialEvaluation, Wire};
 use std::sync::Arc;
@@ -93,6 +94,11 @@ fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Re
         .ok_or_else(|| CoordError::PermissionDenied("the request's evidence is not for an encryption".into()))
 }
 
+/// What the batcher sends a node for `item`, and checks its answer against.
+fn job(item: &pb::EvaluateItem, input: &Arc<HashedInput>, view: &Arc<KeyView>) -> EvaluateJob {
+    EvaluateJob { item: item.clone(), input: Arc::clone(input), view: Arc::clone(view) }
+}
+
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
     DprfInput::new(key_id, version, seed).map_err(|e| CoordError::Invalid(e.to_string()))
 }
@@ -154,6 +160,7 @@ impl Vault {
                     view.primary().ok_or_else(|| CoordError::NotFound(format!("key {key_id} has no version")))?;
                 let seed = dprf::encryption_seed(key_id, primary.version, &nonce);
                 let input = input(key_id, primary.version, seed)?;
+                let hashed = Arc::new(HashedInput::new(input.clone()));
                 // The nodes derive the same nonce from the evidence, and the seed from it, themselves.
                 let item = pb::EvaluateItem {
                     key_id: key_id.to_owned(),
@@ -164,13 +171,14 @@ impl Vault {
                     evidence: Some(evidence.clone()),
                     generation: Some(primary.generation),
                 };
-                // Encryption has no check on its result, so every partial used is verified first
-                // (one batch verification), and only valid ones are combined.
+                // Encryption has no check on its result, so every partial used is verified first:
+                // the batcher checks each node's batch proof before any of its values becomes a
+                // partial, and only valid ones are combined.
                 let output = gather(
                     &self.pool,
                     self.spread(deadline),
                     (key_id, primary.version, usize::from(primary.package.threshold())),
-                    |node| node.evaluate.ask(item.clone(), deadline),
+                    |node| node.evaluate.ask(job(&item, &hashed, &view), deadline),
                     |partials: &[PartialEvaluation]| {
                         let t = usize::from(primary.package.threshold());
                         match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
@@ -246,6 +254,7 @@ impl Vault {
             .using(&self.pool, key_id, Some(version), deadline, move |view: Arc<KeyView>| async move {
                 require_usage(&view, pb::KeyUsage::Decrypt)?;
                 let trusted = view.version(version)?;
+                let hashed = Arc::new(HashedInput::new(input.clone()));
                 let item = pb::EvaluateItem {
                     key_id: key_id.to_owned(),
                     version,
@@ -259,7 +268,7 @@ impl Vault {
                     &self.pool,
                     self.spread(deadline),
                     (key_id, version, usize::from(trusted.package.threshold())),
-                    |node| node.evaluate.ask(item.clone(), deadline),
+                    |node| node.evaluate.ask(job(&item, &hashed, &view), deadline),
                     |partials: &[PartialEvaluation]| {
                         opened(
                             aead::decrypt(&trusted.package, input, partials, aad, ciphertext, &tag),

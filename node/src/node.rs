@@ -1,7 +1,7 @@
 //! The node's logic, in plain types (no network): partial evaluations and unwraps with the
 //! node's own policy checks, the DKG state machine per session, key state, audit.
 
-use crate::keys::{KeyCache, KeyError};
+use crate::keys::{KeyCache, KeyError, LoadedVersion};
 use crate::rsa::RsaKeyCache;
 use hyok_evidence::policy::Request;
 use hyok_proto::v1 as pb;
@@ -9,11 +9,11 @@ use hyok_store::{AuditEvent, Store, Usages};
 use hyok_threshold::Manifest;
 use hyok_threshold::audit_head;
 use hyok_threshold::dkg::{self, round1, round2};
-use hyok_threshold::dprf::{self, DprfInput};
+use hyok_threshold::dprf::{self, DprfInput, HashedInput};
 use hyok_threshold::kem::{self, WrappedKey};
 use hyok_threshold::{IdentityPublicKey, NodeId, NodeSecrets, SignedKeyBundle, Wire};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Most items one batch may carry.
@@ -324,20 +324,23 @@ impl Node {
         Ok(())
     }
 
-    /// `EvaluateBatch`: one DPRF partial per item, the node hashing each input itself. Every
-    /// item served is audited (one flush for the batch) before the answer goes out.
+    /// `EvaluateBatch`: one DPRF value per item, the node hashing each input itself, and one
+    /// proof for all the values made with one share. Every item served is audited (one flush
+    /// for the batch) before the answer goes out.
     pub fn evaluate_batch(
         &self,
         items: &[pb::EvaluateItem],
         caller: &str,
-    ) -> Result<Vec<pb::PartialResult>, NodeError> {
+    ) -> Result<pb::EvaluateBatchResponse, NodeError> {
         if items.len() > MAX_BATCH {
             return Err(NodeError::Invalid(format!("at most {MAX_BATCH} items per batch")));
         }
         let mut rng = rand::rng();
         let mut events = Vec::new();
         let mut out = Vec::with_capacity(items.len());
-        for item in items {
+        // The items served: (index, share, input), evaluated below share by share.
+        let mut served: Vec<(usize, Arc<LoadedVersion>, HashedInput)> = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
             let r = (|| {
                 let given: [u8; 16] =
                     item.seed.as_slice().try_into().map_err(|_| invalid_item("seed must be 16 bytes"))?;
@@ -364,11 +367,18 @@ impl Node {
                     .usable(&self.store, &item.key_id, item.version, item.generation, usage)
                     .map_err(item_error)?;
                 self.consume(&grant)?;
-                let partial = dprf::evaluate(&loaded.share, &input, &mut rng);
                 let who = format!("{caller} for {}", grant.principal);
                 events.push(self.event(&item.key_id, item.version, op, &item.request_id, &who).with_digest(&seed));
-                Ok(partial.to_bytes())
+                Ok((loaded, HashedInput::new(input)))
             })();
+            let r = match r {
+                Ok((loaded, input)) => {
+                    served.push((index, loaded, input));
+                    // Filled in with its value below.
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = &r {
                 let op = match pb::Operation::try_from(item.operation) {
                     Ok(pb::Operation::Encrypt) => "evaluate:encrypt",
@@ -381,8 +391,28 @@ impl Node {
             }
             out.push(result(r));
         }
+        let mut proofs = Vec::new();
+        while let Some((_, first, _)) = served.first() {
+            // Every item served with the same share (key, version, generation), in order.
+            let key = |(index, loaded, _): &(usize, Arc<LoadedVersion>, HashedInput)| {
+                (&items[*index].key_id, items[*index].version, loaded.generation)
+            };
+            let same = key(&served[0]);
+            let share = Arc::clone(first);
+            let (group, rest): (Vec<_>, Vec<_>) = served.drain(..).partition(|s| key(s) == same);
+            served = rest;
+            let inputs: Vec<&HashedInput> = group.iter().map(|(_, _, input)| input).collect();
+            let (values, proof) = dprf::evaluate_batch(&share.share, &inputs, &mut rng);
+            for ((index, _, _), value) in group.iter().zip(values) {
+                out[*index] = result(Ok(value.to_bytes()));
+            }
+            proofs.push(pb::BatchProof {
+                items: group.iter().map(|(index, _, _)| *index as u32).collect(),
+                proof: proof.to_bytes(),
+            });
+        }
         self.audit(&events)?;
-        Ok(out)
+        Ok(pb::EvaluateBatchResponse { results: out, proofs })
     }
 
     /// An audit entry for a refused item: `refused:OPERATION:REASON`.

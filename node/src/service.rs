@@ -162,8 +162,7 @@ impl pb::node_server::Node for NodeService {
         request_id::record_batch(req.get_ref().items.iter().map(|i| i.request_id.as_str()));
         let caller = self.pinned(&req, "evaluate_batch").await?;
         let items = req.into_inner().items;
-        let results = self.blocking(move |n| n.evaluate_batch(&items, &caller)).await?;
-        Ok(Response::new(pb::EvaluateBatchResponse { results }))
+        Ok(Response::new(self.blocking(move |n| n.evaluate_batch(&items, &caller)).await?))
     }
 
     async fn unwrap_batch(

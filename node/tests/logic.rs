@@ -9,7 +9,7 @@
 
 use hyok_node::Node;
 use hyok_proto::v1 as pb;
-use hyok_threshold::dprf::{self, DprfInput};
+use hyok_threshold::dprf::{self, BatchProof, DprfInput, HashedInput, PartialValue};
 use hyok_threshold::{NodeId, PartialEvaluation, PublicKeyPackage, Wire};
 
 mod support;
@@ -71,7 +71,7 @@ fn create_key_version(nodes: &[Node], key_id: &str, version: u32, t: u32) -> Pub
     let item = pb::EvaluateItem { version, ..evaluate_item(key_id) };
     // Pending until committed: no node serves it yet.
     assert!(matches!(
-        nodes[0].evaluate_batch(&[item], "admin").unwrap()[0].result,
+        nodes[0].evaluate_batch(&[item], "admin").unwrap().results[0].result,
         Some(pb::partial_result::Result::Error(_))
     ));
     for n in nodes {
@@ -114,10 +114,101 @@ fn seed_of(item: &pb::EvaluateItem) -> [u8; 16] {
 }
 
 fn partial(node: &Node, item: &pb::EvaluateItem) -> Result<PartialEvaluation, pb::ItemError> {
-    match node.evaluate_batch(std::slice::from_ref(item), "coordinator").unwrap().remove(0).result {
-        Some(pb::partial_result::Result::Partial(b)) => Ok(PartialEvaluation::from_bytes(&b).unwrap()),
-        Some(pb::partial_result::Result::Error(e)) => Err(e),
-        None => panic!("empty result"),
+    answers(node, std::slice::from_ref(item)).0.remove(0)
+}
+
+/// A node's answer to a batch of `items`, each value made a partial by checking the batch proof
+/// that covers it (against the package the node holds), as the coordinator does, and the item
+/// indices each proof covers. Every value is covered by exactly one proof, and each proof covers
+/// one key version's items.
+#[allow(clippy::type_complexity)]
+fn answers(node: &Node, items: &[pb::EvaluateItem]) -> (Vec<Result<PartialEvaluation, pb::ItemError>>, Vec<Vec<u32>>) {
+    let answer = node.evaluate_batch(items, "coordinator").unwrap();
+    let mut out: Vec<Option<Result<PartialEvaluation, pb::ItemError>>> = answer
+        .results
+        .iter()
+        .map(|r| match &r.result {
+            Some(pb::partial_result::Result::Error(e)) => Some(Err(e.clone())),
+            _ => None,
+        })
+        .collect();
+    for group in &answer.proofs {
+        let at: Vec<usize> = group.items.iter().map(|i| *i as usize).collect();
+        let first = &items[at[0]];
+        assert!(at.iter().all(|i| items[*i].key_id == first.key_id && items[*i].version == first.version));
+        let state = node.key_state(&first.key_id).unwrap();
+        let v = state.versions.iter().find(|v| v.version == first.version).unwrap();
+        let package = PublicKeyPackage::from_bytes(&v.public_key_package).unwrap();
+        let inputs: Vec<HashedInput> = at.iter().map(|i| HashedInput::new(evaluated_input(&items[*i]))).collect();
+        let values: Vec<PartialValue> = at
+            .iter()
+            .map(|i| match &answer.results[*i].result {
+                Some(pb::partial_result::Result::Partial(b)) => PartialValue::from_bytes(b).unwrap(),
+                other => panic!("a proof covers item {i}, which has no value: {other:?}"),
+            })
+            .collect();
+        let proof = BatchProof::from_bytes(&group.proof).unwrap();
+        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let proven = dprf::vartime_verify_batch(&package, &refs, &values, &proof, &mut rand::rng()).unwrap();
+        for (i, p) in at.iter().zip(proven) {
+            assert!(out[*i].is_none(), "item {i} is covered twice");
+            out[*i] = Some(Ok(p));
+        }
+    }
+    let out = out.into_iter().enumerate().map(|(i, r)| r.unwrap_or_else(|| panic!("item {i} has no proof"))).collect();
+    (out, answer.proofs.into_iter().map(|p| p.items).collect())
+}
+
+/// What the node evaluates for `item`: for an encryption, on the seed it derives.
+fn evaluated_input(item: &pb::EvaluateItem) -> DprfInput {
+    let seed = if item.operation == pb::Operation::Encrypt as i32 {
+        dprf::encryption_seed(&item.key_id, item.version, &seed_of(item))
+    } else {
+        seed_of(item)
+    };
+    DprfInput::new(&item.key_id, item.version, seed).unwrap()
+}
+
+/// A batch of encryptions under two keys and a refused item between them: one proof per key,
+/// each over exactly that key's values, and every two nodes' values combine to the same result.
+#[test]
+fn a_batch_over_two_keys_gets_one_proof_per_key_and_refusals_are_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    let first = create_key(&nodes, "first", 2);
+    let second = create_key(&nodes, "second", 2);
+    let encrypt = |key_id: &str, plaintext: &[u8]| {
+        let evidence = operator().encrypt(key_id, plaintext, b"");
+        let nonce = hyok_evidence::encryption_nonce(&evidence).unwrap();
+        pb::EvaluateItem { seed: nonce.to_vec(), evidence: Some(evidence), ..evaluate_item(key_id) }
+    };
+    let items = vec![
+        encrypt("first", b"a"),
+        encrypt("second", b"b"),
+        encrypt("no-such-key", b"c"),
+        encrypt("first", b"d"),
+        encrypt("second", b"e"),
+    ];
+    let answered: Vec<_> = nodes.iter().map(|n| answers(n, &items)).collect();
+    for (_, groups) in &answered {
+        let mut groups = groups.clone();
+        groups.sort();
+        assert_eq!(groups, vec![vec![0, 3], vec![1, 4]]);
+    }
+    assert_eq!(answered[0].0[2].as_ref().unwrap_err().code, pb::item_error::Code::NotFound as i32);
+    for (i, package) in [(0, &first), (1, &second), (3, &first), (4, &second)] {
+        let input = evaluated_input(&items[i]);
+        let tag_of = |a: usize, b: usize| {
+            let two = [answered[a].0[i].clone().unwrap(), answered[b].0[i].clone().unwrap()];
+            hyok_threshold::aead::seal_detached(
+                &dprf::combine_unchecked(package, &two).unwrap(),
+                &input,
+                b"",
+                &mut [0u8; 4],
+            )
+        };
+        assert_eq!(tag_of(0, 1), tag_of(1, 2), "item {i}");
+        assert_eq!(tag_of(0, 1), tag_of(0, 2), "item {i}");
     }
 }
 

@@ -510,3 +510,36 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// A node's answer to an `EvaluateBatch` of the one `item`: its refusal, or its value made a
+/// partial by checking the answer's batch proof against `package` (panics if it fails), as the
+/// coordinator's batcher does. The input is what the node evaluates: for an encryption, on the
+/// seed it derives from the nonce.
+pub fn proven_partial(
+    package: &hyok_threshold::PublicKeyPackage,
+    item: &hyok_proto::v1::EvaluateItem,
+    answer: hyok_proto::v1::EvaluateBatchResponse,
+) -> std::result::Result<hyok_threshold::PartialEvaluation, hyok_proto::v1::ItemError> {
+    use hyok_proto::v1 as pb;
+    use hyok_threshold::Wire;
+    use hyok_threshold::dprf::{self, BatchProof, DprfInput, HashedInput, PartialValue};
+    let bytes = match answer.results.into_iter().next().and_then(|r| r.result) {
+        Some(pb::partial_result::Result::Partial(bytes)) => bytes,
+        Some(pb::partial_result::Result::Error(e)) => return Err(e),
+        None => panic!("no result"),
+    };
+    let given: [u8; 16] = item.seed.as_slice().try_into().expect("a 16-byte seed");
+    let seed = if item.operation == pb::Operation::Encrypt as i32 {
+        dprf::encryption_seed(&item.key_id, item.version, &given)
+    } else {
+        given
+    };
+    let input = HashedInput::new(DprfInput::new(&item.key_id, item.version, seed).expect("a valid input"));
+    assert_eq!(answer.proofs.len(), 1, "one proof for the one value");
+    assert_eq!(answer.proofs[0].items, vec![0]);
+    let value = PartialValue::from_bytes(&bytes).expect("a partial value");
+    let proof = BatchProof::from_bytes(&answer.proofs[0].proof).expect("a batch proof");
+    let mut proven = dprf::vartime_verify_batch(package, &[&input], &[value], &proof, &mut rand::rng())
+        .expect("the node's batch proof verifies");
+    Ok(proven.remove(0))
+}

@@ -532,11 +532,10 @@ async fn after_a_refresh_an_old_share_kept_aside_no_longer_combines_with_the_new
             evidence: Some(client.signer.decrypt(key, sealed.version, &sealed.seed)),
             generation: Some(generation),
         };
-        let results = node.evaluate_batch(pb::EvaluateBatchRequest { items: vec![item] }).await.unwrap().into_inner();
-        let Some(pb::partial_result::Result::Partial(bytes)) = results.results[0].result.clone() else {
-            panic!("node {id} gave no partial: {:?}", results.results[0]);
-        };
-        new_partials.insert(id, hyok_threshold::PartialEvaluation::from_bytes(&bytes).unwrap());
+        let request = pb::EvaluateBatchRequest { items: vec![item.clone()] };
+        let answer = node.evaluate_batch(request).await.unwrap().into_inner();
+        let package = PublicKeyPackage::from_bytes(&state.versions[0].public_key_package).unwrap();
+        new_partials.insert(id, hyok_e2e::proven_partial(&package, &item, answer).unwrap());
     }
     assert_eq!(generation, 1, "the refresh made generation 1");
     let mut node = cluster.node_client(2).await.unwrap();

@@ -39,12 +39,18 @@ impl<'a> Rogue<'a> {
 
     /// One DPRF evaluation from node `id`: its partial, or its refusal.
     async fn evaluate(&self, id: u16, item: pb::EvaluateItem) -> Result<PartialEvaluation, pb::ItemError> {
-        let answer = self.node(id).await.evaluate_batch(pb::EvaluateBatchRequest { items: vec![item] }).await;
-        match answer.unwrap().into_inner().results.remove(0).result {
-            Some(pb::partial_result::Result::Partial(bytes)) => Ok(PartialEvaluation::from_bytes(&bytes).unwrap()),
-            Some(pb::partial_result::Result::Error(e)) => Err(e),
-            None => panic!("empty result"),
+        let request = pb::EvaluateBatchRequest { items: vec![item.clone()] };
+        let answer = self.node(id).await.evaluate_batch(request).await.unwrap().into_inner();
+        if let Some(pb::partial_result::Result::Error(e)) = &answer.results[0].result {
+            return Err(e.clone());
         }
+        // The package as the node holds it, read with the admin's certificate.
+        let mut admin = self.cluster.node_client(id).await.unwrap();
+        let state = admin.get_key_state(pb::GetKeyStateRequest { key_id: item.key_id.clone() }).await.unwrap();
+        let state = state.into_inner();
+        let v = state.versions.iter().find(|v| v.version == item.version).unwrap();
+        let package = PublicKeyPackage::from_bytes(&v.public_key_package).unwrap();
+        hyok_e2e::proven_partial(&package, &item, answer)
     }
 
     /// The key's public package as node `id` holds it.

@@ -83,6 +83,34 @@ impl DleqProof {
         (y, DleqProof { a, b, s: *r + c * secret })
     }
 
+    /// A proof that `log_G X = log_M Z` for the combination `M = Σ d_j·H_j`, `Z = Σ d_j·Y_j` of a
+    /// batch ([`vartime_verify_combined`]). The statement is bound by `context` alone, which must
+    /// already hold `X`, every `H_j`'s input and every `Y_j`: the weights `d_j` come from it, so
+    /// neither `M` nor `Z` needs an encoding of its own (`Z` is never computed here). `B = r·M`
+    /// is dalek's constant-time multiplication; `A` and `B` are compressed together.
+    pub(crate) fn prove_combined<R: CryptoRng + ?Sized>(
+        secret: &Scalar,
+        m: &RistrettoPoint,
+        context: &Transcript,
+        rng: &mut R,
+    ) -> Self {
+        let r = hedged_nonce(secret, context, rng);
+        let half_r = Zeroizing::new(*r * *HALF);
+        let halves = [RistrettoPoint::mul_base(&half_r), m * *half_r];
+        let [a, b] = match RistrettoPoint::double_and_compress_batch(&halves)[..] {
+            [a, b] => [a, b],
+            _ => halves.map(|p| (p + p).compress()),
+        };
+        let c = combined_challenge(context, &a, &b);
+        DleqProof { a, b, s: *r + c * secret }
+    }
+
+    /// What a partial proven with its batch writes where its own proof would go: zero
+    /// commitments and response, which never verify (`−c·X` is no identity for a verification
+    /// key), so such a partial sent on fails closed.
+    pub(crate) const NONE: DleqProof =
+        DleqProof { a: CompressedRistretto([0; 32]), b: CompressedRistretto([0; 32]), s: Scalar::ZERO };
+
     /// `A` and `B` as points; `None` if either is no valid encoding (the proof is then false).
     fn commitments(&self) -> Option<(RistrettoPoint, RistrettoPoint)> {
         Some((self.a.decompress()?, self.b.decompress()?))
@@ -117,6 +145,18 @@ impl DleqProof {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         Ok(DleqProof { a: r.compressed_point()?, b: r.compressed_point()?, s: r.scalar()? })
     }
+}
+
+/// `x·H_j` for every `H_j`, each with its canonical encoding: dalek's constant-time
+/// multiplications by `x/2`, compressed doubled in one batch (one field inversion for all).
+pub(crate) fn multiply_all(secret: &Scalar, hs: &[RistrettoPoint]) -> Vec<Element> {
+    let half_secret = Zeroizing::new(secret * *HALF);
+    let halves: Vec<RistrettoPoint> = hs.iter().map(|h| h * *half_secret).collect();
+    let compressed = RistrettoPoint::double_and_compress_batch(&halves);
+    if compressed.len() != halves.len() {
+        return halves.iter().map(|p| Element::new(p + p)).collect();
+    }
+    halves.iter().zip(compressed).map(|(p, compressed)| Element { point: p + p, compressed }).collect()
 }
 
 /// A complaint's evidence: the ECDH value `dh = tr·E` of one channel (`tr` the complainer's
@@ -180,6 +220,60 @@ pub(crate) fn vartime_verify_batch<R: CryptoRng + ?Sized>(
     scalars.push(h_coef);
     points.push(h.point);
     bases.vartime_mixed_multiscalar_mul(&fixed, &scalars, &points).is_identity()
+}
+
+fn combined_challenge(context: &Transcript, a: &CompressedRistretto, b: &CompressedRistretto) -> Scalar {
+    let mut t = context.clone();
+    t.append_point(b"A", a);
+    t.append_point(b"B", b);
+    t.challenge_scalar()
+}
+
+/// Checks a [`DleqProof::prove_combined`] proof for the batch `(H_j, Y_j)` with weights `d_j`:
+/// `s·G − c·X = A` and `s·M − c·Z = B`, as one multiscalar multiplication with a random 128-bit
+/// weight `w` on the second,
+///
+/// `s·G − c·X − A − w·B + Σ (w·s·d_j)·H_j − Σ (w·c·d_j)·Y_j = 0`.
+///
+/// `G` and `X` come from the prepared `bases` (`X` at `x_at`, never 0). True iff (except with
+/// probability ≈ 2⁻¹²⁸) the proof holds. Variable time: public data only.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn vartime_verify_combined<R: CryptoRng + ?Sized>(
+    bases: &VartimeRistrettoPrecomputation,
+    x_at: usize,
+    hs: &[RistrettoPoint],
+    ys: &[RistrettoPoint],
+    weights: &[Scalar],
+    proof: &DleqProof,
+    context: &Transcript,
+    rng: &mut R,
+) -> bool {
+    if x_at == 0 || x_at >= bases.len() || hs.len() != ys.len() || hs.len() != weights.len() || hs.is_empty() {
+        return false;
+    }
+    let Some((a, b)) = proof.commitments() else { return false };
+    let c = combined_challenge(context, &proof.a, &proof.b);
+    let w = random_weight(rng);
+    let mut fixed = vec![Scalar::ZERO; bases.len()];
+    fixed[0] = proof.s;
+    fixed[x_at] = -c;
+    let (ws, wc) = (w * proof.s, w * c);
+    let mut scalars = Vec::with_capacity(2 + 2 * hs.len());
+    let mut points = Vec::with_capacity(2 + 2 * hs.len());
+    scalars.extend([-Scalar::ONE, -w]);
+    points.extend([a, b]);
+    for ((h, y), d) in hs.iter().zip(ys).zip(weights) {
+        scalars.extend([ws * d, -(wc * d)]);
+        points.extend([*h, *y]);
+    }
+    bases.vartime_mixed_multiscalar_mul(&fixed, &scalars, &points).is_identity()
+}
+
+/// A 128-bit weight taken from a transcript: public and reproducible, for combining a batch.
+pub(crate) fn derived_weight(t: Transcript) -> Scalar {
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(&t.digest()[..16]);
+    Scalar::from_bytes_mod_order(bytes)
 }
 
 fn random_weight<R: CryptoRng + ?Sized>(rng: &mut R) -> Scalar {

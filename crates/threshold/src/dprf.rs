@@ -3,13 +3,20 @@
 //! Steps: a node runs [`evaluate`] (it hashes `x` to `P = H(x)` itself, so it never raises its
 //! share to a point the caller chose); the coordinator runs [`combine`] (verify, then combine)
 //! or [`combine_unchecked`] (combine only; for callers that check the result another way).
+//!
+//! A node answering many inputs at once runs [`evaluate_batch`] instead: its values carry no
+//! proof of their own, and one proof covers them all (a DLEQ proof for a random combination of
+//! the batch, the weights hashed from the whole batch, as in RFC 9497's batched proofs). The
+//! coordinator checks it with [`vartime_verify_batch`], which alone turns the values into
+//! partials.
 
+use crate::dleq::{self, DleqProof};
 use crate::encoding::{Reader, Wire, Writer};
 use crate::error::{Error, Result};
 use crate::keys::{Element, KeyShare, NodeId, PublicKeyPackage};
 use crate::partial::{self, Opened, PartialEvaluation};
 use crate::transcript::Transcript;
-use curve25519_dalek::RistrettoPoint;
+use curve25519_dalek::{RistrettoPoint, Scalar, traits::VartimeMultiscalarMul};
 use rand_core::CryptoRng;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -128,6 +135,163 @@ pub fn evaluate<R: CryptoRng + ?Sized>(share: &KeyShare, input: &DprfInput, rng:
     PartialEvaluation::compute(share, &p, &input.proof_context(share.node()), rng)
 }
 
+/// An input together with its point `H(x)`, hashed once for all its uses: a node's batch, the
+/// coordinator's check of every node's batch.
+#[derive(Clone, Debug)]
+pub struct HashedInput {
+    input: DprfInput,
+    point: RistrettoPoint,
+}
+
+impl HashedInput {
+    /// Hashes `input` to the curve.
+    pub fn new(input: DprfInput) -> Self {
+        let point = input.hash_to_point();
+        HashedInput { input, point }
+    }
+    /// The input.
+    pub fn input(&self) -> &DprfInput {
+        &self.input
+    }
+}
+
+/// One value of a node's batch, `{ node, Y_i = k_i·H(x) }`, without a proof of its own: the
+/// batch's [`BatchProof`] covers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartialValue {
+    node: NodeId,
+    value: Element,
+}
+
+impl PartialValue {
+    /// The node that computed it.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Another value in its place, keeping the node: a tampered value, for tests.
+    #[cfg(feature = "dangerous-testing")]
+    pub fn dangerous_with_value_of(&self, other: &PartialValue) -> Self {
+        PartialValue { value: other.value, ..self.clone() }
+    }
+}
+
+impl Wire for PartialValue {
+    const NAME: &'static str = "partial value";
+    const TAG: u8 = 0x11;
+    fn encode_body(&self, w: &mut Writer) {
+        w.node(self.node);
+        self.value.write(w);
+    }
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(PartialValue { node: r.node()?, value: Element::read(r)? })
+    }
+}
+
+/// A node's one proof for a batch of its values under one share: that `log_G K_i = log_M Z` for
+/// `M = Σ d_j·H(x_j)` and `Z = Σ d_j·Y_j`, the weights `d_j` hashed from the node, `K_i`, every
+/// input and every value. A value that is not `k_i·H(x_j)` makes `Z ≠ k_i·M` except with
+/// probability about 2⁻¹²⁸ over the weights, which the node cannot choose after the values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchProof {
+    node: NodeId,
+    proof: DleqProof,
+}
+
+impl BatchProof {
+    /// The node that made it.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+}
+
+impl Wire for BatchProof {
+    const NAME: &'static str = "batch proof";
+    const TAG: u8 = 0x12;
+    fn encode_body(&self, w: &mut Writer) {
+        w.node(self.node);
+        self.proof.write(w);
+    }
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
+        Ok(BatchProof { node: r.node()?, proof: DleqProof::read(r)? })
+    }
+}
+
+/// The batch's transcript (the proof's context) and its weights `d_j`.
+fn batch_statement<'a>(
+    node: NodeId,
+    vk: &Element,
+    batch: impl ExactSizeIterator<Item = (&'a DprfInput, &'a Element)>,
+) -> (Transcript, Vec<Scalar>) {
+    let mut t = Transcript::new(b"hyok/v1/dprf/dleq-batch");
+    t.append_u64(b"node", u64::from(node.get()));
+    t.append_point(b"X", &vk.compressed);
+    let len = batch.len();
+    t.append_u64(b"items", len as u64);
+    for (input, y) in batch {
+        input.append_to(&mut t);
+        t.append_point(b"Y", &y.compressed);
+    }
+    let digest = t.clone().digest();
+    let weights = (0..len)
+        .map(|j| {
+            let mut w = Transcript::new(b"hyok/v1/dprf/dleq-batch/weight");
+            w.append(b"batch", &digest);
+            w.append_u64(b"index", j as u64);
+            dleq::derived_weight(w)
+        })
+        .collect();
+    (t, weights)
+}
+
+/// Node side, many inputs at once: `Y_j = k_i·H(x_j)` for each (dalek's constant-time
+/// multiplication), and one [`BatchProof`] for them all. It costs one constant-time
+/// multiplication per input and one more for the batch, where [`evaluate`] costs two per input.
+/// Values come in the order of `inputs`; an empty batch gives no values and a proof nobody accepts.
+pub fn evaluate_batch<R: CryptoRng + ?Sized>(
+    share: &KeyShare,
+    inputs: &[&HashedInput],
+    rng: &mut R,
+) -> (Vec<PartialValue>, BatchProof) {
+    let node = share.node();
+    let vk = share.verification_key();
+    let hs: Vec<RistrettoPoint> = inputs.iter().map(|i| i.point).collect();
+    let values = dleq::multiply_all(share.secret(), &hs);
+    let (context, weights) = batch_statement(node, &vk.0, inputs.iter().map(|i| &i.input).zip(&values));
+    // M is public (the inputs' points and public weights): variable time is fine.
+    let m = RistrettoPoint::vartime_multiscalar_mul(&weights, &hs);
+    let proof = DleqProof::prove_combined(share.secret(), &m, &context, rng);
+    (values.into_iter().map(|value| PartialValue { node, value }).collect(), BatchProof { node, proof })
+}
+
+/// Coordinator side: checks `proof` over the node's `values` for `inputs` (the same order as
+/// the node was asked), and only then gives them as partials, ready to combine. The node of
+/// `proof` must be the node of every value and a node of `package`. [`Error::InvalidProof`]
+/// names the node when anything is off. Variable time: public data only.
+pub fn vartime_verify_batch<R: CryptoRng + ?Sized>(
+    package: &PublicKeyPackage,
+    inputs: &[&HashedInput],
+    values: &[PartialValue],
+    proof: &BatchProof,
+    rng: &mut R,
+) -> Result<Vec<PartialEvaluation>> {
+    let node = proof.node;
+    let invalid = Error::InvalidProof { node };
+    if values.is_empty() || values.len() != inputs.len() || values.iter().any(|v| v.node != node) {
+        return Err(invalid);
+    }
+    let vk = package.verification_key(node)?;
+    let x_at = package.base_index(node)?;
+    let (context, weights) =
+        batch_statement(node, &vk.0, inputs.iter().map(|i| &i.input).zip(values.iter().map(|v| &v.value)));
+    let hs: Vec<RistrettoPoint> = inputs.iter().map(|i| i.point).collect();
+    let ys: Vec<RistrettoPoint> = values.iter().map(|v| v.value.point).collect();
+    if !dleq::vartime_verify_combined(package.bases(), x_at, &hs, &ys, &weights, &proof.proof, &context, rng) {
+        return Err(invalid);
+    }
+    Ok(values.iter().map(|v| PartialEvaluation::proven_with_batch(node, v.value)).collect())
+}
+
 /// Checks one partial's proof; [`Error::InvalidProof`] names the node.
 pub fn vartime_verify(package: &PublicKeyPackage, input: &DprfInput, partial: &PartialEvaluation) -> Result<()> {
     let p = Element::new(input.hash_to_point());
@@ -142,8 +306,13 @@ pub fn vartime_find_invalid<R: CryptoRng + ?Sized>(
     partials: &[PartialEvaluation],
     rng: &mut R,
 ) -> Result<Vec<NodeId>> {
-    let p = Element::new(input.hash_to_point());
-    partial::vartime_find_invalid(package, &p, |n| input.proof_context(n), partials, rng)
+    partial::vartime_find_invalid(
+        package,
+        || Element::new(input.hash_to_point()),
+        |n| input.proof_context(n),
+        partials,
+        rng,
+    )
 }
 
 /// Verify, then combine: `Y = Σ_{i∈S} λ_i·Y_i` over the first `t` partials whose proofs hold.
@@ -187,8 +356,104 @@ pub(crate) fn open_combine_first<T>(
 mod tests {
     use super::*;
     use crate::dealer::dangerous_deal;
-    use crate::dleq::vartime_verify_batch;
     use curve25519_dalek::Scalar;
+
+    fn batch_setup() -> (Vec<KeyShare>, PublicKeyPackage, Vec<HashedInput>) {
+        let mut rng = rand::rng();
+        let ids: Vec<NodeId> = (1..=5).map(|i| NodeId::new(i).unwrap()).collect();
+        let (shares, package) = dangerous_deal(&Scalar::random(&mut rng), 3, &ids, &mut rng).unwrap();
+        let inputs = (0..4).map(|_| HashedInput::new(DprfInput::random("key", 1, &mut rng).unwrap())).collect();
+        (shares, package, inputs)
+    }
+
+    /// Values from three nodes' batches, once their proofs hold, combine to what the nodes'
+    /// single evaluations combine to, input by input.
+    #[test]
+    fn batch_values_verify_and_combine_to_the_single_evaluations_result() {
+        let mut rng = rand::rng();
+        let (shares, package, inputs) = batch_setup();
+        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let per_node: Vec<Vec<PartialEvaluation>> = [0, 2, 4]
+            .iter()
+            .map(|i| {
+                let (values, proof) = evaluate_batch(&shares[*i], &refs, &mut rng);
+                assert_eq!(proof.node(), shares[*i].node());
+                vartime_verify_batch(&package, &refs, &values, &proof, &mut rng).unwrap()
+            })
+            .collect();
+        for (j, input) in inputs.iter().enumerate() {
+            let batched: Vec<PartialEvaluation> = per_node.iter().map(|p| p[j].clone()).collect();
+            // Nothing left to check for them, and nothing found.
+            assert!(vartime_find_invalid(&package, &input.input, &batched, &mut rng).unwrap().is_empty());
+            let single: Vec<PartialEvaluation> =
+                [1, 3, 4].iter().map(|i| evaluate(&shares[*i], &input.input, &mut rng)).collect();
+            assert!(
+                combine_unchecked(&package, &batched).unwrap().0 == combine_unchecked(&package, &single).unwrap().0
+            );
+        }
+    }
+
+    /// A batch proof holds for exactly the values, inputs, order and node it was made for.
+    #[test]
+    fn a_batch_proof_fails_for_any_value_input_order_or_node_but_its_own() {
+        let mut rng = rand::rng();
+        let (shares, package, inputs) = batch_setup();
+        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let (values, proof) = evaluate_batch(&shares[1], &refs, &mut rng);
+        let node = shares[1].node();
+        let refused = |inputs: &[&HashedInput], values: &[PartialValue], proof: &BatchProof| {
+            vartime_verify_batch(&package, inputs, values, proof, &mut rand::rng()).unwrap_err()
+        };
+        assert!(vartime_verify_batch(&package, &refs, &values, &proof, &mut rng).is_ok());
+        // One value replaced by another input's value, or by the right value plus G.
+        let mut swapped = values.clone();
+        swapped[2] = PartialValue { node, value: values[0].value };
+        assert_eq!(refused(&refs, &swapped, &proof), Error::InvalidProof { node });
+        let mut shifted = values.clone();
+        shifted[3].value = Element::new(values[3].value.point + RistrettoPoint::mul_base(&Scalar::ONE));
+        assert_eq!(refused(&refs, &shifted, &proof), Error::InvalidProof { node });
+        // Two values (and their inputs) in another order.
+        let (mut rv, mut ri) = (values.clone(), refs.clone());
+        rv.swap(0, 1);
+        ri.swap(0, 1);
+        assert_eq!(refused(&ri, &rv, &proof), Error::InvalidProof { node });
+        // Another input, one value fewer, none.
+        let other = HashedInput::new(DprfInput::random("key", 1, &mut rng).unwrap());
+        let mut elsewhere = refs.clone();
+        elsewhere[1] = &other;
+        assert_eq!(refused(&elsewhere, &values, &proof), Error::InvalidProof { node });
+        assert_eq!(refused(&refs[..3], &values[..3], &proof), Error::InvalidProof { node });
+        assert_eq!(refused(&[], &[], &proof), Error::InvalidProof { node });
+        // Node 2's values under node 3's name, and with node 3's proof of its own batch.
+        let (theirs, their_proof) = evaluate_batch(&shares[2], &refs, &mut rng);
+        let renamed: Vec<PartialValue> =
+            values.iter().map(|v| PartialValue { node: theirs[0].node, ..v.clone() }).collect();
+        assert!(refused(&refs, &renamed, &their_proof) == Error::InvalidProof { node: theirs[0].node });
+        assert_eq!(refused(&refs, &theirs, &proof), Error::InvalidProof { node });
+        // The proof with its response changed.
+        let mut bytes = proof.to_bytes();
+        let s_low = bytes.len() - 32;
+        bytes[s_low] ^= 1;
+        let bent = BatchProof::from_bytes(&bytes).unwrap();
+        assert_eq!(refused(&refs, &values, &bent), Error::InvalidProof { node });
+    }
+
+    /// A partial proven with its batch has no proof to send on: encoded and read back, it
+    /// fails the check it passed for free.
+    #[test]
+    fn a_batch_proven_partial_sent_on_fails_closed() {
+        let mut rng = rand::rng();
+        let (shares, package, inputs) = batch_setup();
+        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let (values, proof) = evaluate_batch(&shares[0], &refs, &mut rng);
+        let partial = vartime_verify_batch(&package, &refs, &values, &proof, &mut rng).unwrap().remove(0);
+        assert!(vartime_verify(&package, &inputs[0].input, &partial).is_ok());
+        let resent = PartialEvaluation::from_bytes(&partial.to_bytes()).unwrap();
+        assert_eq!(
+            vartime_verify(&package, &inputs[0].input, &resent),
+            Err(Error::InvalidProof { node: partial.node() })
+        );
+    }
 
     /// The batch check itself, not the one-by-one fallback that would hide a batch that always
     /// failed: valid partials pass it (twice over one package's prepared bases), and a statement
@@ -204,12 +469,12 @@ mod tests {
             [0, 2, 4].iter().map(|i| evaluate(&shares[*i], &input, &mut rng)).collect();
         let items = partial::statements(&package, &h, |n| input.proof_context(n), &partials).unwrap();
         assert_eq!(items.iter().map(|i| i.0).collect::<Vec<_>>(), vec![1, 3, 5]);
-        assert!(vartime_verify_batch(package.bases(), &h, &items, &mut rng));
-        assert!(vartime_verify_batch(package.bases(), &h, &items, &mut rng));
+        assert!(dleq::vartime_verify_batch(package.bases(), &h, &items, &mut rng));
+        assert!(dleq::vartime_verify_batch(package.bases(), &h, &items, &mut rng));
         for wrong in [2, 0, 6] {
             let mut items = partial::statements(&package, &h, |n| input.proof_context(n), &partials).unwrap();
             items[1].0 = wrong;
-            assert!(!vartime_verify_batch(package.bases(), &h, &items, &mut rng), "index {wrong}");
+            assert!(!dleq::vartime_verify_batch(package.bases(), &h, &items, &mut rng), "index {wrong}");
         }
     }
 }

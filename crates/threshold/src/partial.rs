@@ -15,11 +15,16 @@ use curve25519_dalek::RistrettoPoint;
 use rand_core::CryptoRng;
 
 /// A node's partial result with its proof: `{ node, value: Y_i = k_i·H, proof }`.
+///
+/// A DPRF partial that came in a node's batch has no proof of its own: the batch had one, and
+/// this value exists only because that proof held ([`crate::dprf::vartime_verify_batch`] is
+/// its only maker), so its checks pass at no cost.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartialEvaluation {
     node: NodeId,
     value: Element,
-    proof: DleqProof,
+    /// `None`: proven with its batch.
+    proof: Option<DleqProof>,
 }
 
 /// A combined result together with the nodes whose partials failed verification on the way.
@@ -56,17 +61,19 @@ impl PartialEvaluation {
     ) -> Self {
         let vk = share.verification_key();
         let (value, proof) = DleqProof::prove_value(share.secret(), &vk.0, h, context, rng);
-        PartialEvaluation { node: share.node(), value, proof }
+        PartialEvaluation { node: share.node(), value, proof: Some(proof) }
+    }
+
+    /// A value whose batch proof the caller has just verified.
+    pub(crate) fn proven_with_batch(node: NodeId, value: Element) -> Self {
+        PartialEvaluation { node, value, proof: None }
     }
 
     pub(crate) fn vartime_verify(&self, package: &PublicKeyPackage, h: &Element, context: &Transcript) -> Result<()> {
         let vk = package.verification_key(self.node)?;
+        let Some(proof) = &self.proof else { return Ok(()) };
         let statement = Statement { x: &vk.0, h, y: &self.value };
-        if self.proof.vartime_verify(statement, context) {
-            Ok(())
-        } else {
-            Err(Error::InvalidProof { node: self.node })
-        }
+        if proof.vartime_verify(statement, context) { Ok(()) } else { Err(Error::InvalidProof { node: self.node }) }
     }
 
     /// Replaces the value, keeping node and proof: a tampered partial, for tests.
@@ -94,10 +101,11 @@ impl Wire for PartialEvaluation {
     fn encode_body(&self, w: &mut Writer) {
         w.node(self.node);
         self.value.write(w);
-        self.proof.write(w);
+        // A partial proven with its batch has no proof to send on; what stands in never verifies.
+        self.proof.as_ref().unwrap_or(&DleqProof::NONE).write(w);
     }
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(PartialEvaluation { node: r.node()?, value: Element::read(r)?, proof: DleqProof::read(r)? })
+        Ok(PartialEvaluation { node: r.node()?, value: Element::read(r)?, proof: Some(DleqProof::read(r)?) })
     }
 }
 
@@ -122,8 +130,9 @@ pub(crate) fn combine_unchecked(package: &PublicKeyPackage, partials: &[&Partial
     lagrange::vartime_interpolate_at_zero(&chosen)
 }
 
-/// What each partial's proof is about, for [`dleq::vartime_verify_batch`]: where the node's
+/// What each partial's own proof is about, for [`dleq::vartime_verify_batch`]: where the node's
 /// verification key is among the package's bases, the statement, the proof and its context.
+/// Partials proven with their batch have nothing left to check and are left out.
 pub(crate) fn statements<'a>(
     package: &'a PublicKeyPackage,
     h: &'a Element,
@@ -132,32 +141,40 @@ pub(crate) fn statements<'a>(
 ) -> Result<Vec<(usize, Statement<'a>, &'a DleqProof, Transcript)>> {
     partials
         .iter()
-        .map(|p| {
+        .filter_map(|p| p.proof.as_ref().map(|proof| (p, proof)))
+        .map(|(p, proof)| {
             let vk = package.verification_key(p.node)?;
-            Ok((package.base_index(p.node)?, Statement { x: &vk.0, h, y: &p.value }, &p.proof, context_for(p.node)))
+            Ok((package.base_index(p.node)?, Statement { x: &vk.0, h, y: &p.value }, proof, context_for(p.node)))
         })
         .collect()
 }
 
 /// Nodes whose partials fail verification: one batch check first, and one by one only if the
 /// batch fails.
+///
+/// `h` is called only when some partial has a proof of its own (not for a batch's values).
 pub(crate) fn vartime_find_invalid<R: CryptoRng + ?Sized>(
     package: &PublicKeyPackage,
-    h: &Element,
+    h: impl FnOnce() -> Element,
     context_for: impl Fn(NodeId) -> Transcript,
     partials: &[PartialEvaluation],
     rng: &mut R,
 ) -> Result<Vec<NodeId>> {
     check_membership(package, partials)?;
-    let items = statements(package, h, context_for, partials)?;
-    if dleq::vartime_verify_batch(package.bases(), h, &items, rng) {
+    if partials.iter().all(|p| p.proof.is_none()) {
         return Ok(Vec::new());
     }
+    let h = &h();
+    let items = statements(package, h, context_for, partials)?;
+    if items.is_empty() || dleq::vartime_verify_batch(package.bases(), h, &items, rng) {
+        return Ok(Vec::new());
+    }
+    let own: Vec<NodeId> = partials.iter().filter(|p| p.proof.is_some()).map(|p| p.node).collect();
     Ok(items
         .iter()
-        .zip(partials)
+        .zip(own)
         .filter(|((_, statement, proof, context), _)| !proof.vartime_verify(*statement, context))
-        .map(|(_, p)| p.node)
+        .map(|(_, node)| node)
         .collect())
 }
 
@@ -170,7 +187,7 @@ pub(crate) fn combine_verified<R: CryptoRng + ?Sized>(
     partials: &[PartialEvaluation],
     rng: &mut R,
 ) -> Result<Opened<RistrettoPoint>> {
-    let culprits = vartime_find_invalid(package, h, context_for, partials, rng)?;
+    let culprits = vartime_find_invalid(package, || *h, context_for, partials, rng)?;
     let valid: Vec<&PartialEvaluation> = partials.iter().filter(|p| !culprits.contains(&p.node)).collect();
     let value = combine_unchecked(package, &valid)?;
     Ok(Opened { value, culprits })

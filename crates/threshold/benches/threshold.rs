@@ -1,5 +1,7 @@
 //! Criterion benchmarks of the hot paths: a node's partial evaluation with its proof, proof
-//! verification (one, and a batch of t), and the coordinator's combine, for t = 3, 5, 11.
+//! verification (one, and a batch of t), and the coordinator's combine, for t = 3, 5, 11; a
+//! node's batch of m evaluations with one proof, and the coordinator's check of it, for
+//! m = 1, 8, 32.
 //!
 //! `cargo bench -p hyok-threshold`
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmarks: a failed setup should stop the run")]
@@ -7,7 +9,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use curve25519_dalek::Scalar;
 use hyok_threshold::dealer::dangerous_deal;
-use hyok_threshold::dprf::{self, DprfInput};
+use hyok_threshold::dprf::{self, DprfInput, HashedInput};
 use hyok_threshold::{NodeId, PartialEvaluation, aead, kem};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -48,6 +50,21 @@ fn benches(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("encrypt_verify_then_combine_32B", t), &partials, |b, p| {
             b.iter(|| aead::encrypt(&package, &input, p, b"", &[7u8; 32], &mut rng).unwrap())
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("node_batch");
+    for m in [1usize, 8, 32] {
+        let inputs: Vec<HashedInput> =
+            (0..m).map(|_| HashedInput::new(DprfInput::random("bench-key", 1, &mut rng).unwrap())).collect();
+        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        group.bench_with_input(BenchmarkId::new("evaluate_batch", m), &refs, |b, r| {
+            b.iter(|| dprf::evaluate_batch(&shares[0], black_box(r), &mut rng))
+        });
+        let (values, proof) = dprf::evaluate_batch(&shares[0], &refs, &mut rng);
+        group.bench_with_input(BenchmarkId::new("verify_batch_proof", m), &refs, |b, r| {
+            b.iter(|| dprf::vartime_verify_batch(&package, black_box(r), &values, &proof, &mut rng).unwrap())
         });
     }
     group.finish();

@@ -127,7 +127,7 @@ fn check_proofs(
         match dprf::vartime_verify_batch(&trusted.package, &inputs, &group_values, &proof, &mut rng) {
             Ok(partials) => {
                 for (i, partial) in indices.iter().zip(partials) {
-                    replies[*i] = Some(Reply::Verified(partial));
+                    replies[*i] = Some(Reply::Verified(Box::new(partial)));
                 }
             }
             Err(_) => {

@@ -239,7 +239,7 @@ pub enum Reply {
     /// The partial's wire bytes.
     Partial(Vec<u8>),
     /// A DPRF partial proven by its node's batch proof, which the batcher checked.
-    Verified(PartialEvaluation),
+    Verified(Box<PartialEvaluation>),
     /// A value whose batch proof failed or was missing: the node's partial is wrong.
     Invalid,
     /// The node refused this item (batched calls answer item by item).
@@ -509,7 +509,7 @@ where
                 outstanding.retain(|o| o.node != node.id);
                 let got = match reply {
                     Reply::Partial(bytes) => Ok(P::from_bytes(&bytes).ok()),
-                    Reply::Verified(partial) => Ok(P::from_verified(partial)),
+                    Reply::Verified(partial) => Ok(P::from_verified(*partial)),
                     Reply::Invalid => Ok(None),
                     Reply::Refused(code, message) => Err(Miss::of_item(code, message)),
                     Reply::Failed(status) => {

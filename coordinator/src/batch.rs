@@ -16,8 +16,8 @@ use crate::fanout::Reply;
 use crate::metadata::KeyView;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
-use hyok_threshold::Wire;
-use hyok_threshold::dprf::{self, BatchProof, HashedInput, PartialValue};
+use hyok_threshold::dprf::{self, BatchItem, BatchProof, HashedInput, PartialValue};
+use hyok_threshold::{Coefficient, Wire};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,8 @@ pub struct EvaluateJob {
     pub input: Arc<HashedInput>,
     /// The key's view that holds `item.version`'s trusted package.
     pub view: Arc<KeyView>,
+    /// The coefficient `item` asks the node to apply (as sent in `item.coefficient`).
+    pub coefficient: Coefficient,
 }
 
 impl BatchKind for Evaluate {
@@ -66,7 +68,10 @@ impl BatchKind for Evaluate {
     ) -> Result<Vec<Reply>, Status> {
         let shares: Vec<Share> =
             jobs.iter().map(|j| (j.item.key_id.clone(), j.item.version, j.item.generation)).collect();
-        let (items, expected): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.item, (j.input, j.view))).unzip();
+        let (items, expected): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| (j.item, Expected { input: j.input, view: j.view, coefficient: j.coefficient }))
+            .unzip();
         let mut request = tonic::Request::new(pb::EvaluateBatchRequest { items });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let answer = client.evaluate_batch(request).await?.into_inner();
@@ -77,14 +82,18 @@ impl BatchKind for Evaluate {
 /// What names the share an item is answered with: key id, version, generation.
 type Share = (String, u32, Option<u32>);
 
+/// What an item's value is checked against: its input, the view holding its version's
+/// package, and the coefficient the node was asked to apply.
+struct Expected {
+    input: Arc<HashedInput>,
+    view: Arc<KeyView>,
+    coefficient: Coefficient,
+}
+
 /// One reply per item of a node's batch answer: a value becomes a partial only through the
 /// batch proof that covers it, and every value of a proof that fails (or of none, or of one
 /// that mixes key versions or lists an item twice) is an invalid partial of this node.
-fn check_proofs(
-    items: &[Share],
-    expected: &[(Arc<HashedInput>, Arc<KeyView>)],
-    answer: pb::EvaluateBatchResponse,
-) -> Vec<Reply> {
+fn check_proofs(items: &[Share], expected: &[Expected], answer: pb::EvaluateBatchResponse) -> Vec<Reply> {
     let n = items.len();
     if answer.results.len() != n {
         let status = Status::internal(format!("node answered {} items of {n}", answer.results.len()));
@@ -120,9 +129,10 @@ fn check_proofs(
             covered[*i] = true;
         }
         let (key, version, _) = &items[indices[0]];
-        let Ok(trusted) = expected[indices[0]].1.version(*version) else { continue };
+        let Ok(trusted) = expected[indices[0]].view.version(*version) else { continue };
         let Ok(proof) = BatchProof::from_bytes(&group.proof) else { continue };
-        let inputs: Vec<&HashedInput> = indices.iter().map(|i| expected[*i].0.as_ref()).collect();
+        let inputs: Vec<BatchItem<'_>> =
+            indices.iter().map(|i| (expected[*i].input.as_ref(), expected[*i].coefficient)).collect();
         let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
         match dprf::vartime_verify_batch(&trusted.package, &inputs, &group_values, &proof, &mut rng) {
             Ok(partials) => {
@@ -467,13 +477,18 @@ mod tests {
         use hyok_threshold::{KeyShare, NodeId};
         use std::collections::BTreeMap;
 
+        fn node(i: u16) -> NodeId {
+            NodeId::new(i).unwrap()
+        }
+
         struct Setup {
             shares: Vec<KeyShare>,
             items: Vec<Share>,
-            expected: Vec<(Arc<HashedInput>, Arc<KeyView>)>,
+            expected: Vec<Expected>,
         }
 
-        /// Five nodes, t = 3; items 0–2 under key `k` version 1, item 3 under key `other`.
+        /// Five nodes, t = 3; items 0–2 under key `k` version 1, each asking node 2 for its
+        /// Lagrange coefficient over nodes 1–3; item 3 under key `other`, with none.
         fn setup() -> Setup {
             let mut rng = rand::rng();
             let ids: Vec<NodeId> = (1..=5).map(|i| NodeId::new(i).unwrap()).collect();
@@ -488,15 +503,35 @@ mod tests {
             });
             let keys = ["k", "k", "k", "other"];
             let items = keys.iter().map(|k| ((*k).to_owned(), 1, Some(0))).collect();
+            let planned = &ids[..3];
             let expected = keys
                 .iter()
-                .map(|k| (Arc::new(HashedInput::new(DprfInput::random(k, 1, &mut rng).unwrap())), Arc::clone(&view)))
+                .map(|k| Expected {
+                    input: Arc::new(HashedInput::new(DprfInput::random(k, 1, &mut rng).unwrap())),
+                    view: Arc::clone(&view),
+                    coefficient: if *k == "k" {
+                        Coefficient::lagrange(planned, ids[1]).unwrap()
+                    } else {
+                        Coefficient::ONE
+                    },
+                })
                 .collect();
             Setup { shares, items, expected }
         }
 
+        /// Node `node + 1`'s values and proof for items `at`, with the coefficients asked.
         fn values(setup: &Setup, node: usize, at: &[usize]) -> (Vec<Vec<u8>>, Vec<u8>) {
-            let inputs: Vec<&HashedInput> = at.iter().map(|i| setup.expected[*i].0.as_ref()).collect();
+            values_with(setup, node, at, |i| setup.expected[i].coefficient)
+        }
+
+        fn values_with(
+            setup: &Setup,
+            node: usize,
+            at: &[usize],
+            coefficient: impl Fn(usize) -> Coefficient,
+        ) -> (Vec<Vec<u8>>, Vec<u8>) {
+            let inputs: Vec<BatchItem<'_>> =
+                at.iter().map(|i| (setup.expected[*i].input.as_ref(), coefficient(*i))).collect();
             let (values, proof) = dprf::evaluate_batch(&setup.shares[node], &inputs, &mut rand::rng());
             (values.iter().map(Wire::to_bytes).collect(), proof.to_bytes())
         }
@@ -611,6 +646,15 @@ mod tests {
             // Too few results.
             let short = answer(vec![Some(v[0].clone())], vec![(vec![0], proof)]);
             assert_eq!(kinds(&check_proofs(&s.items, &s.expected, short)), ["failed"; 4]);
+            // Values made with no coefficient, or another node's, where node 2's was asked.
+            for wrong in [Coefficient::ONE, Coefficient::lagrange(&[node(1), node(2), node(3)], node(3)).unwrap()] {
+                let (u, made) = values_with(&s, 1, &[0, 1, 2], |_| wrong);
+                let other = answer(
+                    vec![Some(u[0].clone()), Some(u[1].clone()), Some(u[2].clone()), None],
+                    vec![(vec![0, 1, 2], made)],
+                );
+                assert_eq!(kinds(&check_proofs(&s.items, &s.expected, other)), all_invalid);
+            }
         }
     }
 

@@ -402,6 +402,10 @@ struct Outstanding {
 /// distance nor load, which every answer shares, makes a gather ask more nodes. Everything
 /// ends at the deadline. `attempt` decides what "valid" means (combine first and check, or
 /// verify first) and names the nodes whose partials failed.
+///
+/// `ask` is also given the *planned* set: the t nodes asked first, whose partials the attempt
+/// combines when they all answer. A DPRF node of that set is asked to apply its own Lagrange
+/// coefficient over it, so that combining is a sum ([`hyok_threshold::Coefficient`]).
 pub async fn gather<P, T, F, Fut>(
     pool: &Pool,
     spread: Spread,
@@ -411,7 +415,7 @@ pub async fn gather<P, T, F, Fut>(
 ) -> Result<T, CoordError>
 where
     P: Partial,
-    F: Fn(&Arc<NodeHandle>) -> Fut,
+    F: Fn(&Arc<NodeHandle>, &[NodeId]) -> Fut,
     Fut: Future<Output = Reply> + Send + 'static,
 {
     let mut need = t;
@@ -429,6 +433,7 @@ where
     let replacement = waiting.get(t).map(late).unwrap_or_default();
     let degraded = waiting.iter().any(|node| !node.is_up());
     let extra = if degraded || Instant::now() + slowest + replacement > spread.deadline { spread.extra } else { 0 };
+    let planned: Vec<NodeId> = waiting.iter().take(t).map(|node| node.id).collect();
 
     // Asks the next node; false when none is left (or, `only_up`, none believed reachable).
     let mut launch = |inflight: &mut JoinSet<_>, outstanding: &mut Vec<Outstanding>, only_up: bool| -> bool {
@@ -437,7 +442,7 @@ where
             return false;
         }
         waiting.pop_front();
-        let call = ask(&node);
+        let call = ask(&node, &planned);
         let asked = Instant::now();
         outstanding.push(Outstanding {
             node: node.id,

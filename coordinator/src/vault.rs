@@ -12,7 +12,7 @@ use hyok_proto::v1 as pb;
 use hyok_threshold::aead::{self, TAG_LEN};
 use hyok_threshold::dprf::{self, DprfInput, HashedInput, SEED_LEN};
 use hyok_threshold::kem::{self, WrappedKey};
-use hyok_threshold::{Error as ThresholdError, PartialEvaluation, Wire};
+use hyok_threshold::{Coefficient, Error as ThresholdError, NodeId, PartialEvaluation, Wire};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -94,9 +94,19 @@ fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Re
         .ok_or_else(|| CoordError::PermissionDenied("the request's evidence is not for an encryption".into()))
 }
 
-/// What the batcher sends a node for `item`, and checks its answer against.
-fn job(item: &pb::EvaluateItem, input: &Arc<HashedInput>, view: &Arc<KeyView>) -> EvaluateJob {
-    EvaluateJob { item: item.clone(), input: Arc::clone(input), view: Arc::clone(view) }
+/// What the batcher sends `node` for `item`, and checks its answer against. A node of the
+/// `planned` set is asked for its value times its Lagrange coefficient over that set, so that
+/// the set's values combine by a sum; any other node for its plain value.
+fn job(
+    item: &pb::EvaluateItem,
+    input: &Arc<HashedInput>,
+    view: &Arc<KeyView>,
+    node: NodeId,
+    planned: &[NodeId],
+) -> EvaluateJob {
+    let coefficient = Coefficient::lagrange(planned, node).unwrap_or(Coefficient::ONE);
+    let item = pb::EvaluateItem { coefficient: coefficient.to_bytes(), ..item.clone() };
+    EvaluateJob { item, input: Arc::clone(input), view: Arc::clone(view), coefficient }
 }
 
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
@@ -170,6 +180,7 @@ impl Vault {
                     request_id: request_id.to_owned(),
                     evidence: Some(evidence.clone()),
                     generation: Some(primary.generation),
+                    coefficient: Vec::new(),
                 };
                 // Encryption has no check on its result, so every partial used is verified first:
                 // the batcher checks each node's batch proof before any of its values becomes a
@@ -178,7 +189,7 @@ impl Vault {
                     &self.pool,
                     self.spread(deadline),
                     (key_id, primary.version, usize::from(primary.package.threshold())),
-                    |node| node.evaluate.ask(job(&item, &hashed, &view), deadline),
+                    |node, planned| node.evaluate.ask(job(&item, &hashed, &view, node.id, planned), deadline),
                     |partials: &[PartialEvaluation]| {
                         let t = usize::from(primary.package.threshold());
                         match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
@@ -263,12 +274,13 @@ impl Vault {
                     request_id: request_id.to_owned(),
                     evidence: Some(evidence.clone()),
                     generation: Some(trusted.generation),
+                    coefficient: Vec::new(),
                 };
                 gather(
                     &self.pool,
                     self.spread(deadline),
                     (key_id, version, usize::from(trusted.package.threshold())),
-                    |node| node.evaluate.ask(job(&item, &hashed, &view), deadline),
+                    |node, planned| node.evaluate.ask(job(&item, &hashed, &view, node.id, planned), deadline),
                     |partials: &[PartialEvaluation]| {
                         opened(
                             aead::decrypt(&trusted.package, input, partials, aad, ciphertext, &tag),
@@ -336,7 +348,7 @@ impl Vault {
                     &self.pool,
                     self.spread(deadline),
                     (key_id, version, usize::from(trusted.package.threshold())),
-                    |node| node.unwrap.ask(item.clone(), deadline),
+                    |node, _| node.unwrap.ask(item.clone(), deadline),
                     |partials: &[PartialEvaluation]| {
                         opened(kem::combine_unwrap(&trusted.package, parsed, label, partials), partials.len(), trusted)
                     },

@@ -11,7 +11,7 @@ use hyok_threshold::audit_head;
 use hyok_threshold::dkg::{self, round1, round2};
 use hyok_threshold::dprf::{self, DprfInput, HashedInput};
 use hyok_threshold::kem::{self, WrappedKey};
-use hyok_threshold::{IdentityPublicKey, NodeId, NodeSecrets, SignedKeyBundle, Wire};
+use hyok_threshold::{Coefficient, IdentityPublicKey, NodeId, NodeSecrets, SignedKeyBundle, Wire};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -338,12 +338,15 @@ impl Node {
         let mut rng = rand::rng();
         let mut events = Vec::new();
         let mut out = Vec::with_capacity(items.len());
-        // The items served: (index, share, input), evaluated below share by share.
-        let mut served: Vec<(usize, Arc<LoadedVersion>, HashedInput)> = Vec::with_capacity(items.len());
+        // The items served: (index, share, input, coefficient), evaluated below share by share.
+        let mut served: Vec<(usize, Arc<LoadedVersion>, HashedInput, Coefficient)> = Vec::with_capacity(items.len());
         for (index, item) in items.iter().enumerate() {
             let r = (|| {
                 let given: [u8; 16] =
                     item.seed.as_slice().try_into().map_err(|_| invalid_item("seed must be 16 bytes"))?;
+                // Any nonzero public factor is harmless (see `Coefficient`); a malformed one is refused.
+                let coefficient = Coefficient::from_bytes(&item.coefficient)
+                    .map_err(|_| invalid_item("coefficient must be empty or a canonical nonzero 32-byte scalar"))?;
                 let operation = pb::Operation::try_from(item.operation)
                     .ok()
                     .filter(|o| *o != pb::Operation::Unspecified)
@@ -369,11 +372,11 @@ impl Node {
                 self.consume(&grant)?;
                 let who = format!("{caller} for {}", grant.principal);
                 events.push(self.event(&item.key_id, item.version, op, &item.request_id, &who).with_digest(&seed));
-                Ok((loaded, HashedInput::new(input)))
+                Ok((loaded, HashedInput::new(input), coefficient))
             })();
             let r = match r {
-                Ok((loaded, input)) => {
-                    served.push((index, loaded, input));
+                Ok((loaded, input, coefficient)) => {
+                    served.push((index, loaded, input, coefficient));
                     // Filled in with its value below.
                     Ok(Vec::new())
                 }
@@ -392,22 +395,23 @@ impl Node {
             out.push(result(r));
         }
         let mut proofs = Vec::new();
-        while let Some((_, first, _)) = served.first() {
+        while let Some((_, first, _, _)) = served.first() {
             // Every item served with the same share (key, version, generation), in order.
-            let key = |(index, loaded, _): &(usize, Arc<LoadedVersion>, HashedInput)| {
+            let key = |(index, loaded, _, _): &(usize, Arc<LoadedVersion>, HashedInput, Coefficient)| {
                 (&items[*index].key_id, items[*index].version, loaded.generation)
             };
             let same = key(&served[0]);
             let share = Arc::clone(first);
             let (group, rest): (Vec<_>, Vec<_>) = served.drain(..).partition(|s| key(s) == same);
             served = rest;
-            let inputs: Vec<&HashedInput> = group.iter().map(|(_, _, input)| input).collect();
+            let inputs: Vec<dprf::BatchItem<'_>> =
+                group.iter().map(|(_, _, input, coefficient)| (input, *coefficient)).collect();
             let (values, proof) = dprf::evaluate_batch(&share.share, &inputs, &mut rng);
-            for ((index, _, _), value) in group.iter().zip(values) {
+            for ((index, _, _, _), value) in group.iter().zip(values) {
                 out[*index] = result(Ok(value.to_bytes()));
             }
             proofs.push(pb::BatchProof {
-                items: group.iter().map(|(index, _, _)| *index as u32).collect(),
+                items: group.iter().map(|(index, _, _, _)| *index as u32).collect(),
                 proof: proof.to_bytes(),
             });
         }

@@ -10,7 +10,7 @@
 use hyok_node::Node;
 use hyok_proto::v1 as pb;
 use hyok_threshold::dprf::{self, BatchProof, DprfInput, HashedInput, PartialValue};
-use hyok_threshold::{NodeId, PartialEvaluation, PublicKeyPackage, Wire};
+use hyok_threshold::{Coefficient, NodeId, PartialEvaluation, PublicKeyPackage, Wire};
 
 mod support;
 use support::{nodes, operator};
@@ -93,6 +93,7 @@ fn evaluate_item(key_id: &str) -> pb::EvaluateItem {
         request_id: "r".into(),
         evidence: Some(evidence),
         generation: None,
+        coefficient: Vec::new(),
     }
 }
 
@@ -106,6 +107,7 @@ fn decrypt_item(key_id: &str, version: u32, seed: [u8; 16]) -> pb::EvaluateItem 
         request_id: "d".into(),
         evidence: Some(operator().decrypt(key_id, version, &seed)),
         generation: None,
+        coefficient: Vec::new(),
     }
 }
 
@@ -148,7 +150,11 @@ fn answers(node: &Node, items: &[pb::EvaluateItem]) -> (Vec<Result<PartialEvalua
             })
             .collect();
         let proof = BatchProof::from_bytes(&group.proof).unwrap();
-        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let refs: Vec<dprf::BatchItem<'_>> = at
+            .iter()
+            .zip(&inputs)
+            .map(|(i, input)| (input, Coefficient::from_bytes(&items[*i].coefficient).unwrap()))
+            .collect();
         let proven = dprf::vartime_verify_batch(&package, &refs, &values, &proof, &mut rand::rng()).unwrap();
         for (i, p) in at.iter().zip(proven) {
             assert!(out[*i].is_none(), "item {i} is covered twice");
@@ -209,6 +215,39 @@ fn a_batch_over_two_keys_gets_one_proof_per_key_and_refusals_are_left_out() {
         };
         assert_eq!(tag_of(0, 1), tag_of(1, 2), "item {i}");
         assert_eq!(tag_of(0, 1), tag_of(0, 2), "item {i}");
+    }
+}
+
+/// A node applies the public coefficient it is asked for: nodes 1 and 2 asked for their
+/// Lagrange coefficients over {1, 2} give values that combine to what plain values of nodes 2
+/// and 3 combine to. A zero, short or non-canonical coefficient refuses the item as INVALID,
+/// with no value.
+#[test]
+fn a_node_applies_the_coefficient_it_is_asked_for_and_refuses_a_malformed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = nodes(dir.path(), 3);
+    let package = create_key(&nodes, "scaled", 2);
+    let plain = evaluate_item("scaled");
+    let set = [NodeId::new(1).unwrap(), NodeId::new(2).unwrap()];
+    let scaled = |i: usize| {
+        let coefficient = Coefficient::lagrange(&set, set[i]).unwrap();
+        partial(&nodes[i], &pb::EvaluateItem { coefficient: coefficient.to_bytes(), ..plain.clone() }).unwrap()
+    };
+    let input = evaluated_input(&plain);
+    let tag_of = |two: [PartialEvaluation; 2]| {
+        let output = dprf::combine_unchecked(&package, &two).unwrap();
+        hyok_threshold::aead::seal_detached(&output, &input, b"", &mut [0u8; 4])
+    };
+    let by_sum = tag_of([scaled(0), scaled(1)]);
+    let as_usual = tag_of([partial(&nodes[1], &plain).unwrap(), partial(&nodes[2], &plain).unwrap()]);
+    assert_eq!(by_sum, as_usual);
+    // Node 1 scaled for {1, 2}, combined with node 3's plain value instead of node 2's.
+    assert_eq!(tag_of([scaled(0), partial(&nodes[2], &plain).unwrap()]), as_usual);
+    let mut over = [0xffu8; 32];
+    over[31] = 0x7f;
+    for bad in [vec![0u8; 32], vec![1u8; 31], over.to_vec()] {
+        let refused = partial(&nodes[0], &pb::EvaluateItem { coefficient: bad, ..plain.clone() }).unwrap_err();
+        assert_eq!(refused.code, pb::item_error::Code::Invalid as i32);
     }
 }
 

@@ -539,7 +539,8 @@ pub fn proven_partial(
     assert_eq!(answer.proofs[0].items, vec![0]);
     let value = PartialValue::from_bytes(&bytes).expect("a partial value");
     let proof = BatchProof::from_bytes(&answer.proofs[0].proof).expect("a batch proof");
-    let mut proven = dprf::vartime_verify_batch(package, &[&input], &[value], &proof, &mut rand::rng())
+    let coefficient = hyok_threshold::Coefficient::from_bytes(&item.coefficient).expect("a valid coefficient");
+    let mut proven = dprf::vartime_verify_batch(package, &[(&input, coefficient)], &[value], &proof, &mut rand::rng())
         .expect("the node's batch proof verifies");
     Ok(proven.remove(0))
 }

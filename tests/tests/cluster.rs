@@ -338,6 +338,7 @@ async fn strangers_are_refused_and_roles_are_enforced() {
                 request_id: String::new(),
                 evidence: Some(frontend.signer.decrypt(KEY, 1, &[0; 16])),
                 generation: None,
+                coefficient: Vec::new(),
             }],
         })
         .await

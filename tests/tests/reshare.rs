@@ -531,6 +531,7 @@ async fn after_a_refresh_an_old_share_kept_aside_no_longer_combines_with_the_new
             request_id: "kept-aside".into(),
             evidence: Some(client.signer.decrypt(key, sealed.version, &sealed.seed)),
             generation: Some(generation),
+            coefficient: Vec::new(),
         };
         let request = pb::EvaluateBatchRequest { items: vec![item.clone()] };
         let answer = node.evaluate_batch(request).await.unwrap().into_inner();

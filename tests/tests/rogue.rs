@@ -83,6 +83,7 @@ fn item(
         request_id: request_id.into(),
         evidence,
         generation: None,
+        coefficient: Vec::new(),
     }
 }
 
@@ -182,6 +183,27 @@ async fn a_rogue_coordinator_cannot_decrypt_with_an_encrypt_only_key() {
         secret.as_slice(),
         "… which is this very ciphertext, that its requester already had"
     );
+    // Coefficients of the rogue's choosing change nothing: the nodes' values, scaled by public
+    // factors it picked, open exactly what the plain ones open; a zero factor (a value that
+    // says nothing of the share) is refused as invalid.
+    let mut seven = [0u8; 32];
+    seven[0] = 7;
+    let mut scaled = Vec::new();
+    for id in 1..=3 {
+        let asked = pb::EvaluateItem {
+            coefficient: seven.to_vec(),
+            ..item("sealed-drop", version, &nonce, pb::Operation::Encrypt, "rogue-scaled", Some(signed.clone()))
+        };
+        scaled.push(rogue.evaluate(id, asked).await.unwrap());
+        let zero = pb::EvaluateItem {
+            coefficient: vec![0; 32],
+            ..item("sealed-drop", version, &nonce, pb::Operation::Encrypt, "rogue-zero", Some(signed.clone()))
+        };
+        let refused = rogue.evaluate(id, zero).await.unwrap_err();
+        assert_eq!(refused.code, pb::item_error::Code::Invalid as i32, "node {id}: {refused:?}");
+    }
+    let opened = aead::decrypt(&package, &on_captured, &scaled, b"board", &captured.ciphertext, &tag).unwrap();
+    assert_eq!(opened.value.as_slice(), secret.as_slice(), "scaled values open the same ciphertext, nothing more");
 
     // Every node names the refused attempts in its audit log.
     for id in 1..=3 {
@@ -193,6 +215,7 @@ async fn a_rogue_coordinator_cannot_decrypt_with_an_encrypt_only_key() {
         assert!(refused("refused:evaluate:encrypt:permission_denied", "rogue-steer"), "node {id}: {audit:?}");
         assert!(refused("refused:evaluate:decrypt:permission_denied", "rogue-switch"), "node {id}: {audit:?}");
         assert!(refused("refused:evaluate:decrypt:usage_not_allowed", "rogue-decrypt"), "node {id}: {audit:?}");
+        assert!(refused("refused:evaluate:encrypt:invalid", "rogue-zero"), "node {id}: {audit:?}");
     }
 }
 

@@ -83,7 +83,7 @@ impl Vault {
                         &self.pool,
                         self.spread(deadline),
                         (name, version, usize::from(trusted.package.threshold())),
-                        |node| {
+                        |node, _| {
                             let mut client = node.client();
                             let message = request.clone();
                             async move {

@@ -167,6 +167,7 @@ mod tests {
                 request_id: "r-1".into(),
                 evidence: None,
                 generation: None,
+                coefficient: vec![1; 32],
             }],
         };
         let bytes = req.encode_to_vec();

@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the hot paths: a node's partial evaluation with its proof, proof
-//! verification (one, and a batch of t), and the coordinator's combine, for t = 3, 5, 11; a
+//! verification (one, and a batch of t), and the coordinator's combine (of partials as they
+//! are, and of a batch's values made with their Lagrange coefficients), for t = 3, 5, 11; a
 //! node's batch of m evaluations with one proof, and the coordinator's check of it, for
 //! m = 1, 8, 32.
 //!
@@ -10,7 +11,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use curve25519_dalek::Scalar;
 use hyok_threshold::dealer::dangerous_deal;
 use hyok_threshold::dprf::{self, DprfInput, HashedInput};
-use hyok_threshold::{NodeId, PartialEvaluation, aead, kem};
+use hyok_threshold::{Coefficient, NodeId, PartialEvaluation, aead, kem};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use std::hint::black_box;
@@ -44,6 +45,20 @@ fn benches(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("combine", t), &partials, |b, p| {
             b.iter(|| dprf::combine_unchecked(&package, black_box(p)).unwrap())
         });
+        // The same set's batch values, each node having applied its Lagrange coefficient over
+        // the set: the combine is a sum.
+        let hashed = HashedInput::new(input.clone());
+        let scaled: Vec<PartialEvaluation> = shares
+            .iter()
+            .map(|s| {
+                let items = [(&hashed, Coefficient::lagrange(&ids, s.node()).unwrap())];
+                let (values, proof) = dprf::evaluate_batch(s, &items, &mut rng);
+                dprf::vartime_verify_batch(&package, &items, &values, &proof, &mut rng).unwrap().remove(0)
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::new("combine_with_coefficients", t), &scaled, |b, p| {
+            b.iter(|| dprf::combine_unchecked(&package, black_box(p)).unwrap())
+        });
         let sealed = aead::encrypt(&package, &input, &partials, b"", &[7u8; 32], &mut rng).unwrap().value;
         group.bench_with_input(BenchmarkId::new("decrypt_combine_first_32B", t), &partials, |b, p| {
             b.iter(|| aead::decrypt(&package, &input, p, b"", &sealed.ciphertext, &sealed.tag).unwrap())
@@ -58,7 +73,8 @@ fn benches(c: &mut Criterion) {
     for m in [1usize, 8, 32] {
         let inputs: Vec<HashedInput> =
             (0..m).map(|_| HashedInput::new(DprfInput::random("bench-key", 1, &mut rng).unwrap())).collect();
-        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let refs: Vec<dprf::BatchItem<'_>> =
+            inputs.iter().map(|i| (i, Coefficient::lagrange(&ids[..3], ids[0]).unwrap())).collect();
         group.bench_with_input(BenchmarkId::new("evaluate_batch", m), &refs, |b, r| {
             b.iter(|| dprf::evaluate_batch(&shares[0], black_box(r), &mut rng))
         });

@@ -147,11 +147,19 @@ impl DleqProof {
     }
 }
 
-/// `x·H_j` for every `H_j`, each with its canonical encoding: dalek's constant-time
-/// multiplications by `x/2`, compressed doubled in one batch (one field inversion for all).
-pub(crate) fn multiply_all(secret: &Scalar, hs: &[RistrettoPoint]) -> Vec<Element> {
+/// `(x·μ_j)·H_j` for every `H_j` and its public factor `μ_j`, each with its canonical encoding:
+/// dalek's constant-time multiplications by `x·μ_j/2` (zeroized), compressed doubled in one
+/// batch (one field inversion for all). `hs` and `factors` have one entry per value.
+pub(crate) fn multiply_all(secret: &Scalar, hs: &[RistrettoPoint], factors: &[Scalar]) -> Vec<Element> {
     let half_secret = Zeroizing::new(secret * *HALF);
-    let halves: Vec<RistrettoPoint> = hs.iter().map(|h| h * *half_secret).collect();
+    let halves: Vec<RistrettoPoint> = hs
+        .iter()
+        .zip(factors)
+        .map(|(h, mu)| {
+            let scaled = Zeroizing::new(*half_secret * mu);
+            h * *scaled
+        })
+        .collect();
     let compressed = RistrettoPoint::double_and_compress_batch(&halves);
     if compressed.len() != halves.len() {
         return halves.iter().map(|p| Element::new(p + p)).collect();
@@ -229,26 +237,24 @@ fn combined_challenge(context: &Transcript, a: &CompressedRistretto, b: &Compres
     t.challenge_scalar()
 }
 
-/// Checks a [`DleqProof::prove_combined`] proof for the batch `(H_j, Y_j)` with weights `d_j`:
-/// `s·G − c·X = A` and `s·M − c·Z = B`, as one multiscalar multiplication with a random 128-bit
-/// weight `w` on the second,
+/// Checks a [`DleqProof::prove_combined`] proof for `M = Σ m_j·H_j` and `Z = Σ d_j·Y_j` (`hs`
+/// and `ys` give each point with its weight): `s·G − c·X = A` and `s·M − c·Z = B`, as one
+/// multiscalar multiplication with a random 128-bit weight `w` on the second,
 ///
-/// `s·G − c·X − A − w·B + Σ (w·s·d_j)·H_j − Σ (w·c·d_j)·Y_j = 0`.
+/// `s·G − c·X − A − w·B + Σ (w·s·m_j)·H_j − Σ (w·c·d_j)·Y_j = 0`.
 ///
 /// `G` and `X` come from the prepared `bases` (`X` at `x_at`, never 0). True iff (except with
 /// probability ≈ 2⁻¹²⁸) the proof holds. Variable time: public data only.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn vartime_verify_combined<R: CryptoRng + ?Sized>(
     bases: &VartimeRistrettoPrecomputation,
     x_at: usize,
-    hs: &[RistrettoPoint],
-    ys: &[RistrettoPoint],
-    weights: &[Scalar],
+    hs: &[(RistrettoPoint, Scalar)],
+    ys: &[(RistrettoPoint, Scalar)],
     proof: &DleqProof,
     context: &Transcript,
     rng: &mut R,
 ) -> bool {
-    if x_at == 0 || x_at >= bases.len() || hs.len() != ys.len() || hs.len() != weights.len() || hs.is_empty() {
+    if x_at == 0 || x_at >= bases.len() || hs.len() != ys.len() || hs.is_empty() {
         return false;
     }
     let Some((a, b)) = proof.commitments() else { return false };
@@ -262,8 +268,8 @@ pub(crate) fn vartime_verify_combined<R: CryptoRng + ?Sized>(
     let mut points = Vec::with_capacity(2 + 2 * hs.len());
     scalars.extend([-Scalar::ONE, -w]);
     points.extend([a, b]);
-    for ((h, y), d) in hs.iter().zip(ys).zip(weights) {
-        scalars.extend([ws * d, -(wc * d)]);
+    for ((h, m), (y, d)) in hs.iter().zip(ys) {
+        scalars.extend([ws * m, -(wc * d)]);
         points.extend([*h, *y]);
     }
     bases.vartime_mixed_multiscalar_mul(&fixed, &scalars, &points).is_identity()

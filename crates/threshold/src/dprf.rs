@@ -14,7 +14,7 @@ use crate::dleq::{self, DleqProof};
 use crate::encoding::{Reader, Wire, Writer};
 use crate::error::{Error, Result};
 use crate::keys::{Element, KeyShare, NodeId, PublicKeyPackage};
-use crate::partial::{self, Opened, PartialEvaluation};
+use crate::partial::{self, Coefficient, Opened, PartialEvaluation};
 use crate::transcript::Transcript;
 use curve25519_dalek::{RistrettoPoint, Scalar, traits::VartimeMultiscalarMul};
 use rand_core::CryptoRng;
@@ -189,9 +189,10 @@ impl Wire for PartialValue {
 }
 
 /// A node's one proof for a batch of its values under one share: that `log_G K_i = log_M Z` for
-/// `M = Σ d_j·H(x_j)` and `Z = Σ d_j·Y_j`, the weights `d_j` hashed from the node, `K_i`, every
-/// input and every value. A value that is not `k_i·H(x_j)` makes `Z ≠ k_i·M` except with
-/// probability about 2⁻¹²⁸ over the weights, which the node cannot choose after the values.
+/// `M = Σ d_j·μ_j·H(x_j)` and `Z = Σ d_j·Y_j`, the weights `d_j` hashed from the node, `K_i`,
+/// every input, every coefficient `μ_j` and every value. A value that is not `μ_j·k_i·H(x_j)`
+/// makes `Z ≠ k_i·M` except with probability about 2⁻¹²⁸ over the weights, which the node
+/// cannot choose after the values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchProof {
     node: NodeId,
@@ -217,19 +218,23 @@ impl Wire for BatchProof {
     }
 }
 
+/// One input of a batch with the public [`Coefficient`] its value is made with.
+pub type BatchItem<'a> = (&'a HashedInput, Coefficient);
+
 /// The batch's transcript (the proof's context) and its weights `d_j`.
 fn batch_statement<'a>(
     node: NodeId,
     vk: &Element,
-    batch: impl ExactSizeIterator<Item = (&'a DprfInput, &'a Element)>,
+    batch: impl ExactSizeIterator<Item = (&'a BatchItem<'a>, &'a Element)>,
 ) -> (Transcript, Vec<Scalar>) {
     let mut t = Transcript::new(b"hyok/v1/dprf/dleq-batch");
     t.append_u64(b"node", u64::from(node.get()));
     t.append_point(b"X", &vk.compressed);
     let len = batch.len();
     t.append_u64(b"items", len as u64);
-    for (input, y) in batch {
-        input.append_to(&mut t);
+    for ((input, coefficient), y) in batch {
+        input.input.append_to(&mut t);
+        t.append(b"coefficient", coefficient.0.as_bytes());
         t.append_point(b"Y", &y.compressed);
     }
     let digest = t.clone().digest();
@@ -244,52 +249,60 @@ fn batch_statement<'a>(
     (t, weights)
 }
 
-/// Node side, many inputs at once: `Y_j = k_i·H(x_j)` for each (dalek's constant-time
-/// multiplication), and one [`BatchProof`] for them all. It costs one constant-time
-/// multiplication per input and one more for the batch, where [`evaluate`] costs two per input.
-/// Values come in the order of `inputs`; an empty batch gives no values and a proof nobody accepts.
+/// Node side, many inputs at once: `Y_j = (μ_j·k_i)·H(x_j)` for each input and its
+/// coefficient (dalek's constant-time multiplication), and one [`BatchProof`] for them all. It
+/// costs one constant-time multiplication per input and one more for the batch, where
+/// [`evaluate`] costs two per input. Values come in the order of `items`; an empty batch gives
+/// no values and a proof nobody accepts.
 pub fn evaluate_batch<R: CryptoRng + ?Sized>(
     share: &KeyShare,
-    inputs: &[&HashedInput],
+    items: &[BatchItem<'_>],
     rng: &mut R,
 ) -> (Vec<PartialValue>, BatchProof) {
     let node = share.node();
     let vk = share.verification_key();
-    let hs: Vec<RistrettoPoint> = inputs.iter().map(|i| i.point).collect();
-    let values = dleq::multiply_all(share.secret(), &hs);
-    let (context, weights) = batch_statement(node, &vk.0, inputs.iter().map(|i| &i.input).zip(&values));
-    // M is public (the inputs' points and public weights): variable time is fine.
-    let m = RistrettoPoint::vartime_multiscalar_mul(&weights, &hs);
+    let hs: Vec<RistrettoPoint> = items.iter().map(|(i, _)| i.point).collect();
+    let factors: Vec<Scalar> = items.iter().map(|(_, c)| c.0).collect();
+    let values = dleq::multiply_all(share.secret(), &hs, &factors);
+    let (context, weights) = batch_statement(node, &vk.0, items.iter().zip(&values));
+    // M is public (the inputs' points, public coefficients and weights): variable time is fine.
+    let m_weights: Vec<Scalar> = weights.iter().zip(&factors).map(|(d, mu)| d * mu).collect();
+    let m = RistrettoPoint::vartime_multiscalar_mul(&m_weights, &hs);
     let proof = DleqProof::prove_combined(share.secret(), &m, &context, rng);
     (values.into_iter().map(|value| PartialValue { node, value }).collect(), BatchProof { node, proof })
 }
 
-/// Coordinator side: checks `proof` over the node's `values` for `inputs` (the same order as
-/// the node was asked), and only then gives them as partials, ready to combine. The node of
-/// `proof` must be the node of every value and a node of `package`. [`Error::InvalidProof`]
-/// names the node when anything is off. Variable time: public data only.
+/// Coordinator side: checks `proof` over the node's `values` for `items` (the inputs in the
+/// order the node was asked, each with the coefficient it was asked to apply), and only then
+/// gives them as partials, ready to combine. The node of `proof` must be the node of every
+/// value and a node of `package`. [`Error::InvalidProof`] names the node when anything is off.
+/// Variable time: public data only.
 pub fn vartime_verify_batch<R: CryptoRng + ?Sized>(
     package: &PublicKeyPackage,
-    inputs: &[&HashedInput],
+    items: &[BatchItem<'_>],
     values: &[PartialValue],
     proof: &BatchProof,
     rng: &mut R,
 ) -> Result<Vec<PartialEvaluation>> {
     let node = proof.node;
     let invalid = Error::InvalidProof { node };
-    if values.is_empty() || values.len() != inputs.len() || values.iter().any(|v| v.node != node) {
+    if values.is_empty() || values.len() != items.len() || values.iter().any(|v| v.node != node) {
         return Err(invalid);
     }
     let vk = package.verification_key(node)?;
     let x_at = package.base_index(node)?;
-    let (context, weights) =
-        batch_statement(node, &vk.0, inputs.iter().map(|i| &i.input).zip(values.iter().map(|v| &v.value)));
-    let hs: Vec<RistrettoPoint> = inputs.iter().map(|i| i.point).collect();
-    let ys: Vec<RistrettoPoint> = values.iter().map(|v| v.value.point).collect();
-    if !dleq::vartime_verify_combined(package.bases(), x_at, &hs, &ys, &weights, &proof.proof, &context, rng) {
+    let (context, weights) = batch_statement(node, &vk.0, items.iter().zip(values.iter().map(|v| &v.value)));
+    let hs: Vec<(RistrettoPoint, Scalar)> =
+        items.iter().zip(&weights).map(|((input, coefficient), d)| (input.point, d * coefficient.0)).collect();
+    let ys: Vec<(RistrettoPoint, Scalar)> = values.iter().zip(&weights).map(|(v, d)| (v.value.point, *d)).collect();
+    if !dleq::vartime_verify_combined(package.bases(), x_at, &hs, &ys, &proof.proof, &context, rng) {
         return Err(invalid);
     }
-    Ok(values.iter().map(|v| PartialEvaluation::proven_with_batch(node, v.value)).collect())
+    Ok(values
+        .iter()
+        .zip(items)
+        .map(|(v, (_, coefficient))| PartialEvaluation::proven_with_batch(node, v.value, *coefficient))
+        .collect())
 }
 
 /// Checks one partial's proof; [`Error::InvalidProof`] names the node.
@@ -372,7 +385,7 @@ mod tests {
     fn batch_values_verify_and_combine_to_the_single_evaluations_result() {
         let mut rng = rand::rng();
         let (shares, package, inputs) = batch_setup();
-        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let refs: Vec<BatchItem<'_>> = inputs.iter().map(|i| (i, Coefficient::ONE)).collect();
         let per_node: Vec<Vec<PartialEvaluation>> = [0, 2, 4]
             .iter()
             .map(|i| {
@@ -398,10 +411,10 @@ mod tests {
     fn a_batch_proof_fails_for_any_value_input_order_or_node_but_its_own() {
         let mut rng = rand::rng();
         let (shares, package, inputs) = batch_setup();
-        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let refs: Vec<BatchItem<'_>> = inputs.iter().map(|i| (i, Coefficient::ONE)).collect();
         let (values, proof) = evaluate_batch(&shares[1], &refs, &mut rng);
         let node = shares[1].node();
-        let refused = |inputs: &[&HashedInput], values: &[PartialValue], proof: &BatchProof| {
+        let refused = |inputs: &[BatchItem<'_>], values: &[PartialValue], proof: &BatchProof| {
             vartime_verify_batch(&package, inputs, values, proof, &mut rand::rng()).unwrap_err()
         };
         assert!(vartime_verify_batch(&package, &refs, &values, &proof, &mut rng).is_ok());
@@ -420,7 +433,7 @@ mod tests {
         // Another input, one value fewer, none.
         let other = HashedInput::new(DprfInput::random("key", 1, &mut rng).unwrap());
         let mut elsewhere = refs.clone();
-        elsewhere[1] = &other;
+        elsewhere[1] = (&other, Coefficient::ONE);
         assert_eq!(refused(&elsewhere, &values, &proof), Error::InvalidProof { node });
         assert_eq!(refused(&refs[..3], &values[..3], &proof), Error::InvalidProof { node });
         assert_eq!(refused(&[], &[], &proof), Error::InvalidProof { node });
@@ -444,7 +457,7 @@ mod tests {
     fn a_batch_proven_partial_sent_on_fails_closed() {
         let mut rng = rand::rng();
         let (shares, package, inputs) = batch_setup();
-        let refs: Vec<&HashedInput> = inputs.iter().collect();
+        let refs: Vec<BatchItem<'_>> = inputs.iter().map(|i| (i, Coefficient::ONE)).collect();
         let (values, proof) = evaluate_batch(&shares[0], &refs, &mut rng);
         let partial = vartime_verify_batch(&package, &refs, &values, &proof, &mut rng).unwrap().remove(0);
         assert!(vartime_verify(&package, &inputs[0].input, &partial).is_ok());
@@ -476,5 +489,67 @@ mod tests {
             items[1].0 = wrong;
             assert!(!dleq::vartime_verify_batch(package.bases(), &h, &items, &mut rng), "index {wrong}");
         }
+    }
+
+    /// Nodes that apply their own Lagrange coefficients over the set asked give values whose
+    /// plain sum is the output; combined with another set, or with one node's value made
+    /// without its coefficient, the result is the same output.
+    #[test]
+    fn values_made_with_their_lagrange_coefficients_combine_to_the_same_output() {
+        let mut rng = rand::rng();
+        let (shares, package, inputs) = batch_setup();
+        let set: Vec<NodeId> = [0, 2, 4].iter().map(|i| shares[*i].node()).collect();
+        let proven = |i: usize, coefficient: Coefficient| {
+            let items: Vec<BatchItem<'_>> = inputs.iter().map(|input| (input, coefficient)).collect();
+            let (values, proof) = evaluate_batch(&shares[i], &items, &mut rand::rng());
+            vartime_verify_batch(&package, &items, &values, &proof, &mut rand::rng()).unwrap()
+        };
+        let lagrange = |i: usize| Coefficient::lagrange(&set, shares[i].node()).unwrap();
+        let scaled: Vec<Vec<PartialEvaluation>> = [0, 2, 4].iter().map(|i| proven(*i, lagrange(*i))).collect();
+        let plain: Vec<Vec<PartialEvaluation>> = [0, 2, 4].iter().map(|i| proven(*i, Coefficient::ONE)).collect();
+        // Node 2 (index 1) asked for its coefficient over {1, 3, 5}, then combined in {2, 3, 5}.
+        let elsewhere = proven(1, lagrange(0));
+        for (j, input) in inputs.iter().enumerate() {
+            let expected =
+                combine_unchecked(&package, &[plain[0][j].clone(), plain[1][j].clone(), plain[2][j].clone()]).unwrap();
+            let summed: RistrettoPoint = scaled.iter().map(|p| p[j].value_point()).sum();
+            assert!(summed == expected.0, "the plain sum is the output");
+            let with_set = [scaled[0][j].clone(), scaled[1][j].clone(), scaled[2][j].clone()];
+            assert!(combine_unchecked(&package, &with_set).unwrap().0 == expected.0);
+            let mixed = [scaled[0][j].clone(), plain[1][j].clone(), scaled[2][j].clone()];
+            assert!(combine_unchecked(&package, &mixed).unwrap().0 == expected.0);
+            let other_set = [elsewhere[j].clone(), scaled[1][j].clone(), scaled[2][j].clone()];
+            assert!(combine_unchecked(&package, &other_set).unwrap().0 == expected.0);
+            let single: Vec<PartialEvaluation> =
+                [1, 3, 4].iter().map(|i| evaluate(&shares[*i], &input.input, &mut rng)).collect();
+            assert!(combine_unchecked(&package, &single).unwrap().0 == expected.0);
+        }
+    }
+
+    /// A node that applies another coefficient than the one it was asked for (or none) fails
+    /// its batch proof: the coefficient is part of the statement.
+    #[test]
+    fn a_value_made_with_another_coefficient_than_asked_fails_the_proof() {
+        let mut rng = rand::rng();
+        let (shares, package, inputs) = batch_setup();
+        let node = shares[1].node();
+        let set: Vec<NodeId> = [1, 2, 3].iter().map(|i| shares[*i].node()).collect();
+        let asked = Coefficient::lagrange(&set, node).unwrap();
+        let items: Vec<BatchItem<'_>> = inputs.iter().map(|i| (i, asked)).collect();
+        let (values, proof) = evaluate_batch(&shares[1], &items, &mut rng);
+        assert!(vartime_verify_batch(&package, &items, &values, &proof, &mut rng).is_ok());
+        for used in [Coefficient::ONE, Coefficient::lagrange(&set, shares[2].node()).unwrap()] {
+            let made: Vec<BatchItem<'_>> = inputs.iter().map(|i| (i, used)).collect();
+            let (values, proof) = evaluate_batch(&shares[1], &made, &mut rng);
+            let err = vartime_verify_batch(&package, &items, &values, &proof, &mut rng).unwrap_err();
+            assert_eq!(err, Error::InvalidProof { node });
+        }
+        // Zero, non-canonical and short coefficients never come off the wire.
+        assert!(Coefficient::from_bytes(&[0; 32]).is_err());
+        assert!(Coefficient::from_bytes(&[0xff; 32]).is_err());
+        assert!(Coefficient::from_bytes(&[1; 31]).is_err());
+        assert_eq!(Coefficient::from_bytes(&[]).unwrap(), Coefficient::ONE);
+        assert_eq!(Coefficient::from_bytes(&asked.to_bytes()).unwrap(), asked);
+        assert!(Coefficient::lagrange(&set, shares[0].node()).is_err(), "a node outside the set has none");
     }
 }

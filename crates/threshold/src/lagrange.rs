@@ -73,13 +73,6 @@ pub(crate) fn vartime_combine(coefficients: &[Scalar], points: &[RistrettoPoint]
     RistrettoPoint::vartime_multiscalar_mul(coefficients, points)
 }
 
-/// `Y = Σ_{i∈S} λ_i(0) · Y_i` over the set `S` of the given partials.
-pub(crate) fn vartime_interpolate_at_zero(partials: &[(NodeId, RistrettoPoint)]) -> Result<RistrettoPoint> {
-    let ids: Vec<NodeId> = partials.iter().map(|(id, _)| *id).collect();
-    let points: Vec<RistrettoPoint> = partials.iter().map(|(_, p)| *p).collect();
-    Ok(vartime_combine(&coefficients_at(&ids, Scalar::ZERO)?, &points))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

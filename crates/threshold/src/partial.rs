@@ -11,8 +11,47 @@ use crate::error::{Error, Result};
 use crate::keys::{Element, KeyShare, NodeId, PublicKeyPackage};
 use crate::lagrange;
 use crate::transcript::Transcript;
-use curve25519_dalek::RistrettoPoint;
+use curve25519_dalek::{RistrettoPoint, Scalar};
 use rand_core::CryptoRng;
+
+/// The public factor `μ` a node multiplies its partial by: it answers `μ·Y_i = (μ·k_i)·H`
+/// instead of `Y_i`. The coordinator asks each node of the `t` it plans to combine for that
+/// node's own Lagrange coefficient `λ_i(0)` over them, so that combining their answers is a
+/// plain sum instead of a multiscalar multiplication; any other set (a node missed, another
+/// asked in its place) is combined with `λ_i/μ_i`.
+///
+/// It reveals nothing `Y_i` does not: whoever holds `μ` turns `Y_i` into `μ·Y_i` and back, so a
+/// node may take any nonzero `μ` from anyone. The point is still the node's own hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coefficient(pub(crate) Scalar);
+
+impl Coefficient {
+    /// No factor: `Y_i` itself.
+    pub const ONE: Coefficient = Coefficient(Scalar::ONE);
+
+    /// `λ_node(0)` over `set`, which must hold `node` and no id twice.
+    pub fn lagrange(set: &[NodeId], node: NodeId) -> Result<Self> {
+        let at = set.iter().position(|id| *id == node).ok_or(Error::UnknownNode { node: node.get() })?;
+        Ok(Coefficient(lagrange::coefficients_at(set, Scalar::ZERO)?[at]))
+    }
+
+    /// From the wire: empty is [`Coefficient::ONE`]; otherwise 32 bytes, a canonical nonzero
+    /// scalar (zero would make a value that says nothing of the share, and no proof of it).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let malformed = Error::Malformed { what: "coefficient" };
+        if bytes.is_empty() {
+            return Ok(Coefficient::ONE);
+        }
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| malformed.clone())?;
+        let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).ok_or(malformed.clone())?;
+        if scalar == Scalar::ZERO { Err(malformed) } else { Ok(Coefficient(scalar)) }
+    }
+
+    /// For the wire: empty for [`Coefficient::ONE`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        if *self == Coefficient::ONE { Vec::new() } else { self.0.to_bytes().to_vec() }
+    }
+}
 
 /// A node's partial result with its proof: `{ node, value: Y_i = k_i·H, proof }`.
 ///
@@ -25,6 +64,10 @@ pub struct PartialEvaluation {
     value: Element,
     /// `None`: proven with its batch.
     proof: Option<DleqProof>,
+    /// What the node multiplied its value by ([`Coefficient`]): `value = μ·k_i·H`. Only a
+    /// batch's values have one other than 1; it is the coordinator's own, never read off the
+    /// wire.
+    coefficient: Scalar,
 }
 
 /// A combined result together with the nodes whose partials failed verification on the way.
@@ -47,7 +90,7 @@ impl PartialEvaluation {
         self.node
     }
 
-    #[cfg(feature = "dangerous-testing")]
+    #[cfg(any(test, feature = "dangerous-testing"))]
     pub(crate) fn value_point(&self) -> RistrettoPoint {
         self.value.point
     }
@@ -61,12 +104,12 @@ impl PartialEvaluation {
     ) -> Self {
         let vk = share.verification_key();
         let (value, proof) = DleqProof::prove_value(share.secret(), &vk.0, h, context, rng);
-        PartialEvaluation { node: share.node(), value, proof: Some(proof) }
+        PartialEvaluation { node: share.node(), value, proof: Some(proof), coefficient: Scalar::ONE }
     }
 
-    /// A value whose batch proof the caller has just verified.
-    pub(crate) fn proven_with_batch(node: NodeId, value: Element) -> Self {
-        PartialEvaluation { node, value, proof: None }
+    /// A value, made with `coefficient`, whose batch proof the caller has just verified.
+    pub(crate) fn proven_with_batch(node: NodeId, value: Element, coefficient: Coefficient) -> Self {
+        PartialEvaluation { node, value, proof: None, coefficient: coefficient.0 }
     }
 
     pub(crate) fn vartime_verify(&self, package: &PublicKeyPackage, h: &Element, context: &Transcript) -> Result<()> {
@@ -105,7 +148,12 @@ impl Wire for PartialEvaluation {
         self.proof.as_ref().unwrap_or(&DleqProof::NONE).write(w);
     }
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
-        Ok(PartialEvaluation { node: r.node()?, value: Element::read(r)?, proof: Some(DleqProof::read(r)?) })
+        Ok(PartialEvaluation {
+            node: r.node()?,
+            value: Element::read(r)?,
+            proof: Some(DleqProof::read(r)?),
+            coefficient: Scalar::ONE,
+        })
     }
 }
 
@@ -120,14 +168,28 @@ fn check_membership(package: &PublicKeyPackage, partials: &[PartialEvaluation]) 
     Ok(())
 }
 
-/// `Y = Σ_{i∈S} λ_i · Y_i` over the first `t` partials, without checking any proof.
+/// `Y = Σ_{i∈S} λ_i · Y_i` over the first `t` partials, without checking any proof. A partial
+/// made with a coefficient `μ_i` ([`Coefficient`]) enters with `λ_i/μ_i`: when every node of
+/// `S` applied its own `λ_i`, `Y` is the plain sum of the partials.
 pub(crate) fn combine_unchecked(package: &PublicKeyPackage, partials: &[&PartialEvaluation]) -> Result<RistrettoPoint> {
     let t = usize::from(package.threshold());
     if partials.len() < t {
         return Err(Error::NotEnoughPartials { needed: t, got: partials.len() });
     }
-    let chosen: Vec<(NodeId, RistrettoPoint)> = partials[..t].iter().map(|p| (p.node, p.value.point)).collect();
-    lagrange::vartime_interpolate_at_zero(&chosen)
+    let chosen = &partials[..t];
+    let ids: Vec<NodeId> = chosen.iter().map(|p| p.node).collect();
+    let lambdas = lagrange::coefficients_at(&ids, Scalar::ZERO)?;
+    if chosen.iter().zip(&lambdas).all(|(p, lambda)| p.coefficient == *lambda) {
+        return Ok(chosen.iter().map(|p| p.value.point).sum());
+    }
+    // μ is public and never zero (a coefficient is checked when it is made).
+    let factors: Vec<Scalar> = chosen
+        .iter()
+        .zip(&lambdas)
+        .map(|(p, lambda)| if p.coefficient == Scalar::ONE { *lambda } else { lambda * p.coefficient.invert() })
+        .collect();
+    let points: Vec<RistrettoPoint> = chosen.iter().map(|p| p.value.point).collect();
+    Ok(lagrange::vartime_combine(&factors, &points))
 }
 
 /// What each partial's own proof is about, for [`dleq::vartime_verify_batch`]: where the node's

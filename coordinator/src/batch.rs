@@ -17,7 +17,7 @@ use crate::metadata::KeyView;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_threshold::dprf::{self, BatchItem, BatchProof, HashedInput, PartialValue};
-use hyok_threshold::{Coefficient, Wire};
+use hyok_threshold::{Coefficient, DeferredCheck, Wire};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,9 @@ pub struct EvaluateJob {
     pub view: Arc<KeyView>,
     /// The coefficient `item` asks the node to apply (as sent in `item.coefficient`).
     pub coefficient: Coefficient,
+    /// What the value combines to is checked another way (decryption's AEAD tag): its batch
+    /// proof may be checked only when that check fails, if every item it covers is so too.
+    pub checked_by_result: bool,
 }
 
 impl BatchKind for Evaluate {
@@ -70,7 +73,10 @@ impl BatchKind for Evaluate {
             jobs.iter().map(|j| (j.item.key_id.clone(), j.item.version, j.item.generation)).collect();
         let (items, expected): (Vec<_>, Vec<_>) = jobs
             .into_iter()
-            .map(|j| (j.item, Expected { input: j.input, view: j.view, coefficient: j.coefficient }))
+            .map(|j| {
+                let deferrable = j.checked_by_result;
+                (j.item, Expected { input: j.input, view: j.view, coefficient: j.coefficient, deferrable })
+            })
             .unzip();
         let mut request = tonic::Request::new(pb::EvaluateBatchRequest { items });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
@@ -83,11 +89,41 @@ impl BatchKind for Evaluate {
 type Share = (String, u32, Option<u32>);
 
 /// What an item's value is checked against: its input, the view holding its version's
-/// package, and the coefficient the node was asked to apply.
+/// package, and the coefficient the node was asked to apply; and whether the check may wait.
 struct Expected {
     input: Arc<HashedInput>,
     view: Arc<KeyView>,
     coefficient: Coefficient,
+    deferrable: bool,
+}
+
+/// A node's batch proof over values that are all checked by what they combine to (a tag): run
+/// only when a value it covers must be verified, once for the batch.
+#[derive(Debug)]
+struct BatchCheck {
+    view: Arc<KeyView>,
+    version: u32,
+    items: Vec<(Arc<HashedInput>, Coefficient)>,
+    values: Vec<PartialValue>,
+    proof: BatchProof,
+    verdict: std::sync::OnceLock<bool>,
+}
+
+impl DeferredCheck for BatchCheck {
+    fn holds(&self) -> bool {
+        *self.verdict.get_or_init(|| {
+            let Ok(trusted) = self.view.version(self.version) else { return false };
+            let items: Vec<BatchItem<'_>> = self.items.iter().map(|(input, c)| (input.as_ref(), *c)).collect();
+            let holds =
+                dprf::vartime_verify_batch(&trusted.package, &items, &self.values, &self.proof, &mut rand::rng())
+                    .is_ok();
+            if !holds {
+                tracing::warn!(key_id = %self.view.name, version = self.version, node = %self.proof.node(),
+                    "a node's batch proof does not verify");
+            }
+            holds
+        })
+    }
 }
 
 /// One reply per item of a node's batch answer: a value becomes a partial only through the
@@ -131,6 +167,22 @@ fn check_proofs(items: &[Share], expected: &[Expected], answer: pb::EvaluateBatc
         let (key, version, _) = &items[indices[0]];
         let Ok(trusted) = expected[indices[0]].view.version(*version) else { continue };
         let Ok(proof) = BatchProof::from_bytes(&group.proof) else { continue };
+        if indices.iter().all(|i| expected[*i].deferrable) {
+            let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
+            let check: Arc<dyn DeferredCheck> = Arc::new(BatchCheck {
+                view: Arc::clone(&expected[indices[0]].view),
+                version: *version,
+                items: indices.iter().map(|i| (Arc::clone(&expected[*i].input), expected[*i].coefficient)).collect(),
+                values: group_values.clone(),
+                proof,
+                verdict: std::sync::OnceLock::new(),
+            });
+            for (i, value) in indices.iter().zip(&group_values) {
+                let partial = value.with_deferred_check(expected[*i].coefficient, Arc::clone(&check));
+                replies[*i] = Some(Reply::Verified(Box::new(partial)));
+            }
+            continue;
+        }
         let inputs: Vec<BatchItem<'_>> =
             indices.iter().map(|i| (expected[*i].input.as_ref(), expected[*i].coefficient)).collect();
         let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
@@ -507,6 +559,7 @@ mod tests {
             let expected = keys
                 .iter()
                 .map(|k| Expected {
+                    deferrable: false,
                     input: Arc::new(HashedInput::new(DprfInput::random(k, 1, &mut rng).unwrap())),
                     view: Arc::clone(&view),
                     coefficient: if *k == "k" {
@@ -655,6 +708,45 @@ mod tests {
                 );
                 assert_eq!(kinds(&check_proofs(&s.items, &s.expected, other)), all_invalid);
             }
+        }
+
+        /// Values whose results a tag checks (decryption) keep their batch's check for later: an
+        /// honest batch's values pass it when it runs, a lying node's fail it and name the node;
+        /// one item of the batch whose result nothing checks (an encryption) makes the whole batch
+        /// checked at once.
+        #[test]
+        fn a_batch_checked_by_its_results_is_checked_only_when_asked_and_then_names_a_liar() {
+            let mut s = setup();
+            for e in &mut s.expected[..3] {
+                e.deferrable = true;
+            }
+            let (v, proof) = values(&s, 1, &[0, 1, 2]);
+            let check = |results: Vec<Option<Vec<u8>>>, s: &Setup| {
+                let replies =
+                    check_proofs(&s.items, &s.expected, answer(results, vec![(vec![0, 1, 2], proof.clone())]));
+                let kinds = kinds(&replies);
+                let partials: Vec<hyok_threshold::PartialEvaluation> = replies
+                    .into_iter()
+                    .filter_map(|r| if let Reply::Verified(p) = r { Some(*p) } else { None })
+                    .collect();
+                (kinds, partials)
+            };
+            let package = &s.expected[0].view.version(1).unwrap().package;
+            let input = s.expected[0].input.input().clone();
+            let (honest_kinds, honest) =
+                check(vec![Some(v[0].clone()), Some(v[1].clone()), Some(v[2].clone()), None], &s);
+            assert_eq!(honest_kinds, ["verified", "verified", "verified", "refused"]);
+            assert!(dprf::vartime_find_invalid(package, &input, &honest[..1], &mut rand::rng()).unwrap().is_empty());
+            // Item 1's value swapped for item 0's: nothing checked yet, then node 2 is named.
+            let (lying_kinds, lying) =
+                check(vec![Some(v[0].clone()), Some(v[0].clone()), Some(v[2].clone()), None], &s);
+            assert_eq!(lying_kinds, ["verified", "verified", "verified", "refused"]);
+            let culprits = dprf::vartime_find_invalid(package, &input, &lying[..1], &mut rand::rng()).unwrap();
+            assert_eq!(culprits, vec![node(2)], "the batch's check fails for every value it covers");
+            // Item 2 an encryption: the batch is checked now, and the lie found at once.
+            s.expected[2].deferrable = false;
+            let (eager_kinds, _) = check(vec![Some(v[0].clone()), Some(v[0].clone()), Some(v[2].clone()), None], &s);
+            assert_eq!(eager_kinds, ["invalid", "invalid", "invalid", "refused"]);
         }
     }
 

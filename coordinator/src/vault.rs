@@ -96,17 +96,18 @@ fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Re
 
 /// What the batcher sends `node` for `item`, and checks its answer against. A node of the
 /// `planned` set is asked for its value times its Lagrange coefficient over that set, so that
-/// the set's values combine by a sum; any other node for its plain value.
+/// the set's values combine by a sum; any other node for its plain value. `checked_by_result`:
+/// what the values combine to is checked by an AEAD tag (decryption), so their batch proofs are
+/// checked only when it fails.
 fn job(
-    item: &pb::EvaluateItem,
-    input: &Arc<HashedInput>,
-    view: &Arc<KeyView>,
+    (item, input, view): (&pb::EvaluateItem, &Arc<HashedInput>, &Arc<KeyView>),
     node: NodeId,
     planned: &[NodeId],
+    checked_by_result: bool,
 ) -> EvaluateJob {
     let coefficient = Coefficient::lagrange(planned, node).unwrap_or(Coefficient::ONE);
     let item = pb::EvaluateItem { coefficient: coefficient.to_bytes(), ..item.clone() };
-    EvaluateJob { item, input: Arc::clone(input), view: Arc::clone(view), coefficient }
+    EvaluateJob { item, input: Arc::clone(input), view: Arc::clone(view), coefficient, checked_by_result }
 }
 
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
@@ -189,7 +190,7 @@ impl Vault {
                     &self.pool,
                     self.spread(deadline),
                     (key_id, primary.version, usize::from(primary.package.threshold())),
-                    |node, planned| node.evaluate.ask(job(&item, &hashed, &view, node.id, planned), deadline),
+                    |node, planned| node.evaluate.ask(job((&item, &hashed, &view), node.id, planned, false), deadline),
                     |partials: &[PartialEvaluation]| {
                         let t = usize::from(primary.package.threshold());
                         match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
@@ -280,7 +281,7 @@ impl Vault {
                     &self.pool,
                     self.spread(deadline),
                     (key_id, version, usize::from(trusted.package.threshold())),
-                    |node, planned| node.evaluate.ask(job(&item, &hashed, &view, node.id, planned), deadline),
+                    |node, planned| node.evaluate.ask(job((&item, &hashed, &view), node.id, planned, true), deadline),
                     |partials: &[PartialEvaluation]| {
                         opened(
                             aead::decrypt(&trusted.package, input, partials, aad, ciphertext, &tag),

@@ -169,6 +169,18 @@ impl PartialValue {
         self.node
     }
 
+    /// This value as a partial for combine-first only, made with `coefficient`: unverified,
+    /// its batch proof checked by `check` when a check of it is first needed (when the result
+    /// does not open). The caller must check what it combines to, as [`crate::aead::decrypt`]
+    /// does with the tag; [`vartime_find_invalid`] and the other checks run `check`.
+    pub fn with_deferred_check(
+        &self,
+        coefficient: Coefficient,
+        check: std::sync::Arc<dyn crate::partial::DeferredCheck>,
+    ) -> PartialEvaluation {
+        PartialEvaluation::with_deferred_check(self.node, self.value, coefficient, check)
+    }
+
     /// Another value in its place, keeping the node: a tampered value, for tests.
     #[cfg(feature = "dangerous-testing")]
     pub fn dangerous_with_value_of(&self, other: &PartialValue) -> Self {

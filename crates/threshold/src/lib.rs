@@ -65,4 +65,4 @@ pub use keys::{
 };
 pub use manifest::Manifest;
 pub use node_keys::{KeyBundle, NodeSecrets, SignedKeyBundle};
-pub use partial::{Coefficient, Opened, PartialEvaluation};
+pub use partial::{Coefficient, DeferredCheck, Opened, PartialEvaluation};

@@ -53,17 +53,52 @@ impl Coefficient {
     }
 }
 
+/// The check of a node's batch proof, run only if and when a value it covers must be verified:
+/// for values whose use is checked another way first (an AEAD tag, for combine-first), so that
+/// the check is paid only when that check fails. The coordinator implements it over the batch
+/// it received (no I/O here); [`holds`](DeferredCheck::holds) runs the check once and keeps the
+/// verdict.
+pub trait DeferredCheck: Send + Sync + std::fmt::Debug {
+    /// Whether the batch proof holds for every value it covers.
+    fn holds(&self) -> bool;
+}
+
+/// What vouches for a partial's value.
+#[derive(Clone, Debug)]
+enum Proof {
+    /// Its own DLEQ proof.
+    Own(DleqProof),
+    /// Its batch's proof, which held ([`crate::dprf::vartime_verify_batch`] made it).
+    Batch,
+    /// Its batch's proof, checked when first needed.
+    Deferred(std::sync::Arc<dyn DeferredCheck>),
+}
+
+impl PartialEq for Proof {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Proof::Own(a), Proof::Own(b)) => a == b,
+            (Proof::Batch, Proof::Batch) => true,
+            (Proof::Deferred(a), Proof::Deferred(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Proof {}
+
 /// A node's partial result with its proof: `{ node, value: Y_i = k_i·H, proof }`.
 ///
 /// A DPRF partial that came in a node's batch has no proof of its own: the batch had one, and
-/// this value exists only because that proof held ([`crate::dprf::vartime_verify_batch`] is
-/// its only maker), so its checks pass at no cost.
+/// either this value exists only because that proof held ([`crate::dprf::vartime_verify_batch`]
+/// is its only maker), so its checks pass at no cost, or it carries the batch's
+/// [`DeferredCheck`], which its checks run (once for the batch) and combine-first never needs
+/// when the result opens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartialEvaluation {
     node: NodeId,
     value: Element,
-    /// `None`: proven with its batch.
-    proof: Option<DleqProof>,
+    proof: Proof,
     /// What the node multiplied its value by ([`Coefficient`]): `value = μ·k_i·H`. Only a
     /// batch's values have one other than 1; it is the coordinator's own, never read off the
     /// wire.
@@ -104,17 +139,32 @@ impl PartialEvaluation {
     ) -> Self {
         let vk = share.verification_key();
         let (value, proof) = DleqProof::prove_value(share.secret(), &vk.0, h, context, rng);
-        PartialEvaluation { node: share.node(), value, proof: Some(proof), coefficient: Scalar::ONE }
+        PartialEvaluation { node: share.node(), value, proof: Proof::Own(proof), coefficient: Scalar::ONE }
     }
 
     /// A value, made with `coefficient`, whose batch proof the caller has just verified.
     pub(crate) fn proven_with_batch(node: NodeId, value: Element, coefficient: Coefficient) -> Self {
-        PartialEvaluation { node, value, proof: None, coefficient: coefficient.0 }
+        PartialEvaluation { node, value, proof: Proof::Batch, coefficient: coefficient.0 }
+    }
+
+    /// A value, made with `coefficient`, whose batch proof `check` checks when first needed.
+    pub(crate) fn with_deferred_check(
+        node: NodeId,
+        value: Element,
+        coefficient: Coefficient,
+        check: std::sync::Arc<dyn DeferredCheck>,
+    ) -> Self {
+        PartialEvaluation { node, value, proof: Proof::Deferred(check), coefficient: coefficient.0 }
     }
 
     pub(crate) fn vartime_verify(&self, package: &PublicKeyPackage, h: &Element, context: &Transcript) -> Result<()> {
         let vk = package.verification_key(self.node)?;
-        let Some(proof) = &self.proof else { return Ok(()) };
+        let proof = match &self.proof {
+            Proof::Own(proof) => proof,
+            Proof::Batch => return Ok(()),
+            Proof::Deferred(check) if check.holds() => return Ok(()),
+            Proof::Deferred(_) => return Err(Error::InvalidProof { node: self.node }),
+        };
         let statement = Statement { x: &vk.0, h, y: &self.value };
         if proof.vartime_verify(statement, context) { Ok(()) } else { Err(Error::InvalidProof { node: self.node }) }
     }
@@ -128,7 +178,7 @@ impl PartialEvaluation {
     /// Replaces the proof, keeping node and value: a tampered partial, for tests.
     #[cfg(feature = "dangerous-testing")]
     pub fn dangerous_with_proof_of(&self, other: &PartialEvaluation) -> Self {
-        PartialEvaluation { proof: other.proof, ..self.clone() }
+        PartialEvaluation { proof: other.proof.clone(), ..self.clone() }
     }
 
     /// Claims to be from another node: a tampered partial, for tests.
@@ -145,13 +195,16 @@ impl Wire for PartialEvaluation {
         w.node(self.node);
         self.value.write(w);
         // A partial proven with its batch has no proof to send on; what stands in never verifies.
-        self.proof.as_ref().unwrap_or(&DleqProof::NONE).write(w);
+        match &self.proof {
+            Proof::Own(proof) => proof.write(w),
+            Proof::Batch | Proof::Deferred(_) => DleqProof::NONE.write(w),
+        }
     }
     fn decode_body(r: &mut Reader<'_>) -> Result<Self> {
         Ok(PartialEvaluation {
             node: r.node()?,
             value: Element::read(r)?,
-            proof: Some(DleqProof::read(r)?),
+            proof: Proof::Own(DleqProof::read(r)?),
             coefficient: Scalar::ONE,
         })
     }
@@ -194,7 +247,7 @@ pub(crate) fn combine_unchecked(package: &PublicKeyPackage, partials: &[&Partial
 
 /// What each partial's own proof is about, for [`dleq::vartime_verify_batch`]: where the node's
 /// verification key is among the package's bases, the statement, the proof and its context.
-/// Partials proven with their batch have nothing left to check and are left out.
+/// Partials of a batch (proven, or with a deferred check) are left out.
 pub(crate) fn statements<'a>(
     package: &'a PublicKeyPackage,
     h: &'a Element,
@@ -203,7 +256,10 @@ pub(crate) fn statements<'a>(
 ) -> Result<Vec<(usize, Statement<'a>, &'a DleqProof, Transcript)>> {
     partials
         .iter()
-        .filter_map(|p| p.proof.as_ref().map(|proof| (p, proof)))
+        .filter_map(|p| match &p.proof {
+            Proof::Own(proof) => Some((p, proof)),
+            Proof::Batch | Proof::Deferred(_) => None,
+        })
         .map(|(p, proof)| {
             let vk = package.verification_key(p.node)?;
             Ok((package.base_index(p.node)?, Statement { x: &vk.0, h, y: &p.value }, proof, context_for(p.node)))
@@ -214,7 +270,8 @@ pub(crate) fn statements<'a>(
 /// Nodes whose partials fail verification: one batch check first, and one by one only if the
 /// batch fails.
 ///
-/// `h` is called only when some partial has a proof of its own (not for a batch's values).
+/// `h` is called only when some partial has a proof of its own (not for a batch's values). A
+/// batch value with a deferred check is a culprit when that check fails.
 pub(crate) fn vartime_find_invalid<R: CryptoRng + ?Sized>(
     package: &PublicKeyPackage,
     h: impl FnOnce() -> Element,
@@ -223,21 +280,28 @@ pub(crate) fn vartime_find_invalid<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<NodeId>> {
     check_membership(package, partials)?;
-    if partials.iter().all(|p| p.proof.is_none()) {
-        return Ok(Vec::new());
+    let mut culprits: Vec<NodeId> = partials
+        .iter()
+        .filter(|p| matches!(&p.proof, Proof::Deferred(check) if !check.holds()))
+        .map(|p| p.node)
+        .collect();
+    if partials.iter().all(|p| !matches!(p.proof, Proof::Own(_))) {
+        return Ok(culprits);
     }
     let h = &h();
     let items = statements(package, h, context_for, partials)?;
     if items.is_empty() || dleq::vartime_verify_batch(package.bases(), h, &items, rng) {
-        return Ok(Vec::new());
+        return Ok(culprits);
     }
-    let own: Vec<NodeId> = partials.iter().filter(|p| p.proof.is_some()).map(|p| p.node).collect();
-    Ok(items
-        .iter()
-        .zip(own)
-        .filter(|((_, statement, proof, context), _)| !proof.vartime_verify(*statement, context))
-        .map(|(_, node)| node)
-        .collect())
+    let own: Vec<NodeId> = partials.iter().filter(|p| matches!(p.proof, Proof::Own(_))).map(|p| p.node).collect();
+    culprits.extend(
+        items
+            .iter()
+            .zip(own)
+            .filter(|((_, statement, proof, context), _)| !proof.vartime_verify(*statement, context))
+            .map(|(_, node)| node),
+    );
+    Ok(culprits)
 }
 
 /// Verify-then-combine (for operations with no result check, such as encryption): batch-verify

@@ -94,20 +94,49 @@ fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Re
         .ok_or_else(|| CoordError::PermissionDenied("the request's evidence is not for an encryption".into()))
 }
 
-/// What the batcher sends `node` for `item`, and checks its answer against. A node of the
-/// `planned` set is asked for its value times its Lagrange coefficient over that set, so that
-/// the set's values combine by a sum; any other node for its plain value. `checked_by_result`:
-/// what the values combine to is checked by an AEAD tag (decryption), so their batch proofs are
-/// checked only when it fails.
-fn job(
-    (item, input, view): (&pb::EvaluateItem, &Arc<HashedInput>, &Arc<KeyView>),
-    node: NodeId,
-    planned: &[NodeId],
+/// One request's DPRF item, as the batcher sends it to each node asked and checks the answer.
+/// A node of the `planned` set is asked for its value times its Lagrange coefficient over that
+/// set, so that the set's values combine by a sum; any other node for its plain value.
+/// `checked_by_result`: what the values combine to is checked by an AEAD tag (decryption), so
+/// their batch proofs are checked only when it fails.
+struct Jobs<'a> {
+    item: &'a pb::EvaluateItem,
+    input: &'a Arc<HashedInput>,
+    view: &'a Arc<KeyView>,
     checked_by_result: bool,
-) -> EvaluateJob {
-    let coefficient = Coefficient::lagrange(planned, node).unwrap_or(Coefficient::ONE);
-    let item = pb::EvaluateItem { coefficient: coefficient.to_bytes(), ..item.clone() };
-    EvaluateJob { item, input: Arc::clone(input), view: Arc::clone(view), coefficient, checked_by_result }
+    /// The planned set and its coefficients, computed for the first node asked (one gather
+    /// plans one set).
+    planned: std::sync::OnceLock<(Vec<NodeId>, Vec<Coefficient>)>,
+}
+
+impl<'a> Jobs<'a> {
+    fn new(
+        item: &'a pb::EvaluateItem,
+        input: &'a Arc<HashedInput>,
+        view: &'a Arc<KeyView>,
+        checked_by_result: bool,
+    ) -> Self {
+        Jobs { item, input, view, checked_by_result, planned: std::sync::OnceLock::new() }
+    }
+
+    /// What `node` is sent, with `planned` the gather's planned set.
+    fn for_node(&self, node: NodeId, planned: &[NodeId]) -> EvaluateJob {
+        let of_set = |(set, coefficients): &(Vec<NodeId>, Vec<Coefficient>)| {
+            set.iter().position(|id| *id == node).and_then(|at| coefficients.get(at).copied())
+        };
+        let computed = || (planned.to_vec(), Coefficient::lagrange_all(planned).unwrap_or_default());
+        let cached = self.planned.get_or_init(computed);
+        let coefficient = if cached.0 == planned { of_set(cached) } else { of_set(&computed()) };
+        let coefficient = coefficient.unwrap_or(Coefficient::ONE);
+        let item = pb::EvaluateItem { coefficient: coefficient.to_bytes(), ..self.item.clone() };
+        EvaluateJob {
+            item,
+            input: Arc::clone(self.input),
+            view: Arc::clone(self.view),
+            coefficient,
+            checked_by_result: self.checked_by_result,
+        }
+    }
 }
 
 fn input(key_id: &str, version: u32, seed: [u8; SEED_LEN]) -> Result<DprfInput, CoordError> {
@@ -183,6 +212,7 @@ impl Vault {
                     generation: Some(primary.generation),
                     coefficient: Vec::new(),
                 };
+                let jobs = Jobs::new(&item, &hashed, &view, false);
                 // Encryption has no check on its result, so every partial used is verified first:
                 // the batcher checks each node's batch proof before any of its values becomes a
                 // partial, and only valid ones are combined.
@@ -190,7 +220,7 @@ impl Vault {
                     &self.pool,
                     self.spread(deadline),
                     (key_id, primary.version, usize::from(primary.package.threshold())),
-                    |node, planned| node.evaluate.ask(job((&item, &hashed, &view), node.id, planned, false), deadline),
+                    |node, planned| node.evaluate.ask(jobs.for_node(node.id, planned), deadline),
                     |partials: &[PartialEvaluation]| {
                         let t = usize::from(primary.package.threshold());
                         match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
@@ -277,11 +307,12 @@ impl Vault {
                     generation: Some(trusted.generation),
                     coefficient: Vec::new(),
                 };
+                let jobs = Jobs::new(&item, &hashed, &view, true);
                 gather(
                     &self.pool,
                     self.spread(deadline),
                     (key_id, version, usize::from(trusted.package.threshold())),
-                    |node, planned| node.evaluate.ask(job((&item, &hashed, &view), node.id, planned, true), deadline),
+                    |node, planned| node.evaluate.ask(jobs.for_node(node.id, planned), deadline),
                     |partials: &[PartialEvaluation]| {
                         opened(
                             aead::decrypt(&trusted.package, input, partials, aad, ciphertext, &tag),

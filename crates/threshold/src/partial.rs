@@ -32,7 +32,12 @@ impl Coefficient {
     /// `λ_node(0)` over `set`, which must hold `node` and no id twice.
     pub fn lagrange(set: &[NodeId], node: NodeId) -> Result<Self> {
         let at = set.iter().position(|id| *id == node).ok_or(Error::UnknownNode { node: node.get() })?;
-        Ok(Coefficient(lagrange::coefficients_at(set, Scalar::ZERO)?[at]))
+        Ok(Coefficient::lagrange_all(set)?[at])
+    }
+
+    /// `λ_i(0)` for every node `i` of `set` (no id twice), in the order of `set`.
+    pub fn lagrange_all(set: &[NodeId]) -> Result<Vec<Self>> {
+        Ok(lagrange::coefficients_at(set, Scalar::ZERO)?.into_iter().map(Coefficient).collect())
     }
 
     /// From the wire: empty is [`Coefficient::ONE`]; otherwise 32 bytes, a canonical nonzero

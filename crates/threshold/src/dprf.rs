@@ -201,10 +201,11 @@ impl Wire for PartialValue {
 }
 
 /// A node's one proof for a batch of its values under one share: that `log_G K_i = log_M Z` for
-/// `M = Σ d_j·μ_j·H(x_j)` and `Z = Σ d_j·Y_j`, the weights `d_j` hashed from the node, `K_i`,
-/// every input, every coefficient `μ_j` and every value. A value that is not `μ_j·k_i·H(x_j)`
-/// makes `Z ≠ k_i·M` except with probability about 2⁻¹²⁸ over the weights, which the node
-/// cannot choose after the values.
+/// `M = Σ d_j·H(x_j)` and `Z = Σ d_j·μ_j⁻¹·Y_j`, the 128-bit weights `d_j` hashed from the node,
+/// `K_i`, every input, every coefficient `μ_j` and every value. A value that is not
+/// `μ_j·k_i·H(x_j)` makes `Z ≠ k_i·M` except with probability about 2⁻¹²⁸ over the weights, which
+/// the node cannot choose after the values. (The node computes only `M`, with short weights;
+/// the coefficients' inverses fall to the verifier, who has them for free.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchProof {
     node: NodeId,
@@ -246,7 +247,7 @@ fn batch_statement<'a>(
     t.append_u64(b"items", len as u64);
     for ((input, coefficient), y) in batch {
         input.input.append_to(&mut t);
-        t.append(b"coefficient", coefficient.0.as_bytes());
+        t.append(b"coefficient", coefficient.value().as_bytes());
         t.append_point(b"Y", &y.compressed);
     }
     let digest = t.clone().digest();
@@ -274,12 +275,11 @@ pub fn evaluate_batch<R: CryptoRng + ?Sized>(
     let node = share.node();
     let vk = share.verification_key();
     let hs: Vec<RistrettoPoint> = items.iter().map(|(i, _)| i.point).collect();
-    let factors: Vec<Scalar> = items.iter().map(|(_, c)| c.0).collect();
+    let factors: Vec<Scalar> = items.iter().map(|(_, c)| c.value()).collect();
     let values = dleq::multiply_all(share.secret(), &hs, &factors);
     let (context, weights) = batch_statement(node, &vk.0, items.iter().zip(&values));
-    // M is public (the inputs' points, public coefficients and weights): variable time is fine.
-    let m_weights: Vec<Scalar> = weights.iter().zip(&factors).map(|(d, mu)| d * mu).collect();
-    let m = RistrettoPoint::vartime_multiscalar_mul(&m_weights, &hs);
+    // M is public (the inputs' points and public weights): variable time is fine.
+    let m = RistrettoPoint::vartime_multiscalar_mul(&weights, &hs);
     let proof = DleqProof::prove_combined(share.secret(), &m, &context, rng);
     (values.into_iter().map(|value| PartialValue { node, value }).collect(), BatchProof { node, proof })
 }
@@ -305,8 +305,13 @@ pub fn vartime_verify_batch<R: CryptoRng + ?Sized>(
     let x_at = package.base_index(node)?;
     let (context, weights) = batch_statement(node, &vk.0, items.iter().zip(values.iter().map(|v| &v.value)));
     let hs: Vec<(RistrettoPoint, Scalar)> =
-        items.iter().zip(&weights).map(|((input, coefficient), d)| (input.point, d * coefficient.0)).collect();
-    let ys: Vec<(RistrettoPoint, Scalar)> = values.iter().zip(&weights).map(|(v, d)| (v.value.point, *d)).collect();
+        items.iter().zip(&weights).map(|((input, _), d)| (input.point, *d)).collect();
+    let ys: Vec<(RistrettoPoint, Scalar)> = values
+        .iter()
+        .zip(items)
+        .zip(&weights)
+        .map(|((v, (_, coefficient)), d)| (v.value.point, d * coefficient.inverse()))
+        .collect();
     if !dleq::vartime_verify_combined(package.bases(), x_at, &hs, &ys, &proof.proof, &context, rng) {
         return Err(invalid);
     }

@@ -35,6 +35,19 @@ pub(crate) fn coefficients_at(ids: &[NodeId], x: Scalar) -> Result<Vec<Scalar>> 
     Ok(inverted_in_a_batch(ids, numerator))
 }
 
+/// `1/λ_i(0) = Π_{j∈S, j≠i} (x_i − x_j)/(−x_j)` for every `i` in `S = ids` (distinct ids), from
+/// the table of small inverses; `None` if an id is past the table's reach.
+pub(crate) fn inverse_coefficients_at_zero(ids: &[NodeId]) -> Option<Vec<Scalar>> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, xi)| {
+            ids.iter().enumerate().filter(|(j, _)| *j != i).try_fold(Scalar::ONE, |acc, (_, xj)| {
+                small_inverse(-i32::from(xj.get())).map(|inv| acc * (xi.scalar() - xj.scalar()) * inv)
+            })
+        })
+        .collect()
+}
+
 /// [`coefficients_at`] by one batch inversion of the denominators, whatever the ids.
 fn inverted_in_a_batch(ids: &[NodeId], numerator: impl Fn(usize) -> Scalar) -> Vec<Scalar> {
     let mut denominators: Vec<Scalar> = ids
@@ -79,6 +92,19 @@ mod tests {
 
     fn ids(raw: &[u16]) -> Vec<NodeId> {
         raw.iter().map(|i| NodeId::new(*i).unwrap()).collect()
+    }
+
+    #[test]
+    fn inverse_coefficients_are_the_coefficients_inverses() {
+        for raw in [&[1u16, 2, 3][..], &[5, 1, 3], &[2, 1000, 7, 1023], &[9], &[1, 2, 3, 4, 5, 6, 7]] {
+            let set = ids(raw);
+            let lambdas = coefficients_at(&set, Scalar::ZERO).unwrap();
+            let inverses = inverse_coefficients_at_zero(&set).unwrap();
+            for (l, inv) in lambdas.iter().zip(&inverses) {
+                assert_eq!(l * inv, Scalar::ONE, "{raw:?}");
+            }
+        }
+        assert!(inverse_coefficients_at_zero(&ids(&[1, 40_000])).is_none(), "past the table: none");
     }
 
     #[test]

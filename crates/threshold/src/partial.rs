@@ -22,12 +22,25 @@ use rand_core::CryptoRng;
 ///
 /// It reveals nothing `Y_i` does not: whoever holds `μ` turns `Y_i` into `μ·Y_i` and back, so a
 /// node may take any nonzero `μ` from anyone. The point is still the node's own hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Coefficient(pub(crate) Scalar);
+#[derive(Clone, Copy, Debug)]
+pub struct Coefficient {
+    value: Scalar,
+    /// `1/μ` where it came at no cost (a Lagrange coefficient's, from small inverses); the
+    /// verifier and a combine of another set need it, a node never does.
+    inverse: Option<Scalar>,
+}
+
+impl PartialEq for Coefficient {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Coefficient {}
 
 impl Coefficient {
     /// No factor: `Y_i` itself.
-    pub const ONE: Coefficient = Coefficient(Scalar::ONE);
+    pub const ONE: Coefficient = Coefficient { value: Scalar::ONE, inverse: Some(Scalar::ONE) };
 
     /// `λ_node(0)` over `set`, which must hold `node` and no id twice.
     pub fn lagrange(set: &[NodeId], node: NodeId) -> Result<Self> {
@@ -35,9 +48,16 @@ impl Coefficient {
         Ok(Coefficient::lagrange_all(set)?[at])
     }
 
-    /// `λ_i(0)` for every node `i` of `set` (no id twice), in the order of `set`.
+    /// `λ_i(0)` for every node `i` of `set` (no id twice), in the order of `set`, each with its
+    /// inverse.
     pub fn lagrange_all(set: &[NodeId]) -> Result<Vec<Self>> {
-        Ok(lagrange::coefficients_at(set, Scalar::ZERO)?.into_iter().map(Coefficient).collect())
+        let values = lagrange::coefficients_at(set, Scalar::ZERO)?;
+        let inverses = lagrange::inverse_coefficients_at_zero(set);
+        Ok(values
+            .into_iter()
+            .enumerate()
+            .map(|(i, value)| Coefficient { value, inverse: inverses.as_ref().map(|inv| inv[i]) })
+            .collect())
     }
 
     /// From the wire: empty is [`Coefficient::ONE`]; otherwise 32 bytes, a canonical nonzero
@@ -48,13 +68,23 @@ impl Coefficient {
             return Ok(Coefficient::ONE);
         }
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| malformed.clone())?;
-        let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).ok_or(malformed.clone())?;
-        if scalar == Scalar::ZERO { Err(malformed) } else { Ok(Coefficient(scalar)) }
+        let value = Option::<Scalar>::from(Scalar::from_canonical_bytes(bytes)).ok_or(malformed.clone())?;
+        if value == Scalar::ZERO { Err(malformed) } else { Ok(Coefficient { value, inverse: None }) }
     }
 
     /// For the wire: empty for [`Coefficient::ONE`].
     pub fn to_bytes(&self) -> Vec<u8> {
-        if *self == Coefficient::ONE { Vec::new() } else { self.0.to_bytes().to_vec() }
+        if *self == Coefficient::ONE { Vec::new() } else { self.value.to_bytes().to_vec() }
+    }
+
+    /// `μ`.
+    pub(crate) fn value(&self) -> Scalar {
+        self.value
+    }
+
+    /// `1/μ` (an inversion unless it came with it; `μ` is never zero).
+    pub(crate) fn inverse(&self) -> Scalar {
+        self.inverse.unwrap_or_else(|| self.value.invert())
     }
 }
 
@@ -107,7 +137,7 @@ pub struct PartialEvaluation {
     /// What the node multiplied its value by ([`Coefficient`]): `value = μ·k_i·H`. Only a
     /// batch's values have one other than 1; it is the coordinator's own, never read off the
     /// wire.
-    coefficient: Scalar,
+    coefficient: Coefficient,
 }
 
 /// A combined result together with the nodes whose partials failed verification on the way.
@@ -144,12 +174,12 @@ impl PartialEvaluation {
     ) -> Self {
         let vk = share.verification_key();
         let (value, proof) = DleqProof::prove_value(share.secret(), &vk.0, h, context, rng);
-        PartialEvaluation { node: share.node(), value, proof: Proof::Own(proof), coefficient: Scalar::ONE }
+        PartialEvaluation { node: share.node(), value, proof: Proof::Own(proof), coefficient: Coefficient::ONE }
     }
 
     /// A value, made with `coefficient`, whose batch proof the caller has just verified.
     pub(crate) fn proven_with_batch(node: NodeId, value: Element, coefficient: Coefficient) -> Self {
-        PartialEvaluation { node, value, proof: Proof::Batch, coefficient: coefficient.0 }
+        PartialEvaluation { node, value, proof: Proof::Batch, coefficient }
     }
 
     /// A value, made with `coefficient`, whose batch proof `check` checks when first needed.
@@ -159,7 +189,7 @@ impl PartialEvaluation {
         coefficient: Coefficient,
         check: std::sync::Arc<dyn DeferredCheck>,
     ) -> Self {
-        PartialEvaluation { node, value, proof: Proof::Deferred(check), coefficient: coefficient.0 }
+        PartialEvaluation { node, value, proof: Proof::Deferred(check), coefficient }
     }
 
     pub(crate) fn vartime_verify(&self, package: &PublicKeyPackage, h: &Element, context: &Transcript) -> Result<()> {
@@ -210,7 +240,7 @@ impl Wire for PartialEvaluation {
             node: r.node()?,
             value: Element::read(r)?,
             proof: Proof::Own(DleqProof::read(r)?),
-            coefficient: Scalar::ONE,
+            coefficient: Coefficient::ONE,
         })
     }
 }
@@ -237,15 +267,12 @@ pub(crate) fn combine_unchecked(package: &PublicKeyPackage, partials: &[&Partial
     let chosen = &partials[..t];
     let ids: Vec<NodeId> = chosen.iter().map(|p| p.node).collect();
     let lambdas = lagrange::coefficients_at(&ids, Scalar::ZERO)?;
-    if chosen.iter().zip(&lambdas).all(|(p, lambda)| p.coefficient == *lambda) {
+    if chosen.iter().zip(&lambdas).all(|(p, lambda)| p.coefficient.value() == *lambda) {
         return Ok(chosen.iter().map(|p| p.value.point).sum());
     }
     // μ is public and never zero (a coefficient is checked when it is made).
-    let factors: Vec<Scalar> = chosen
-        .iter()
-        .zip(&lambdas)
-        .map(|(p, lambda)| if p.coefficient == Scalar::ONE { *lambda } else { lambda * p.coefficient.invert() })
-        .collect();
+    let factors: Vec<Scalar> =
+        chosen.iter().zip(&lambdas).map(|(p, lambda)| lambda * p.coefficient.inverse()).collect();
     let points: Vec<RistrettoPoint> = chosen.iter().map(|p| p.value.point).collect();
     Ok(lagrange::vartime_combine(&factors, &points))
 }

@@ -74,8 +74,8 @@ impl BatchKind for Evaluate {
         let (items, expected): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .map(|j| {
-                let deferrable = j.checked_by_result;
-                (j.item, Expected { input: j.input, view: j.view, coefficient: j.coefficient, deferrable })
+                let checked_by_result = j.checked_by_result;
+                (j.item, Expected { input: j.input, view: j.view, coefficient: j.coefficient, checked_by_result })
             })
             .unzip();
         let mut request = tonic::Request::new(pb::EvaluateBatchRequest { items });
@@ -94,7 +94,7 @@ struct Expected {
     input: Arc<HashedInput>,
     view: Arc<KeyView>,
     coefficient: Coefficient,
-    deferrable: bool,
+    checked_by_result: bool,
 }
 
 /// A node's batch proof over values that are all checked by what they combine to (a tag): run
@@ -112,18 +112,27 @@ struct BatchCheck {
 impl DeferredCheck for BatchCheck {
     fn holds(&self) -> bool {
         *self.verdict.get_or_init(|| {
-            let Ok(trusted) = self.view.version(self.version) else { return false };
             let items: Vec<BatchItem<'_>> = self.items.iter().map(|(input, c)| (input.as_ref(), *c)).collect();
-            let holds =
-                dprf::vartime_verify_batch(&trusted.package, &items, &self.values, &self.proof, &mut rand::rng())
-                    .is_ok();
-            if !holds {
-                tracing::warn!(key_id = %self.view.name, version = self.version, node = %self.proof.node(),
-                    "a node's batch proof does not verify");
-            }
-            holds
+            verify_group(&self.view, self.version, &items, &self.values, &self.proof).is_some()
         })
     }
+}
+
+/// A node's batch proof checked over `values` for `items` of `version`: the partials when it
+/// holds; `None` (logged) when it does not, or the view holds no such version.
+fn verify_group(
+    view: &KeyView,
+    version: u32,
+    items: &[BatchItem<'_>],
+    values: &[PartialValue],
+    proof: &BatchProof,
+) -> Option<Vec<hyok_threshold::PartialEvaluation>> {
+    let trusted = view.version(version).ok()?;
+    let verified = dprf::vartime_verify_batch(&trusted.package, items, values, proof, &mut rand::rng()).ok();
+    if verified.is_none() {
+        tracing::warn!(key_id = %view.name, version, node = %proof.node(), "a node's batch proof does not verify");
+    }
+    verified
 }
 
 /// One reply per item of a node's batch answer: a value becomes a partial only through the
@@ -151,7 +160,6 @@ fn check_proofs(items: &[Share], expected: &[Expected], answer: pb::EvaluateBatc
         }
     }
     let mut covered = vec![false; n];
-    let mut rng = rand::rng();
     for group in answer.proofs {
         let indices: Vec<usize> = group.items.iter().map(|i| *i as usize).collect();
         let fits = !indices.is_empty()
@@ -164,13 +172,13 @@ fn check_proofs(items: &[Share], expected: &[Expected], answer: pb::EvaluateBatc
         for i in &indices {
             covered[*i] = true;
         }
-        let (key, version, _) = &items[indices[0]];
-        let Ok(trusted) = expected[indices[0]].view.version(*version) else { continue };
+        let (_, version, _) = &items[indices[0]];
+        let view = &expected[indices[0]].view;
         let Ok(proof) = BatchProof::from_bytes(&group.proof) else { continue };
-        if indices.iter().all(|i| expected[*i].deferrable) {
-            let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
+        let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
+        if indices.iter().all(|i| expected[*i].checked_by_result) {
             let check: Arc<dyn DeferredCheck> = Arc::new(BatchCheck {
-                view: Arc::clone(&expected[indices[0]].view),
+                view: Arc::clone(view),
                 version: *version,
                 items: indices.iter().map(|i| (Arc::clone(&expected[*i].input), expected[*i].coefficient)).collect(),
                 values: group_values.clone(),
@@ -185,16 +193,10 @@ fn check_proofs(items: &[Share], expected: &[Expected], answer: pb::EvaluateBatc
         }
         let inputs: Vec<BatchItem<'_>> =
             indices.iter().map(|i| (expected[*i].input.as_ref(), expected[*i].coefficient)).collect();
-        let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
-        match dprf::vartime_verify_batch(&trusted.package, &inputs, &group_values, &proof, &mut rng) {
-            Ok(partials) => {
-                for (i, partial) in indices.iter().zip(partials) {
-                    replies[*i] = Some(Reply::Verified(Box::new(partial)));
-                }
-            }
-            Err(_) => {
-                tracing::warn!(key_id = %key, version, node = %proof.node(), "a node's batch proof does not verify")
-            }
+        for (i, partial) in
+            indices.iter().zip(verify_group(view, *version, &inputs, &group_values, &proof).into_iter().flatten())
+        {
+            replies[*i] = Some(Reply::Verified(Box::new(partial)));
         }
     }
     replies.into_iter().map(|r| r.unwrap_or(Reply::Invalid)).collect()
@@ -559,7 +561,7 @@ mod tests {
             let expected = keys
                 .iter()
                 .map(|k| Expected {
-                    deferrable: false,
+                    checked_by_result: false,
                     input: Arc::new(HashedInput::new(DprfInput::random(k, 1, &mut rng).unwrap())),
                     view: Arc::clone(&view),
                     coefficient: if *k == "k" {
@@ -718,7 +720,7 @@ mod tests {
         fn a_batch_checked_by_its_results_is_checked_only_when_asked_and_then_names_a_liar() {
             let mut s = setup();
             for e in &mut s.expected[..3] {
-                e.deferrable = true;
+                e.checked_by_result = true;
             }
             let (v, proof) = values(&s, 1, &[0, 1, 2]);
             let check = |results: Vec<Option<Vec<u8>>>, s: &Setup| {
@@ -744,7 +746,7 @@ mod tests {
             let culprits = dprf::vartime_find_invalid(package, &input, &lying[..1], &mut rand::rng()).unwrap();
             assert_eq!(culprits, vec![node(2)], "the batch's check fails for every value it covers");
             // Item 2 an encryption: the batch is checked now, and the lie found at once.
-            s.expected[2].deferrable = false;
+            s.expected[2].checked_by_result = false;
             let (eager_kinds, _) = check(vec![Some(v[0].clone()), Some(v[0].clone()), Some(v[2].clone()), None], &s);
             assert_eq!(eager_kinds, ["invalid", "invalid", "invalid", "refused"]);
         }

@@ -31,6 +31,10 @@ impl From<NodeError> for Status {
     }
 }
 
+/// The largest batch a node runs on its gRPC worker rather than on the blocking pool: the
+/// coordinator's default `max_batch`.
+pub const INLINE_ITEMS: usize = 64;
+
 /// The `Node` gRPC service.
 #[derive(Debug, Clone)]
 pub struct NodeService {
@@ -58,6 +62,26 @@ impl NodeService {
 }
 
 impl NodeService {
+    /// Runs a batch of `items` partials: on the gRPC worker itself up to [`INLINE_ITEMS`],
+    /// on the blocking pool beyond.
+    ///
+    /// A batch is bounded work (each item some tens of microseconds of curve arithmetic, then
+    /// one journal append and its `fdatasync`, a fraction of a millisecond), and it is nearly all
+    /// a node does: handing it to the blocking pool and back cost two thread wake-ups per call,
+    /// more than the work itself for small batches. Run in place, the nodes used 8 % less CPU per
+    /// XKS encrypt near, and far (50 ms each way, 32 concurrent) p50 / p99 went from
+    /// 113.6 / 136.0 ms to 105.7 / 118.5 ms (README, stop 32). The other worker thread keeps
+    /// serving I/O meanwhile. Larger batches, which only a coordinator configured past its
+    /// default `max_batch` (or a hostile one) sends, go to the pool as before, so that no call
+    /// holds a worker for long.
+    async fn batch<T: Send + 'static>(
+        &self,
+        items: usize,
+        f: impl FnOnce(&Node) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, Status> {
+        if items <= INLINE_ITEMS { f(&self.node).map_err(Status::from) } else { self.blocking(f).await }
+    }
+
     /// The caller of a call that makes this node compute, store or change anything: admitted by
     /// role, and — once a manifest is installed — holding a coordinator certificate whose key
     /// the manifest pins. A refused caller is audited (`refused:RPC:unpinned`) and gets
@@ -162,7 +186,7 @@ impl pb::node_server::Node for NodeService {
         request_id::record_batch(req.get_ref().items.iter().map(|i| i.request_id.as_str()));
         let caller = self.pinned(&req, "evaluate_batch").await?;
         let items = req.into_inner().items;
-        Ok(Response::new(self.blocking(move |n| n.evaluate_batch(&items, &caller)).await?))
+        Ok(Response::new(self.batch(items.len(), move |n| n.evaluate_batch(&items, &caller)).await?))
     }
 
     async fn unwrap_batch(
@@ -172,7 +196,7 @@ impl pb::node_server::Node for NodeService {
         request_id::record_batch(req.get_ref().items.iter().map(|i| i.request_id.as_str()));
         let caller = self.pinned(&req, "unwrap_batch").await?;
         let items = req.into_inner().items;
-        let results = self.blocking(move |n| n.unwrap_batch(&items, &caller)).await?;
+        let results = self.batch(items.len(), move |n| n.unwrap_batch(&items, &caller)).await?;
         Ok(Response::new(pb::UnwrapBatchResponse { results }))
     }
 

@@ -927,6 +927,49 @@ async fn a_rogue_coordinator_asking_for_partials_on_a_captured_seed_or_for_anoth
     }
 }
 
+/// A rogue coordinator's oversized batches: one past what a node runs on its gRPC worker
+/// (`INLINE_ITEMS`, run on the blocking pool instead) is still judged item by item, each
+/// refused item answered and audited; one past `MAX_BATCH` is refused whole, computing and
+/// storing nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rogue_coordinators_oversized_batch_is_judged_item_by_item_or_refused_whole() {
+    let cluster = Cluster::start(3, 2).unwrap();
+    let rogue = Rogue::holding(&cluster, Role::Coordinator);
+    let unsigned = |request_id: &str| item("demo", 1, &[7; 16], pb::Operation::Decrypt, request_id, None);
+    let mut node = rogue.node(1).await;
+    let big = hyok_node::service::INLINE_ITEMS + 3;
+    let answer = node
+        .evaluate_batch(pb::EvaluateBatchRequest { items: vec![unsigned("rogue-big"); big] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.results.len(), big);
+    assert!(answer.proofs.is_empty(), "nothing was computed: {:?}", answer.proofs);
+    for result in &answer.results {
+        match &result.result {
+            Some(pb::partial_result::Result::Error(e)) => {
+                assert_eq!(e.code, pb::item_error::Code::PermissionDenied as i32, "{e:?}")
+            }
+            other => panic!("an item without evidence was not refused: {other:?}"),
+        }
+    }
+    let refused = |audit: &[pb::AuditEntry], request_id: &str| {
+        audit.iter().filter(|e| e.request_id == request_id && e.operation.starts_with("refused:evaluate")).count()
+    };
+    let before = rogue.audit(1).await;
+    assert_eq!(refused(&before, "rogue-big"), big, "every refused item is audited");
+
+    let too_many = hyok_node::node::MAX_BATCH + 1;
+    let status = node
+        .evaluate_batch(pb::EvaluateBatchRequest { items: vec![unsigned("rogue-huge"); too_many] })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let after = rogue.audit(1).await;
+    assert_eq!(refused(&after, "rogue-huge"), 0);
+    assert_eq!(after.len(), before.len(), "a batch refused whole stores nothing");
+}
+
 /// KMS's signed encrypt request, sent twice, gives the same IV and ciphertext twice: the nodes
 /// derive the nonce from the signature, so a replay reveals nothing new. A rogue coordinator
 /// replaying it to the nodes gets partials on that same seed, and cannot move it elsewhere.

@@ -111,6 +111,9 @@ pub struct Report {
     /// CPU time per request of each kind of process (dev clusters only: their pids are in
     /// dev.json), over the whole run.
     pub cpu: Vec<(&'static str, Duration)>,
+    /// Resident memory of each kind of process at the end of the run, in KiB: the largest
+    /// process of the kind now, and its peak (dev clusters only).
+    pub memory: Vec<(&'static str, u64, u64)>,
 }
 
 fn ms(us: u32) -> String {
@@ -166,6 +169,15 @@ impl Report {
             let parts: Vec<String> =
                 self.cpu.iter().map(|(role, per)| format!("{role} {} µs", per.as_micros())).collect();
             let _ = writeln!(out, "CPU per request (/proc, whole run): {}", parts.join(", "));
+        }
+        if !self.memory.is_empty() {
+            let mib = |kib: u64| kib.div_ceil(1024);
+            let parts: Vec<String> = self
+                .memory
+                .iter()
+                .map(|(role, rss, peak)| format!("{role} {} MiB (peak {})", mib(*rss), mib(*peak)))
+                .collect();
+            let _ = writeln!(out, "Resident memory at the end (/proc, largest of each kind): {}", parts.join(", "));
         }
         out
     }
@@ -276,6 +288,7 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
     let after = crate::cpu::Sample::take(&watched);
     let requests = (report.encrypt.latencies_us.len() + report.decrypt.latencies_us.len()).max(1) as u32;
     report.cpu = before.per_role(&after).into_iter().map(|(role, used)| (role, used / requests)).collect();
+    report.memory = crate::memory::per_role(&watched);
     Ok(report)
 }
 
@@ -354,7 +367,7 @@ where
     let elapsed = start.elapsed();
     ticker.abort();
     eprintln!("{}", progress(elapsed, options.duration, done.load(Ordering::Relaxed)));
-    Ok(Report { options, elapsed, encrypt, decrypt, cpu: Vec::new() })
+    Ok(Report { options, elapsed, encrypt, decrypt, cpu: Vec::new(), memory: Vec::new() })
 }
 
 #[cfg(test)]

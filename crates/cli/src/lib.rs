@@ -26,6 +26,7 @@ pub mod dke;
 pub mod epoch;
 pub mod keys;
 pub mod membership;
+pub mod memory;
 pub mod operated;
 pub mod pki;
 pub mod policy;

@@ -14,6 +14,7 @@
 
 use crate::fanout::Reply;
 use crate::metadata::KeyView;
+use crate::pool::NodeChannel;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
 use hyok_threshold::dprf::{self, BatchItem, BatchProof, HashedInput, PartialValue};
@@ -24,7 +25,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// What one item comes back as: the node's answer for it, or the call's failure.
 pub type ItemResult = Reply;
@@ -35,7 +35,7 @@ pub trait BatchKind: Send + 'static {
     type Item: Send + 'static;
     /// Sends the items as one call; the answer holds one reply per item, in order.
     fn call(
-        client: NodeClient<Channel>,
+        client: NodeClient<NodeChannel>,
         items: Vec<Self::Item>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Reply>, Status>> + Send;
@@ -65,7 +65,7 @@ pub struct EvaluateJob {
 impl BatchKind for Evaluate {
     type Item = EvaluateJob;
     async fn call(
-        mut client: NodeClient<Channel>,
+        mut client: NodeClient<NodeChannel>,
         jobs: Vec<EvaluateJob>,
         deadline: Instant,
     ) -> Result<Vec<Reply>, Status> {
@@ -209,7 +209,7 @@ pub struct Unwrap;
 impl BatchKind for Unwrap {
     type Item = pb::UnwrapItem;
     async fn call(
-        mut client: NodeClient<Channel>,
+        mut client: NodeClient<NodeChannel>,
         items: Vec<pb::UnwrapItem>,
         deadline: Instant,
     ) -> Result<Vec<Reply>, Status> {
@@ -248,7 +248,7 @@ impl<I> std::fmt::Debug for Job<I> {
 
 impl<K: BatchKind> Batcher<K> {
     /// Starts the worker for `client` (must run inside a Tokio runtime).
-    pub fn spawn(client: NodeClient<Channel>, max_batch: usize, max_in_flight: usize, queue: usize) -> Self {
+    pub fn spawn(client: NodeClient<NodeChannel>, max_batch: usize, max_in_flight: usize, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel(queue);
         tokio::spawn(worker::<K>(client, rx, max_batch, max_in_flight));
         Batcher { tx }
@@ -347,7 +347,7 @@ fn next(
 }
 
 async fn worker<K: BatchKind>(
-    client: NodeClient<Channel>,
+    client: NodeClient<NodeChannel>,
     mut rx: mpsc::Receiver<Job<K::Item>>,
     max_batch: usize,
     max_in_flight: usize,
@@ -418,7 +418,7 @@ async fn worker<K: BatchKind>(
 
 /// Sends one batch and hands each item its result; reports the call's end on `done`.
 async fn send<K: BatchKind>(
-    client: NodeClient<Channel>,
+    client: NodeClient<NodeChannel>,
     batch: Vec<Job<K::Item>>,
     (id, done): (u64, mpsc::UnboundedSender<(u64, Duration)>),
 ) {
@@ -765,7 +765,7 @@ mod tests {
 
     impl<const MS: u64> BatchKind for Fake<MS> {
         type Item = u32;
-        async fn call(_: NodeClient<Channel>, items: Vec<u32>, _: Instant) -> Result<Vec<Reply>, Status> {
+        async fn call(_: NodeClient<NodeChannel>, items: Vec<u32>, _: Instant) -> Result<Vec<Reply>, Status> {
             CALLS.lock().unwrap().push((MS, items.len()));
             tokio::time::sleep(ms(MS)).await;
             Ok(items.iter().map(|i| Reply::Partial(i.to_be_bytes().to_vec())).collect())
@@ -775,7 +775,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn far_away_items_are_not_held_back_for_a_slot() {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let batcher = Batcher::<Fake<100>>::spawn(NodeClient::new(channel), 64, 32, 1024);
+        let batcher =
+            Batcher::<Fake<100>>::spawn(NodeClient::new(hyok_proto::whole_body::WholeBody::new(channel)), 64, 32, 1024);
         let deadline = Instant::now() + Duration::from_secs(5);
         // A first call teaches the worker how long calls take.
         batcher.submit(0, deadline).unwrap().await.unwrap();
@@ -803,7 +804,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_by_items_queued_during_a_call_travel_together_in_the_next() {
         let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy();
-        let batcher = Batcher::<Fake<2>>::spawn(NodeClient::new(channel), 64, 32, 1024);
+        let batcher =
+            Batcher::<Fake<2>>::spawn(NodeClient::new(hyok_proto::whole_body::WholeBody::new(channel)), 64, 32, 1024);
         let deadline = Instant::now() + Duration::from_secs(5);
         batcher.submit(0, deadline).unwrap().await.unwrap();
         // One item goes at once; nine queued while its call is in flight wait for it, then go

@@ -7,6 +7,7 @@
 
 use crate::error::CoordError;
 use crate::fanout::{self, Answers, Ask};
+use crate::pool::NodeChannel;
 use crate::pool::Pool;
 use hyok_proto::cache::Cache;
 use hyok_proto::v1 as pb;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// One version as a node reports it.
 #[derive(Clone, Copy, Debug)]
@@ -85,7 +85,7 @@ pub trait Family: Send + Sync + 'static {
     fn threshold(package: &Self::Package) -> usize;
     /// Reads one key's state (`Some`) or every key's (`None`) from a node.
     fn read(
-        client: NodeClient<Channel>,
+        client: NodeClient<NodeChannel>,
         name: Option<String>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Self::State>, Status>> + Send + 'static;
@@ -134,7 +134,7 @@ impl Family for Ec {
         usize::from(package.threshold())
     }
     async fn read(
-        mut client: NodeClient<Channel>,
+        mut client: NodeClient<NodeChannel>,
         name: Option<String>,
         deadline: Instant,
     ) -> Result<Vec<pb::NodeKeyState>, Status> {
@@ -191,7 +191,7 @@ impl Family for Rsa {
         usize::from(package.threshold())
     }
     async fn read(
-        mut client: NodeClient<Channel>,
+        mut client: NodeClient<NodeChannel>,
         name: Option<String>,
         deadline: Instant,
     ) -> Result<Vec<pb::NodeRsaKeyState>, Status> {

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
+use hyok_proto::whole_body::WholeBody;
 use hyok_threshold::NodeId;
 use hyok_threshold::{Manifest, Wire};
 use std::collections::BTreeMap;
@@ -33,13 +34,17 @@ pub struct Probe {
 }
 
 /// One node.
+/// The channel every call to a node travels on: each call's request sent whole
+/// ([`WholeBody`]), one DATA frame ending the stream.
+pub type NodeChannel = WholeBody<Channel>;
+
 #[derive(Debug)]
 pub struct NodeHandle {
     /// Its id.
     pub id: NodeId,
     /// Where it is called.
     pub endpoint: String,
-    client: NodeClient<Channel>,
+    client: NodeClient<NodeChannel>,
     /// Its DPRF queue.
     pub evaluate: Batcher<Evaluate>,
     /// Its unwrap queue.
@@ -54,7 +59,7 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     /// A client for direct (unbatched) calls.
-    pub fn client(&self) -> NodeClient<Channel> {
+    pub fn client(&self) -> NodeClient<NodeChannel> {
         self.client.clone()
     }
 
@@ -138,7 +143,7 @@ fn handle(config: &Config, node: &crate::config::NodeConfig) -> Result<Arc<NodeH
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
-    let client = NodeClient::new(endpoint.connect_lazy())
+    let client = NodeClient::new(WholeBody::new(endpoint.connect_lazy()))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
     Ok(Arc::new(NodeHandle {

@@ -6,6 +6,7 @@
 
 use crate::config;
 use hyok_proto::v1::key_vault_client::KeyVaultClient;
+use hyok_proto::whole_body::WholeBody;
 use hyok_proto::{Reason, Role};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,7 +76,7 @@ pub fn map_status(status: &tonic::Status) -> BackendError {
 /// Connections to the coordinator.
 #[derive(Debug)]
 pub struct Pool {
-    clients: Vec<KeyVaultClient<Channel>>,
+    clients: Vec<KeyVaultClient<WholeBody<Channel>>>,
     next: AtomicUsize,
 }
 
@@ -96,12 +97,12 @@ impl Pool {
                 .http2_keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_while_idle(true)
                 .connect_lazy();
-            clients.push(KeyVaultClient::new(channel).max_decoding_message_size(MAX_DECODING_MESSAGE));
+            clients.push(KeyVaultClient::new(WholeBody::new(channel)).max_decoding_message_size(MAX_DECODING_MESSAGE));
         }
         Ok(Pool { clients, next: AtomicUsize::new(0) })
     }
 
-    fn client(&self) -> KeyVaultClient<Channel> {
+    fn client(&self) -> KeyVaultClient<WholeBody<Channel>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         self.clients[i].clone()
     }
@@ -116,7 +117,7 @@ impl Pool {
     /// [`map_status`]. An [`BackendError::Internal`] is logged as a warning, the rest at debug.
     pub async fn call<M, T, F, Fut>(&self, deadline: Instant, key: &str, message: M, f: F) -> Result<T, BackendError>
     where
-        F: FnOnce(KeyVaultClient<Channel>, tonic::Request<M>) -> Fut,
+        F: FnOnce(KeyVaultClient<WholeBody<Channel>>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let remaining = deadline.saturating_duration_since(Instant::now());

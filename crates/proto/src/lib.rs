@@ -25,6 +25,7 @@ mod process;
 pub mod request_id;
 pub mod roles;
 pub mod tls;
+pub mod whole_body;
 
 pub use connect::{VaultClient, connect_vault};
 pub use process::{LOG_FORMAT_ENV, LogFormat, init_logging, shutdown_signal};

@@ -92,7 +92,7 @@ impl Backend {
         f: F,
     ) -> Result<T, XksError>
     where
-        F: FnOnce(KeyVaultClient<Channel>, tonic::Request<M>) -> Fut,
+        F: FnOnce(KeyVaultClient<hyok_proto::whole_body::WholeBody<Channel>>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.pool.call(deadline, key_id, message, f).await.map_err(|e| xks_error(e, call, key_id))

@@ -14,9 +14,9 @@
 
 use crate::fanout::Reply;
 use crate::metadata::KeyView;
-use crate::pool::NodeChannel;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
+use hyok_proto::whole_body::WholeChannel;
 use hyok_threshold::dprf::{self, BatchItem, BatchProof, HashedInput, PartialValue};
 use hyok_threshold::{Coefficient, DeferredCheck, Wire};
 use std::collections::VecDeque;
@@ -35,7 +35,7 @@ pub trait BatchKind: Send + 'static {
     type Item: Send + 'static;
     /// Sends the items as one call; the answer holds one reply per item, in order.
     fn call(
-        client: NodeClient<NodeChannel>,
+        client: NodeClient<WholeChannel>,
         items: Vec<Self::Item>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Reply>, Status>> + Send;
@@ -65,7 +65,7 @@ pub struct EvaluateJob {
 impl BatchKind for Evaluate {
     type Item = EvaluateJob;
     async fn call(
-        mut client: NodeClient<NodeChannel>,
+        mut client: NodeClient<WholeChannel>,
         jobs: Vec<EvaluateJob>,
         deadline: Instant,
     ) -> Result<Vec<Reply>, Status> {
@@ -209,7 +209,7 @@ pub struct Unwrap;
 impl BatchKind for Unwrap {
     type Item = pb::UnwrapItem;
     async fn call(
-        mut client: NodeClient<NodeChannel>,
+        mut client: NodeClient<WholeChannel>,
         items: Vec<pb::UnwrapItem>,
         deadline: Instant,
     ) -> Result<Vec<Reply>, Status> {
@@ -248,7 +248,7 @@ impl<I> std::fmt::Debug for Job<I> {
 
 impl<K: BatchKind> Batcher<K> {
     /// Starts the worker for `client` (must run inside a Tokio runtime).
-    pub fn spawn(client: NodeClient<NodeChannel>, max_batch: usize, max_in_flight: usize, queue: usize) -> Self {
+    pub fn spawn(client: NodeClient<WholeChannel>, max_batch: usize, max_in_flight: usize, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel(queue);
         tokio::spawn(worker::<K>(client, rx, max_batch, max_in_flight));
         Batcher { tx }
@@ -347,7 +347,7 @@ fn next(
 }
 
 async fn worker<K: BatchKind>(
-    client: NodeClient<NodeChannel>,
+    client: NodeClient<WholeChannel>,
     mut rx: mpsc::Receiver<Job<K::Item>>,
     max_batch: usize,
     max_in_flight: usize,
@@ -418,7 +418,7 @@ async fn worker<K: BatchKind>(
 
 /// Sends one batch and hands each item its result; reports the call's end on `done`.
 async fn send<K: BatchKind>(
-    client: NodeClient<NodeChannel>,
+    client: NodeClient<WholeChannel>,
     batch: Vec<Job<K::Item>>,
     (id, done): (u64, mpsc::UnboundedSender<(u64, Duration)>),
 ) {
@@ -765,7 +765,7 @@ mod tests {
 
     impl<const MS: u64> BatchKind for Fake<MS> {
         type Item = u32;
-        async fn call(_: NodeClient<NodeChannel>, items: Vec<u32>, _: Instant) -> Result<Vec<Reply>, Status> {
+        async fn call(_: NodeClient<WholeChannel>, items: Vec<u32>, _: Instant) -> Result<Vec<Reply>, Status> {
             CALLS.lock().unwrap().push((MS, items.len()));
             tokio::time::sleep(ms(MS)).await;
             Ok(items.iter().map(|i| Reply::Partial(i.to_be_bytes().to_vec())).collect())

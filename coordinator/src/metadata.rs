@@ -7,11 +7,11 @@
 
 use crate::error::CoordError;
 use crate::fanout::{self, Answers, Ask};
-use crate::pool::NodeChannel;
 use crate::pool::Pool;
 use hyok_proto::cache::Cache;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
+use hyok_proto::whole_body::WholeChannel;
 use hyok_threshold::rsa::RsaPublicPackage;
 use hyok_threshold::{NodeId, PublicKeyPackage, Wire};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -85,7 +85,7 @@ pub trait Family: Send + Sync + 'static {
     fn threshold(package: &Self::Package) -> usize;
     /// Reads one key's state (`Some`) or every key's (`None`) from a node.
     fn read(
-        client: NodeClient<NodeChannel>,
+        client: NodeClient<WholeChannel>,
         name: Option<String>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Vec<Self::State>, Status>> + Send + 'static;
@@ -134,7 +134,7 @@ impl Family for Ec {
         usize::from(package.threshold())
     }
     async fn read(
-        mut client: NodeClient<NodeChannel>,
+        mut client: NodeClient<WholeChannel>,
         name: Option<String>,
         deadline: Instant,
     ) -> Result<Vec<pb::NodeKeyState>, Status> {
@@ -191,7 +191,7 @@ impl Family for Rsa {
         usize::from(package.threshold())
     }
     async fn read(
-        mut client: NodeClient<NodeChannel>,
+        mut client: NodeClient<WholeChannel>,
         name: Option<String>,
         deadline: Instant,
     ) -> Result<Vec<pb::NodeRsaKeyState>, Status> {

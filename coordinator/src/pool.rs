@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use hyok_proto::Role;
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::node_client::NodeClient;
-use hyok_proto::whole_body::WholeBody;
+use hyok_proto::whole_body::{WholeBody, WholeChannel};
 use hyok_threshold::NodeId;
 use hyok_threshold::{Manifest, Wire};
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// What the last probe of a node found.
 #[derive(Clone, Debug, Default)]
@@ -34,17 +34,13 @@ pub struct Probe {
 }
 
 /// One node.
-/// The channel every call to a node travels on: each call's request sent whole
-/// ([`WholeBody`]), one DATA frame ending the stream.
-pub type NodeChannel = WholeBody<Channel>;
-
 #[derive(Debug)]
 pub struct NodeHandle {
     /// Its id.
     pub id: NodeId,
     /// Where it is called.
     pub endpoint: String,
-    client: NodeClient<NodeChannel>,
+    client: NodeClient<WholeChannel>,
     /// Its DPRF queue.
     pub evaluate: Batcher<Evaluate>,
     /// Its unwrap queue.
@@ -59,7 +55,7 @@ pub struct NodeHandle {
 
 impl NodeHandle {
     /// A client for direct (unbatched) calls.
-    pub fn client(&self) -> NodeClient<NodeChannel> {
+    pub fn client(&self) -> NodeClient<WholeChannel> {
         self.client.clone()
     }
 

@@ -594,9 +594,15 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
             starts += 1;
         }
     }
-    for id in std::mem::take(&mut down) {
+    let restarted: Vec<u16> = std::mem::take(&mut down).into_iter().collect();
+    for id in &restarted {
         project.docker(&["start", &project.container(&format!("node-{id}"))]);
         starts += 1;
+    }
+    // Every node serves again before the partition below takes one more away: a node still
+    // starting would count against t with it.
+    for id in restarted {
+        wait_node_active(&conn, &target, id).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (requests, failures, mut latencies) = traffic.await.unwrap();

@@ -6,14 +6,14 @@
 
 use crate::config;
 use hyok_proto::v1::key_vault_client::KeyVaultClient;
-use hyok_proto::whole_body::WholeBody;
+use hyok_proto::whole_body::{WholeBody, WholeChannel};
 use hyok_proto::{Reason, Role};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Largest answer accepted from the coordinator.
 const MAX_DECODING_MESSAGE: usize = 8 * 1024 * 1024;
@@ -76,7 +76,7 @@ pub fn map_status(status: &tonic::Status) -> BackendError {
 /// Connections to the coordinator.
 #[derive(Debug)]
 pub struct Pool {
-    clients: Vec<KeyVaultClient<WholeBody<Channel>>>,
+    clients: Vec<KeyVaultClient<WholeChannel>>,
     next: AtomicUsize,
 }
 
@@ -102,7 +102,7 @@ impl Pool {
         Ok(Pool { clients, next: AtomicUsize::new(0) })
     }
 
-    fn client(&self) -> KeyVaultClient<WholeBody<Channel>> {
+    fn client(&self) -> KeyVaultClient<WholeChannel> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         self.clients[i].clone()
     }
@@ -117,7 +117,7 @@ impl Pool {
     /// [`map_status`]. An [`BackendError::Internal`] is logged as a warning, the rest at debug.
     pub async fn call<M, T, F, Fut>(&self, deadline: Instant, key: &str, message: M, f: F) -> Result<T, BackendError>
     where
-        F: FnOnce(KeyVaultClient<WholeBody<Channel>>, tonic::Request<M>) -> Fut,
+        F: FnOnce(KeyVaultClient<WholeChannel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let remaining = deadline.saturating_duration_since(Instant::now());

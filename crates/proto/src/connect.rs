@@ -3,11 +3,12 @@
 use crate::roles::Role;
 use crate::tls::TlsFiles;
 use crate::v1::key_vault_client::KeyVaultClient;
+use crate::whole_body::{WholeBody, WholeChannel};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
-/// The generated `KeyVault` client over a tonic channel.
-pub type VaultClient = KeyVaultClient<Channel>;
+/// The generated `KeyVault` client over a tonic channel, each call sent whole.
+pub type VaultClient = KeyVaultClient<WholeChannel>;
 
 /// Connects to the coordinator at `endpoint` (`https://host:port`) with `tls`, expecting the
 /// coordinator's role certificate. Connects eagerly, so a wrong address or a refused handshake
@@ -19,5 +20,5 @@ pub async fn connect_vault(endpoint: &str, tls: &TlsFiles) -> anyhow::Result<Vau
         .tcp_nodelay(true)
         .connect()
         .await?;
-    Ok(KeyVaultClient::new(channel).max_decoding_message_size(8 * 1024 * 1024))
+    Ok(KeyVaultClient::new(WholeBody::new(channel)).max_decoding_message_size(8 * 1024 * 1024))
 }

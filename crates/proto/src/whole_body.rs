@@ -15,6 +15,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tower_service::Service;
 
+/// A tonic channel whose calls are sent whole: what hyok's own gRPC clients of the coordinator
+/// (front-ends, `hyokctl`) and of the nodes (the coordinator) call through.
+pub type WholeChannel = WholeBody<tonic::transport::Channel>;
+
 /// `S` (a tonic `Channel`), sending each call's request body whole.
 #[derive(Debug, Clone)]
 pub struct WholeBody<S> {

@@ -7,9 +7,9 @@ use hyok_frontend::config;
 use hyok_frontend::{BackendError, Pool};
 use hyok_proto::v1 as pb;
 use hyok_proto::v1::key_vault_client::KeyVaultClient;
+use hyok_proto::whole_body::WholeChannel;
 use std::future::Future;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 /// Connections to the coordinator.
@@ -92,7 +92,7 @@ impl Backend {
         f: F,
     ) -> Result<T, XksError>
     where
-        F: FnOnce(KeyVaultClient<hyok_proto::whole_body::WholeBody<Channel>>, tonic::Request<M>) -> Fut,
+        F: FnOnce(KeyVaultClient<WholeChannel>, tonic::Request<M>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         self.pool.call(deadline, key_id, message, f).await.map_err(|e| xks_error(e, call, key_id))

@@ -138,7 +138,7 @@ fn default_metadata_ttl_ms() -> u64 {
     10_000
 }
 fn default_max_batch() -> usize {
-    64
+    hyok_proto::DEFAULT_MAX_BATCH
 }
 fn default_max_in_flight() -> usize {
     32

@@ -32,6 +32,11 @@ pub use process::{LOG_FORMAT_ENV, LogFormat, init_logging, shutdown_signal};
 pub use roles::Role;
 pub use tls::TlsFiles;
 
+/// How many partial requests the coordinator puts in one call to a node by default (its
+/// `max_batch`); a node runs a batch up to this size on its gRPC worker, larger ones on its
+/// blocking pool.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
 /// Generated code for package `hyok.v1`.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
 pub mod v1 {

@@ -6,7 +6,8 @@
 //! after the message; hyper's HTTP/2 client then sends that end as a frame of its own (an
 //! empty DATA with END_STREAM), its own TLS record and usually its own `writev`. On loopback a
 //! `writev` also runs the receiver's TCP path, so a call cost three where one or two do. Every
-//! hyok RPC is unary, so the body is one message, ready at once.
+//! hyok RPC is unary, so the body is one message, ready at once. A client-streaming RPC would
+//! wait here for its whole stream: such a call must not go through this channel.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -5,6 +5,8 @@
 //!   `unwrap`, `rsa:partial`, `dkg:commit`, …);
 //! - `hyok_node_refusals_total{operation,reason}`: audited refusals (`refused:OPERATION:REASON`);
 //! - `hyok_node_audit_log_entries`: the audit log's length;
+//! - `hyok_node_audit_append_seconds`: how long each audit append took to be durable (every
+//!   partial waits on one; a slow disk shows here first);
 //! - `hyok_node_keys{family}` and `hyok_node_key_versions{family,state}`, read at each scrape.
 //!
 //! Labels come from the node's own operation names, never from a request: no key id, no
@@ -19,6 +21,7 @@ struct Metrics {
     operations: Family<Labels, Counter>,
     refusals: Family<Labels, Counter>,
     audit_entries: Gauge,
+    audit_append: m::Histogram,
     keys: Family<Labels, Gauge>,
     versions: Family<Labels, Gauge>,
 }
@@ -28,6 +31,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         operations: Family::default(),
         refusals: Family::default(),
         audit_entries: Gauge::default(),
+        audit_append: m::latency_histogram(),
         keys: Family::default(),
         versions: Family::default(),
     };
@@ -38,6 +42,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     m::register("hyok_node_refusals", "Audited refusals, by operation and reason.", metrics.refusals.clone());
     m::register("hyok_node_audit_log_entries", "Entries in the node's audit log.", metrics.audit_entries.clone());
+    m::register(
+        "hyok_node_audit_append_seconds",
+        "Time an audit append took to become durable.",
+        metrics.audit_append.clone(),
+    );
     m::register("hyok_node_keys", "Keys with at least one version on this node, by family.", metrics.keys.clone());
     m::register("hyok_node_key_versions", "Key versions on this node, by family and state.", metrics.versions.clone());
     metrics
@@ -51,8 +60,10 @@ fn classify(operation: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Counts events just appended to the audit log, which is now `len` entries long.
-pub fn audited(events: &[AuditEvent], len: u64) {
+/// Counts events just appended to the audit log, which is now `len` entries long, in an append
+/// that took `took` to be durable.
+pub fn audited(events: &[AuditEvent], len: u64, took: std::time::Duration) {
+    METRICS.audit_append.observe(took.as_secs_f64());
     for event in events {
         match classify(&event.operation) {
             (operation, Some(reason)) => {

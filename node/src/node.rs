@@ -21,6 +21,10 @@ pub const MAX_BATCH: usize = 1024;
 /// Most DKG sessions a node keeps open at once (older ones are dropped).
 const MAX_SESSIONS: usize = 64;
 
+/// An audit append slower than this is logged: the disk (or sled's flush when the journal
+/// fills) held up every partial waiting on it.
+const SLOW_AUDIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A request-level failure, mapped to a gRPC status in `service.rs`.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -319,8 +323,17 @@ impl Node {
         if events.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let entries = self.store.append_audit(events).map_err(NodeError::from)?;
-        crate::metrics::audited(events, entries.last().map_or(0, |e| e.seq));
+        let took = started.elapsed();
+        if took > SLOW_AUDIT {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                entries = events.len(),
+                "a slow audit append held up its partials"
+            );
+        }
+        crate::metrics::audited(events, entries.last().map_or(0, |e| e.seq), took);
         Ok(())
     }
 

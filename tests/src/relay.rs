@@ -34,6 +34,10 @@ const CHUNK: usize = 64 * 1024;
 /// the delay would otherwise cap).
 const IN_FLIGHT: usize = 1024;
 
+/// A chunk written this long after it was due is reported on stderr: the relay, not the
+/// parties, added that delay.
+const LATE: Duration = Duration::from_millis(10);
+
 /// The sockets of the connections through a relay (by connection), so that dropping it ends
 /// them all.
 type Open = Arc<Mutex<std::collections::HashMap<u64, [std::net::TcpStream; 2]>>>;
@@ -124,6 +128,10 @@ fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream, delay: Durat
             match chunk {
                 Some(bytes) if to.write_all(&bytes).is_ok() => {}
                 _ => break,
+            }
+            let late = due.elapsed();
+            if late > LATE {
+                eprintln!("relay: a chunk went out {} ms after it was due", late.as_millis());
             }
         }
         let _ = to.shutdown(Shutdown::Write);

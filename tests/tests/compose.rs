@@ -356,30 +356,48 @@ async fn fleet_by_id(conn: &Connection, target: &Target) -> Vec<(String, String)
     }
 }
 
-/// XKS round trips, one after another, until `stop`: (requests, failures, round-trip
-/// latencies in µs). A wrong plaintext is a failure.
-fn traffic(
-    conn: &Connection,
-    target: &Target,
-    key: &str,
-    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<(u64, Vec<String>, Vec<u64>)> {
-    let (conn, target, key, stop) = (conn.clone(), target.clone(), key.to_owned(), stop.clone());
-    tokio::spawn(async move {
-        let (mut requests, mut failures, mut latencies) = (0u64, Vec::new(), Vec::new());
-        let mut n = 1000;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            n += 1;
-            let started = Instant::now();
-            let result = round_trip(&conn, &target, &key, n).await;
-            latencies.push(started.elapsed().as_micros() as u64);
-            requests += 2;
-            if let Err(e) = result {
-                failures.push(e);
+/// XKS round trips, one after another, in the background until [`Traffic::finish`]. A wrong
+/// plaintext is a failure. Dropped unfinished (the test failed first), it stops at once, so
+/// that a failed test does not keep sending to a cluster being torn down.
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>, Vec<u64>)>,
+}
+
+impl Traffic {
+    fn start(conn: &Connection, target: &Target, key: &str) -> Traffic {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (conn, target, key, until) = (conn.clone(), target.clone(), key.to_owned(), stop.clone());
+        let task = tokio::spawn(async move {
+            let (mut requests, mut failures, mut latencies) = (0u64, Vec::new(), Vec::new());
+            let mut n = 1000;
+            while !until.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let started = Instant::now();
+                let result = round_trip(&conn, &target, &key, n).await;
+                latencies.push(started.elapsed().as_micros() as u64);
+                requests += 2;
+                if let Err(e) = result {
+                    failures.push(e);
+                }
             }
-        }
-        (requests, failures, latencies)
-    })
+            (requests, failures, latencies)
+        });
+        Traffic { stop, task }
+    }
+
+    /// Stops after the round trip under way: (requests, failures, round-trip latencies in µs).
+    async fn finish(mut self) -> (u64, Vec<String>, Vec<u64>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (&mut self.task).await.expect("the traffic task failed")
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.abort();
+    }
 }
 
 /// Waits until the cluster serves through node `id` again (a restarted node counts as down
@@ -585,8 +603,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     // Chaos: `docker kill` (SIGKILL) a random node while fewer than n − t are down, otherwise
     // `docker start` a dead one, which counts as down until the cluster serves through it again;
     // traffic flows all along.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = traffic(&conn, &target, &key, &stop);
+    let traffic = Traffic::start(&conn, &target, &key);
     let n_minus_t = usize::from(file.nodes - file.threshold);
     let mut down = BTreeSet::new();
     let (mut kills, mut starts) = (0, 0);
@@ -619,8 +636,7 @@ async fn compose_cluster_serves_xks_and_dke_through_kills_partition_outage_wipe_
     for id in restarted {
         wait_node_active(&conn, &target, id).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (requests, failures, mut latencies) = traffic.await.unwrap();
+    let (requests, failures, mut latencies) = traffic.finish().await;
     latencies.sort_unstable();
     let p99 = latencies.get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
     println!(
@@ -850,8 +866,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
 
     // The replacement drill: each node killed, its data directory wiped, started again (`--init`
     // makes an empty node with a new identity), and replaced.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = traffic(&conn, &target, &key, &stop);
+    let load = Traffic::start(&conn, &target, &key);
     let drill = Instant::now();
     for id in 1..=file.nodes {
         kill_node(&project, id);
@@ -864,8 +879,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
         wait_node_active(&conn, &target, id).await;
     }
     let drill = drill.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (requests, failures, _) = load.await.unwrap();
+    let (requests, failures, _) = load.finish().await;
     let replaced = manifest(&project);
     for (id, identity) in original.nodes() {
         assert_ne!(replaced.identity(*id), Some(identity), "node {id} still has its original identity");
@@ -881,8 +895,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
     assert!(requests > 0);
 
     // 5@3 → 7@4: the change starts nodes 6 and 7; one refusal stops the execution.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = traffic(&conn, &target, &key, &stop);
+    let load = Traffic::start(&conn, &target, &key);
     project.operator_ok(&["cluster", "propose", "--nodes", "7", "--threshold", "4"]);
     assert!(node_running(&project, 6) && node_running(&project, 7), "the change started nodes 6 and 7");
     project.operator_ok(&["cluster", "accept"]);
@@ -918,8 +931,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
     assert!(executed.contains("epoch 2 in force: 5 nodes, t = 3"), "{executed}");
     assert!(executed.contains("node 6: left the cluster (shares deleted: true)"), "{executed}");
     assert!(!node_running(&project, 6) && !node_running(&project, 7), "the nodes that left are stopped");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (requests, failures, _) = load.await.unwrap();
+    let (requests, failures, _) = load.finish().await;
     settled(&project, 2, 5, 3);
     assert_eq!(ComposeFile::load(project.dir.path()).unwrap().node_ids(), vec![1, 2, 3, 4, 5]);
     all_decrypt(&conn, &target, &key, &before, "after 5@3 → 7@4 → 5@3").await;
@@ -942,8 +954,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
     }
     std::fs::remove_dir_all(project.dir.path().join("node-6")).unwrap();
     std::fs::create_dir(project.dir.path().join("node-6")).unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = traffic(&conn, &target, &key, &stop);
+    let load = Traffic::start(&conn, &target, &key);
     project.operator_ok(&["cluster", "propose", "--nodes", "6", "--threshold", "3"]);
     project.operator_ok(&["cluster", "accept"]);
     let execute = {
@@ -978,8 +989,7 @@ async fn compose_cluster_replaces_every_node_grows_shrinks_and_survives_an_abort
     }
     settled(&project, 2, 5, 3);
     project.operator_ok(&["cluster", "refresh", "--key", "xks-demo"]);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (requests, failures, _) = load.await.unwrap();
+    let (requests, failures, _) = load.finish().await;
     all_decrypt(&conn, &target, &key, &before, "after the aborted change").await;
     assert_eq!(dke.unwrap(&wrapped).await, b"wrapped before every drill");
     println!(

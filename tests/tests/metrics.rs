@@ -326,6 +326,10 @@ async fn every_process_serves_metrics_that_parse_and_traffic_moves_the_counters(
     assert!(rose(batches(&before.3), batches(&after.3)) >= 1.0, "no EvaluateBatch counted on the nodes");
     for (node, s) in cluster.dev.nodes.iter().zip(&after.3) {
         assert!(s.get("hyok_node_audit_log_entries") > 0.0, "node {}: empty audit log?\n{}", node.id, s.text);
+        // Every append is timed (a slow disk shows here), and none is counted twice.
+        let appends = s.get("hyok_node_audit_append_seconds_count");
+        assert!(appends >= 1.0, "node {}: no audit append timed:\n{}", node.id, s.text);
+        assert!(appends <= s.get("hyok_node_audit_log_entries"), "node {}: more appends than entries", node.id);
         assert!(s.get("hyok_node_keys{family=\"ec\"}") >= 1.0, "node {}: no EC key:\n{}", node.id, s.text);
         assert!(s.get("hyok_node_key_versions{family=\"ec\",state=\"active\"}") >= 1.0, "node {}", node.id);
     }

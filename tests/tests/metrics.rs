@@ -402,6 +402,29 @@ async fn every_process_serves_metrics_that_parse_and_traffic_moves_the_counters(
     })
     .await
     .unwrap();
+
+    // `hyokctl bench` reads the same metrics: beside throughput, latency, CPU and memory, it
+    // reports the nodes' audit appends during the run, from their histograms.
+    let out = std::process::Command::new(hyok_e2e::hyokctl())
+        .arg("--dev-dir")
+        .arg(cluster.dir.path())
+        .args(["bench", "--via", "xks", "--op", "encrypt", "--duration", "1", "--concurrency", "4"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "hyokctl bench: {report}{}", String::from_utf8_lossy(&out.stderr));
+    let row: Vec<&str> = report.lines().find(|l| l.starts_with("encrypt")).unwrap().split_whitespace().collect();
+    let requests: f64 = row[1].parse().unwrap();
+    assert!(requests > 0.0 && row.last() == Some(&"0"), "no errors: {report}");
+    assert!(report.contains("CPU per request (/proc, whole run): coordinator"), "{report}");
+    let appends: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("Audit appends on the nodes (their metrics): "))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no audit appends line: {report}"));
+    // Every encrypt is audited by t = 3 nodes, several partials to an append at most.
+    assert!(appends >= 1.0 && appends <= 3.0 * requests, "{appends} appends for {requests} encrypts: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

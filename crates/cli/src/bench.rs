@@ -114,6 +114,8 @@ pub struct Report {
     /// Resident memory of each kind of process at the end of the run, in KiB: the largest
     /// process of the kind now, and its peak (dev clusters only).
     pub memory: Vec<(&'static str, u64, u64)>,
+    /// The nodes' audit appends during the run, from their metrics (dev clusters only).
+    pub appends: Option<crate::appends::Appends>,
 }
 
 fn ms(us: u32) -> String {
@@ -178,6 +180,9 @@ impl Report {
                 .map(|(role, rss, peak)| format!("{role} {} MiB (peak {})", mib(*rss), mib(*peak)))
                 .collect();
             let _ = writeln!(out, "Resident memory at the end (/proc, largest of each kind): {}", parts.join(", "));
+        }
+        if let Some(appends) = &self.appends {
+            let _ = writeln!(out, "{}", appends.render());
         }
         out
     }
@@ -277,18 +282,21 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
         bail!("--concurrency and --connections must be at least 1");
     }
     // A dev cluster's processes: their CPU time is read before and after the run.
-    let watched = match &target.endpoint {
-        None => {
-            crate::devfile::DevFile::load(&target.dev_dir).map(|d| crate::cpu::dev_processes(&d)).unwrap_or_default()
-        }
-        Some(_) => Vec::new(),
+    // and the nodes' metrics, for what their audit appends took.
+    let dev = match &target.endpoint {
+        None => crate::devfile::DevFile::load(&target.dev_dir).ok(),
+        Some(_) => None,
     };
+    let watched = dev.as_ref().map(crate::cpu::dev_processes).unwrap_or_default();
+    let node_metrics: Vec<String> = dev.iter().flat_map(|d| d.nodes.iter().map(|n| n.metrics_url.clone())).collect();
+    let appends_before = crate::appends::read(&node_metrics).await;
     let before = crate::cpu::Sample::take(&watched);
     let mut report = load(target, options).await?;
     let after = crate::cpu::Sample::take(&watched);
     let requests = (report.encrypt.latencies_us.len() + report.decrypt.latencies_us.len()).max(1) as u32;
     report.cpu = before.per_role(&after).into_iter().map(|(role, used)| (role, used / requests)).collect();
     report.memory = crate::memory::per_role(&watched);
+    report.appends = crate::appends::during(&appends_before, &crate::appends::read(&node_metrics).await);
     Ok(report)
 }
 
@@ -367,7 +375,7 @@ where
     let elapsed = start.elapsed();
     ticker.abort();
     eprintln!("{}", progress(elapsed, options.duration, done.load(Ordering::Relaxed)));
-    Ok(Report { options, elapsed, encrypt, decrypt, cpu: Vec::new(), memory: Vec::new() })
+    Ok(Report { options, elapsed, encrypt, decrypt, cpu: Vec::new(), memory: Vec::new(), appends: None })
 }
 
 #[cfg(test)]

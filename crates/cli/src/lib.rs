@@ -13,6 +13,7 @@
 //! - `operated`: the cluster hyokctl operates as every node's operator (dev or compose);
 //!   `membership` (node replace, refresh, repair, status) and `epoch` (membership changes) use it.
 
+pub mod appends;
 pub mod audit;
 pub mod bench;
 pub mod bench_dke;

@@ -290,7 +290,7 @@ impl Traffic {
 }
 
 /// GETs `url` (`http://HOST:PORT/path`, plain HTTP as every hyok metrics listener serves).
-async fn fetch(url: &str) -> Result<String> {
+pub(crate) async fn fetch(url: &str) -> Result<String> {
     use http_body_util::{BodyExt, Empty};
     let uri: http::Uri = url.parse().with_context(|| format!("metrics URL {url:?}"))?;
     if uri.scheme_str() != Some("http") {

@@ -57,6 +57,9 @@ pub struct EvaluateJob {
     pub view: Arc<KeyView>,
     /// The coefficient `item` asks the node to apply (as sent in `item.coefficient`).
     pub coefficient: Coefficient,
+    /// What the value combines to is checked another way (decryption's AEAD tag): its batch
+    /// proof may be checked only when that check fails, if every item it covers is so too.
+    pub checked_by_result: bool,
 }
 
 impl BatchKind for Evaluate {
@@ -70,7 +73,10 @@ impl BatchKind for Evaluate {
             jobs.iter().map(|j| (j.item.key_id.clone(), j.item.version, j.item.generation)).collect();
         let (items, expected): (Vec<_>, Vec<_>) = jobs
             .into_iter()
-            .map(|j| (j.item, Expected { input: j.input, view: j.view, coefficient: j.coefficient }))
+            .map(|j| {
+                let checked_by_result = j.checked_by_result;
+                (j.item, Expected { input: j.input, view: j.view, coefficient: j.coefficient, checked_by_result })
+            })
             .unzip();
         let mut request = tonic::Request::new(pb::EvaluateBatchRequest { items });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
@@ -83,16 +89,16 @@ impl BatchKind for Evaluate {
 type Share = (String, u32, Option<u32>);
 
 /// What an item's value is checked against: its input, the view holding its version's
-/// package, and the coefficient the node was asked to apply.
+/// package, and the coefficient the node was asked to apply; and whether the check may wait.
 struct Expected {
     input: Arc<HashedInput>,
     view: Arc<KeyView>,
     coefficient: Coefficient,
+    checked_by_result: bool,
 }
 
-/// A node's batch proof, run only when a value it covers must be verified, once for the batch:
-/// by a decryption only when its tag fails; by an encryption before it combines, together with
-/// the other batches its partials came in ([`settle_together`]).
+/// A node's batch proof over values that are all checked by what they combine to (a tag): run
+/// only when a value it covers must be verified, once for the batch.
 #[derive(Debug)]
 struct BatchCheck {
     view: Arc<KeyView>,
@@ -109,35 +115,6 @@ impl DeferredCheck for BatchCheck {
             let items: Vec<BatchItem<'_>> = self.items.iter().map(|(input, c)| (input.as_ref(), *c)).collect();
             verify_group(&self.view, self.version, &items, &self.values, &self.proof).is_some()
         })
-    }
-}
-
-/// Runs the checks of the batches `partials` came in that have not run yet, as one
-/// ([`dprf::vartime_verify_batches`]), and keeps their verdict when it holds. The t batches of
-/// one request's partials share its input, so together they cost about a third less than
-/// apart. When the joint check fails, nothing is kept: each batch's own check then runs when
-/// its values are verified, and names its node. Checks over different key versions (or views)
-/// are left to run alone.
-pub fn settle_together(partials: &[hyok_threshold::PartialEvaluation]) {
-    let pending: Vec<&BatchCheck> = partials
-        .iter()
-        .filter_map(|p| p.deferred_check())
-        .filter_map(|check| (&**check as &dyn std::any::Any).downcast_ref::<BatchCheck>())
-        .filter(|check| check.verdict.get().is_none())
-        .collect();
-    let Some(first) = pending.first() else { return };
-    if pending.len() < 2 || !pending.iter().all(|c| Arc::ptr_eq(&c.view, &first.view) && c.version == first.version) {
-        return;
-    }
-    let Ok(trusted) = first.view.version(first.version) else { return };
-    let items: Vec<Vec<BatchItem<'_>>> =
-        pending.iter().map(|c| c.items.iter().map(|(input, c)| (input.as_ref(), *c)).collect()).collect();
-    let batches: Vec<dprf::Batch<'_, '_>> =
-        pending.iter().zip(&items).map(|(c, items)| (items.as_slice(), c.values.as_slice(), &c.proof)).collect();
-    if dprf::vartime_verify_batches(&trusted.package, &batches, &mut rand::rng()) {
-        for check in pending {
-            let _ = check.verdict.set(true);
-        }
     }
 }
 
@@ -158,10 +135,9 @@ fn verify_group(
     verified
 }
 
-/// One reply per item of a node's batch answer: a value becomes a partial only with the batch
-/// proof that covers it, left to run when the value must be verified ([`BatchCheck`]); a proof
-/// that fails then fails every value it covers. A value of no proof, or of one that does not
-/// decode, mixes key versions or lists an item twice, is an invalid partial of this node at once.
+/// One reply per item of a node's batch answer: a value becomes a partial only through the
+/// batch proof that covers it, and every value of a proof that fails (or of none, or of one
+/// that mixes key versions or lists an item twice) is an invalid partial of this node.
 fn check_proofs(items: &[Share], expected: &[Expected], answer: pb::EvaluateBatchResponse) -> Vec<Reply> {
     let n = items.len();
     if answer.results.len() != n {
@@ -200,16 +176,26 @@ fn check_proofs(items: &[Share], expected: &[Expected], answer: pb::EvaluateBatc
         let view = &expected[indices[0]].view;
         let Ok(proof) = BatchProof::from_bytes(&group.proof) else { continue };
         let group_values: Vec<PartialValue> = indices.iter().filter_map(|i| values[*i].clone()).collect();
-        let check: Arc<dyn DeferredCheck> = Arc::new(BatchCheck {
-            view: Arc::clone(view),
-            version: *version,
-            items: indices.iter().map(|i| (Arc::clone(&expected[*i].input), expected[*i].coefficient)).collect(),
-            values: group_values.clone(),
-            proof,
-            verdict: std::sync::OnceLock::new(),
-        });
-        for (i, value) in indices.iter().zip(&group_values) {
-            let partial = value.with_deferred_check(expected[*i].coefficient, Arc::clone(&check));
+        if indices.iter().all(|i| expected[*i].checked_by_result) {
+            let check: Arc<dyn DeferredCheck> = Arc::new(BatchCheck {
+                view: Arc::clone(view),
+                version: *version,
+                items: indices.iter().map(|i| (Arc::clone(&expected[*i].input), expected[*i].coefficient)).collect(),
+                values: group_values.clone(),
+                proof,
+                verdict: std::sync::OnceLock::new(),
+            });
+            for (i, value) in indices.iter().zip(&group_values) {
+                let partial = value.with_deferred_check(expected[*i].coefficient, Arc::clone(&check));
+                replies[*i] = Some(Reply::Verified(Box::new(partial)));
+            }
+            continue;
+        }
+        let inputs: Vec<BatchItem<'_>> =
+            indices.iter().map(|i| (expected[*i].input.as_ref(), expected[*i].coefficient)).collect();
+        for (i, partial) in
+            indices.iter().zip(verify_group(view, *version, &inputs, &group_values, &proof).into_iter().flatten())
+        {
             replies[*i] = Some(Reply::Verified(Box::new(partial)));
         }
     }
@@ -575,6 +561,7 @@ mod tests {
             let expected = keys
                 .iter()
                 .map(|k| Expected {
+                    checked_by_result: false,
                     input: Arc::new(HashedInput::new(DprfInput::random(k, 1, &mut rng).unwrap())),
                     view: Arc::clone(&view),
                     coefficient: if *k == "k" {
@@ -622,19 +609,11 @@ mod tests {
             }
         }
 
-        /// Whether a partial's batch proof holds, its check run now if it was left for later.
-        fn holds(p: &hyok_threshold::PartialEvaluation) -> bool {
-            p.deferred_check().is_none_or(|check| check.holds())
-        }
-
-        /// What each reply is: node 2's values "verified" once their batch's check holds,
-        /// "invalid" when it fails or when no proof covers them at all.
         fn kinds(replies: &[Reply]) -> Vec<&'static str> {
             replies
                 .iter()
                 .map(|r| match r {
-                    Reply::Verified(p) if p.node() == NodeId::new(2).unwrap() && holds(p) => "verified",
-                    Reply::Verified(p) if p.node() == NodeId::new(2).unwrap() => "invalid",
+                    Reply::Verified(p) if p.node() == NodeId::new(2).unwrap() => "verified",
                     Reply::Verified(_) => "verified as another node",
                     Reply::Invalid => "invalid",
                     Reply::Refused(..) => "refused",
@@ -733,86 +712,43 @@ mod tests {
             }
         }
 
-        /// Node 2's batch check runs only when asked: its values are partials until then, an
-        /// honest batch's pass it, and a lying node's fail it and name the node.
+        /// Values whose results a tag checks (decryption) keep their batch's check for later: an
+        /// honest batch's values pass it when it runs, a lying node's fail it and name the node;
+        /// one item of the batch whose result nothing checks (an encryption) makes the whole batch
+        /// checked at once.
         #[test]
-        fn a_batch_is_checked_only_when_asked_and_then_names_a_liar() {
-            let s = setup();
+        fn a_batch_checked_by_its_results_is_checked_only_when_asked_and_then_names_a_liar() {
+            let mut s = setup();
+            for e in &mut s.expected[..3] {
+                e.checked_by_result = true;
+            }
             let (v, proof) = values(&s, 1, &[0, 1, 2]);
-            let check = |results: Vec<Option<Vec<u8>>>| {
-                check_proofs(&s.items, &s.expected, answer(results, vec![(vec![0, 1, 2], proof.clone())]))
+            let check = |results: Vec<Option<Vec<u8>>>, s: &Setup| {
+                let replies =
+                    check_proofs(&s.items, &s.expected, answer(results, vec![(vec![0, 1, 2], proof.clone())]));
+                let kinds = kinds(&replies);
+                let partials: Vec<hyok_threshold::PartialEvaluation> = replies
                     .into_iter()
                     .filter_map(|r| if let Reply::Verified(p) = r { Some(*p) } else { None })
-                    .collect::<Vec<_>>()
+                    .collect();
+                (kinds, partials)
             };
             let package = &s.expected[0].view.version(1).unwrap().package;
             let input = s.expected[0].input.input().clone();
-            let honest = check(vec![Some(v[0].clone()), Some(v[1].clone()), Some(v[2].clone()), None]);
-            assert_eq!(honest.len(), 3);
-            let verdict = |p: &hyok_threshold::PartialEvaluation| {
-                let check = p.deferred_check().unwrap();
-                (&**check as &dyn std::any::Any).downcast_ref::<BatchCheck>().unwrap().verdict.get().copied()
-            };
-            assert_eq!(verdict(&honest[0]), None, "nothing checked yet");
+            let (honest_kinds, honest) =
+                check(vec![Some(v[0].clone()), Some(v[1].clone()), Some(v[2].clone()), None], &s);
+            assert_eq!(honest_kinds, ["verified", "verified", "verified", "refused"]);
             assert!(dprf::vartime_find_invalid(package, &input, &honest[..1], &mut rand::rng()).unwrap().is_empty());
-            assert_eq!(verdict(&honest[1]), Some(true), "checked once, for the whole batch");
             // Item 1's value swapped for item 0's: nothing checked yet, then node 2 is named.
-            let lying = check(vec![Some(v[0].clone()), Some(v[0].clone()), Some(v[2].clone()), None]);
-            assert_eq!(verdict(&lying[0]), None);
+            let (lying_kinds, lying) =
+                check(vec![Some(v[0].clone()), Some(v[0].clone()), Some(v[2].clone()), None], &s);
+            assert_eq!(lying_kinds, ["verified", "verified", "verified", "refused"]);
             let culprits = dprf::vartime_find_invalid(package, &input, &lying[..1], &mut rand::rng()).unwrap();
             assert_eq!(culprits, vec![node(2)], "the batch's check fails for every value it covers");
-        }
-
-        /// The batches of one request's three nodes are checked together before an encryption
-        /// combines: honest ones all pass at once. With one node lying, the joint check keeps no
-        /// verdict, and each batch's own check then names that node alone.
-        #[test]
-        fn the_batches_of_one_requests_partials_settle_together_and_a_liar_is_still_named() {
-            let s = setup();
-            let ids: Vec<NodeId> = (1..=3).map(node).collect();
-            // Node i + 1's answer to items 0–2, each with its coefficient over nodes 1–3.
-            let answered = |i: usize, lie: bool| {
-                let expected: Vec<Expected> = s.expected[..3]
-                    .iter()
-                    .map(|e| Expected {
-                        input: Arc::clone(&e.input),
-                        view: Arc::clone(&e.view),
-                        coefficient: Coefficient::lagrange(&ids, ids[i]).unwrap(),
-                    })
-                    .collect();
-                let inputs: Vec<BatchItem<'_>> = expected.iter().map(|e| (e.input.as_ref(), e.coefficient)).collect();
-                let (mut values, proof) = dprf::evaluate_batch(&s.shares[i], &inputs, &mut rand::rng());
-                if lie {
-                    values.swap(0, 1);
-                }
-                let results = values.iter().map(|v| Some(v.to_bytes())).collect();
-                check_proofs(&s.items[..3], &expected, answer(results, vec![(vec![0, 1, 2], proof.to_bytes())]))
-                    .into_iter()
-                    .map(|r| if let Reply::Verified(p) = r { *p } else { panic!("node {} item not a partial", i + 1) })
-                    .collect::<Vec<_>>()
-            };
-            let settled = |p: &hyok_threshold::PartialEvaluation| {
-                let check = p.deferred_check().unwrap();
-                (&**check as &dyn std::any::Any).downcast_ref::<BatchCheck>().unwrap().verdict.get().copied()
-            };
-            let package = &s.expected[0].view.version(1).unwrap().package;
-            let input = s.expected[0].input.input().clone();
-
-            let honest: Vec<Vec<_>> = (0..3).map(|i| answered(i, false)).collect();
-            let first: Vec<_> = honest.iter().map(|batch| batch[0].clone()).collect();
-            settle_together(&first);
-            assert!(first.iter().all(|p| settled(p) == Some(true)), "all three checked in one go");
-            assert!(dprf::vartime_find_invalid(package, &input, &first, &mut rand::rng()).unwrap().is_empty());
-            // Item 1 of the same batches: nothing left to check.
-            let second: Vec<_> = honest.iter().map(|batch| batch[1].clone()).collect();
-            assert!(second.iter().all(|p| settled(p) == Some(true)));
-
-            let mixed: Vec<Vec<_>> = (0..3).map(|i| answered(i, i == 1)).collect();
-            let first: Vec<_> = mixed.iter().map(|batch| batch[0].clone()).collect();
-            settle_together(&first);
-            assert!(first.iter().all(|p| settled(p).is_none()), "a failed joint check keeps no verdict");
-            let culprits = dprf::vartime_find_invalid(package, &input, &first, &mut rand::rng()).unwrap();
-            assert_eq!(culprits, vec![node(2)]);
+            // Item 2 an encryption: the batch is checked now, and the lie found at once.
+            s.expected[2].checked_by_result = false;
+            let (eager_kinds, _) = check(vec![Some(v[0].clone()), Some(v[0].clone()), Some(v[2].clone()), None], &s);
+            assert_eq!(eager_kinds, ["invalid", "invalid", "invalid", "refused"]);
         }
     }
 

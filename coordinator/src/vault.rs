@@ -97,18 +97,26 @@ fn encryption_nonce(evidence: &pb::Evidence, plaintext: &[u8], aad: &[u8]) -> Re
 /// One request's DPRF item, as the batcher sends it to each node asked and checks the answer.
 /// A node of the `planned` set is asked for its value times its Lagrange coefficient over that
 /// set, so that the set's values combine by a sum; any other node for its plain value.
+/// `checked_by_result`: what the values combine to is checked by an AEAD tag (decryption), so
+/// their batch proofs are checked only when it fails.
 struct Jobs<'a> {
     item: &'a pb::EvaluateItem,
     input: &'a Arc<HashedInput>,
     view: &'a Arc<KeyView>,
+    checked_by_result: bool,
     /// The planned set and its coefficients, computed for the first node asked (one gather
     /// plans one set).
     planned: std::sync::OnceLock<(Vec<NodeId>, Vec<Coefficient>)>,
 }
 
 impl<'a> Jobs<'a> {
-    fn new(item: &'a pb::EvaluateItem, input: &'a Arc<HashedInput>, view: &'a Arc<KeyView>) -> Self {
-        Jobs { item, input, view, planned: std::sync::OnceLock::new() }
+    fn new(
+        item: &'a pb::EvaluateItem,
+        input: &'a Arc<HashedInput>,
+        view: &'a Arc<KeyView>,
+        checked_by_result: bool,
+    ) -> Self {
+        Jobs { item, input, view, checked_by_result, planned: std::sync::OnceLock::new() }
     }
 
     /// What `node` is sent, with `planned` the gather's planned set.
@@ -121,7 +129,13 @@ impl<'a> Jobs<'a> {
         let coefficient = if cached.0 == planned { of_set(cached) } else { of_set(&computed()) };
         let coefficient = coefficient.unwrap_or(Coefficient::ONE);
         let item = pb::EvaluateItem { coefficient: coefficient.to_bytes(), ..self.item.clone() };
-        EvaluateJob { item, input: Arc::clone(self.input), view: Arc::clone(self.view), coefficient }
+        EvaluateJob {
+            item,
+            input: Arc::clone(self.input),
+            view: Arc::clone(self.view),
+            coefficient,
+            checked_by_result: self.checked_by_result,
+        }
     }
 }
 
@@ -198,10 +212,10 @@ impl Vault {
                     generation: Some(primary.generation),
                     coefficient: Vec::new(),
                 };
-                let jobs = Jobs::new(&item, &hashed, &view);
+                let jobs = Jobs::new(&item, &hashed, &view, false);
                 // Encryption has no check on its result, so every partial used is verified first:
-                // the batch proofs of the nodes' answers are checked here, before combining (those
-                // of the t batches together, as one), and only valid partials are combined.
+                // the batcher checks each node's batch proof before any of its values becomes a
+                // partial, and only valid ones are combined.
                 let output = gather(
                     &self.pool,
                     self.spread(deadline),
@@ -209,7 +223,6 @@ impl Vault {
                     |node, planned| node.evaluate.ask(jobs.for_node(node.id, planned), deadline),
                     |partials: &[PartialEvaluation]| {
                         let t = usize::from(primary.package.threshold());
-                        crate::batch::settle_together(partials);
                         match dprf::vartime_find_invalid(&primary.package, &input, partials, &mut rand::rng()) {
                             // The usual case: every partial valid, nothing copied.
                             Ok(culprits) if culprits.is_empty() => {
@@ -294,7 +307,7 @@ impl Vault {
                     generation: Some(trusted.generation),
                     coefficient: Vec::new(),
                 };
-                let jobs = Jobs::new(&item, &hashed, &view);
+                let jobs = Jobs::new(&item, &hashed, &view, true);
                 gather(
                     &self.pool,
                     self.spread(deadline),

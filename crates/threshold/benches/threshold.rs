@@ -82,28 +82,6 @@ fn benches(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("verify_batch_proof", m), &refs, |b, r| {
             b.iter(|| dprf::vartime_verify_batch(&package, black_box(r), &values, &proof, &mut rng).unwrap())
         });
-        // The t = 3 nodes one request's partials come from, each answering the same m inputs
-        // with its Lagrange coefficient: three checks, or one over the three batches.
-        let answers: Vec<(Vec<dprf::BatchItem<'_>>, Vec<dprf::PartialValue>, dprf::BatchProof)> = (0..3)
-            .map(|i| {
-                let items: Vec<dprf::BatchItem<'_>> =
-                    inputs.iter().map(|x| (x, Coefficient::lagrange(&ids[..3], ids[i]).unwrap())).collect();
-                let (values, proof) = dprf::evaluate_batch(&shares[i], &items, &mut rng);
-                (items, values, proof)
-            })
-            .collect();
-        let batches: Vec<dprf::Batch<'_, '_>> =
-            answers.iter().map(|(i, v, p)| (i.as_slice(), v.as_slice(), p)).collect();
-        group.bench_with_input(BenchmarkId::new("verify_3_batches_apart", m), &batches, |b, batches| {
-            b.iter(|| {
-                for (items, values, proof) in batches {
-                    dprf::vartime_verify_batch(&package, items, values, proof, &mut rng).unwrap();
-                }
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("verify_3_batches_together", m), &batches, |b, batches| {
-            b.iter(|| assert!(dprf::vartime_verify_batches(&package, black_box(batches), &mut rng)))
-        });
     }
     group.finish();
 

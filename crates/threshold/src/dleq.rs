@@ -237,67 +237,41 @@ fn combined_challenge(context: &Transcript, a: &CompressedRistretto, b: &Compres
     t.challenge_scalar()
 }
 
-/// One [`DleqProof::prove_combined`] proof among those [`vartime_verify_combined`] checks at
-/// once: `X` at `x_at` among the bases (never 0), `M = Σ m_j·H_j` with each `H_j` given by its
-/// index into the points the proofs share, and `Z = Σ d_j·Y_j`.
-pub(crate) struct Combined<'a> {
-    pub(crate) x_at: usize,
-    pub(crate) hs: &'a [(usize, Scalar)],
-    pub(crate) ys: &'a [(RistrettoPoint, Scalar)],
-    pub(crate) proof: &'a DleqProof,
-    pub(crate) context: &'a Transcript,
-}
-
-/// Checks every proof of `proofs` (`s·G − c·X = A` and `s·M − c·Z = B` for each) as one
-/// multiscalar multiplication, with random 128-bit weights `z` and `w` on each proof's two
-/// equations (`z = 1` when there is one proof):
+/// Checks a [`DleqProof::prove_combined`] proof for `M = Σ m_j·H_j` and `Z = Σ d_j·Y_j` (`hs`
+/// and `ys` give each point with its weight): `s·G − c·X = A` and `s·M − c·Z = B`, as one
+/// multiscalar multiplication with a random 128-bit weight `w` on the second,
 ///
-/// `Σ [ z·(s·G − c·X − A) + w·(s·M − c·Z − B) ] = 0`.
+/// `s·G − c·X − A − w·B + Σ (w·s·m_j)·H_j − Σ (w·c·d_j)·Y_j = 0`.
 ///
-/// `shared` holds the points `H_j` the proofs' `M`s index: a point several proofs share costs
-/// one term, its weights summed. `G` and the `X`s come from the prepared `bases`. True iff
-/// (except with probability ≈ 2⁻¹²⁷) every proof holds; on `false`, check them one by one to know
-/// which failed. Variable time: public data only.
+/// `G` and `X` come from the prepared `bases` (`X` at `x_at`, never 0). True iff (except with
+/// probability ≈ 2⁻¹²⁸) the proof holds. Variable time: public data only.
 pub(crate) fn vartime_verify_combined<R: CryptoRng + ?Sized>(
     bases: &VartimeRistrettoPrecomputation,
-    shared: &[RistrettoPoint],
-    proofs: &[Combined<'_>],
+    x_at: usize,
+    hs: &[(RistrettoPoint, Scalar)],
+    ys: &[(RistrettoPoint, Scalar)],
+    proof: &DleqProof,
+    context: &Transcript,
     rng: &mut R,
 ) -> bool {
-    if proofs.is_empty() {
+    if x_at == 0 || x_at >= bases.len() || hs.len() != ys.len() || hs.is_empty() {
         return false;
     }
+    let Some((a, b)) = proof.commitments() else { return false };
+    let c = combined_challenge(context, &proof.a, &proof.b);
+    let w = random_weight(rng);
     let mut fixed = vec![Scalar::ZERO; bases.len()];
-    let mut shared_scalars = vec![Scalar::ZERO; shared.len()];
-    let terms = shared.len() + proofs.iter().map(|p| 2 + p.ys.len()).sum::<usize>();
-    let mut scalars = Vec::with_capacity(terms);
-    let mut points = Vec::with_capacity(terms);
-    for p in proofs {
-        if p.x_at == 0 || p.x_at >= bases.len() || p.hs.len() != p.ys.len() || p.hs.is_empty() {
-            return false;
-        }
-        if p.hs.iter().any(|(at, _)| *at >= shared.len()) {
-            return false;
-        }
-        let Some((a, b)) = p.proof.commitments() else { return false };
-        let c = combined_challenge(p.context, &p.proof.a, &p.proof.b);
-        let z = if proofs.len() == 1 { Scalar::ONE } else { random_weight(rng) };
-        let w = random_weight(rng);
-        fixed[0] += z * p.proof.s;
-        fixed[p.x_at] -= z * c;
-        let (ws, wc) = (w * p.proof.s, w * c);
-        scalars.extend([-z, -w]);
-        points.extend([a, b]);
-        for (at, m) in p.hs {
-            shared_scalars[*at] += ws * m;
-        }
-        for (y, d) in p.ys {
-            scalars.push(-(wc * d));
-            points.push(*y);
-        }
+    fixed[0] = proof.s;
+    fixed[x_at] = -c;
+    let (ws, wc) = (w * proof.s, w * c);
+    let mut scalars = Vec::with_capacity(2 + 2 * hs.len());
+    let mut points = Vec::with_capacity(2 + 2 * hs.len());
+    scalars.extend([-Scalar::ONE, -w]);
+    points.extend([a, b]);
+    for ((h, m), (y, d)) in hs.iter().zip(ys) {
+        scalars.extend([ws * m, -(wc * d)]);
+        points.extend([*h, *y]);
     }
-    scalars.extend(shared_scalars);
-    points.extend_from_slice(shared);
     bases.vartime_mixed_multiscalar_mul(&fixed, &scalars, &points).is_identity()
 }
 

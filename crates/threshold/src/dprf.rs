@@ -7,9 +7,8 @@
 //! A node answering many inputs at once runs [`evaluate_batch`] instead: its values carry no
 //! proof of their own, and one proof covers them all (a DLEQ proof for a random combination of
 //! the batch, the weights hashed from the whole batch, as in RFC 9497's batched proofs). The
-//! coordinator checks it with [`vartime_verify_batch`], which turns the values into proven
-//! partials, or leaves it to a [`crate::DeferredCheck`] run when they are used; the batches of
-//! several nodes can be checked at once with [`vartime_verify_batches`].
+//! coordinator checks it with [`vartime_verify_batch`], which alone turns the values into
+//! partials.
 
 use crate::dleq::{self, DleqProof};
 use crate::encoding::{Reader, Wire, Writer};
@@ -285,55 +284,6 @@ pub fn evaluate_batch<R: CryptoRng + ?Sized>(
     (values.into_iter().map(|value| PartialValue { node, value }).collect(), BatchProof { node, proof })
 }
 
-/// One node's batch as terms of [`dleq::vartime_verify_combined`]: where its node's key is among
-/// the bases, the proof's context, `M`'s weights (by index into `shared`) and `Z`'s terms. Each
-/// input's point goes into `shared` once, however many batches hold the same input (`seen`
-/// knows them by address). [`Error::InvalidProof`] names the node when the batch is malformed.
-struct BatchTerms {
-    x_at: usize,
-    context: Transcript,
-    hs: Vec<(usize, Scalar)>,
-    ys: Vec<(RistrettoPoint, Scalar)>,
-}
-
-fn batch_terms(
-    package: &PublicKeyPackage,
-    (items, values, proof): Batch<'_, '_>,
-    shared: &mut Vec<RistrettoPoint>,
-    seen: &mut std::collections::HashMap<*const HashedInput, usize>,
-) -> Result<BatchTerms> {
-    let node = proof.node;
-    let invalid = Error::InvalidProof { node };
-    if values.is_empty() || values.len() != items.len() || values.iter().any(|v| v.node != node) {
-        return Err(invalid);
-    }
-    let vk = package.verification_key(node)?;
-    let x_at = package.base_index(node)?;
-    let (context, weights) = batch_statement(node, &vk.0, items.iter().zip(values.iter().map(|v| &v.value)));
-    let hs = items
-        .iter()
-        .zip(&weights)
-        .map(|((input, _), d)| {
-            let at = *seen.entry(std::ptr::from_ref(*input)).or_insert_with(|| {
-                shared.push(input.point);
-                shared.len() - 1
-            });
-            (at, *d)
-        })
-        .collect();
-    let ys = values
-        .iter()
-        .zip(items)
-        .zip(&weights)
-        .map(|((v, (_, coefficient)), d)| (v.value.point, d * coefficient.inverse()))
-        .collect();
-    Ok(BatchTerms { x_at, context, hs, ys })
-}
-
-/// A node's batch answer: the items it was asked (each input with the coefficient it was asked
-/// to apply, in order), its values, and its batch proof.
-pub type Batch<'b, 'a> = (&'b [BatchItem<'a>], &'b [PartialValue], &'b BatchProof);
-
 /// Coordinator side: checks `proof` over the node's `values` for `items` (the inputs in the
 /// order the node was asked, each with the coefficient it was asked to apply), and only then
 /// gives them as partials, ready to combine. The node of `proof` must be the node of every
@@ -347,53 +297,29 @@ pub fn vartime_verify_batch<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<PartialEvaluation>> {
     let node = proof.node;
-    let (mut shared, mut seen) = (Vec::with_capacity(items.len()), std::collections::HashMap::new());
-    let terms = batch_terms(package, (items, values, proof), &mut shared, &mut seen)?;
-    let checked =
-        dleq::Combined { x_at: terms.x_at, hs: &terms.hs, ys: &terms.ys, proof: &proof.proof, context: &terms.context };
-    if !dleq::vartime_verify_combined(package.bases(), &shared, &[checked], rng) {
-        return Err(Error::InvalidProof { node });
+    let invalid = Error::InvalidProof { node };
+    if values.is_empty() || values.len() != items.len() || values.iter().any(|v| v.node != node) {
+        return Err(invalid);
+    }
+    let vk = package.verification_key(node)?;
+    let x_at = package.base_index(node)?;
+    let (context, weights) = batch_statement(node, &vk.0, items.iter().zip(values.iter().map(|v| &v.value)));
+    let hs: Vec<(RistrettoPoint, Scalar)> =
+        items.iter().zip(&weights).map(|((input, _), d)| (input.point, *d)).collect();
+    let ys: Vec<(RistrettoPoint, Scalar)> = values
+        .iter()
+        .zip(items)
+        .zip(&weights)
+        .map(|((v, (_, coefficient)), d)| (v.value.point, d * coefficient.inverse()))
+        .collect();
+    if !dleq::vartime_verify_combined(package.bases(), x_at, &hs, &ys, &proof.proof, &context, rng) {
+        return Err(invalid);
     }
     Ok(values
         .iter()
         .zip(items)
         .map(|(v, (_, coefficient))| PartialEvaluation::proven_with_batch(node, v.value, *coefficient))
         .collect())
-}
-
-/// Coordinator side: checks several nodes' batch proofs under one `package` at once, as one
-/// multiscalar multiplication. An input several batches hold (the same [`HashedInput`], as the
-/// t nodes asked for one request share it) enters it once, and the batches share its
-/// doublings, so checking the t batches a request's partials came in together costs about a
-/// third less than checking each alone. True iff every batch's proof holds (except with
-/// probability ≈ 2⁻¹²⁷); on `false`, [`vartime_verify_batch`] each to know which failed.
-/// Variable time: public data only.
-pub fn vartime_verify_batches<R: CryptoRng + ?Sized>(
-    package: &PublicKeyPackage,
-    batches: &[Batch<'_, '_>],
-    rng: &mut R,
-) -> bool {
-    let mut shared = Vec::new();
-    let mut seen = std::collections::HashMap::new();
-    let Ok(terms) = batches
-        .iter()
-        .map(|batch| batch_terms(package, *batch, &mut shared, &mut seen))
-        .collect::<Result<Vec<BatchTerms>>>()
-    else {
-        return false;
-    };
-    let proofs: Vec<dleq::Combined<'_>> = terms
-        .iter()
-        .zip(batches)
-        .map(|(t, (_, _, proof))| dleq::Combined {
-            x_at: t.x_at,
-            hs: &t.hs,
-            ys: &t.ys,
-            proof: &proof.proof,
-            context: &t.context,
-        })
-        .collect();
-    dleq::vartime_verify_combined(package.bases(), &shared, &proofs, rng)
 }
 
 /// Checks one partial's proof; [`Error::InvalidProof`] names the node.
@@ -614,66 +540,6 @@ mod tests {
             let single: Vec<PartialEvaluation> =
                 [1, 3, 4].iter().map(|i| evaluate(&shares[*i], &input.input, &mut rng)).collect();
             assert!(combine_unchecked(&package, &single).unwrap().0 == expected.0);
-        }
-    }
-
-    /// Three nodes' batches checked together: honest ones pass, whether their inputs overlap
-    /// (one request's t nodes) or not, and so does a node answering two batches. Any one lie
-    /// fails the whole check, and fails that batch checked alone: a swapped value, another
-    /// coefficient, another node's answer given as its own, or a proof moved to another batch.
-    #[test]
-    fn batches_checked_together_hold_exactly_when_each_holds_alone() {
-        let mut rng = rand::rng();
-        let (shares, package, inputs) = batch_setup();
-        let set: Vec<NodeId> = [0, 2, 4].iter().map(|i| shares[*i].node()).collect();
-        let asked = |i: usize| Coefficient::lagrange(&set, shares[i].node()).unwrap();
-        let items_of =
-            |i: usize, at: &[usize]| -> Vec<BatchItem<'_>> { at.iter().map(|j| (&inputs[*j], asked(i))).collect() };
-        // Nodes 1, 3, 5 over inputs 0–2 (shared), node 3 also over input 3 alone.
-        let items: Vec<Vec<BatchItem<'_>>> =
-            vec![items_of(0, &[0, 1, 2]), items_of(2, &[0, 1, 2]), items_of(4, &[0, 1, 2]), items_of(2, &[3])];
-        let node_of = [0, 2, 4, 2];
-        let answers: Vec<(Vec<PartialValue>, BatchProof)> =
-            items.iter().zip(node_of).map(|(it, i)| evaluate_batch(&shares[i], it, &mut rng)).collect();
-        let batches =
-            |answers: &[(Vec<PartialValue>, BatchProof)]| -> Vec<(Vec<BatchItem<'_>>, Vec<PartialValue>, BatchProof)> {
-                items.iter().cloned().zip(answers.iter().cloned()).map(|(it, (v, p))| (it, v, p)).collect()
-            };
-        let check = |owned: &[(Vec<BatchItem<'_>>, Vec<PartialValue>, BatchProof)], rng: &mut rand::rngs::ThreadRng| {
-            let refs: Vec<Batch<'_, '_>> = owned.iter().map(|(i, v, p)| (i.as_slice(), v.as_slice(), p)).collect();
-            vartime_verify_batches(&package, &refs, rng)
-        };
-        let honest = batches(&answers);
-        assert!(check(&honest, &mut rng));
-        assert!(check(&honest[..1], &mut rng), "one batch alone");
-        assert!(check(&honest[3..], &mut rng), "a batch sharing no input");
-        assert!(!check(&[], &mut rng), "nothing checked is nothing vouched for");
-
-        // Node 3's first batch with values 0 and 1 swapped.
-        let mut swapped = honest.clone();
-        swapped[1].1.swap(0, 1);
-        assert!(!check(&swapped, &mut rng));
-        // Node 5's values made with no coefficient where its Lagrange coefficient was asked.
-        let mut plain = honest.clone();
-        let made: Vec<BatchItem<'_>> = [0, 1, 2].iter().map(|j| (&inputs[*j], Coefficient::ONE)).collect();
-        let (values, proof) = evaluate_batch(&shares[4], &made, &mut rng);
-        plain[2].1 = values;
-        plain[2].2 = proof;
-        assert!(!check(&plain, &mut rng));
-        // Node 1's values and proof given as node 3's answer over the same inputs: made with
-        // node 1's coefficient, not the one node 3 was asked for.
-        let mut foreign = honest.clone();
-        foreign[1].1 = honest[0].1.clone();
-        foreign[1].2 = honest[0].2.clone();
-        assert!(!check(&foreign, &mut rng));
-        // Node 3's proof of its second batch moved to its first.
-        let mut moved = honest.clone();
-        moved[1].2 = honest[3].2.clone();
-        assert!(!check(&moved, &mut rng));
-        for lie in [&swapped, &plain, &foreign, &moved] {
-            let alone: Vec<bool> =
-                lie.iter().map(|(i, v, p)| vartime_verify_batch(&package, i, v, p, &mut rand::rng()).is_ok()).collect();
-            assert_eq!(alone.iter().filter(|ok| !**ok).count(), 1, "exactly one batch fails alone: {alone:?}");
         }
     }
 

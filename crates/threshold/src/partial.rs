@@ -89,13 +89,11 @@ impl Coefficient {
 }
 
 /// The check of a node's batch proof, run only if and when a value it covers must be verified:
-/// for values whose use is checked another way first (an AEAD tag, for combine-first), the
-/// check is paid only when that check fails; for the others, the checks of the batches a
-/// request's partials came in can run together. The coordinator implements it over the batch
+/// for values whose use is checked another way first (an AEAD tag, for combine-first), so that
+/// the check is paid only when that check fails. The coordinator implements it over the batch
 /// it received (no I/O here); [`holds`](DeferredCheck::holds) runs the check once and keeps the
-/// verdict. Its maker may reach its own type again through `Any` (see
-/// [`PartialEvaluation::deferred_check`]), to run several at once.
-pub trait DeferredCheck: Send + Sync + std::fmt::Debug + std::any::Any {
+/// verdict.
+pub trait DeferredCheck: Send + Sync + std::fmt::Debug {
     /// Whether the batch proof holds for every value it covers.
     fn holds(&self) -> bool;
 }
@@ -192,15 +190,6 @@ impl PartialEvaluation {
         check: std::sync::Arc<dyn DeferredCheck>,
     ) -> Self {
         PartialEvaluation { node, value, proof: Proof::Deferred(check), coefficient }
-    }
-
-    /// The check its batch's proof is left to, if it came with one: its maker may run the
-    /// checks of several partials' batches together before they are used.
-    pub fn deferred_check(&self) -> Option<&std::sync::Arc<dyn DeferredCheck>> {
-        match &self.proof {
-            Proof::Deferred(check) => Some(check),
-            Proof::Own(_) | Proof::Batch => None,
-        }
     }
 
     pub(crate) fn vartime_verify(&self, package: &PublicKeyPackage, h: &Element, context: &Transcript) -> Result<()> {

@@ -423,8 +423,9 @@ async fn every_process_serves_metrics_that_parse_and_traffic_moves_the_counters(
         .and_then(|rest| rest.split(',').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no audit appends line: {report}"));
-    // Every encrypt is audited by t = 3 nodes, several partials to an append at most.
-    assert!(appends >= 1.0 && appends <= 3.0 * requests, "{appends} appends for {requests} encrypts: {report}");
+    // Every encrypt is audited by the t = 3 nodes asked (t + 1 when one is late), one append
+    // for one partial or several; hyok-xks's deep health check adds a few encrypts of its own.
+    assert!(appends >= 1.0 && appends <= 4.0 * requests + 30.0, "{appends} appends for {requests} encrypts: {report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -281,8 +281,8 @@ pub async fn run(target: &Target, options: BenchOptions) -> Result<Report> {
     if options.concurrency == 0 || options.connections == 0 {
         bail!("--concurrency and --connections must be at least 1");
     }
-    // A dev cluster's processes: their CPU time is read before and after the run.
-    // and the nodes' metrics, for what their audit appends took.
+    // A dev cluster's processes, whose CPU time is read before and after the run, and its
+    // nodes' metrics, for what their audit appends took meanwhile.
     let dev = match &target.endpoint {
         None => crate::devfile::DevFile::load(&target.dev_dir).ok(),
         Some(_) => None,

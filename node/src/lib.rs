@@ -33,4 +33,5 @@ pub mod server;
 pub mod service;
 pub mod veto;
 
+pub use metrics::SLOW_AUDIT_APPEND;
 pub use node::Node;

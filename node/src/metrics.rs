@@ -17,6 +17,10 @@ use hyok_proto::metrics::{self as m, Counter, Family, Gauge, Labels};
 use hyok_store::AuditEvent;
 use std::sync::{Arc, LazyLock, Weak};
 
+/// An audit append slower than this is logged, and counted as slow by `hyokctl bench`: the
+/// disk (or sled's flush when the journal fills) held up every partial waiting on it.
+pub const SLOW_AUDIT_APPEND: std::time::Duration = std::time::Duration::from_millis(50);
+
 struct Metrics {
     operations: Family<Labels, Counter>,
     refusals: Family<Labels, Counter>,

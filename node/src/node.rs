@@ -21,10 +21,6 @@ pub const MAX_BATCH: usize = 1024;
 /// Most DKG sessions a node keeps open at once (older ones are dropped).
 const MAX_SESSIONS: usize = 64;
 
-/// An audit append slower than this is logged: the disk (or sled's flush when the journal
-/// fills) held up every partial waiting on it.
-const SLOW_AUDIT: std::time::Duration = std::time::Duration::from_millis(50);
-
 /// A request-level failure, mapped to a gRPC status in `service.rs`.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -326,7 +322,7 @@ impl Node {
         let started = std::time::Instant::now();
         let entries = self.store.append_audit(events).map_err(NodeError::from)?;
         let took = started.elapsed();
-        if took > SLOW_AUDIT {
+        if took > crate::metrics::SLOW_AUDIT_APPEND {
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
                 entries = events.len(),

@@ -70,10 +70,13 @@ impl NodeService {
     /// node does: handing it to the blocking pool and back cost two thread wake-ups per call,
     /// more than the work itself for small batches. Run in place, the nodes used 8 % less CPU per
     /// XKS encrypt near, and far (50 ms each way, 32 concurrent) p50 / p99 went from
-    /// 113.6 / 136.0 ms to 105.7 / 118.5 ms (README, stop 32). The runtime's other workers (one
-    /// per core) keep serving I/O meanwhile. Larger batches, which only a coordinator configured
-    /// past its default `max_batch` (or a hostile one) sends, go to the pool as before, so that
-    /// no call holds a worker for long.
+    /// 113.6 / 136.0 ms to 105.7 / 118.5 ms (README, stop 32). The price is paid when the disk
+    /// stalls: the worker waits in the `fdatasync` with it, and with as many batches in flight
+    /// as workers (one per core) the node serves nothing else meanwhile — a 100 ms stall here
+    /// held every node's runtime for about 90 ms (README, stop 33). Its partials would wait for
+    /// the disk either way. Larger batches, which only a coordinator configured past its
+    /// default `max_batch` (or a hostile one) sends, go to the pool as before, so that no call
+    /// holds a worker for long.
     async fn batch<T: Send + 'static>(
         &self,
         items: usize,

@@ -8,8 +8,11 @@ use crate::status::{Scrape, fetch};
 /// The histogram the nodes export.
 const METRIC: &str = "hyok_node_audit_append_seconds";
 
-/// An append slower than this counts as slow: the first bucket bound at or above it is used.
-pub const SLOW_SECONDS: f64 = 0.05;
+/// An append slower than the node's own threshold for logging one counts as slow; the first
+/// bucket bound at or above it splits them off.
+fn slow_seconds() -> f64 {
+    hyok_node::SLOW_AUDIT_APPEND.as_secs_f64()
+}
 
 /// Appends counted by one node's histogram, or their increase over a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -20,7 +23,8 @@ pub struct Appends {
     pub seconds: f64,
     /// How many took longer than [`Appends::slow_bound`].
     pub slow: f64,
-    /// The bucket bound that splits off the slow ones (the first at or above [`SLOW_SECONDS`]).
+    /// The bucket bound that splits off the slow ones (the first at or above the nodes'
+    /// threshold for logging a slow append).
     pub slow_bound: f64,
 }
 
@@ -30,12 +34,13 @@ impl Appends {
         let value = |name: String| scrape.samples.iter().find(|s| s.name == name).map(|s| s.value);
         let count = value(format!("{METRIC}_count"))?;
         let seconds = value(format!("{METRIC}_sum"))?;
+        let bucket = format!("{METRIC}_bucket");
         let (slow_bound, within) = scrape
             .samples
             .iter()
-            .filter(|s| s.name == format!("{METRIC}_bucket"))
+            .filter(|s| s.name == bucket)
             .filter_map(|s| Some((s.labels.get("le")?.parse::<f64>().ok()?, s.value)))
-            .filter(|(le, _)| *le >= SLOW_SECONDS)
+            .filter(|(le, _)| *le >= slow_seconds())
             .min_by(|a, b| a.0.total_cmp(&b.0))?;
         Some(Appends { count, seconds, slow: count - within, slow_bound })
     }

@@ -15,11 +15,66 @@
 use crate::node::Node;
 use hyok_proto::metrics::{self as m, Counter, Family, Gauge, Labels};
 use hyok_store::AuditEvent;
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 /// An audit append slower than this is logged, and counted as slow by `hyokctl bench`: the
 /// disk (or sled's flush when the journal fills) held up every partial waiting on it.
-pub const SLOW_AUDIT_APPEND: std::time::Duration = std::time::Duration::from_millis(50);
+pub const SLOW_AUDIT_APPEND: Duration = Duration::from_millis(50);
+
+/// At most one slow-append warning per this long: a disk that stalls for good would otherwise
+/// log one line for every batch (hundreds a second); the histogram counts every one anyway.
+const SLOW_WARNING_EVERY: Duration = Duration::from_secs(1);
+
+/// Slow appends not logged since the last warning, reported with the next one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Unlogged {
+    count: u64,
+    slowest: Duration,
+}
+
+/// The rate limit of the slow-append warning: the first slow append is logged at once, those
+/// that follow within [`SLOW_WARNING_EVERY`] only counted, and the next one logged says how many
+/// went unlogged before it and the slowest of them.
+#[derive(Debug, Default)]
+struct SlowWarnings {
+    last: Option<Instant>,
+    unlogged: Unlogged,
+}
+
+impl SlowWarnings {
+    /// A slow append that took `took`, at `now`: `Some` (what went unlogged since the last
+    /// warning) if this one is to be logged, `None` if it is only counted.
+    fn note(&mut self, took: Duration, now: Instant) -> Option<Unlogged> {
+        if self.last.is_some_and(|last| now.saturating_duration_since(last) < SLOW_WARNING_EVERY) {
+            self.unlogged.count += 1;
+            self.unlogged.slowest = self.unlogged.slowest.max(took);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
+static SLOW_WARNINGS: Mutex<SlowWarnings> =
+    Mutex::new(SlowWarnings { last: None, unlogged: Unlogged { count: 0, slowest: Duration::ZERO } });
+
+/// Logs an audit append that took `took` to be durable if it was slow, at most once per
+/// [`SLOW_WARNING_EVERY`] for the whole process.
+pub(crate) fn warn_if_slow(took: Duration, entries: usize) {
+    if took <= SLOW_AUDIT_APPEND {
+        return;
+    }
+    let noted = SLOW_WARNINGS.lock().unwrap_or_else(PoisonError::into_inner).note(took, Instant::now());
+    let Some(unlogged) = noted else { return };
+    tracing::warn!(
+        took_ms = took.as_millis() as u64,
+        entries,
+        unlogged_slow_appends = unlogged.count,
+        unlogged_slowest_ms = unlogged.slowest.as_millis() as u64,
+        "a slow audit append held up its partials"
+    );
+}
 
 struct Metrics {
     operations: Family<Labels, Counter>,
@@ -66,7 +121,7 @@ fn classify(operation: &str) -> (&str, Option<&str>) {
 
 /// Counts events just appended to the audit log, which is now `len` entries long, in an append
 /// that took `took` to be durable.
-pub fn audited(events: &[AuditEvent], len: u64, took: std::time::Duration) {
+pub fn audited(events: &[AuditEvent], len: u64, took: Duration) {
     METRICS.audit_append.observe(took.as_secs_f64());
     for event in events {
         match classify(&event.operation) {
@@ -130,5 +185,22 @@ mod tests {
         assert_eq!(classify("refused:unwrap:not_found"), ("unwrap", Some("not_found")));
         assert_eq!(classify("evaluate:decrypt"), ("evaluate:decrypt", None));
         assert_eq!(classify("refused:"), ("refused:", None));
+    }
+
+    #[test]
+    fn slow_appends_are_logged_at_most_once_a_second_and_the_next_warning_counts_the_rest() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut warnings = SlowWarnings::default();
+        // The first is logged at once, with nothing before it.
+        assert_eq!(warnings.note(ms(60), start), Some(Unlogged::default()));
+        // Within the second: only counted.
+        assert_eq!(warnings.note(ms(120), start + ms(10)), None);
+        assert_eq!(warnings.note(ms(80), start + ms(999)), None);
+        // A second after the last warning, logged with the two before it and the slowest of them.
+        assert_eq!(warnings.note(ms(70), start + ms(1_000)), Some(Unlogged { count: 2, slowest: ms(120) }));
+        // And the count starts over.
+        assert_eq!(warnings.note(ms(55), start + ms(1_500)), None);
+        assert_eq!(warnings.note(ms(51), start + ms(5_000)), Some(Unlogged { count: 1, slowest: ms(55) }));
     }
 }

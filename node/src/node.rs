@@ -322,13 +322,7 @@ impl Node {
         let started = std::time::Instant::now();
         let entries = self.store.append_audit(events).map_err(NodeError::from)?;
         let took = started.elapsed();
-        if took > crate::metrics::SLOW_AUDIT_APPEND {
-            tracing::warn!(
-                took_ms = took.as_millis() as u64,
-                entries = events.len(),
-                "a slow audit append held up its partials"
-            );
-        }
+        crate::metrics::warn_if_slow(took, events.len());
         crate::metrics::audited(events, entries.last().map_or(0, |e| e.seq), took);
         Ok(())
     }

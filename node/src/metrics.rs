@@ -61,7 +61,7 @@ static SLOW_WARNINGS: Mutex<SlowWarnings> =
 
 /// Logs an audit append that took `took` to be durable if it was slow, at most once per
 /// [`SLOW_WARNING_EVERY`] for the whole process.
-pub(crate) fn warn_if_slow(took: Duration, entries: usize) {
+fn warn_if_slow(took: Duration, entries: usize) {
     if took <= SLOW_AUDIT_APPEND {
         return;
     }
@@ -120,9 +120,10 @@ fn classify(operation: &str) -> (&str, Option<&str>) {
 }
 
 /// Counts events just appended to the audit log, which is now `len` entries long, in an append
-/// that took `took` to be durable.
+/// that took `took` to be durable (and logs the append if that was slow).
 pub fn audited(events: &[AuditEvent], len: u64, took: Duration) {
     METRICS.audit_append.observe(took.as_secs_f64());
+    warn_if_slow(took, events.len());
     for event in events {
         match classify(&event.operation) {
             (operation, Some(reason)) => {
